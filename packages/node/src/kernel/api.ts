@@ -1,0 +1,279 @@
+/**
+ * The kernel's one public surface for drivers ("kernel modules").
+ *
+ * Export policy (BRIEF §2, the EXPORT_SYMBOL vs EXPORT_SYMBOL_GPL review point): a driver may import
+ * exactly this module (`@xpmesh/node/kernel`) and nothing else of the kernel. Everything a driver
+ * can do to the kernel is a method of {@link KernelModuleApi}, handed to the driver when it is
+ * loaded. Types and constants below are part of the same surface. Nothing else is reachable: the
+ * package's `exports` map names only this file.
+ *
+ * CONTRACT STATUS: these signatures are the agreement between the kernel and the driver. Additive
+ * changes are fine; a changed signature must be changed in both places in one commit.
+ */
+
+/** Size of a page frame in bytes. */
+export const PAGE_SIZE = 4096;
+export const PAGE_SHIFT = 12;
+
+/** A physical frame number: index of a 4 KiB frame in the instance's physical memory. */
+export type Pfn = number;
+
+/** Stable error codes (errno-style). Codes travel as data: match on `code`, never on class. */
+export type KernelErrorCode =
+  | 'EINVAL' // bad argument (unaligned, zero length, overflow, unknown flag)
+  | 'ENOMEM' // no frame / no address space / no swap slot
+  | 'EFAULT' // address not covered by a VMA
+  | 'EACCES' // access not permitted by the VMA protection
+  | 'EPERM' // operation not permitted (e.g. exportPage without the page lock)
+  | 'ESRCH' // no such process / mm
+  | 'EBUSY' // resource in use (page locked, notifier in callback ...)
+  | 'EAGAIN' // raced with an invalidation: retry (non-blockable context or seq retry)
+  | 'ETIMEDOUT' // a bounded wait expired
+  | 'SIGSEGV' // access refused: delivered to the process as a signal
+  | 'SIGBUS'; // access to a hole / removed segment / lost page: delivered as a signal
+
+export class KernelError extends Error {
+  readonly code: KernelErrorCode;
+  constructor(code: KernelErrorCode, message: string) {
+    super(`${code}: ${message}`);
+    this.name = 'KernelError';
+    this.code = code;
+  }
+}
+
+/** Why a mapping is being invalidated (mainline `enum mmu_notifier_event`). */
+export type InvalidateEvent =
+  | 'unmap' // munmap / zap of a range
+  | 'protection' // mprotect reducing access
+  | 'cow' // copy-on-write: fork write-protects, a write fault breaks COW
+  | 'migrate' // page migration / compaction
+  | 'reclaim' // page reclaim (swap out)
+  | 'release' // address space exit
+  | 'clear' // page_mkclean / writeback
+  | 'device'; // a driver changes mappings it owns
+
+/** Mainline `struct mmu_notifier_range`. */
+export interface MmuNotifierRange {
+  readonly mm: MmHandle;
+  /** Page-aligned start virtual address (inclusive). */
+  readonly start: number;
+  /** Page-aligned end virtual address (exclusive). */
+  readonly end: number;
+  readonly event: InvalidateEvent;
+  /** False where the kernel cannot wait: the callback must not await; it returns 'again' to refuse. */
+  readonly blockable: boolean;
+}
+
+/**
+ * Per-mm notifier ops (mainline `struct mmu_notifier_ops`). Contracts:
+ * - invalidateRangeStart: the pages in the range are still mapped. After it resolves, no secondary
+ *   mapping of them may remain or be created until the matching invalidateRangeEnd. It may sleep
+ *   (return a promise) only when `range.blockable`; otherwise it must return synchronously, and may
+ *   return 'again' to make the kernel back off and retry the whole operation.
+ * - invalidateRangeEnd: the kernel finished changing the page tables; secondary mappings may be
+ *   created again (after re-validating with mmuIntervalReadRetry).
+ * - invalidatePage: called where the kernel cannot wait (a lock is held). Synchronous; returning a
+ *   promise is a bug the kernel rejects.
+ * - release: the address space is exiting. Runs before any of its pages is freed; all secondary
+ *   mappings must be gone when it resolves. Calling unregister from inside release is refused.
+ * - clearFlushYoung / testYoung: the young-bit callbacks (page ageing for reclaim); return true if a
+ *   secondary mapping referenced the page since the last call.
+ */
+export interface MmuNotifierOps {
+  invalidateRangeStart?(range: MmuNotifierRange): undefined | 'again' | Promise<void>;
+  invalidateRangeEnd?(range: MmuNotifierRange): void;
+  invalidatePage?(mm: MmHandle, address: number): void;
+  release?(mm: MmHandle): Promise<void> | undefined;
+  clearFlushYoung?(mm: MmHandle, start: number, end: number): boolean;
+  testYoung?(mm: MmHandle, address: number): boolean;
+}
+
+/** Result of a global rmap notifier callback (the 2008 patch's `invalidate_page`, made fallible). */
+export type RmapInvalidateResult =
+  | { readonly ok: true; /** a remote copy was dirty: the kernel marks the page dirty */ readonly dirty: boolean }
+  | { readonly ok: false; readonly reason: string };
+
+/**
+ * Global rmap notifier ops (`struct mmu_rmap_notifier_ops`). `invalidatePage` is called from
+ * tryToUnmap and pageMkclean AFTER the kernel's own rmap walk, with the page lock held and no
+ * non-sleepable section held: it may await (send invalidations to remote instances and wait for
+ * their acks). It is called only for pages with PG_external_rmap set. The kernel applies a
+ * deadline; a callback that misses it counts as failure. `reason` tells why.
+ */
+export interface RmapNotifierOps {
+  invalidatePage(pfn: Pfn, reason: 'reclaim' | 'migrate' | 'clean'): Promise<RmapInvalidateResult>;
+}
+
+/** An address space (mm_struct) as a driver sees it. */
+export interface MmHandle {
+  /** Unique for the lifetime of the kernel; never reused. */
+  readonly id: number;
+  /** The owning process id. */
+  readonly pid: number;
+  /** Credentials of the owning process (for System V IPC-style permission checks). */
+  readonly uid: number;
+  readonly gid: number;
+  /** True once exit has started (release called or about to be). */
+  readonly exiting: boolean;
+}
+
+/** A registration that can be undone. `unregister` waits for in-flight callbacks (SRCU-like). */
+export interface NotifierRegistration {
+  /** Resolves when no callback of this registration is running and none will run again. */
+  unregister(): Promise<void>;
+}
+
+/** Protection bits (mmap PROT_*). */
+export const PROT_NONE = 0;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+
+/** A fault as the kernel hands it to a driver. */
+export interface DriverFault {
+  readonly mm: MmHandle;
+  /** Page-aligned faulting address. */
+  readonly address: number;
+  /** True for a write access. */
+  readonly write: boolean;
+}
+
+/**
+ * A driver VMA: an address range whose page faults the driver resolves (XPMEM attachments).
+ * - fault: resolve the fault by calling `installPte` (or throw KernelError SIGBUS / SIGSEGV, which is
+ *   delivered to the process). The kernel retries the access after the promise resolves; resolving
+ *   without installing anything just makes the access fault again.
+ * - close: the VMA (or the part [start,end)) is going away (munmap, exit). Called after the kernel
+ *   zapped the PTEs of the range and completed the TLB shootdown; the driver drops its references.
+ */
+export interface DriverVmaOps {
+  fault(fault: DriverFault): Promise<void>;
+  close(mm: MmHandle, start: number, end: number): void | Promise<void>;
+}
+
+/**
+ * A device (driver) that owns "device entries" installed in ordinary anonymous VMAs, like HMM
+ * device-private entries. A process touching a device entry (any access for mode 'none', a write
+ * for mode 'readonly') calls `fault`, which must bring the page home (e.g. recall a remote
+ * writer's data) and call `clearDeviceEntry`. Throwing KernelError SIGBUS delivers SIGBUS.
+ */
+export interface DeviceOps {
+  fault(fault: DriverFault): Promise<void>;
+}
+
+/** Per-page view for status displays and checks. */
+export interface PageInfo {
+  readonly pfn: Pfn;
+  readonly flags: readonly string[]; // e.g. ['locked','referenced','dirty','lru','swapcache','external_rmap']
+  readonly refcount: number;
+  readonly mapcount: number;
+}
+
+/**
+ * Everything a driver may do to the kernel. Handed to a driver's `load(kernel)`.
+ * All addresses are virtual addresses in the given mm; all lengths are bytes, page-aligned.
+ */
+export interface KernelModuleApi {
+  readonly pageSize: number;
+  /** Instance name, for logs. */
+  readonly name: string;
+
+  // ---- address spaces -------------------------------------------------------------------------
+  /** The mm of a live process, or undefined. */
+  mmOfPid(pid: number): MmHandle | undefined;
+  /** True if [start,end) is fully covered by ordinary (non-driver) VMAs of mm. */
+  rangeMapped(mm: MmHandle, start: number, end: number): boolean;
+
+  // ---- get_user_pages ---------------------------------------------------------------------------
+  /**
+   * Resolve the page backing `address` in `mm` as a fault would (allocating, swapping in, or breaking
+   * COW when `write`), and return its frame with one reference taken (a pin). The caller must
+   * `putPage` it. Throws EFAULT if no VMA covers the address, EACCES if the VMA forbids the access.
+   */
+  getUserPage(mm: MmHandle, address: number, opts: { write: boolean }): Promise<Pfn>;
+  /** Drop a reference taken by getUserPage or allocPage. */
+  putPage(pfn: Pfn): void;
+
+  // ---- page lock and flags ---------------------------------------------------------------------
+  /** Sleep (bounded by `timeoutMs`, default 5000) until the page lock is ours. ETIMEDOUT on expiry. */
+  lockPage(pfn: Pfn, timeoutMs?: number): Promise<void>;
+  trylockPage(pfn: Pfn): boolean;
+  unlockPage(pfn: Pfn): void;
+  /**
+   * Set PG_external_rmap (`mmu_rmap_export_page`). Throws EPERM if the page lock is not held.
+   * Must be called before the driver adds the page to its own reverse map.
+   */
+  exportPage(pfn: Pfn): void;
+  /** Clear PG_external_rmap. The page lock must be held (EPERM otherwise); call only when the
+   * driver's reverse map for the page became empty. */
+  unexportPage(pfn: Pfn): void;
+  pageExported(pfn: Pfn): boolean;
+  setPageDirty(pfn: Pfn): void;
+  pageInfo(pfn: Pfn): PageInfo;
+
+  // ---- frame data (the driver copies pages to and from the wire) --------------------------------
+  /** A live view of the frame's 4096 bytes in physical memory. Do not keep it across an await. */
+  pageBytes(pfn: Pfn): Uint8Array;
+  /** Copy 4096 bytes into the frame. */
+  writePageData(pfn: Pfn, data: Uint8Array): void;
+
+  // ---- driver-owned frames and driver VMAs ------------------------------------------------------
+  /** Allocate a zeroed frame owned by the driver (refcount 1, not on the LRU). ENOMEM if none. */
+  allocPage(): Pfn;
+  /**
+   * Create a driver VMA of `length` bytes in mm (at `address` if given, else anywhere free).
+   * `prot` bounds what installPte may grant. Returns the start address.
+   */
+  mmapDriver(mm: MmHandle, length: number, prot: number, ops: DriverVmaOps, address?: number): number;
+  /**
+   * Install a PTE for `pfn` at `address` in a driver VMA (takes a frame reference and adds the rmap
+   * entry). If `seq` is given and an invalidation of mm began since mmuIntervalReadBegin returned it,
+   * installs nothing and returns false (the caller retries). EINVAL outside a driver VMA.
+   */
+  installPte(mm: MmHandle, address: number, pfn: Pfn, opts: { write: boolean; seq?: number }): boolean;
+  /**
+   * Remove PTEs in [start,end) of a driver VMA, complete the TLB shootdown (no process can still
+   * access the old frames when this resolves), drop the frame references, and return what was
+   * mapped (with the dirty bit collected from the PTEs).
+   */
+  zapDriverRange(
+    mm: MmHandle,
+    start: number,
+    end: number,
+  ): Promise<Array<{ address: number; pfn: Pfn; dirty: boolean; write: boolean }>>;
+  /** Write-protect PTEs in [start,end) of a driver VMA (with shootdown); returns dirty bits seen. */
+  wrprotectDriverRange(
+    mm: MmHandle,
+    start: number,
+    end: number,
+  ): Promise<Array<{ address: number; pfn: Pfn; dirty: boolean }>>;
+
+  // ---- device entries in ordinary VMAs (HMM device-private analogue) ----------------------------
+  /** Register a device; returns its owner id used in device entries. */
+  registerDevice(ops: DeviceOps): number;
+  /**
+   * Replace the present PTE at `address` in mm with a device entry of `owner`. Mode 'none': no access
+   * (a remote holds the page for writing; the frame's content is stale until recalled). Mode
+   * 'readonly': reads proceed from the frame, writes fault into the device. Completes the TLB
+   * shootdown before resolving. The frame stays allocated and keeps its rmap entry. Returns its pfn.
+   * EFAULT if nothing is mapped there (the caller resolves with getUserPage first).
+   */
+  setDeviceEntry(mm: MmHandle, address: number, owner: number, mode: 'none' | 'readonly'): Promise<Pfn>;
+  /** Turn a device entry back into a normal PTE (writable if the VMA allows). No-op if none. */
+  clearDeviceEntry(mm: MmHandle, address: number): void;
+
+  // ---- notifiers -------------------------------------------------------------------------------
+  mmuNotifierRegister(mm: MmHandle, ops: MmuNotifierOps): NotifierRegistration;
+  rmapNotifierRegister(ops: RmapNotifierOps): NotifierRegistration;
+  /** Mainline mmu_interval_read_begin: a sequence number; waits (bounded) while an invalidation of
+   * mm is in progress. */
+  mmuIntervalReadBegin(mm: MmHandle): Promise<number>;
+  /** True if an invalidation of mm started since `seq` was read: the caller must retry. */
+  mmuIntervalReadRetry(mm: MmHandle, seq: number): boolean;
+}
+
+/** What a kernel module exports: loaded by the instance, given the kernel API. */
+export interface KernelModule {
+  readonly name: string;
+  load(kernel: KernelModuleApi): void | Promise<void>;
+  unload?(): Promise<void>;
+}

@@ -42,5 +42,6 @@ for (const f of files.sort()) {
   }
 }
 const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version, date: new Date().toISOString() };
-writeFileSync(join(root, 'bench-results.json'), JSON.stringify({ machine, results }, null, 2));
+writeFileSync(join(root, 'bench-results.json'), JSON.stringify(results, null, 2));
+writeFileSync(join(root, 'bench-machine.json'), JSON.stringify(machine, null, 2));
 console.error(`bench: ${results.length} figures -> bench-results.json`);

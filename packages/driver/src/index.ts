@@ -1,1 +1,24 @@
+/** @xpmesh/driver: the XPmem-like kernel module. */
 export const DRIVER_NAME = 'xpmem';
+export {
+  type Clock,
+  createXpmemDriver,
+  type DriverCounters,
+  type DriverStatus,
+  type Logger,
+  type MessageEvent,
+  type PageStateView,
+  XpmemDriver,
+  type XpmemDriverOptions,
+} from './driver.js';
+export { DriverError, type DriverErrorCode } from './errors.js';
+export {
+  mermaidDiagram,
+  nextState,
+  PAGE_EVENTS,
+  PAGE_STATES,
+  type PageEvent,
+  type PageState,
+  TRANSITIONS,
+} from './page-state.js';
+export { ReverseMap } from './rmap.js';

@@ -1,0 +1,326 @@
+/**
+ * The attacher side of remote segments: faults of driver VMAs (coalesced, with optional prefault),
+ * the page cache (one frame per instance per segment page, shared by every local attachment),
+ * answering invalidations (zap or write-protect, then ack with dirty data), detach, segment-gone and
+ * the loss of a home.
+ */
+import type { DriverFault } from '@xpmesh/node/kernel';
+import { KernelError } from '@xpmesh/node/kernel';
+import type {
+  Detach,
+  Invalidate,
+  InvalidateAck,
+  MapReq,
+  PageData,
+  PeerSession,
+  SegmentGone,
+} from '@xpmesh/protocol';
+import type { XpmemDriver } from './driver.js';
+import { codeOf } from './errors.js';
+import { localAttachFault } from './home.js';
+import { homeOf, pageKey } from './ids.js';
+import { MAX_PAGES, toRanges } from './invalidate.js';
+import type { Attachment } from './state.js';
+
+const FAULT_ROUNDS = 8;
+
+export async function attachmentFault(d: XpmemDriver, att: Attachment, f: DriverFault): Promise<void> {
+  const k = d.kernel;
+  const ps = k.pageSize;
+  d.counters.faults++;
+  if (att.detached) throw new KernelError('SIGSEGV', `attachment at ${att.vaddr} detached`);
+  if (att.gone) throw new KernelError('SIGBUS', `segment ${att.grant.segid} is gone`);
+  if (f.write && att.grant.access !== 'rw')
+    throw new KernelError('SIGSEGV', 'write to a read-only attachment');
+  const i = Math.floor((f.address - att.vaddr) / ps);
+  if (i < 0 || i >= att.npages) throw new KernelError('SIGSEGV', 'fault outside the attachment');
+  const p = att.firstPage + i;
+  if (att.grant.local) {
+    d.counters.localFaults++;
+    const seg = d.segments.get(att.grant.segid);
+    if (!seg || seg.removed) throw new KernelError('SIGBUS', `segment ${att.grant.segid} is gone`);
+    const m = await localAttachFault(d, seg, p, att.mm, f.address, f.write);
+    if (m) att.mapped[i] = m;
+    return;
+  }
+  d.counters.remoteFaults++;
+  const key = pageKey(att.grant.segid, p);
+  for (let round = 0; round < FAULT_ROUNDS; round++) {
+    if (att.detached) throw new KernelError('SIGSEGV', `attachment at ${att.vaddr} detached`);
+    if (att.gone) throw new KernelError('SIGBUS', `segment ${att.grant.segid} is gone`);
+    const c = d.cache.get(key);
+    if (c && (!f.write || c.access === 'w')) {
+      const w = c.access === 'w' && att.grant.access === 'rw';
+      if (att.mapped[i] !== 0) {
+        // an existing PTE that is not good enough (read-only after an upgrade): replace it
+        att.mapped[i] = 0;
+        await k.zapDriverRange(att.mm, f.address, f.address + ps);
+        continue;
+      }
+      if (k.installPte(att.mm, f.address, c.pfn, { write: w })) att.mapped[i] = w ? 2 : 1;
+      return;
+    }
+    await fetchPage(d, att, p, f.write ? 'rw' : 'r');
+  }
+  // still contended: resolve without installing; the access faults again
+}
+
+/** One map request per page at a time: concurrent faults on a page join the request in flight. */
+async function fetchPage(d: XpmemDriver, att: Attachment, p: number, access: 'r' | 'rw'): Promise<void> {
+  const key = pageKey(att.grant.segid, p);
+  const pend = d.pendingFaults.get(key);
+  if (pend) {
+    d.counters.coalescedFaults++;
+    if (pend.access === 'rw' || access === 'r') await pend.promise;
+    else await pend.promise.catch(() => undefined);
+    return;
+  }
+  const promise = requestPages(d, att, p, access);
+  d.pendingFaults.set(key, { access, promise });
+  try {
+    await promise;
+  } finally {
+    if (d.pendingFaults.get(key)?.promise === promise) d.pendingFaults.delete(key);
+  }
+}
+
+async function requestPages(
+  d: XpmemDriver,
+  att: Attachment,
+  p: number,
+  access: 'r' | 'rw',
+  prefault = d.prefault,
+): Promise<void> {
+  const k = d.kernel;
+  const g = att.grant;
+  let count = 1;
+  while (
+    count < prefault &&
+    p + count < att.firstPage + att.npages &&
+    !d.cache.has(pageKey(g.segid, p + count)) &&
+    !d.pendingFaults.has(pageKey(g.segid, p + count))
+  ) {
+    count++;
+  }
+  let pages: PageData[];
+  let granted: 'r' | 'rw';
+  try {
+    const reply = await d.request<MapReq>(g.home, { t: 'map', apid: g.apid, page: p, count, access });
+    pages = reply.pages;
+    granted = reply.access;
+  } catch (e) {
+    const code = codeOf(e);
+    if (code === 'E_BUSY') return; // the access faults again
+    throw new KernelError('SIGBUS', `map ${g.segid} page ${p}: ${code}`);
+  }
+  if (att.gone) return;
+  if (att.detached) {
+    // detached while the grant was in flight: give the pages straight back
+    await giveBack(d, att, pages.map((pd) => pd.page));
+    return;
+  }
+  for (const pd of pages) {
+    const key = pageKey(g.segid, pd.page);
+    const acc = granted === 'rw' ? 'w' : 'r';
+    const c = d.cache.get(key);
+    if (c) {
+      if (c.access === 'w' && acc === 'r') continue;
+      k.writePageData(c.pfn, pd.data);
+      c.access = acc;
+      c.version = pd.version;
+    } else {
+      const pfn = k.allocPage();
+      k.writePageData(pfn, pd.data);
+      d.cache.set(key, {
+        segid: g.segid,
+        home: g.home,
+        page: pd.page,
+        pfn,
+        access: acc,
+        version: pd.version,
+      });
+    }
+  }
+}
+
+/** Prefault the first pages of a new remote attachment (one map request, read copies). */
+export async function prefaultAttachment(d: XpmemDriver, att: Attachment): Promise<void> {
+  if (d.prefault <= 1 || att.grant.local) return;
+  try {
+    await requestPages(d, att, att.firstPage, 'r', Math.min(d.prefault, att.npages));
+  } catch (e) {
+    d.log.debug({ err: e }, 'xpmem: prefault failed (pages fault on touch)');
+  }
+}
+
+function attachmentsOf(d: XpmemDriver, segid: string): Attachment[] {
+  return [...d.attachments.values()].filter((a) => a.grant.segid === segid && !a.grant.local);
+}
+
+/** Zap (or write-protect) `pages` in every local attachment of `segid`, one call per run. */
+async function unmapPages(
+  d: XpmemDriver,
+  segid: string,
+  pages: Set<number>,
+  wrprotect: boolean,
+): Promise<void> {
+  const k = d.kernel;
+  const ps = k.pageSize;
+  const work: Promise<unknown>[] = [];
+  for (const att of attachmentsOf(d, segid)) {
+    const idx: number[] = [];
+    for (let i = 0; i < att.npages; i++) {
+      const m = att.mapped[i];
+      if (m !== 0 && pages.has(att.firstPage + i) && (!wrprotect || m === 2)) {
+        idx.push(i);
+        att.mapped[i] = wrprotect ? 1 : 0;
+      }
+    }
+    for (const [first, n] of toRanges(idx)) {
+      const a = att.vaddr + first * ps;
+      work.push(
+        wrprotect ? k.wrprotectDriverRange(att.mm, a, a + n * ps) : k.zapDriverRange(att.mm, a, a + n * ps),
+      );
+    }
+  }
+  await Promise.all(work);
+}
+
+export async function handleInvalidate(
+  d: XpmemDriver,
+  from: PeerSession,
+  msg: Invalidate,
+): Promise<Omit<InvalidateAck, 're'>> {
+  const k = d.kernel;
+  if (homeOf(msg.segid) !== from.node)
+    throw { code: 'E_STATE', message: `${from.node} is not the home of ${msg.segid}` };
+  const pages = new Set<number>();
+  for (const [first, count] of msg.ranges) for (let p = first; p < first + count; p++) pages.add(p);
+  // Links are FIFO (ws over TCP; the memory transport without `reorder`): an invalidate that arrives
+  // while our map request is in flight was sent before the grant, so the grant that follows is
+  // fresh. Cached copies are forgotten synchronously, before anything awaits, so no local fault can
+  // install them again.
+  const work: Array<{ page: number; pfn: number; version: number; wasWrite: boolean; drop: boolean }> = [];
+  for (const p of pages) {
+    const key = pageKey(msg.segid, p);
+    const c = d.cache.get(key);
+    if (!c) continue;
+    const wasWrite = c.access === 'w';
+    if (msg.downgrade) {
+      if (!wasWrite) continue;
+      c.access = 'r';
+      work.push({ page: p, pfn: c.pfn, version: c.version, wasWrite, drop: false });
+    } else {
+      d.cache.delete(key);
+      work.push({ page: p, pfn: c.pfn, version: c.version, wasWrite, drop: true });
+    }
+  }
+  await unmapPages(d, msg.segid, pages, msg.downgrade);
+  const dirty: PageData[] = [];
+  for (const w of work) {
+    if (msg.writeback && w.wasWrite) {
+      const data = new Uint8Array(k.pageSize);
+      data.set(k.pageBytes(w.pfn));
+      dirty.push({ page: w.page, version: w.version, data });
+    }
+    if (w.drop) k.putPage(w.pfn);
+  }
+  return { t: 'invalidate-ack', dirty };
+}
+
+/**
+ * Give up pages [from, to) (attachment indices) of an attachment: zap them (unless the kernel already
+ * did), drop cached pages no other local attachment of the segment covers, and tell the home
+ * (detach, with the data of pages held for writing).
+ */
+export async function releaseAttachmentPages(
+  d: XpmemDriver,
+  att: Attachment,
+  from: number,
+  to: number,
+  zapped: boolean,
+) {
+  const k = d.kernel;
+  const ps = k.pageSize;
+  att.mapped.fill(0, from, to);
+  if (!zapped)
+    await k.zapDriverRange(att.mm, att.vaddr + from * ps, att.vaddr + to * ps).catch(() => undefined);
+  if (att.grant.local) return;
+  const others = [...d.attachments.values()].filter(
+    (a) => a !== att && !a.detached && a.grant.segid === att.grant.segid && a.mm.id !== -1,
+  );
+  const pages: number[] = [];
+  const dirty: PageData[] = [];
+  for (let i = from; i < to; i++) {
+    const p = att.firstPage + i;
+    if (others.some((a) => p >= a.firstPage && p < a.firstPage + a.npages)) continue;
+    pages.push(p);
+    const key = pageKey(att.grant.segid, p);
+    const c = d.cache.get(key);
+    if (!c) continue;
+    d.cache.delete(key);
+    if (c.access === 'w') {
+      const data = new Uint8Array(ps);
+      data.set(k.pageBytes(c.pfn));
+      dirty.push({ page: p, version: c.version, data });
+    }
+    k.putPage(c.pfn);
+  }
+  if (pages.length === 0 || att.gone) return;
+  // ranges cover every page (phantom grants included); dirty data goes in chunks of MAX_PAGES
+  const ranges = toRanges(pages);
+  for (let i = 0; i === 0 || i < dirty.length; i += MAX_PAGES) {
+    const chunk = dirty.slice(i, i + MAX_PAGES);
+    try {
+      await d.request<Detach>(att.grant.home, {
+        t: 'detach',
+        apid: att.grant.apid,
+        ranges: i === 0 ? ranges : toRanges(chunk.map((pd) => pd.page)),
+        dirty: chunk,
+      });
+    } catch (e) {
+      d.log.debug({ err: e, apid: att.grant.apid }, 'xpmem: detach not delivered');
+      return;
+    }
+  }
+}
+
+/** Tell the home we do not hold `pages` (grants that arrived after a detach). */
+async function giveBack(d: XpmemDriver, att: Attachment, pages: number[]): Promise<void> {
+  const others = [...d.attachments.values()].filter((a) => !a.detached && a.grant.segid === att.grant.segid);
+  const free = pages.filter((p) => !others.some((a) => p >= a.firstPage && p < a.firstPage + a.npages));
+  if (free.length === 0) return;
+  try {
+    await d.request<Detach>(att.grant.home, { t: 'detach', apid: att.grant.apid, ranges: toRanges(free), dirty: [] });
+  } catch (e) {
+    d.log.debug({ err: e }, 'xpmem: give-back detach not delivered');
+  }
+}
+
+export async function handleSegmentGone(d: XpmemDriver, from: PeerSession, msg: SegmentGone): Promise<void> {
+  if (homeOf(msg.segid) !== from.node) return;
+  d.counters.segmentGone++;
+  await revoke(d, (segid) => segid === msg.segid);
+}
+
+/** A home's session ended: its attachments are revoked (next touch SIGBUS), cached pages dropped. */
+export async function attacherDown(d: XpmemDriver, node: string, _why: string): Promise<void> {
+  await revoke(d, (segid) => homeOf(segid) === node);
+}
+
+async function revoke(d: XpmemDriver, match: (segid: string) => boolean): Promise<void> {
+  const k = d.kernel;
+  for (const [key, c] of [...d.cache]) {
+    if (!match(c.segid)) continue;
+    d.cache.delete(key);
+    k.putPage(c.pfn);
+  }
+  const zaps: Promise<unknown>[] = [];
+  for (const att of d.attachments.values()) {
+    if (att.grant.local || !match(att.grant.segid) || att.gone) continue;
+    att.gone = true;
+    att.mapped.fill(0);
+    zaps.push(k.zapDriverRange(att.mm, att.vaddr, att.vaddr + att.size).catch(() => undefined));
+  }
+  await Promise.all(zaps);
+}

@@ -1,0 +1,477 @@
+/**
+ * The XPmem-like driver: a kernel module that exports segments of local address spaces, attaches
+ * segments of other instances, keeps the driver-side reverse map and turns kernel invalidations into
+ * invalidate/ack rounds with the remote mappers. This file holds the state and the wiring; each user
+ * operation lives in its own xpmem-*.ts file, the home side of a fault in home.ts, the invalidation
+ * engine in invalidate.ts, the attacher side in attacher.ts, failures in fence.ts.
+ */
+import { EventEmitter } from 'node:events';
+import type { KernelModule, KernelModuleApi, NotifierRegistration } from '@xpmesh/node/kernel';
+import type { Access, OneWayMessage, PeerNetwork, PeerSession, RequestMessage } from '@xpmesh/protocol';
+import { attacherDown, handleSegmentGone } from './attacher.js';
+import { DriverError, fail } from './errors.js';
+import { fenceNode, peerUp } from './fence.js';
+import { requestHandlers } from './handlers.js';
+import { handleDeviceFault } from './home.js';
+import { homeOf } from './ids.js';
+import { rmapNotifierOps } from './notifiers.js';
+import { nextState, PAGE_STATES, type PageEvent, stateIndex } from './page-state.js';
+import { ReverseMap } from './rmap.js';
+import type { Attachment, CachedPage, Grant, MmRecord, Permit, Segment } from './state.js';
+import { xpmemAttach } from './xpmem-attach.js';
+import { xpmemDetach } from './xpmem-detach.js';
+import { xpmemGet } from './xpmem-get.js';
+import { xpmemMake } from './xpmem-make.js';
+import { xpmemRelease } from './xpmem-release.js';
+import { xpmemRemove } from './xpmem-remove.js';
+
+export interface Logger {
+  debug(obj: unknown, msg?: string): void;
+  info(obj: unknown, msg?: string): void;
+  warn(obj: unknown, msg?: string): void;
+  error(obj: unknown, msg?: string): void;
+}
+
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export interface XpmemDriverOptions {
+  net: PeerNetwork;
+  logger?: Logger;
+  clock?: Clock;
+  /** Deadline for an invalidate ack; a mapper that misses it is fenced (default 2000 ms). */
+  ackTimeoutMs?: number;
+  /** Deadline for get/map/detach requests to a home (default 5000 ms). */
+  requestTimeoutMs?: number;
+  /** Pages fetched by one remote fault (1 = no prefault; default 1, max 64). */
+  prefault?: number;
+}
+
+export interface DriverCounters {
+  faults: number;
+  localFaults: number;
+  remoteFaults: number;
+  coalescedFaults: number;
+  upgrades: number;
+  recalls: number;
+  homeFaults: number;
+  mapsGranted: number;
+  invalidationsSent: number;
+  invalidationsAcked: number;
+  fences: number;
+  lostDirtyPages: number;
+  reclaimRefusals: number;
+  staleMessages: number;
+  pins: number;
+  unpins: number;
+  segmentGone: number;
+}
+
+export interface PageStateView {
+  page: number;
+  state: string;
+  sharers: string[];
+  writer: string | null;
+  version: number;
+}
+
+export interface DriverStatus {
+  node: string;
+  segments: Array<{ segid: string; pid: number; vaddr: number; size: number; mode: number; permits: number }>;
+  grants: Array<{ apid: string; pid: number; segid: string; access: Access }>;
+  attachments: Array<{
+    pid: number;
+    vaddr: number;
+    size: number;
+    apid: string;
+    segid: string;
+    local: boolean;
+  }>;
+  rmap: { entries: number; frames: number; bytes: number; bytesPerEntry: number };
+  cachedPages: number;
+  peers: Array<{ node: string; epoch: number; state: string; fencedBelow: number }>;
+  counters: DriverCounters;
+}
+
+export type MessageEvent = {
+  dir: 'in' | 'out';
+  type: string;
+  peer: string;
+  cid?: string;
+  latencyMs?: number;
+};
+
+const MAX_PREFAULT = 64;
+
+export class XpmemDriver implements KernelModule {
+  readonly name = 'xpmem';
+  readonly events = new EventEmitter();
+  readonly net: PeerNetwork;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly ackTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly prefault: number;
+
+  private k: KernelModuleApi | undefined;
+  deviceOwner = -1;
+  rmapReg: NotifierRegistration | undefined;
+
+  // ---- home side
+  readonly segments = new Map<string, Segment>();
+  readonly segBySlot = new Map<number, Segment>();
+  readonly mms = new Map<number, MmRecord>();
+  readonly permits = new Map<string, Permit>();
+  readonly permitBySlot = new Map<number, Permit>();
+  readonly rmap = new ReverseMap();
+  nextSeg = 1;
+  nextPermit = 1;
+
+  // ---- attacher side
+  readonly grants = new Map<string, Grant>();
+  readonly attachments = new Map<number, Attachment>();
+  readonly cache = new Map<string, CachedPage>();
+  readonly pendingFaults = new Map<string, { access: Access; promise: Promise<void> }>();
+  nextAttachment = 1;
+
+  // ---- peers
+  readonly nodeIndex = new Map<string, number>();
+  readonly nodeNames: string[] = [];
+  /** Messages from sessions with an epoch below this are refused (the session was fenced). */
+  readonly minEpoch = new Map<string, number>();
+  readonly epochs = new Map<string, number>();
+
+  readonly counters: DriverCounters = {
+    faults: 0,
+    localFaults: 0,
+    remoteFaults: 0,
+    coalescedFaults: 0,
+    upgrades: 0,
+    recalls: 0,
+    homeFaults: 0,
+    mapsGranted: 0,
+    invalidationsSent: 0,
+    invalidationsAcked: 0,
+    fences: 0,
+    lostDirtyPages: 0,
+    reclaimRefusals: 0,
+    staleMessages: 0,
+    pins: 0,
+    unpins: 0,
+    segmentGone: 0,
+  };
+  private cidSeq = 0;
+  private readonly onDown = (peer: PeerSession, why: string) => {
+    void this.guard('down', async () => {
+      await attacherDown(this, peer.node, why);
+      await fenceNode(this, peer.node, peer.epoch, `down: ${why}`, false);
+    });
+  };
+  private readonly onUp = (peer: PeerSession) => {
+    void this.guard('up', () => peerUp(this, peer));
+  };
+  private readonly onMessage = (from: PeerSession, msg: OneWayMessage) => {
+    this.emitMessage('in', msg.t, from.node, msg.cid);
+    if (msg.t === 'segment-gone') void this.guard('segment-gone', () => handleSegmentGone(this, from, msg));
+    else this.log.warn({ from: from.node, msg }, 'xpmem: unsolicited error from peer');
+  };
+
+  constructor(opts: XpmemDriverOptions) {
+    this.net = opts.net;
+    this.log = opts.logger ?? silentLogger;
+    this.clock = opts.clock ?? {
+      now: () => performance.now(),
+      setTimeout,
+      clearTimeout: (h) => clearTimeout(h as never),
+    };
+    this.ackTimeoutMs = opts.ackTimeoutMs ?? 2000;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
+    this.prefault = Math.max(1, Math.min(MAX_PREFAULT, Math.floor(opts.prefault ?? 1)));
+    this.nodeIdx(this.net.self);
+  }
+
+  get self(): string {
+    return this.net.self;
+  }
+
+  get kernel(): KernelModuleApi {
+    if (!this.k) fail('E_NOT_LOADED', 'the xpmem driver is not loaded');
+    return this.k;
+  }
+
+  get loaded(): boolean {
+    return this.k !== undefined;
+  }
+
+  // ---- KernelModule --------------------------------------------------------------------------
+
+  load(kernel: KernelModuleApi): void {
+    if (this.k) fail('EINVAL', 'already loaded');
+    this.k = kernel;
+    this.deviceOwner = kernel.registerDevice({ fault: (f) => handleDeviceFault(this, f) });
+    this.rmapReg = kernel.rmapNotifierRegister(rmapNotifierOps(this));
+    this.net.onRequest((from, msg) => this.dispatch(from, msg));
+    this.net.on('down', this.onDown);
+    this.net.on('up', this.onUp);
+    this.net.on('message', this.onMessage);
+    for (const s of this.net.sessions()) this.epochs.set(s.node, s.epoch);
+  }
+
+  async unload(): Promise<void> {
+    if (!this.k) return;
+    for (const seg of [...this.segments.values()]) {
+      await xpmemRemove(this, seg.segid).catch(() => undefined);
+    }
+    for (const att of [...this.attachments.values()]) {
+      await xpmemDetach(this, att.mm.pid, att.vaddr).catch(() => undefined);
+    }
+    this.net.off('down', this.onDown);
+    this.net.off('up', this.onUp);
+    this.net.off('message', this.onMessage);
+    await this.rmapReg?.unregister();
+    for (const rec of this.mms.values()) await rec.reg?.unregister();
+    this.mms.clear();
+    this.k = undefined;
+  }
+
+  // ---- user API ------------------------------------------------------------------------------
+
+  make(pid: number, vaddr: number, size: number, mode: number): Promise<string> {
+    return xpmemMake(this, pid, vaddr, size, mode);
+  }
+  remove(segid: string): Promise<void> {
+    return xpmemRemove(this, segid);
+  }
+  get(pid: number, segid: string, access: Access): Promise<string> {
+    return xpmemGet(this, pid, segid, access);
+  }
+  release(pid: number, apid: string): Promise<void> {
+    return xpmemRelease(this, pid, apid);
+  }
+  attach(pid: number, apid: string, offset: number, size: number, vaddr?: number): Promise<number> {
+    return xpmemAttach(this, pid, apid, offset, size, vaddr);
+  }
+  detach(pid: number, vaddr: number): Promise<void> {
+    return xpmemDetach(this, pid, vaddr);
+  }
+
+  status(): DriverStatus {
+    const permitsPerSeg = new Map<Segment, number>();
+    for (const p of this.permits.values()) permitsPerSeg.set(p.seg, (permitsPerSeg.get(p.seg) ?? 0) + 1);
+    const peerStatus = new Map(this.net.status().map((s) => [s.node, s]));
+    const peerNames = new Set([...this.nodeNames.slice(1), ...peerStatus.keys()]);
+    return {
+      node: this.self,
+      segments: [...this.segments.values()].map((s) => ({
+        segid: s.segid,
+        pid: s.mm.pid,
+        vaddr: s.vaddr,
+        size: s.size,
+        mode: s.mode,
+        permits: permitsPerSeg.get(s) ?? 0,
+      })),
+      grants: [...this.grants.values()].map((g) => ({
+        apid: g.apid,
+        pid: g.pid,
+        segid: g.segid,
+        access: g.access,
+      })),
+      attachments: [...this.attachments.values()].map((a) => ({
+        pid: a.mm.pid,
+        vaddr: a.vaddr,
+        size: a.size,
+        apid: a.grant.apid,
+        segid: a.grant.segid,
+        local: a.grant.local,
+      })),
+      rmap: {
+        entries: this.rmap.size,
+        frames: this.rmap.frames().length,
+        bytes: this.rmap.bytes(),
+        bytesPerEntry: this.rmap.size ? this.rmap.bytes() / this.rmap.size : 0,
+      },
+      cachedPages: this.cache.size,
+      peers: [...peerNames].map((node) => ({
+        node,
+        epoch: peerStatus.get(node)?.epoch ?? this.epochs.get(node) ?? 0,
+        state: peerStatus.get(node)?.state ?? 'down',
+        fencedBelow: this.minEpoch.get(node) ?? 0,
+      })),
+      counters: { ...this.counters },
+    };
+  }
+
+  /** Per-page directory view of a segment this instance is home of. */
+  pageStates(segid: string): PageStateView[] {
+    const seg = this.segments.get(segid);
+    if (!seg) fail('E_NO_SEGMENT', `no segment ${segid} at ${this.self}`);
+    const out: PageStateView[] = [];
+    for (let p = 0; p < seg.npages; p++) {
+      const es = this.rmap.entries(seg.pfn[p], seg.slot, p);
+      out.push({
+        page: p,
+        state: seg.pageState(p),
+        sharers: es.filter((e) => !e.write).map((e) => this.nodeNames[e.node]),
+        writer: es.find((e) => e.write) ? this.nodeNames[es.find((e) => e.write)!.node] : null,
+        version: seg.version[p],
+      });
+    }
+    return out;
+  }
+
+  // ---- helpers shared by the operation files ---------------------------------------------------
+
+  nodeIdx(node: string): number {
+    let i = this.nodeIndex.get(node);
+    if (i === undefined) {
+      i = this.nodeNames.length;
+      this.nodeIndex.set(node, i);
+      this.nodeNames.push(node);
+    }
+    return i;
+  }
+
+  /** Apply a page-state event (the only way a page's state changes). */
+  transition(seg: Segment, page: number, event: PageEvent): void {
+    const from = seg.pageState(page);
+    const to = nextState(from, event);
+    if (to === from) return;
+    seg.state[page] = stateIndex(to);
+    this.events.emit('page-state', { segid: seg.segid, page, from, to, event });
+  }
+
+  /** Wait (bounded) until no invalidation of the page is in flight. */
+  async waitIdle(seg: Segment, page: number): Promise<void> {
+    const deadline = this.ackTimeoutMs * 3 + 1000;
+    while (seg.inval[page] > 0) {
+      await new Promise<void>((resolve, reject) => {
+        const list = seg.idle.get(page) ?? [];
+        seg.idle.set(page, list);
+        const t = this.clock.setTimeout(
+          () => reject(new DriverError('E_BUSY', 'invalidation did not end')),
+          deadline,
+        );
+        list.push(() => {
+          this.clock.clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  wakeIdle(seg: Segment, page: number): void {
+    const list = seg.idle.get(page);
+    if (!list || seg.inval[page] > 0) return;
+    seg.idle.delete(page);
+    for (const w of list) w();
+  }
+
+  newCid(): string {
+    return `${this.self}-${++this.cidSeq}`;
+  }
+
+  emitMessage(dir: 'in' | 'out', type: string, peer: string, cid?: string, latencyMs?: number): void {
+    const ev: MessageEvent = { dir, type, peer, cid };
+    if (latencyMs !== undefined) ev.latencyMs = latencyMs;
+    this.events.emit('message', ev);
+  }
+
+  /** Send a request and account for it (message events both ways). */
+  async request<T extends RequestMessage>(
+    node: string,
+    msg: Omit<T, 'id'>,
+    timeoutMs = this.requestTimeoutMs,
+  ): Promise<import('@xpmesh/protocol').RequestReplyMap[T['t']]> {
+    const cid = (msg as { cid?: string }).cid ?? this.newCid();
+    const m = { ...msg, cid } as Omit<T, 'id'>;
+    const t0 = this.clock.now();
+    this.emitMessage('out', msg.t, node, cid);
+    const reply = await this.net.request<T>(node, m, { timeoutMs });
+    this.emitMessage('in', reply.t, node, cid, this.clock.now() - t0);
+    return reply;
+  }
+
+  sendOneWay(node: string, msg: OneWayMessage): void {
+    this.emitMessage('out', msg.t, node, msg.cid);
+    this.net.send(node, msg);
+  }
+
+  /** True if a message from this session must be refused (it was fenced). */
+  stale(from: PeerSession): boolean {
+    return from.epoch < (this.minEpoch.get(from.node) ?? 0);
+  }
+
+  homeOf(id: string): string {
+    const h = homeOf(id);
+    if (h === undefined) fail('EINVAL', `malformed id ${JSON.stringify(id)}`);
+    return h;
+  }
+
+  private async dispatch(from: PeerSession, msg: RequestMessage) {
+    this.emitMessage('in', msg.t, from.node, msg.cid);
+    if (!this.k) throw { code: 'E_STATE', message: 'xpmem driver not loaded' };
+    if (this.stale(from)) {
+      this.counters.staleMessages++;
+      throw { code: 'E_STALE_EPOCH', message: `session ${from.node}@${from.epoch} was fenced` };
+    }
+    if ((this.epochs.get(from.node) ?? -1) < from.epoch) this.epochs.set(from.node, from.epoch);
+    try {
+      const reply = await (
+        requestHandlers[msg.t] as (
+          d: XpmemDriver,
+          f: PeerSession,
+          m: RequestMessage,
+        ) => Promise<{ t: string }>
+      )(this, from, msg);
+      this.emitMessage('out', reply.t, from.node, msg.cid);
+      return reply as never;
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'E_INTERNAL';
+      const wire = WIRE_CODES.has(code) ? code : 'E_INTERNAL';
+      if (wire === 'E_INTERNAL') this.log.error({ err: e, msg }, 'xpmem: request handler failed');
+      this.emitMessage('out', 'error', from.node, msg.cid);
+      throw { code: wire, message: String((e as Error).message ?? e).slice(0, 500) };
+    }
+  }
+
+  /** Run a background task; log (never throw) its failure. */
+  async guard(what: string, fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      this.log.warn({ err: e }, `xpmem: ${what} failed`);
+    }
+  }
+
+  pageSize(): number {
+    return this.kernel.pageSize;
+  }
+
+  stateNames(): readonly string[] {
+    return PAGE_STATES;
+  }
+}
+
+const WIRE_CODES = new Set([
+  'E_MALFORMED',
+  'E_STATE',
+  'E_TIMEOUT',
+  'E_STALE_EPOCH',
+  'E_NO_SEGMENT',
+  'E_NO_PERMIT',
+  'E_PERM',
+  'E_RANGE',
+  'E_ACCESS',
+  'E_FAULT',
+  'E_BUSY',
+  'E_INTERNAL',
+]);
+
+const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
+
+export function createXpmemDriver(opts: XpmemDriverOptions): XpmemDriver {
+  return new XpmemDriver(opts);
+}

@@ -1,0 +1,77 @@
+/**
+ * Fencing. An instance whose session ends ('down': missed heartbeats or closed), or that misses an
+ * ack deadline, is fenced: PeerNetwork.fence (epoch bump: it must come back as a new session), every
+ * reverse-map entry of it is dropped (waiting invalidations complete without it), its permits are
+ * revoked, and anything from its old session is refused (minEpoch). A page it held for writing
+ * reverts to the last written-back data at the home: counted in lostDirtyPages, event 'lost-dirty'.
+ */
+import type { PeerSession } from '@xpmesh/protocol';
+import { attacherDown } from './attacher.js';
+import type { XpmemDriver } from './driver.js';
+import { syncHomePte } from './home.js';
+import { unexportIfEmpty } from './invalidate.js';
+import type { Segment } from './state.js';
+
+export async function fenceNode(
+  d: XpmemDriver,
+  node: string,
+  epoch: number,
+  why: string,
+  callNet: boolean,
+): Promise<void> {
+  if (node === d.self) return;
+  const before = d.minEpoch.get(node) ?? 0;
+  if (epoch + 1 > before) {
+    d.minEpoch.set(node, epoch + 1);
+    d.counters.fences++;
+    d.events.emit('fence', { node, epoch, why });
+    d.log.warn({ node, epoch, why }, 'xpmem: fencing instance');
+  }
+  if (callNet) {
+    try {
+      d.net.fence(node, why);
+    } catch (e) {
+      d.log.debug({ err: e, node }, 'xpmem: net.fence failed');
+    }
+  }
+  for (const p of [...d.permits.values()]) {
+    if (p.node === node && p.epoch <= epoch) {
+      d.permits.delete(p.apid);
+      d.permitBySlot.delete(p.slot);
+    }
+  }
+  const idx = d.nodeIndex.get(node);
+  if (idx === undefined) return;
+  const dropped = d.rmap.filter((e) => e.node === idx && e.epoch <= epoch);
+  const touched = new Map<Segment, Set<number>>();
+  const frames = new Set<number>();
+  for (const e of dropped) {
+    d.rmap.remove(e.pfn, idx, e.seg, e.page);
+    frames.add(e.pfn);
+    const seg = d.segBySlot.get(e.seg);
+    if (!seg) continue;
+    if (e.write) {
+      d.counters.lostDirtyPages++;
+      d.events.emit('lost-dirty', { segid: seg.segid, page: e.page, node });
+    }
+    const left = d.rmap.entries(e.pfn, e.seg, e.page).length;
+    d.transition(seg, e.page, left ? 'drop' : 'drop-last');
+    const set = touched.get(seg) ?? new Set<number>();
+    touched.set(seg, set);
+    set.add(e.page);
+  }
+  for (const pfn of frames) await unexportIfEmpty(d, pfn, false);
+  for (const [seg, pages] of touched) {
+    for (const p of pages) if (seg.inval[p] === 0) await syncHomePte(d, seg, p);
+  }
+}
+
+/** A peer's (new) session is up. A larger epoch than we knew means the old session is over. */
+export async function peerUp(d: XpmemDriver, peer: PeerSession): Promise<void> {
+  const prev = d.epochs.get(peer.node);
+  d.epochs.set(peer.node, peer.epoch);
+  if (prev !== undefined && prev < peer.epoch) {
+    await attacherDown(d, peer.node, 'new session');
+    await fenceNode(d, peer.node, prev, 'new session', false);
+  }
+}

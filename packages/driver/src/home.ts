@@ -1,0 +1,405 @@
+/**
+ * The home side: resolving a remote fault (map), local accesses that fault into the driver (device
+ * entries on the source, faults of same-instance attachments), detach, and segment teardown.
+ *
+ * Grant protocol for one page (serialised per segment page by seg.mutex):
+ *   1. wait until no invalidation of the page is in flight;
+ *   2. resolve conflicts: a write grant invalidates every other copy (upgrade); a read grant recalls
+ *      a remote writer with downgrade (its dirty data comes back in the ack);
+ *   3. getUserPage in the source mm (swap-in / COW break as needed) — a pin;
+ *   4. put the source PTE in the right device mode ('readonly' for read copies, 'none' for a remote
+ *      writer) so a home access faults into the driver;
+ *   5. mmuIntervalReadBegin, lockPage, then re-check: no invalidation of the page (our per-page gen)
+ *      and none of the mm (mmuIntervalReadRetry) since step 3, else undo and retry;
+ *   6. exportPage (PG_external_rmap, lock held) BEFORE adding the reverse-map entry; copy the data;
+ *      unlockPage; putPage.
+ */
+import type { DriverFault } from '@xpmesh/node/kernel';
+import { KernelError } from '@xpmesh/node/kernel';
+import type { Detach, MapOk, MapReq, Ok, PageData, PeerSession } from '@xpmesh/protocol';
+import type { XpmemDriver } from './driver.js';
+import { codeOf, DriverError, fail } from './errors.js';
+import { invalidatePages, unexportIfEmpty, writeBack } from './invalidate.js';
+import { DEV_CLEAR, DEV_NONE, DEV_READONLY, type Permit, type Segment } from './state.js';
+
+const GRANT_RETRIES = 32;
+/** Node index of this instance: never in the reverse map (local attachers map frames directly). */
+export const SELF = 0;
+
+export function pageAddr(d: XpmemDriver, seg: Segment, p: number): number {
+  return seg.vaddr + p * d.kernel.pageSize;
+}
+
+/** Put the source PTE of a page in device mode `mode` (DEV_*). */
+export async function setHomeDevice(d: XpmemDriver, seg: Segment, p: number, mode: number): Promise<void> {
+  if (seg.dev[p] === mode) return;
+  const k = d.kernel;
+  const addr = pageAddr(d, seg, p);
+  if (seg.dev[p] !== DEV_CLEAR) {
+    k.clearDeviceEntry(seg.mm, addr);
+    seg.dev[p] = DEV_CLEAR;
+  }
+  if (mode !== DEV_CLEAR) {
+    await k.setDeviceEntry(seg.mm, addr, d.deviceOwner, mode === DEV_NONE ? 'none' : 'readonly');
+    seg.dev[p] = mode;
+  }
+}
+
+/** Make the source PTE agree with the directory: no copy → normal, readers → 'readonly', writer → 'none'. */
+export async function syncHomePte(d: XpmemDriver, seg: Segment, p: number): Promise<void> {
+  const es = d.rmap.entries(seg.pfn[p], seg.slot, p);
+  const want =
+    seg.removed || seg.mm.exiting
+      ? DEV_CLEAR
+      : es.some((e) => e.write)
+        ? DEV_NONE
+        : es.length
+          ? DEV_READONLY
+          : DEV_CLEAR;
+  try {
+    await setHomeDevice(d, seg, p, want);
+  } catch (e) {
+    d.log.debug({ err: e, segid: seg.segid, page: p }, 'xpmem: source PTE not changed');
+    if (want === DEV_CLEAR) seg.dev[p] = DEV_CLEAR;
+  }
+}
+
+/**
+ * Copies held by other instances that conflict with an access by `requester` (SELF for the home's own
+ * processes and local attachers): a write needs every other copy gone, a read needs no remote writer.
+ */
+export async function resolveConflicts(
+  d: XpmemDriver,
+  seg: Segment,
+  p: number,
+  requester: number,
+  write: boolean,
+) {
+  const all = d.rmap.entries(seg.pfn[p], seg.slot, p);
+  const es = all.filter((e) => e.node !== requester);
+  if (write && all.some((e) => e.node === requester && !e.write)) {
+    // upgrade of the requester's own read copy: it goes too (the grant brings the data back), so no
+    // instance can read a stale copy while the home frame is briefly writable during the COW break
+    d.counters.upgrades++;
+    await invalidatePages(d, seg, [p], { reason: 'upgrade', writeback: true, downgrade: false });
+    return;
+  }
+  if (es.length === 0) return;
+  if (write) {
+    if (requester === SELF) d.counters.recalls++;
+    else d.counters.upgrades++;
+    await invalidatePages(d, seg, [p], {
+      reason: requester === SELF ? 'recall' : 'upgrade',
+      writeback: true,
+      downgrade: false,
+      except: requester,
+    });
+  } else if (es.some((e) => e.write)) {
+    d.counters.recalls++;
+    await invalidatePages(d, seg, [p], {
+      reason: 'recall',
+      writeback: true,
+      downgrade: true,
+      except: requester,
+      onlyWriters: true,
+    });
+  }
+}
+
+/** Same-instance attachers map the source frame directly: a remote grant write-protects or zaps them. */
+export async function fenceLocalAttachers(
+  d: XpmemDriver,
+  seg: Segment,
+  p: number,
+  write: boolean,
+): Promise<void> {
+  const k = d.kernel;
+  for (const att of d.attachments.values()) {
+    if (!att.grant.local || att.grant.segid !== seg.segid) continue;
+    const i = p - att.firstPage;
+    if (i < 0 || i >= att.npages || att.mapped[i] === 0) continue;
+    const a = att.vaddr + i * k.pageSize;
+    if (write) {
+      att.mapped[i] = 0;
+      await k.zapDriverRange(att.mm, a, a + k.pageSize);
+    } else if (att.mapped[i] === 2) {
+      att.mapped[i] = 1;
+      await k.wrprotectDriverRange(att.mm, a, a + k.pageSize);
+    }
+  }
+}
+
+/** Pages the grant protocol is resolving right now (getUserPage may touch our own device entry). */
+const inGup = new WeakMap<Segment, Map<number, boolean>>();
+
+/** Steps 1-6 above for one page, for remote instance `node` holding `permit`. */
+export function grantPage(
+  d: XpmemDriver,
+  seg: Segment,
+  p: number,
+  permit: Permit,
+  write: boolean,
+): Promise<PageData> {
+  const k = d.kernel;
+  const node = d.nodeIdx(permit.node);
+  const addr = pageAddr(d, seg, p);
+  return seg.mutex.run(p, async () => {
+    for (let attempt = 0; attempt < GRANT_RETRIES; attempt++) {
+      if (seg.removed) fail('E_NO_SEGMENT', `segment ${seg.segid} removed`);
+      if (d.permits.get(permit.apid) !== permit) fail('E_NO_PERMIT', `permit ${permit.apid} revoked`);
+      await d.waitIdle(seg, p);
+      await resolveConflicts(d, seg, p, node, write);
+      await fenceLocalAttachers(d, seg, p, write);
+      const gen = seg.gen[p];
+      let pfn: number;
+      const busy = inGup.get(seg) ?? new Map<number, boolean>();
+      inGup.set(seg, busy);
+      busy.set(p, write);
+      try {
+        pfn = await k.getUserPage(seg.mm, addr, { write });
+      } catch (e) {
+        throw gupError(e, seg, p);
+      } finally {
+        busy.delete(p);
+      }
+      d.counters.pins++;
+      let granted = false;
+      try {
+        if (seg.gen[p] !== gen || seg.inval[p] > 0) continue;
+        if (seg.pfn[p] !== pfn) {
+          if (!d.rmap.entries(seg.pfn[p], seg.slot, p).length) seg.pfn[p] = pfn;
+          else continue; // stale entries on an old frame: an invalidation is coming (gen will move)
+        }
+        try {
+          await setHomeDevice(d, seg, p, write ? DEV_NONE : DEV_READONLY);
+        } catch {
+          continue;
+        }
+        const seq = await k.mmuIntervalReadBegin(seg.mm);
+        await k.lockPage(pfn, d.ackTimeoutMs);
+        try {
+          const devOk = seg.dev[p] === (write ? DEV_NONE : DEV_READONLY);
+          if (
+            seg.gen[p] !== gen ||
+            seg.inval[p] > 0 ||
+            k.mmuIntervalReadRetry(seg.mm, seq) ||
+            seg.removed ||
+            !devOk
+          ) {
+            continue;
+          }
+          if (!k.pageExported(pfn)) k.exportPage(pfn); // PG_external_rmap first, lock held
+          d.rmap.add(pfn, node, seg.slot, p, permit.slot, permit.epoch, write);
+          d.transition(seg, p, write ? 'grant-write' : 'grant-read');
+          const data = new Uint8Array(k.pageSize);
+          data.set(k.pageBytes(pfn));
+          granted = true;
+          d.counters.mapsGranted++;
+          return { page: p, version: seg.version[p], data };
+        } finally {
+          k.unlockPage(pfn);
+        }
+      } finally {
+        k.putPage(pfn);
+        d.counters.unpins++;
+        if (!granted) await syncHomePte(d, seg, p);
+      }
+    }
+    fail('E_BUSY', `page ${p} of ${seg.segid} stayed contended`);
+  });
+}
+
+function gupError(e: unknown, seg: Segment, p: number): DriverError {
+  const c = codeOf(e);
+  if (c === 'EFAULT' || c === 'SIGBUS' || c === 'SIGSEGV')
+    return new DriverError('E_FAULT', `page ${p} of ${seg.segid}: hole`);
+  if (c === 'EACCES') return new DriverError('E_ACCESS', `page ${p} of ${seg.segid}: source protection`);
+  if (c === 'ESRCH') return new DriverError('E_NO_SEGMENT', `source of ${seg.segid} exited`);
+  if (c === 'ENOMEM') return new DriverError('E_BUSY', 'home out of memory');
+  return new DriverError('E_BUSY', `getUserPage: ${c}`);
+}
+
+/** Remote fault: `map` from an attacher. Pages after the first are best effort (prefault). */
+export async function handleMap(d: XpmemDriver, from: PeerSession, msg: MapReq): Promise<Omit<MapOk, 're'>> {
+  const permit = d.permits.get(msg.apid);
+  if (!permit || permit.node !== from.node || permit.epoch !== from.epoch) {
+    fail('E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}@${from.epoch}`);
+  }
+  const seg = permit.seg;
+  if (seg.removed) fail('E_NO_SEGMENT', `segment ${seg.segid} removed`);
+  if (msg.access === 'rw' && permit.access !== 'rw') fail('E_ACCESS', `permit ${msg.apid} is read-only`);
+  if (!Number.isInteger(msg.page) || !Number.isInteger(msg.count) || msg.count < 1 || msg.page < 0) {
+    fail('E_RANGE', 'bad page range');
+  }
+  if (msg.page + msg.count > seg.npages)
+    fail('E_RANGE', `pages ${msg.page}+${msg.count} outside ${seg.npages}`);
+  const pages: PageData[] = [];
+  for (let p = msg.page; p < msg.page + msg.count; p++) {
+    try {
+      pages.push(await grantPage(d, seg, p, permit, msg.access === 'rw'));
+    } catch (e) {
+      if (pages.length === 0) throw e;
+      break;
+    }
+  }
+  return { t: 'map-ok', access: msg.access, pages };
+}
+
+/** An attacher dropped pages (detach, exit, eviction): write its dirty data back, shrink the map. */
+export async function handleDetach(d: XpmemDriver, from: PeerSession, msg: Detach): Promise<Omit<Ok, 're'>> {
+  const permit = d.permits.get(msg.apid);
+  if (!permit || permit.node !== from.node || permit.epoch !== from.epoch) {
+    fail('E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}@${from.epoch}`);
+  }
+  const seg = permit.seg;
+  const node = d.nodeIdx(from.node);
+  const dirty = new Map(msg.dirty.map((pd) => [pd.page, pd]));
+  for (const [first, count] of msg.ranges) {
+    if (first < 0 || count < 1 || first + count > seg.npages) fail('E_RANGE', 'detach range outside segment');
+  }
+  for (const [first, count] of msg.ranges) {
+    for (let p = first; p < first + count; p++) {
+      await seg.mutex.run(p, async () => {
+        const i = d.rmap.find(seg.pfn[p], node, seg.slot, p);
+        if (i < 0) return;
+        const e = d.rmap.entry(i);
+        const pd = dirty.get(p);
+        if (e.write && pd) writeBack(d, seg, p, pd.data);
+        d.rmap.remove(e.pfn, node, seg.slot, p);
+        const left = d.rmap.entries(e.pfn, seg.slot, p).length;
+        d.transition(seg, p, left ? 'drop' : 'drop-last');
+        await unexportIfEmpty(d, e.pfn, false);
+        await syncHomePte(d, seg, p);
+      });
+    }
+  }
+  return { t: 'ok' };
+}
+
+/** Segments of `mm` covering `address`. */
+export function segmentsAt(d: XpmemDriver, mmId: number, address: number): Segment[] {
+  const rec = d.mms.get(mmId);
+  if (!rec) return [];
+  return [...rec.segs].filter((s) => !s.removed && address >= s.vaddr && address < s.vaddr + s.size);
+}
+
+/**
+ * A home process touched a device entry (HMM migrate_to_ram analogue): bring the page home. A write
+ * invalidates every remote copy (recalling a writer's data); a read recalls a writer with downgrade.
+ */
+export async function handleDeviceFault(d: XpmemDriver, f: DriverFault): Promise<void> {
+  const k = d.kernel;
+  d.counters.homeFaults++;
+  const segs = segmentsAt(d, f.mm.id, f.address);
+  for (const seg of segs) {
+    const p = (f.address - seg.vaddr) / k.pageSize;
+    const gupWrite = inGup.get(seg)?.get(p);
+    if (gupWrite !== undefined && (gupWrite || seg.dev[p] === DEV_NONE)) {
+      // Our own getUserPage inside a grant (which holds the page mutex) touched the device entry. Only
+      // possible when no other instance holds a copy (a write grant invalidated them all; a read grant
+      // meets 'none' only for the requester's own stale entry): clearing is safe, the grant then sets
+      // the final mode before copying the data.
+      k.clearDeviceEntry(seg.mm, f.address);
+      seg.dev[p] = DEV_CLEAR;
+      continue;
+    }
+    await seg.mutex.run(p, async () => {
+      await d.waitIdle(seg, p);
+      await resolveConflicts(d, seg, p, SELF, f.write);
+      await syncHomePte(d, seg, p);
+    });
+  }
+  if (segs.length === 0) k.clearDeviceEntry(f.mm, f.address);
+}
+
+/** A same-instance attachment faulted: map the source frame directly (after resolving remote copies). */
+export async function localAttachFault(
+  d: XpmemDriver,
+  seg: Segment,
+  p: number,
+  mmAttacher: import('@xpmesh/node/kernel').MmHandle,
+  address: number,
+  write: boolean,
+): Promise<number> {
+  const k = d.kernel;
+  const addr = pageAddr(d, seg, p);
+  return seg.mutex.run(p, async () => {
+    for (let attempt = 0; attempt < GRANT_RETRIES; attempt++) {
+      if (seg.removed) throw new KernelError('SIGBUS', `segment ${seg.segid} removed`);
+      await d.waitIdle(seg, p);
+      await resolveConflicts(d, seg, p, SELF, write);
+      await syncHomePte(d, seg, p);
+      const gen = seg.gen[p];
+      let pfn: number;
+      try {
+        pfn = await k.getUserPage(seg.mm, addr, { write });
+      } catch (e) {
+        throw new KernelError('SIGBUS', `page ${p} of ${seg.segid}: ${codeOf(e)}`);
+      }
+      d.counters.pins++;
+      try {
+        if (seg.gen[p] !== gen || seg.inval[p] > 0 || seg.removed) continue;
+        if (d.rmap.entries(seg.pfn[p], seg.slot, p).some((e) => e.write || write)) continue;
+        if (k.installPte(mmAttacher, address, pfn, { write })) return write ? 2 : 1;
+      } finally {
+        k.putPage(pfn);
+        d.counters.unpins++;
+      }
+    }
+    return 0;
+  });
+}
+
+/** Drop a permit at the home: its node's entries made through it stay until detach or fence. */
+export async function dropPermit(d: XpmemDriver, p: Permit): Promise<void> {
+  d.permits.delete(p.apid);
+  d.permitBySlot.delete(p.slot);
+}
+
+/**
+ * Source exit, remove, or unload: every remote copy is invalidated, local attachments are zapped and
+ * marked gone, every instance that held a permit gets segment-gone (its next touch is SIGBUS).
+ */
+export async function teardownSegment(d: XpmemDriver, seg: Segment, why: 'remove' | 'exit'): Promise<void> {
+  const k = d.kernel;
+  if (seg.removed) return;
+  seg.removed = true;
+  for (let p = 0; p < seg.npages; p++) seg.gen[p]++;
+  const pages = [];
+  for (let p = 0; p < seg.npages; p++) if (!d.rmap.isEmpty(seg.pfn[p])) pages.push(p);
+  await invalidatePages(d, seg, pages, {
+    reason: why === 'exit' ? 'release' : 'remove',
+    writeback: false,
+    downgrade: false,
+  });
+  for (const att of d.attachments.values()) {
+    if (att.grant.local && att.grant.segid === seg.segid) {
+      att.gone = true;
+      att.mapped.fill(0);
+      await k.zapDriverRange(att.mm, att.vaddr, att.vaddr + att.size).catch(() => undefined);
+    }
+  }
+  for (let p = 0; p < seg.npages; p++) {
+    if (seg.dev[p] !== DEV_CLEAR) {
+      if (!seg.mm.exiting) {
+        try {
+          k.clearDeviceEntry(seg.mm, pageAddr(d, seg, p));
+        } catch {}
+      }
+      seg.dev[p] = DEV_CLEAR;
+    }
+  }
+  for (const node of seg.permitNodes) {
+    if (node !== d.self)
+      d.sendOneWay(node, { t: 'segment-gone', segid: seg.segid, reason: why, cid: d.newCid() });
+  }
+  for (const p of [...d.permits.values()]) if (p.seg === seg) await dropPermit(d, p);
+  d.segments.delete(seg.segid);
+  d.segBySlot.delete(seg.slot);
+  const rec = d.mms.get(seg.mm.id);
+  rec?.segs.delete(seg);
+  if (rec && rec.segs.size === 0 && !seg.mm.exiting) {
+    d.mms.delete(seg.mm.id);
+    await rec.reg?.unregister();
+  }
+}

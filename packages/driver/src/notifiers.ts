@@ -1,0 +1,162 @@
+/**
+ * The two kernel notifiers the driver registers.
+ *
+ * Per-mm notifier (one per source address space): munmap, mprotect, COW (fork or a write breaking
+ * COW), exit release, and anything else that changes the source's page tables. On
+ * invalidateRangeStart every remote copy of the affected segment pages is invalidated (with write-back
+ * where the data survives), same-instance attachers' PTEs are zapped and the source's device entries
+ * cleared; the page gen moves so a grant racing with it retries. Non-blockable ranges get 'again'
+ * when there is anything to do. release tears every segment of the mm down (segment-gone).
+ *
+ * Global rmap notifier (the 2008 patch): tryToUnmap / pageMkclean call invalidatePage(pfn) with the
+ * page lock held after the kernel's own rmap walk. The driver invalidates every remote mapper of the
+ * frame, collects every ack (dirty data written into the frame, reported as `dirty`), and returns
+ * ok; if a mapper misses the deadline it is fenced and the result is {ok:false} so reclaim keeps the
+ * page this time (counted as a reclaim refusal).
+ */
+import type {
+  InvalidateEvent,
+  MmHandle,
+  MmuNotifierOps,
+  RmapInvalidateResult,
+  RmapNotifierOps,
+} from '@xpmesh/node/kernel';
+import type { InvalidateReason } from '@xpmesh/protocol';
+import type { XpmemDriver } from './driver.js';
+import { fenceLocalAttachers, pageAddr, teardownSegment } from './home.js';
+import { invalidatePages } from './invalidate.js';
+import { DEV_CLEAR, type Segment } from './state.js';
+
+const REASON: Record<InvalidateEvent, InvalidateReason> = {
+  unmap: 'unmap',
+  protection: 'protection',
+  cow: 'cow',
+  migrate: 'migrate',
+  reclaim: 'reclaim',
+  release: 'release',
+  clear: 'clean',
+  device: 'protection',
+};
+
+/** Events after which the source frame of the page may change. */
+const FRAME_CHANGES = new Set<InvalidateEvent>(['unmap', 'cow', 'release', 'migrate', 'reclaim']);
+
+function needsWork(d: XpmemDriver, seg: Segment, p: number): boolean {
+  if (seg.dev[p] !== DEV_CLEAR) return true;
+  if (d.rmap.entries(seg.pfn[p], seg.slot, p).length) return true;
+  for (const a of d.attachments.values()) {
+    if (a.grant.local && a.grant.segid === seg.segid) {
+      const i = p - a.firstPage;
+      if (i >= 0 && i < a.npages && a.mapped[i] !== 0) return true;
+    }
+  }
+  return false;
+}
+
+export function mmNotifierOps(d: XpmemDriver, mm: MmHandle): MmuNotifierOps {
+  return {
+    invalidateRangeStart(range) {
+      if (range.event === 'device') return undefined; // our own device entries
+      const rec = d.mms.get(range.mm.id);
+      if (!rec) return undefined;
+      const ps = d.kernel.pageSize;
+      const hits: Array<[Segment, number[]]> = [];
+      for (const seg of rec.segs) {
+        const lo = Math.max(range.start, seg.vaddr);
+        const hi = Math.min(range.end, seg.vaddr + seg.size);
+        if (lo >= hi) continue;
+        const pages: number[] = [];
+        for (let a = lo - (lo % ps); a < hi; a += ps) {
+          const p = (a - seg.vaddr) / ps;
+          seg.gen[p]++; // a grant in progress retries
+          if (needsWork(d, seg, p)) pages.push(p);
+          else if (FRAME_CHANGES.has(range.event)) seg.pfn[p] = -1;
+        }
+        if (pages.length) hits.push([seg, pages]);
+      }
+      if (hits.length === 0) return undefined;
+      if (!range.blockable) return 'again';
+      return (async () => {
+        for (const [seg, pages] of hits) await invalidateSourcePages(d, seg, pages, range.event);
+      })();
+    },
+    release(m) {
+      if (m.id !== mm.id) return undefined;
+      return (async () => {
+        const rec = d.mms.get(m.id);
+        if (!rec) return;
+        for (const seg of [...rec.segs]) await teardownSegment(d, seg, 'exit');
+        d.mms.delete(m.id);
+      })();
+    },
+  };
+}
+
+async function invalidateSourcePages(d: XpmemDriver, seg: Segment, pages: number[], event: InvalidateEvent) {
+  const k = d.kernel;
+  const writeback = event !== 'unmap' && event !== 'release';
+  await invalidatePages(d, seg, pages, { reason: REASON[event], writeback, downgrade: false });
+  for (const p of pages) {
+    if (event !== 'reclaim' && event !== 'migrate') await fenceLocalAttachers(d, seg, p, true);
+    if (seg.dev[p] !== DEV_CLEAR) {
+      try {
+        if (!seg.mm.exiting) k.clearDeviceEntry(seg.mm, pageAddr(d, seg, p));
+      } catch (e) {
+        d.log.debug({ err: e }, 'xpmem: clearDeviceEntry during invalidation');
+      }
+      seg.dev[p] = DEV_CLEAR;
+    }
+    if (FRAME_CHANGES.has(event) && d.rmap.entries(seg.pfn[p], seg.slot, p).length === 0) seg.pfn[p] = -1;
+    if ((event === 'unmap' || event === 'release') && seg.pageState(p) === 'swapped')
+      d.transition(seg, p, 'forget');
+  }
+}
+
+export function rmapNotifierOps(d: XpmemDriver): RmapNotifierOps {
+  return {
+    async invalidatePage(pfn, reason): Promise<RmapInvalidateResult> {
+      const k = d.kernel;
+      const es = d.rmap.entries(pfn);
+      if (es.length === 0) {
+        if (k.pageExported(pfn)) k.unexportPage(pfn);
+        return { ok: true, dirty: false };
+      }
+      const groups = new Map<Segment, number[]>();
+      for (const e of es) {
+        const seg = d.segBySlot.get(e.seg);
+        if (!seg) continue;
+        const list = groups.get(seg) ?? [];
+        groups.set(seg, list);
+        if (!list.includes(e.page)) list.push(e.page);
+        seg.gen[e.page]++;
+      }
+      let ok = true;
+      let dirty = false;
+      await Promise.all(
+        [...groups].map(async ([seg, pages]) => {
+          const r = await invalidatePages(d, seg, pages, {
+            reason,
+            writeback: true,
+            downgrade: false,
+            lockHeld: true,
+          });
+          ok &&= r.ok;
+          dirty ||= r.dirty;
+        }),
+      );
+      for (const [seg, pages] of groups) {
+        for (const p of pages) {
+          if (reason === 'clean' || seg.pfn[p] !== pfn) continue;
+          seg.pfn[p] = -1;
+          seg.dev[p] = DEV_CLEAR; // the kernel's own rmap walk replaced the source PTE
+          if (ok && reason === 'reclaim' && seg.pageState(p) === 'home') d.transition(seg, p, 'swap-out');
+        }
+      }
+      if (!ok) {
+        d.counters.reclaimRefusals++;
+        return { ok: false, reason: 'a remote mapper missed the ack deadline and was fenced' };
+      }
+      return { ok: true, dirty };
+    },
+  };
+}

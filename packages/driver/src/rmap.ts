@@ -1,0 +1,204 @@
+/**
+ * The driver-side reverse map: for every exported frame, which remote instance maps it, for which
+ * segment page, through which permit (apid), read or write, in which session epoch.
+ *
+ * Layout (struct of arrays, one slot per entry, singly linked per frame):
+ *   pfn    Int32   4 B   frame the entry belongs to
+ *   next   Int32   4 B   next entry of the same frame (-1 ends the chain; also the free list)
+ *   seg    Uint32  4 B   segment slot (driver-wide index)
+ *   page   Uint32  4 B   page index within the segment
+ *   apid   Uint32  4 B   permit slot
+ *   epoch  Uint32  4 B   the mapper's session epoch when the entry was made
+ *   node   Uint16  2 B   instance index (up to 65535 peers)
+ *   flags  Uint8   1 B   bit 0: write access
+ * = 27 bytes per entry, plus `head`, an Int32 per frame number seen (4 B per frame, shared by all
+ * entries of the frame). Capacity doubles on demand; `bytes()` reports what is allocated.
+ *
+ * Invariant (checked by the driver, asserted in tests): PG_external_rmap is set on a frame iff its
+ * chain is non-empty.
+ */
+export const RMAP_WRITE = 1;
+
+export interface RmapEntry {
+  readonly idx: number;
+  readonly pfn: number;
+  readonly seg: number;
+  readonly page: number;
+  readonly node: number;
+  readonly apid: number;
+  readonly epoch: number;
+  readonly write: boolean;
+}
+
+export class ReverseMap {
+  private cap = 0;
+  private pfn = new Int32Array(0);
+  private next = new Int32Array(0);
+  private seg = new Uint32Array(0);
+  private page = new Uint32Array(0);
+  private apid = new Uint32Array(0);
+  private epoch = new Uint32Array(0);
+  private node = new Uint16Array(0);
+  private flags = new Uint8Array(0);
+  private head = new Int32Array(0);
+  private freeList = -1;
+  private used = 0;
+
+  constructor(initialCapacity = 256) {
+    this.grow(initialCapacity);
+  }
+
+  get size(): number {
+    return this.used;
+  }
+
+  /** Bytes held by the map's arrays. */
+  bytes(): number {
+    return this.cap * 27 + this.head.length * 4;
+  }
+
+  /** Add or update the entry (pfn, node, seg, page). Returns true if a new entry was added. */
+  add(
+    pfn: number,
+    node: number,
+    seg: number,
+    page: number,
+    apid: number,
+    epoch: number,
+    write: boolean,
+  ): boolean {
+    const found = this.find(pfn, node, seg, page);
+    if (found >= 0) {
+      this.apid[found] = apid;
+      this.epoch[found] = epoch;
+      this.flags[found] = write ? RMAP_WRITE : 0;
+      return false;
+    }
+    if (this.freeList < 0) this.grow(this.cap * 2);
+    const i = this.freeList;
+    this.freeList = this.next[i];
+    this.ensureHead(pfn);
+    this.pfn[i] = pfn;
+    this.seg[i] = seg;
+    this.page[i] = page;
+    this.apid[i] = apid;
+    this.epoch[i] = epoch;
+    this.node[i] = node;
+    this.flags[i] = write ? RMAP_WRITE : 0;
+    this.next[i] = this.head[pfn];
+    this.head[pfn] = i;
+    this.used++;
+    return true;
+  }
+
+  find(pfn: number, node: number, seg: number, page: number): number {
+    if (pfn < 0 || pfn >= this.head.length) return -1;
+    for (let i = this.head[pfn]; i >= 0; i = this.next[i]) {
+      if (this.node[i] === node && this.seg[i] === seg && this.page[i] === page) return i;
+    }
+    return -1;
+  }
+
+  isEmpty(pfn: number): boolean {
+    return pfn < 0 || pfn >= this.head.length || this.head[pfn] < 0;
+  }
+
+  /** Entries of a frame (optionally only those of one segment page). */
+  entries(pfn: number, seg?: number, page?: number): RmapEntry[] {
+    const out: RmapEntry[] = [];
+    if (pfn < 0 || pfn >= this.head.length) return out;
+    for (let i = this.head[pfn]; i >= 0; i = this.next[i]) {
+      if (seg !== undefined && (this.seg[i] !== seg || this.page[i] !== page)) continue;
+      out.push(this.entry(i));
+    }
+    return out;
+  }
+
+  entry(i: number): RmapEntry {
+    return {
+      idx: i,
+      pfn: this.pfn[i],
+      seg: this.seg[i],
+      page: this.page[i],
+      node: this.node[i],
+      apid: this.apid[i],
+      epoch: this.epoch[i],
+      write: (this.flags[i] & RMAP_WRITE) !== 0,
+    };
+  }
+
+  setWrite(i: number, write: boolean): void {
+    this.flags[i] = write ? this.flags[i] | RMAP_WRITE : this.flags[i] & ~RMAP_WRITE;
+  }
+
+  /** Remove the entry (pfn, node, seg, page); returns it, or undefined if absent. */
+  remove(pfn: number, node: number, seg: number, page: number): RmapEntry | undefined {
+    if (pfn < 0 || pfn >= this.head.length) return undefined;
+    let prev = -1;
+    for (let i = this.head[pfn]; i >= 0; prev = i, i = this.next[i]) {
+      if (this.node[i] === node && this.seg[i] === seg && this.page[i] === page) {
+        const e = this.entry(i);
+        if (prev < 0) this.head[pfn] = this.next[i];
+        else this.next[prev] = this.next[i];
+        this.next[i] = this.freeList;
+        this.freeList = i;
+        this.used--;
+        return e;
+      }
+    }
+    return undefined;
+  }
+
+  /** Every live entry matching `pred` (a scan over the slots: used by fencing and status). */
+  filter(pred: (e: RmapEntry) => boolean): RmapEntry[] {
+    const out: RmapEntry[] = [];
+    for (let pfn = 0; pfn < this.head.length; pfn++) {
+      for (let i = this.head[pfn]; i >= 0; i = this.next[i]) {
+        const e = this.entry(i);
+        if (pred(e)) out.push(e);
+      }
+    }
+    return out;
+  }
+
+  /** Frames with a non-empty chain. */
+  frames(): number[] {
+    const out: number[] = [];
+    for (let pfn = 0; pfn < this.head.length; pfn++) if (this.head[pfn] >= 0) out.push(pfn);
+    return out;
+  }
+
+  private ensureHead(pfn: number): void {
+    if (pfn < this.head.length) return;
+    let n = Math.max(64, this.head.length);
+    while (n <= pfn) n *= 2;
+    const h = new Int32Array(n).fill(-1);
+    h.set(this.head);
+    this.head = h;
+  }
+
+  private grow(n: number): void {
+    const old = this.cap;
+    const g = <T extends Int32Array | Uint32Array | Uint16Array | Uint8Array>(
+      a: T,
+      C: new (n: number) => T,
+    ): T => {
+      const b = new C(n);
+      b.set(a);
+      return b;
+    };
+    this.pfn = g(this.pfn, Int32Array);
+    this.next = g(this.next, Int32Array);
+    this.seg = g(this.seg, Uint32Array);
+    this.page = g(this.page, Uint32Array);
+    this.apid = g(this.apid, Uint32Array);
+    this.epoch = g(this.epoch, Uint32Array);
+    this.node = g(this.node, Uint16Array);
+    this.flags = g(this.flags, Uint8Array);
+    for (let i = n - 1; i >= old; i--) {
+      this.next[i] = this.freeList;
+      this.freeList = i;
+    }
+    this.cap = n;
+  }
+}

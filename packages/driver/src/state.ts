@@ -1,0 +1,111 @@
+/** The driver's records: segments and permits at the home, grants, attachments and the page cache at
+ * the attacher. Per-page home state is kept in typed arrays per segment. */
+import type { MmHandle, NotifierRegistration } from '@xpmesh/node/kernel';
+import type { Access } from '@xpmesh/protocol';
+import { KeyedMutex } from './mutex.js';
+import { PAGE_STATES, type PageState } from './page-state.js';
+
+/** Home device-entry mode of a page: none set, 'readonly', 'none'. */
+export const DEV_CLEAR = 0;
+export const DEV_READONLY = 1;
+export const DEV_NONE = 2;
+
+/** A segment exported by this instance (xpmem_make). */
+export class Segment {
+  readonly npages: number;
+  /** PageState index per page. */
+  readonly state: Uint8Array;
+  /** Version of the page's data at the home: bumped on every completed write-back. */
+  readonly version: Float64Array;
+  /** Frame the directory last resolved for the page, -1 if unknown. */
+  readonly pfn: Int32Array;
+  /** Bumped by every invalidation that touches the page (our page-granular mmu_interval seq). */
+  readonly gen: Uint32Array;
+  /** Invalidations of the page in flight; no grant while > 0. */
+  readonly inval: Uint16Array;
+  /** Device-entry mode currently installed in the source PTE (DEV_*). */
+  readonly dev: Uint8Array;
+  readonly mutex = new KeyedMutex<number>();
+  readonly idle = new Map<number, Array<() => void>>();
+  /** Instances (node index) that hold or held a permit: they get segment-gone. */
+  readonly permitNodes = new Set<string>();
+  removed = false;
+
+  constructor(
+    readonly segid: string,
+    readonly slot: number,
+    readonly mm: MmHandle,
+    readonly vaddr: number,
+    readonly size: number,
+    readonly mode: number,
+    pageSize: number,
+  ) {
+    this.npages = size / pageSize;
+    this.state = new Uint8Array(this.npages);
+    this.version = new Float64Array(this.npages);
+    this.pfn = new Int32Array(this.npages).fill(-1);
+    this.gen = new Uint32Array(this.npages);
+    this.inval = new Uint16Array(this.npages);
+    this.dev = new Uint8Array(this.npages);
+  }
+
+  pageState(p: number): PageState {
+    return PAGE_STATES[this.state[p]];
+  }
+}
+
+/** A permit granted by this instance (the home) to some instance. */
+export interface Permit {
+  readonly apid: string;
+  readonly slot: number;
+  readonly seg: Segment;
+  readonly node: string;
+  readonly epoch: number;
+  readonly access: Access;
+}
+
+/** A permit held by a local process (xpmem_get's result), for a local or a remote segment. */
+export interface Grant {
+  readonly apid: string;
+  readonly pid: number;
+  readonly segid: string;
+  readonly home: string;
+  readonly access: Access;
+  readonly size: number;
+  readonly local: boolean;
+  /** The home's session epoch when granted (remote grants). */
+  readonly homeEpoch: number;
+}
+
+/** An attachment: a driver VMA in a local process mapping [offset, offset+size) of a segment. */
+export interface Attachment {
+  readonly id: number;
+  readonly grant: Grant;
+  readonly mm: MmHandle;
+  readonly vaddr: number;
+  readonly size: number;
+  /** First segment page mapped by the attachment. */
+  readonly firstPage: number;
+  readonly npages: number;
+  /** What this attachment's PTE holds per page: 0 nothing, 1 read, 2 write. */
+  readonly mapped: Uint8Array;
+  /** The segment is gone or the home fenced us: next touch is SIGBUS. */
+  gone: boolean;
+  detached: boolean;
+}
+
+/** A remote segment page cached at this instance (one frame per instance per page). */
+export interface CachedPage {
+  readonly segid: string;
+  readonly home: string;
+  readonly page: number;
+  pfn: number;
+  access: 'r' | 'w';
+  version: number;
+}
+
+export interface MmRecord {
+  readonly mm: MmHandle;
+  readonly segs: Set<Segment>;
+  reg?: NotifierRegistration;
+}

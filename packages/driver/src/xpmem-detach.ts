@@ -1,0 +1,16 @@
+/** xpmem_detach: unmap an attachment. Remote pages go back to the home (detach, with dirty data). */
+
+import type { MmHandle } from '@xpmesh/node/kernel';
+import { releaseAttachmentPages } from './attacher.js';
+import type { XpmemDriver } from './driver.js';
+import { fail } from './errors.js';
+
+export async function xpmemDetach(d: XpmemDriver, pid: number, vaddr: number): Promise<void> {
+  const att = [...d.attachments.values()].find((a) => a.mm.pid === pid && a.vaddr === vaddr && !a.detached);
+  if (!att) fail('EINVAL', `no attachment at ${vaddr} in pid ${pid}`);
+  att.detached = true;
+  d.attachments.delete(att.id);
+  await releaseAttachmentPages(d, att, 0, att.npages, false);
+  const k = d.kernel as { munmapDriver?: (mm: MmHandle, start: number, end: number) => Promise<void> | void };
+  if (k.munmapDriver && !att.mm.exiting) await k.munmapDriver(att.mm, att.vaddr, att.vaddr + att.size);
+}

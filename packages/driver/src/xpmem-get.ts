@@ -1,0 +1,108 @@
+/**
+ * xpmem_get: obtain an access permit (apid) for a segment. The permission check happens at the home,
+ * System V IPC style: the owner bits apply if the caller's uid is the segment owner's, else the group
+ * bits if the gids match, else the other bits; 'r' needs read, 'rw' needs read and write. There is
+ * no root override (documented).
+ */
+import type { Access, Get, GetOk, PeerSession } from '@xpmesh/protocol';
+import type { XpmemDriver } from './driver.js';
+import { codeOf, DriverError, fail } from './errors.js';
+import { apidFor } from './ids.js';
+import type { Permit, Segment } from './state.js';
+
+export function permitted(seg: Segment, uid: number, gid: number, access: Access): boolean {
+  const bits = uid === seg.mm.uid ? seg.mode >> 6 : gid === seg.mm.gid ? seg.mode >> 3 : seg.mode;
+  const need = access === 'rw' ? 6 : 4;
+  return (bits & need) === need;
+}
+
+/** Home side: check and record a permit for `node`. */
+export function grantPermit(
+  d: XpmemDriver,
+  node: string,
+  epoch: number,
+  segid: string,
+  access: Access,
+  uid: number,
+  gid: number,
+): Permit {
+  const seg = d.segments.get(segid);
+  if (!seg || seg.removed) fail('E_NO_SEGMENT', `no segment ${segid}`);
+  if (access !== 'r' && access !== 'rw') fail('EINVAL', `bad access ${String(access)}`);
+  if (!permitted(seg, uid, gid, access)) {
+    fail(
+      'E_PERM',
+      `mode 0${seg.mode.toString(8)} refuses uid ${uid} gid ${gid} ${access === 'rw' ? 'RDWR' : 'RDONLY'}`,
+    );
+  }
+  const slot = d.nextPermit++;
+  const permit: Permit = { apid: apidFor(d.self, slot), slot, seg, node, epoch, access };
+  d.permits.set(permit.apid, permit);
+  d.permitBySlot.set(slot, permit);
+  seg.permitNodes.add(node);
+  return permit;
+}
+
+export async function xpmemGet(d: XpmemDriver, pid: number, segid: string, access: Access): Promise<string> {
+  const k = d.kernel;
+  if (access !== 'r' && access !== 'rw') fail('EINVAL', `bad access ${String(access)}`);
+  const home = d.homeOf(segid);
+  const mm = k.mmOfPid(pid);
+  if (!mm || mm.exiting) fail('ESRCH', `no process ${pid}`);
+  if (home === d.self) {
+    const p = grantPermit(d, d.self, 0, segid, access, mm.uid, mm.gid);
+    d.grants.set(p.apid, {
+      apid: p.apid,
+      pid,
+      segid,
+      home,
+      access,
+      size: p.seg.size,
+      local: true,
+      homeEpoch: 0,
+    });
+    return p.apid;
+  }
+  const homeEpoch = d.net.sessions().find((s) => s.node === home)?.epoch;
+  if (homeEpoch === undefined) fail('E_PEER', `home ${home} of ${segid} is not connected`);
+  let ok: GetOk;
+  try {
+    ok = await d.request<Get>(home, { t: 'get', segid, access, uid: mm.uid, gid: mm.gid });
+  } catch (e) {
+    throw remoteError(e, home);
+  }
+  d.grants.set(ok.apid, {
+    apid: ok.apid,
+    pid,
+    segid,
+    home,
+    access: ok.access,
+    size: ok.size,
+    local: false,
+    homeEpoch,
+  });
+  return ok.apid;
+}
+
+/** Map a failed request to a driver error with a stable code. */
+export function remoteError(e: unknown, home: string): DriverError {
+  const code = codeOf(e);
+  const known = [
+    'E_NO_SEGMENT',
+    'E_NO_PERMIT',
+    'E_PERM',
+    'E_RANGE',
+    'E_ACCESS',
+    'E_FAULT',
+    'E_BUSY',
+    'EINVAL',
+  ];
+  if (known.includes(code)) return new DriverError(code as never, (e as Error).message);
+  if (code === 'E_TIMEOUT') return new DriverError('E_TIMEOUT', `home ${home} did not answer`);
+  return new DriverError('E_PEER', `home ${home}: ${(e as Error)?.message ?? code}`);
+}
+
+export async function handleGet(d: XpmemDriver, from: PeerSession, msg: Get): Promise<Omit<GetOk, 're'>> {
+  const p = grantPermit(d, from.node, from.epoch, msg.segid, msg.access, msg.uid, msg.gid);
+  return { t: 'get-ok', apid: p.apid, size: p.seg.size, access: p.access };
+}

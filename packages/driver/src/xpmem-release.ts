@@ -1,0 +1,36 @@
+/** xpmem_release: give a permit back; attachments made through it are detached first. */
+import type { Ok, PeerSession, Release } from '@xpmesh/protocol';
+import type { XpmemDriver } from './driver.js';
+import { fail } from './errors.js';
+import { dropPermit } from './home.js';
+import { xpmemDetach } from './xpmem-detach.js';
+
+export async function xpmemRelease(d: XpmemDriver, pid: number, apid: string): Promise<void> {
+  const g = d.grants.get(apid);
+  if (!g || g.pid !== pid) fail('E_NO_PERMIT', `no permit ${apid} for pid ${pid}`);
+  for (const att of [...d.attachments.values()]) {
+    if (att.grant === g) await xpmemDetach(d, att.mm.pid, att.vaddr);
+  }
+  d.grants.delete(apid);
+  if (g.local) {
+    const p = d.permits.get(apid);
+    if (p) await dropPermit(d, p);
+    return;
+  }
+  try {
+    await d.request<Release>(g.home, { t: 'release', apid });
+  } catch (e) {
+    d.log.debug({ err: e, apid }, 'xpmem: release not delivered (home gone); permit dropped locally');
+  }
+}
+
+export async function handleRelease(
+  d: XpmemDriver,
+  from: PeerSession,
+  msg: Release,
+): Promise<Omit<Ok, 're'>> {
+  const p = d.permits.get(msg.apid);
+  if (!p || p.node !== from.node) fail('E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}`);
+  await dropPermit(d, p);
+  return { t: 'ok' };
+}

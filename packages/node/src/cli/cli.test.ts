@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { buildBody } from './ctl.js';
+import { UsageError } from './usage.js';
+
+const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+
+function xpmesh(...args: string[]) {
+  const r = spawnSync(process.execPath, [MAIN, ...args], {
+    encoding: 'utf8',
+    timeout: 15_000,
+    env: { ...process.env, XPMESH_ADMIN_URL: 'http://127.0.0.1:1' },
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+describe('xpmesh command line', () => {
+  it('prints help for every command with exit 0', () => {
+    for (const args of [
+      ['--help'],
+      ['node', '--help'],
+      ['cluster', '--help'],
+      ['demo', '--help'],
+      ['ctl', '--help'],
+      ['ctl', 'mmap', '--help'],
+    ]) {
+      const r = xpmesh(...args);
+      if (args.includes('mmap')) {
+        assert.equal(r.code, 2, 'field help for an op is a usage message');
+        assert.match(r.err, /--pid --len --prot --addr/);
+        continue;
+      }
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.err}`);
+      assert.match(r.out, /usage: xpmesh/);
+    }
+    assert.match(xpmesh('node', '--help').out, /XPMESH_CLUSTER_KEY/);
+  });
+
+  it('answers bad arguments with a clear message and exit 2', () => {
+    const cases: Array<[string[], RegExp]> = [
+      [[], /usage: xpmesh/],
+      [['frobnicate'], /unknown command "frobnicate"/],
+      [['node', '--bogus'], /Unknown option '--bogus'/],
+      [['node', '--frames', 'lots'], /--frames \(XPMESH_FRAMES\) must be a non-negative integer/],
+      [['node', '--peers', 'node2:7400'], /cluster key is required/],
+      [['cluster', '--nodes', '0'], /--nodes must be between 1 and 16/],
+      [['demo', '--connect', 'http://a:1,http://b:1'], /exactly 3 admin URLs/],
+      [['ctl', 'mmap', '--pid', 'x', '--len', '4096'], /--pid/],
+      [['ctl', 'teleport'], /unknown command "teleport"/],
+    ];
+    for (const [args, re] of cases) {
+      const r = xpmesh(...args);
+      assert.equal(r.code, 2, `xpmesh ${args.join(' ')} → ${r.code}: ${r.err}`);
+      assert.match(r.out + r.err, re, `xpmesh ${args.join(' ')}`);
+    }
+  });
+
+  it('reports an unreachable admin API as a failure (exit 1), not a usage error', () => {
+    const r = xpmesh('ctl', 'status');
+    assert.equal(r.code, 1);
+    assert.match(r.err, /E_CONNECT/);
+  });
+});
+
+describe('ctl argument mapping', () => {
+  it('turns flags into a validated JSON body', () => {
+    assert.deepEqual(buildBody('mmap', ['--pid', '3', '--len', '8192', '--addr', '0x10000']), {
+      pid: 3,
+      len: 8192,
+      addr: '0x10000',
+    });
+    assert.deepEqual(buildBody('write', ['--pid', '3', '--addr', '4096', '--text', '123']), {
+      pid: 3,
+      addr: 4096,
+      text: '123',
+    });
+    assert.deepEqual(buildBody('spawn', ['--catch-signals', 'false']), { catchSignals: false });
+    assert.deepEqual(buildBody('make', ['--pid', '1', '--addr', '0', '--size', '4096', '--mode', '0400']), {
+      pid: 1,
+      addr: 0,
+      size: 4096,
+      mode: '0400',
+    });
+    assert.throws(() => buildBody('write', ['--pid', '3', '--addr', '0']), UsageError);
+    assert.throws(() => buildBody('get', ['--pid', '1', '--segid', 's', '--access', 'x']), /--access/);
+  });
+});

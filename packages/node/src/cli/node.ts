@@ -1,0 +1,75 @@
+/** `xpmesh node`: run one instance until SIGTERM / SIGINT. */
+import { bootLayers } from '../daemon/boot.js';
+import { CONFIG_SETTINGS, ConfigError, configArgOptions, resolveConfig } from '../daemon/config.js';
+import { startInstance } from '../daemon/instance.js';
+import { createLogger } from '../daemon/logger.js';
+import { type Env, EXIT_OK, type Io, parse, UsageError } from './usage.js';
+
+export function nodeHelp(): string {
+  const rows = CONFIG_SETTINGS.map(
+    (s) => `  --${s.flag.padEnd(20)} ${s.env.padEnd(26)} ${s.help} [${s.default || 'none'}]`,
+  );
+  return [
+    'usage: xpmesh node [options]',
+    '',
+    'Runs one xpmesh instance: a simulated kernel, its peer links and the XPmem driver, plus the',
+    'admin HTTP API. Every option can also come from its environment variable (flags win).',
+    'Logs are JSON lines on stdout: pipe through `npx pino-pretty` to read them.',
+    '',
+    '  flag                   environment                meaning [default]',
+    ...rows,
+  ].join('\n');
+}
+
+export async function runNode(argv: string[], env: Env, io: Io): Promise<number> {
+  const p = parse(argv, configArgOptions());
+  if (p.help) {
+    io.out(nodeHelp());
+    return EXIT_OK;
+  }
+  let config: ReturnType<typeof resolveConfig>;
+  try {
+    config = resolveConfig(p.values as Record<string, string | undefined>, env, process.pid);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(err.message);
+    throw err;
+  }
+  const logger = createLogger(config.node, config.logLevel);
+  logger.info(
+    { listen: `${config.listenHost}:${config.listenPort}`, peers: config.peers, frames: config.frames },
+    'starting',
+  );
+  const parts = await bootLayers(config, logger);
+  const instance = await startInstance(config, logger, parts);
+  logger.info({ admin: instance.adminUrl }, 'ready');
+
+  return new Promise<number>((resolve) => {
+    let exiting = false;
+    const shutdown = (why: string) => {
+      if (exiting) return;
+      exiting = true;
+      const force = setTimeout(() => {
+        logger.error({ why }, `shutdown took longer than ${config.shutdownMs} ms; exiting anyway`);
+        resolve(1);
+      }, config.shutdownMs);
+      force.unref();
+      instance.stop(why).then(
+        () => {
+          clearTimeout(force);
+          resolve(EXIT_OK);
+        },
+        (err) => {
+          logger.error({ err }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => shutdown('SIGTERM'));
+    process.on('SIGINT', () => shutdown('SIGINT'));
+    // Started by `xpmesh cluster` (an IPC channel): stop when the launcher goes away.
+    if (process.channel) {
+      process.on('disconnect', () => shutdown('launcher gone'));
+      process.channel.unref();
+    }
+  });
+}

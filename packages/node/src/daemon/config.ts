@@ -1,0 +1,382 @@
+/**
+ * Instance configuration: one typed object, built from command-line flags and XPMESH_* environment
+ * variables (flags win). docs/configuration.md lists every setting; `CONFIG_SETTINGS` below is the
+ * single table both the parser and the docs follow.
+ *
+ * Only the CLI entry point reads `process.env`; it hands the environment in as a plain record.
+ */
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+export interface PeerAddress {
+  host: string;
+  port: number;
+}
+
+export interface NodeConfig {
+  /** This instance's node id (1-64 chars, [A-Za-z0-9._-]). */
+  node: string;
+  listenHost: string;
+  listenPort: number;
+  /** The other instances (this instance dials them; duplicates of itself are dropped). */
+  peers: PeerAddress[];
+  clusterKey: string;
+  /** Physical memory size in 4 KiB frames. */
+  frames: number;
+  swapPath: string;
+  adminHost: string;
+  /** 0 picks a free port (printed in the `admin listening` log line). */
+  adminPort: number;
+  /** Bearer token for mutating admin operations; required for them when the admin API is not on loopback. */
+  adminToken: string | undefined;
+  logLevel: LogLevel;
+  heartbeatMs: number;
+  missedBeats: number;
+  requestTimeoutMs: number;
+  ackTimeoutMs: number;
+  /** Pages to map ahead on a remote fault (0 = one page at a time). */
+  prefault: number;
+  /** Grace period for SIGTERM: detach, answer pending invalidations, close links. */
+  shutdownMs: number;
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+}
+
+/** The well-known development key used when none is given and every address is loopback. */
+export const DEV_CLUSTER_KEY = 'xpmesh-insecure-development-key';
+
+export class ConfigError extends Error {
+  readonly code = 'E_CONFIG';
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Kind = 'string' | 'int' | 'peers' | 'level' | 'file';
+
+/** One setting: its flag, its environment variable, its default and what it means. */
+export interface SettingSpec {
+  key: keyof NodeConfig | 'clusterKeyFile' | 'adminTokenFile';
+  flag: string;
+  env: string;
+  kind: Kind;
+  default: string;
+  help: string;
+}
+
+export const CONFIG_SETTINGS: readonly SettingSpec[] = [
+  {
+    key: 'node',
+    flag: 'id',
+    env: 'XPMESH_NODE_ID',
+    kind: 'string',
+    default: 'n1',
+    help: 'node id of this instance',
+  },
+  {
+    key: 'listenHost',
+    flag: 'listen-host',
+    env: 'XPMESH_LISTEN_HOST',
+    kind: 'string',
+    default: '127.0.0.1',
+    help: 'address the peer link (WebSocket) listens on',
+  },
+  {
+    key: 'listenPort',
+    flag: 'listen-port',
+    env: 'XPMESH_LISTEN_PORT',
+    kind: 'int',
+    default: '7400',
+    help: 'port of the peer link',
+  },
+  {
+    key: 'peers',
+    flag: 'peers',
+    env: 'XPMESH_PEERS',
+    kind: 'peers',
+    default: '',
+    help: 'other instances, comma-separated host:port (service names under compose)',
+  },
+  {
+    key: 'clusterKey',
+    flag: 'cluster-key',
+    env: 'XPMESH_CLUSTER_KEY',
+    kind: 'string',
+    default: '',
+    help: 'shared secret authenticating peers (never sent on the wire)',
+  },
+  {
+    key: 'clusterKeyFile',
+    flag: 'cluster-key-file',
+    env: 'XPMESH_CLUSTER_KEY_FILE',
+    kind: 'file',
+    default: '',
+    help: 'file holding the cluster key (trailing whitespace trimmed)',
+  },
+  {
+    key: 'frames',
+    flag: 'frames',
+    env: 'XPMESH_FRAMES',
+    kind: 'int',
+    default: '4096',
+    help: 'physical memory in 4 KiB frames (4096 = 16 MiB)',
+  },
+  {
+    key: 'swapPath',
+    flag: 'swap-file',
+    env: 'XPMESH_SWAP_FILE',
+    kind: 'string',
+    default: '<tmpdir>/xpmesh-<id>-<pid>.swap',
+    help: 'swap file (created; removed at exit)',
+  },
+  {
+    key: 'adminHost',
+    flag: 'admin-host',
+    env: 'XPMESH_ADMIN_HOST',
+    kind: 'string',
+    default: '127.0.0.1',
+    help: 'address of the admin HTTP API',
+  },
+  {
+    key: 'adminPort',
+    flag: 'admin-port',
+    env: 'XPMESH_ADMIN_PORT',
+    kind: 'int',
+    default: '7500',
+    help: 'port of the admin HTTP API (0 = any free port)',
+  },
+  {
+    key: 'adminToken',
+    flag: 'admin-token',
+    env: 'XPMESH_ADMIN_TOKEN',
+    kind: 'string',
+    default: '',
+    help: 'bearer token for admin operations (required off loopback)',
+  },
+  {
+    key: 'adminTokenFile',
+    flag: 'admin-token-file',
+    env: 'XPMESH_ADMIN_TOKEN_FILE',
+    kind: 'file',
+    default: '',
+    help: 'file holding the admin token',
+  },
+  {
+    key: 'logLevel',
+    flag: 'log-level',
+    env: 'XPMESH_LOG_LEVEL',
+    kind: 'level',
+    default: 'info',
+    help: 'trace|debug|info|warn|error|fatal|silent (debug: one line per protocol event)',
+  },
+  {
+    key: 'heartbeatMs',
+    flag: 'heartbeat-ms',
+    env: 'XPMESH_HEARTBEAT_MS',
+    kind: 'int',
+    default: '500',
+    help: 'heartbeat interval on every peer link',
+  },
+  {
+    key: 'missedBeats',
+    flag: 'missed-beats',
+    env: 'XPMESH_MISSED_BEATS',
+    kind: 'int',
+    default: '3',
+    help: 'missed heartbeats before a peer is declared dead and fenced',
+  },
+  {
+    key: 'requestTimeoutMs',
+    flag: 'request-timeout-ms',
+    env: 'XPMESH_REQUEST_TIMEOUT_MS',
+    kind: 'int',
+    default: '5000',
+    help: 'deadline of every peer request',
+  },
+  {
+    key: 'ackTimeoutMs',
+    flag: 'ack-timeout-ms',
+    env: 'XPMESH_ACK_TIMEOUT_MS',
+    kind: 'int',
+    default: '2000',
+    help: 'deadline for invalidation acks; a peer missing it is fenced',
+  },
+  {
+    key: 'prefault',
+    flag: 'prefault',
+    env: 'XPMESH_PREFAULT',
+    kind: 'int',
+    default: '0',
+    help: 'extra pages mapped ahead on a remote fault',
+  },
+  {
+    key: 'shutdownMs',
+    flag: 'shutdown-ms',
+    env: 'XPMESH_SHUTDOWN_MS',
+    kind: 'int',
+    default: '5000',
+    help: 'SIGTERM grace period before the instance exits anyway',
+  },
+  {
+    key: 'tlsCert',
+    flag: 'tls-cert',
+    env: 'XPMESH_TLS_CERT',
+    kind: 'string',
+    default: '',
+    help: 'PEM certificate file: peer links use wss',
+  },
+  {
+    key: 'tlsKey',
+    flag: 'tls-key',
+    env: 'XPMESH_TLS_KEY',
+    kind: 'string',
+    default: '',
+    help: 'PEM private key file for --tls-cert',
+  },
+];
+
+const NODE_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/** The admin API's default bind: operations need no token only here. */
+export function isDefaultAdminHost(host: string): boolean {
+  return host === '127.0.0.1' || host === '::1' || host === 'localhost';
+}
+
+export function parsePeers(text: string): PeerAddress[] {
+  const out: PeerAddress[] = [];
+  for (const raw of text.split(',')) {
+    const item = raw.trim();
+    if (item === '') continue;
+    const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(item);
+    if (!m) throw new ConfigError(`peer "${item}" is not host:port`);
+    const port = Number(m[2]);
+    if (port < 1 || port > 65535) throw new ConfigError(`peer "${item}": port out of range`);
+    out.push({ host: m[1].replace(/^\[|\]$/g, ''), port });
+  }
+  return out;
+}
+
+function parseIntSetting(spec: SettingSpec, text: string): number {
+  if (!/^\d+$/.test(text))
+    throw new ConfigError(`--${spec.flag} (${spec.env}) must be a non-negative integer, got "${text}"`);
+  return Number(text);
+}
+
+/**
+ * Build the configuration. `flags` are parsed command-line values keyed by flag name; `env` is the
+ * process environment (passed in, never read here). `pid` names the default swap file.
+ */
+export function resolveConfig(
+  flags: Record<string, string | undefined>,
+  env: Record<string, string | undefined>,
+  pid = 0,
+): NodeConfig {
+  const raw = new Map<string, string>();
+  for (const spec of CONFIG_SETTINGS) {
+    const v = flags[spec.flag] ?? env[spec.env];
+    if (v !== undefined && v !== '') raw.set(spec.key, v);
+  }
+  const str = (k: string, d: string) => raw.get(k) ?? d;
+  const int = (k: SettingSpec['key']) => {
+    const spec = CONFIG_SETTINGS.find((s) => s.key === k)!;
+    return parseIntSetting(spec, raw.get(k) ?? spec.default);
+  };
+  const readSecretFile = (k: string): string | undefined => {
+    const path = raw.get(k);
+    if (path === undefined) return undefined;
+    try {
+      return readFileSync(path, 'utf8').trim();
+    } catch (err) {
+      throw new ConfigError(
+        `cannot read ${k === 'clusterKeyFile' ? 'cluster key' : 'admin token'} file ${path}: ${(err as Error).message}`,
+      );
+    }
+  };
+
+  const node = str('node', 'n1');
+  if (!NODE_ID.test(node)) throw new ConfigError(`node id "${node}" must be 1-64 chars of [A-Za-z0-9._-]`);
+  const logLevel = str('logLevel', 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel))
+    throw new ConfigError(`log level "${logLevel}" is not one of ${LOG_LEVELS.join('|')}`);
+
+  const listenHost = str('listenHost', '127.0.0.1');
+  const listenPort = int('listenPort');
+  const adminHost = str('adminHost', '127.0.0.1');
+  const adminPort = int('adminPort');
+  for (const [name, port, min] of [
+    ['listen-port', listenPort, 1],
+    ['admin-port', adminPort, 0],
+  ] as const) {
+    if (port < min || port > 65535) throw new ConfigError(`--${name} ${port} is out of range`);
+  }
+  const peers = parsePeers(str('peers', '')).filter((p) => !(p.port === listenPort && p.host === listenHost));
+
+  let clusterKey = raw.get('clusterKey') ?? readSecretFile('clusterKeyFile') ?? '';
+  if (clusterKey === '') {
+    const allLoopback = isLoopbackHost(listenHost) && peers.every((p) => isLoopbackHost(p.host));
+    if (!allLoopback)
+      throw new ConfigError(
+        'a cluster key is required (--cluster-key, --cluster-key-file or XPMESH_CLUSTER_KEY) when peers are not on loopback',
+      );
+    clusterKey = DEV_CLUSTER_KEY;
+  }
+  const adminToken = raw.get('adminToken') ?? readSecretFile('adminTokenFile');
+
+  const frames = int('frames');
+  if (frames < 16 || frames > 1 << 20)
+    throw new ConfigError(`--frames ${frames} must be between 16 and 1048576`);
+  const heartbeatMs = int('heartbeatMs');
+  const missedBeats = int('missedBeats');
+  const requestTimeoutMs = int('requestTimeoutMs');
+  const ackTimeoutMs = int('ackTimeoutMs');
+  for (const [name, v] of [
+    ['heartbeat-ms', heartbeatMs],
+    ['missed-beats', missedBeats],
+    ['request-timeout-ms', requestTimeoutMs],
+    ['ack-timeout-ms', ackTimeoutMs],
+  ] as const) {
+    if (v < 1) throw new ConfigError(`--${name} must be at least 1`);
+  }
+  const tlsCert = raw.get('tlsCert');
+  const tlsKey = raw.get('tlsKey');
+  if ((tlsCert === undefined) !== (tlsKey === undefined))
+    throw new ConfigError('--tls-cert and --tls-key go together');
+
+  return {
+    node,
+    listenHost,
+    listenPort,
+    peers,
+    clusterKey,
+    frames,
+    swapPath: raw.get('swapPath') ?? join(tmpdir(), `xpmesh-${node}-${pid}.swap`),
+    adminHost,
+    adminPort,
+    adminToken,
+    logLevel,
+    heartbeatMs,
+    missedBeats,
+    requestTimeoutMs,
+    ackTimeoutMs,
+    prefault: int('prefault'),
+    shutdownMs: int('shutdownMs'),
+    tlsCert,
+    tlsKey,
+  };
+}
+
+/** parseArgs option table for every setting (all strings; resolveConfig validates). */
+export function configArgOptions(): Record<string, { type: 'string' }> {
+  const out: Record<string, { type: 'string' }> = {};
+  for (const s of CONFIG_SETTINGS) out[s.flag] = { type: 'string' };
+  return out;
+}

@@ -1,0 +1,245 @@
+/**
+ * One running instance: kernel + peer network + driver (a loaded kernel module) + admin API.
+ * This file turns admin operations into kernel and driver calls, feeds metrics and the event
+ * stream from the layers' events, and owns the shutdown order.
+ */
+import { EventEmitter } from 'node:events';
+import { type AdminBackend, type AdminEvent, AdminServer } from './admin.js';
+import type { NodeConfig } from './config.js';
+import type { Logger } from './logger.js';
+import { type GaugeSnapshot, InstanceMetrics } from './metrics.js';
+import { AdminError, decodeWriteBytes, encodeReadBytes, type OpHandlers } from './ops.js';
+import type { DriverPort, KernelPort, NetPort, ProcessPort } from './ports.js';
+
+const PROT = { none: 0, r: 1, rw: 3 } as const;
+
+export interface InstanceParts {
+  kernel: KernelPort;
+  net: NetPort;
+  driver: DriverPort;
+}
+
+export interface RunningInstance {
+  readonly adminUrl: string;
+  readonly metrics: InstanceMetrics;
+  /** Stop accepting, detach attachments, answer pending invalidations, close everything. */
+  stop(why: string): Promise<void>;
+}
+
+function num(x: unknown): number {
+  return typeof x === 'number' && Number.isFinite(x) ? x : 0;
+}
+
+/** Pull counts for the gauges out of whatever shape the layers report (missing → 0). */
+function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
+  const stats = (parts.kernel.stats() ?? {}) as Record<string, unknown>;
+  const ds = (parts.driver.status() ?? {}) as Record<string, unknown>;
+  const count = (v: unknown) => (Array.isArray(v) ? v.length : num(v));
+  const peers: Record<string, number> = { connecting: 0, up: 0, down: 0, fenced: 0 };
+  for (const p of parts.net.status()) peers[p.state] = (peers[p.state] ?? 0) + 1;
+  const rmap = ds.rmap as Record<string, unknown> | undefined;
+  return {
+    framesTotal: num(stats.frames ?? stats.framesTotal),
+    framesFree: num(stats.freeFrames ?? stats.framesFree ?? stats.free),
+    processes: [...parts.kernel.processes()].length,
+    segments: count(ds.segments),
+    attachments: count(ds.attachments),
+    rmapEntries: num(rmap?.entries ?? ds.rmapEntries),
+    exportedPages: num(rmap?.pages ?? ds.exportedPages ?? stats.exportedPages),
+    peers,
+    messages: parts.net.metrics?.().byType ?? {},
+  };
+}
+
+export async function startInstance(
+  config: NodeConfig,
+  logger: Logger,
+  parts: InstanceParts,
+): Promise<RunningInstance> {
+  const { kernel, net, driver } = parts;
+  const started = Date.now();
+  const events = new EventEmitter();
+  events.setMaxListeners(0);
+  const emit = (ev: AdminEvent) => events.emit('event', ev);
+  const metrics = new InstanceMetrics(config.node, () => gaugeSnapshot(parts));
+  const protoLog = logger.child({ layer: 'protocol' });
+
+  // ---- events from the layers → metrics, logs, the admin event stream -------------------------
+  // One debug line per protocol message, with the correlation id it carries; reply latencies feed
+  // the fault (map → map-ok) and invalidation (invalidate → invalidate-ack) histograms.
+  driver.events.on('message', (m: Record<string, unknown>) => {
+    const msg = String(m.type ?? m.t ?? 'unknown');
+    const direction = String(m.dir ?? m.direction ?? 'unknown');
+    const latencyMs = typeof m.latencyMs === 'number' ? m.latencyMs : undefined;
+    protoLog.debug(
+      { msg, direction, peer: m.peer, cid: m.cid, latencyMs },
+      `${direction === 'out' ? 'sent' : 'received'} ${msg}`,
+    );
+    if (latencyMs !== undefined && direction === 'in') {
+      if (msg === 'map-ok' || msg === 'error')
+        metrics.faultLatency.observe(
+          { access: 'any', result: msg === 'error' ? 'error' : 'ok' },
+          latencyMs / 1000,
+        );
+      if (msg === 'invalidate-ack')
+        metrics.invalidationLatency.observe({ reason: 'any', result: 'ok' }, latencyMs / 1000);
+    }
+    emit({ ...m, type: 'message', msg, direction });
+  });
+  driver.events.on('page-state', (e: Record<string, unknown>) => emit({ ...e, type: 'page-state' }));
+  driver.events.on('fence', (e: Record<string, unknown>) => {
+    metrics.fences.inc({ reason: String(e.reason ?? e.why ?? 'unknown') });
+    logger.warn({ ...e }, 'peer fenced');
+    emit({ ...e, type: 'fence' });
+  });
+  driver.events.on('lost-dirty', (e: Record<string, unknown>) => {
+    metrics.lostDirtyPages.inc(num(e.pages ?? e.count) || 1);
+    logger.warn({ ...e }, 'dirty page lost with a fenced instance: reverted to last written-back data');
+    emit({ ...e, type: 'lost-dirty' });
+  });
+  net.on('up', ((peer: { node: string; epoch: number }) => {
+    logger.info({ peer: peer.node, epoch: peer.epoch }, 'peer up');
+    emit({ type: 'peer', peer: peer.node, epoch: peer.epoch, state: 'up' });
+  }) as (...args: never[]) => void);
+  net.on('down', ((peer: { node: string; epoch: number }, why: string) => {
+    logger.warn({ peer: peer.node, epoch: peer.epoch, why }, 'peer down');
+    emit({ type: 'peer', peer: peer.node, epoch: peer.epoch, state: 'down', why });
+  }) as (...args: never[]) => void);
+
+  // ---- operations ---------------------------------------------------------------------------------
+  const proc = (pid: number): ProcessPort => {
+    const p = kernel.process(pid);
+    if (!p) throw new AdminError('ESRCH', `no process ${pid}`);
+    return p;
+  };
+  const pfnOf = (pid: number, addr: number): number => {
+    proc(pid);
+    const pfn = kernel.pfnOf(pid, addr);
+    if (pfn === undefined || pfn < 0)
+      throw new AdminError('EFAULT', `no page is present at ${pid}:0x${addr.toString(16)}`);
+    return pfn;
+  };
+  const ops: OpHandlers = {
+    spawn: async (i) => {
+      const p = await kernel.spawn(i);
+      emit({ type: 'process', pid: p.pid, event: 'spawn' });
+      return { pid: p.pid };
+    },
+    mmap: async (i) => ({ addr: await proc(i.pid).mmap(i.len, PROT[i.prot], i.addr) }),
+    munmap: async (i) => {
+      await proc(i.pid).munmap(i.addr, i.len);
+      return { ok: true };
+    },
+    write: async (i) => {
+      const bytes = decodeWriteBytes(i);
+      await proc(i.pid).write(i.addr, bytes);
+      return { ok: true, written: bytes.byteLength };
+    },
+    read: async (i) => encodeReadBytes(await proc(i.pid).read(i.addr, i.len)),
+    fork: async (i) => {
+      const child = await proc(i.pid).fork();
+      emit({ type: 'process', pid: child.pid, parent: i.pid, event: 'fork' });
+      return { pid: child.pid };
+    },
+    exit: async (i) => {
+      await proc(i.pid).exit(0);
+      emit({ type: 'process', pid: i.pid, event: 'exit' });
+      return { ok: true };
+    },
+    make: async (i) => ({ segid: await driver.make(i.pid, i.addr, i.size, i.mode) }),
+    remove: async (i) => {
+      await driver.remove(i.segid);
+      return { ok: true };
+    },
+    get: async (i) => ({ apid: await driver.get(i.pid, i.segid, i.access) }),
+    release: async (i) => {
+      await driver.release(i.pid, i.apid);
+      return { ok: true };
+    },
+    attach: async (i) => ({ addr: await driver.attach(i.pid, i.apid, i.offset, i.size, i.addr) }),
+    detach: async (i) => {
+      await driver.detach(i.pid, i.addr);
+      return { ok: true };
+    },
+    reclaim: async (i) => {
+      const pfn = pfnOf(i.pid, i.addr);
+      const t0 = performance.now();
+      const result = await kernel.reclaimPage(pfn);
+      const outcome = reclaimOutcome(result);
+      metrics.reclaim.inc({ outcome });
+      logger.info({ pid: i.pid, addr: i.addr, pfn, outcome, ms: performance.now() - t0 }, 'forced reclaim');
+      return { pfn, outcome, result };
+    },
+    migrate: async (i) => {
+      const from = pfnOf(i.pid, i.addr);
+      const result = await kernel.migratePage(from);
+      const to = typeof result === 'number' ? result : kernel.pfnOf(i.pid, i.addr);
+      return { from, to, result };
+    },
+    pfn: async (i) => {
+      const pfn = pfnOf(i.pid, i.addr);
+      return { pfn, page: kernel.pageInfo(pfn) };
+    },
+    check: async () => ({ result: kernel.check() ?? { ok: true } }),
+  };
+
+  const backend: AdminBackend = {
+    node: config.node,
+    events,
+    ops,
+    status: () => ({
+      node: config.node,
+      pid: process.pid,
+      uptimeMs: Date.now() - started,
+      memory: kernel.stats(),
+      processes: [...kernel.processes()].map((p) => ({ pid: p.pid })),
+      driver: driver.status(),
+      peers: net.status(),
+    }),
+    pages: (segid) => driver.pageStates(segid),
+  };
+  const admin = new AdminServer(backend, {
+    host: config.adminHost,
+    port: config.adminPort,
+    token: config.adminToken,
+    metrics,
+    logger: logger.child({ layer: 'admin' }),
+  });
+  const adminUrl = await admin.listen();
+
+  let stopping: Promise<void> | undefined;
+  const stop = (why: string): Promise<void> => {
+    stopping ??= (async () => {
+      logger.info({ why }, 'shutting down: no new operations; detaching attachments');
+      admin.beginShutdown();
+      const step = async (name: string, f: () => unknown) => {
+        try {
+          await f();
+        } catch (err) {
+          logger.warn({ err, step: name }, 'shutdown step failed');
+        }
+      };
+      // The driver's unload detaches local attachments (detach messages carry dirty data home) and
+      // answers pending invalidations before the links close.
+      await step('driver', () => driver.unload?.());
+      await step('net', () => net.close());
+      await step('kernel', () => kernel.close());
+      await step('admin', () => admin.close());
+      logger.info('stopped');
+    })();
+    return stopping;
+  };
+  return { adminUrl, metrics, stop };
+}
+
+export function reclaimOutcome(result: unknown): string {
+  if (typeof result === 'string') return result;
+  if (typeof result === 'boolean') return result ? 'swapped' : 'kept';
+  if (result && typeof result === 'object') {
+    const r = result as Record<string, unknown>;
+    if (typeof r.outcome === 'string') return r.outcome;
+    if (typeof r.result === 'string') return r.result;
+    if (typeof r.ok === 'boolean') return r.ok ? 'swapped' : String(r.reason ?? 'kept');
+  }
+  return 'unknown';
+}

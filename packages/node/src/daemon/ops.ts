@@ -1,0 +1,194 @@
+/**
+ * The admin API's operations: one zod schema per operation (validated once, at ingress) and the
+ * error vocabulary. The same table drives the HTTP server, `xpmesh ctl` and the demo.
+ *
+ * Errors are `{ code, message }`. `code` is stable: the admin's own E_* codes below, or the code of
+ * the layer that refused (kernel errno-style codes such as EINVAL / ESRCH / SIGBUS, or driver wire
+ * codes such as E_PERM / E_NO_SEGMENT), passed through unchanged.
+ */
+import { z } from 'zod';
+
+/** An address or size: a JSON number or a "0x…" / decimal string. */
+const addr = z.union([
+  z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  z
+    .string()
+    .regex(/^(0x[0-9a-fA-F]+|\d+)$/, 'a number or a 0x-prefixed hex string')
+    .transform((s) => Number(s)),
+]);
+const pid = z.number().int().positive();
+const len = z
+  .number()
+  .int()
+  .positive()
+  .max(1 << 26);
+const access = z.enum(['r', 'rw']);
+const prot = z.enum(['none', 'r', 'rw']);
+const segid = z.string().min(1).max(128);
+
+export const OP_SCHEMAS = {
+  /** Start a process (a worker thread). Signals are caught by default so SIGBUS is reported, not fatal. */
+  spawn: z.object({
+    uid: z.number().int().nonnegative().default(1000),
+    gid: z.number().int().nonnegative().default(1000),
+    name: z.string().max(64).default('proc'),
+    catchSignals: z.boolean().default(true),
+  }),
+  /** Anonymous mmap; returns { addr }. */
+  mmap: z.object({ pid, len, prot: prot.default('rw'), addr: addr.optional() }),
+  munmap: z.object({ pid, addr, len }),
+  /** Write bytes at addr: exactly one of text (UTF-8), hex, base64. */
+  write: z
+    .object({
+      pid,
+      addr,
+      text: z.string().optional(),
+      hex: z
+        .string()
+        .regex(/^([0-9a-fA-F]{2})*$/)
+        .optional(),
+      base64: z.string().optional(),
+    })
+    .refine(
+      (o) => [o.text, o.hex, o.base64].filter((v) => v !== undefined).length === 1,
+      'give exactly one of text, hex, base64',
+    ),
+  /** Read len bytes at addr; returns { hex, text, base64 }. */
+  read: z.object({
+    pid,
+    addr,
+    len: z
+      .number()
+      .int()
+      .positive()
+      .max(1 << 20),
+  }),
+  /** fork(); returns { pid } of the child. */
+  fork: z.object({ pid }),
+  exit: z.object({ pid }),
+  /** xpmem_make; returns { segid }. mode is octal text ("0600") or a number. */
+  make: z.object({
+    pid,
+    addr,
+    size: len,
+    mode: z
+      .union([
+        z.number().int().min(0).max(0o777),
+        z
+          .string()
+          .regex(/^0?[0-7]{1,3}$/)
+          .transform((s) => Number.parseInt(s, 8)),
+      ])
+      .default(0o600),
+  }),
+  remove: z.object({ segid }),
+  /** xpmem_get; returns { apid }. */
+  get: z.object({ pid, segid, access: access.default('rw') }),
+  release: z.object({ pid, apid: z.string().min(1).max(128) }),
+  /** xpmem_attach; returns { addr }. */
+  attach: z.object({
+    pid,
+    apid: z.string().min(1).max(128),
+    offset: addr.default(0),
+    size: len,
+    addr: addr.optional(),
+  }),
+  detach: z.object({ pid, addr }),
+  /** Force reclaim (swap out) of the page backing pid:addr; returns the outcome. */
+  reclaim: z.object({ pid, addr }),
+  /** Force migration of the page backing pid:addr; returns { from, to }. */
+  migrate: z.object({ pid, addr }),
+  /** Which frame backs pid:addr, and its descriptor. */
+  pfn: z.object({ pid, addr }),
+  /** Run the kernel's invariant checker; returns its findings. */
+  check: z.object({}),
+} as const;
+
+export type OpName = keyof typeof OP_SCHEMAS;
+export type OpInput<N extends OpName> = z.output<(typeof OP_SCHEMAS)[N]>;
+export type OpHandlers = { [N in OpName]: (input: OpInput<N>) => Promise<unknown> };
+export const OP_NAMES = Object.keys(OP_SCHEMAS) as OpName[];
+
+/** Operations that only read state: allowed without the admin token. */
+export const READ_ONLY_OPS: ReadonlySet<OpName> = new Set(['read', 'pfn', 'check']);
+
+/** Admin-level error codes (other codes pass through from the kernel or the driver). */
+export type AdminErrorCode =
+  | 'E_BAD_REQUEST' // body is not JSON or fails the schema
+  | 'E_UNAUTHORIZED' // operation needs the bearer token
+  | 'E_NOT_FOUND' // unknown path or operation
+  | 'E_METHOD' // wrong HTTP method
+  | 'E_SHUTTING_DOWN' // the instance is stopping
+  | 'E_INTERNAL'; // a bug; logged
+
+export class AdminError extends Error {
+  readonly code: string;
+  readonly status: number;
+  constructor(code: string, message: string, status = httpStatusOf(code)) {
+    super(message);
+    this.name = 'AdminError';
+    this.code = code;
+    this.status = status;
+  }
+}
+
+const STATUS_BY_CODE: Record<string, number> = {
+  E_BAD_REQUEST: 400,
+  EINVAL: 400,
+  E_RANGE: 400,
+  E_MALFORMED: 400,
+  E_UNAUTHORIZED: 401,
+  EACCES: 403,
+  EPERM: 403,
+  E_PERM: 403,
+  E_ACCESS: 403,
+  E_NOT_FOUND: 404,
+  ESRCH: 404,
+  EFAULT: 404,
+  E_NO_SEGMENT: 404,
+  E_NO_PERMIT: 404,
+  E_METHOD: 405,
+  SIGBUS: 409,
+  SIGSEGV: 409,
+  E_FAULT: 409,
+  EBUSY: 409,
+  EAGAIN: 409,
+  E_BUSY: 409,
+  E_STALE_EPOCH: 409,
+  ENOMEM: 507,
+  E_SHUTTING_DOWN: 503,
+  ETIMEDOUT: 504,
+  E_TIMEOUT: 504,
+};
+
+export function httpStatusOf(code: string): number {
+  return STATUS_BY_CODE[code] ?? 500;
+}
+
+/** Turn anything thrown by a layer below into `{code, message}` (codes travel as data). */
+export function toErrorBody(err: unknown): { code: string; message: string } {
+  if (err && typeof err === 'object') {
+    const e = err as { code?: unknown; message?: unknown };
+    if (typeof e.code === 'string' && /^[A-Z][A-Z0-9_]{1,40}$/.test(e.code)) {
+      return { code: e.code, message: String(e.message ?? e.code) };
+    }
+    if (typeof e.message === 'string') return { code: 'E_INTERNAL', message: e.message };
+  }
+  return { code: 'E_INTERNAL', message: String(err) };
+}
+
+export function decodeWriteBytes(input: OpInput<'write'>): Uint8Array {
+  if (input.text !== undefined) return new TextEncoder().encode(input.text);
+  if (input.hex !== undefined) return Uint8Array.from(Buffer.from(input.hex, 'hex'));
+  return Uint8Array.from(Buffer.from(input.base64 ?? '', 'base64'));
+}
+
+export function encodeReadBytes(bytes: Uint8Array): { hex: string; base64: string; text: string } {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const nul = b.indexOf(0);
+  return {
+    hex: b.toString('hex'),
+    base64: b.toString('base64'),
+    text: b.subarray(0, nul < 0 ? b.length : nul).toString('utf8'),
+  };
+}

@@ -1,0 +1,63 @@
+/**
+ * What the daemon needs from the layers below, stated structurally. The real kernel, peer network
+ * and driver satisfy these (boot.ts wires them); keeping the daemon's view this small means the
+ * admin API and its tests depend on behaviour, not on the layers' internals.
+ * Every method may be sync or async: the daemon awaits all of them.
+ */
+import type { EventEmitter } from 'node:events';
+
+type MaybePromise<T> = T | Promise<T>;
+
+export interface ProcessPort {
+  readonly pid: number;
+  mmap(len: number, prot: number, addr?: number): MaybePromise<number>;
+  munmap(addr: number, len: number): MaybePromise<unknown>;
+  fork(): MaybePromise<ProcessPort>;
+  exit(code?: number): MaybePromise<unknown>;
+  read(addr: number, len: number): MaybePromise<Uint8Array>;
+  write(addr: number, bytes: Uint8Array): MaybePromise<unknown>;
+}
+
+export interface KernelPort {
+  spawn(opts: { uid: number; gid: number; name: string; catchSignals: boolean }): MaybePromise<ProcessPort>;
+  process(pid: number): ProcessPort | undefined;
+  processes(): Iterable<ProcessPort> | ProcessPort[];
+  reclaimPage(pfn: number): MaybePromise<unknown>;
+  migratePage(pfn: number): MaybePromise<unknown>;
+  pfnOf(pid: number, vaddr: number): number | undefined;
+  pageInfo(pfn: number): unknown;
+  check(): unknown;
+  stats(): unknown;
+  close(): MaybePromise<unknown>;
+}
+
+export interface DriverPort {
+  make(pid: number, vaddr: number, size: number, mode: number): MaybePromise<string>;
+  remove(segid: string): MaybePromise<unknown>;
+  get(pid: number, segid: string, access: 'r' | 'rw'): MaybePromise<string>;
+  release(pid: number, apid: string): MaybePromise<unknown>;
+  attach(pid: number, apid: string, offset: number, size: number, vaddr?: number): MaybePromise<number>;
+  detach(pid: number, vaddr: number): MaybePromise<unknown>;
+  status(): unknown;
+  pageStates(segid: string): unknown;
+  readonly events: EventEmitter;
+  unload?(): Promise<void>;
+}
+
+export interface PeerStatusPort {
+  readonly node: string;
+  readonly epoch: number;
+  readonly state: string;
+  readonly lastSeenMs: number;
+  readonly outstanding: number;
+}
+
+export interface NetPort {
+  status(): PeerStatusPort[];
+  /** Cumulative counters of the network (per message type). */
+  metrics?(): {
+    byType: Record<string, { msgsIn: number; bytesIn: number; msgsOut: number; bytesOut: number }>;
+  };
+  on(event: 'up' | 'down', listener: (...args: never[]) => void): void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,320 @@
+/**
+ * The KernelModuleApi object handed to drivers: every method a driver may call, implemented on the
+ * kernel state. Export policy lives in api.ts (the only module a driver may import); this file is
+ * kernel-internal.
+ */
+import {
+  type DeviceOps,
+  type DriverVmaOps,
+  KernelError,
+  type KernelModuleApi,
+  type MmHandle,
+  type MmuNotifierOps,
+  type NotifierRegistration,
+  PAGE_SIZE,
+  type PageInfo,
+  type Pfn,
+  PROT_WRITE,
+  type RmapNotifierOps,
+} from './api.js';
+import { faultAnon } from './fault.js';
+import type { Kernel } from './kernel.js';
+import { protAllows, pteIndex } from './mm.js';
+import {
+  mmuIntervalReadBegin,
+  mmuIntervalReadRetry,
+  mmuNotifierInvalidateRangeEnd,
+  mmuNotifierInvalidateRangeStart,
+} from './mmu-notifier.js';
+import { flagNames, PG_device, PG_dirty, PG_driver, PG_external_rmap, PG_free, PG_locked } from './page.js';
+import {
+  KIND_DEVICE,
+  KIND_NORMAL,
+  mkDevicePte,
+  mkPte,
+  PTE_DIRTY,
+  PTE_PRESENT,
+  PTE_WRITE,
+  PTE_YOUNG,
+  ptePfn,
+  pteKind,
+} from './pagetable.js';
+import { doMmap, dropDeviceEntry, zapPteRange } from './syscalls.js';
+import { flushTlb } from './tlb.js';
+
+export function pageInfoOf(k: Kernel, pfn: Pfn): PageInfo {
+  k.checkPfn(pfn);
+  return {
+    pfn,
+    flags: flagNames(k.phys.flags(pfn)),
+    refcount: k.phys.refcount(pfn),
+    mapcount: k.phys.mapcount(pfn),
+  };
+}
+
+export function createModuleApi(k: Kernel): KernelModuleApi {
+  const ph = k.phys;
+  const words = ph.words;
+
+  const driverVmaCovering = (mm: ReturnType<Kernel['mmOf']>, start: number, end: number) => {
+    if (start % PAGE_SIZE || end % PAGE_SIZE || end <= start) throw new KernelError('EINVAL', 'unaligned driver range');
+    const v = mm.findVma(start);
+    if (!v?.driver || end > v.end) throw new KernelError('EINVAL', 'range is not inside one driver VMA');
+    return v;
+  };
+
+  const requireUserPage = (pfn: Pfn) => {
+    k.checkPfn(pfn);
+    if (ph.testFlag(pfn, PG_free)) throw new KernelError('EINVAL', `pfn ${pfn} is free`);
+  };
+
+  const api: KernelModuleApi = {
+    pageSize: PAGE_SIZE,
+    name: k.name,
+
+    mmOfPid(pid) {
+      const p = k.procs.get(pid);
+      return p && !p.kmm.exiting ? p.kmm.handle : undefined;
+    },
+
+    rangeMapped(mmH, start, end) {
+      const mm = k.mmOf(mmH);
+      let cur = start;
+      for (const v of mm.overlaps(start, end)) {
+        if (v.start > cur || v.driver) return false;
+        cur = v.end;
+      }
+      return cur >= end;
+    },
+
+    async getUserPage(mmH, address, { write }) {
+      const mm = k.mmOf(mmH);
+      const va = address - (address % PAGE_SIZE);
+      const unlock = await mm.lock.read(k.timeouts.lockTimeoutMs);
+      try {
+        for (let attempt = 0; attempt < 64; attempt++) {
+          if (mm.exiting) throw new KernelError('ESRCH', 'address space is exiting');
+          const vma = mm.findVma(va);
+          if (!vma || vma.driver) throw new KernelError('EFAULT', `no ordinary VMA at 0x${va.toString(16)}`);
+          if (!protAllows(vma.prot, write)) throw new KernelError('EACCES', 'VMA protection forbids the access');
+          const pi = pteIndex(ph, mm, va, false);
+          const pte = pi >= 0 ? Atomics.load(words, pi) : 0;
+          if (pte & PTE_PRESENT && (!write || pte & PTE_WRITE) && pteKind(pte) === KIND_NORMAL) {
+            const pfn = ptePfn(pte);
+            k.pin(pfn);
+            if (write) ph.setFlag(pfn, PG_dirty);
+            return pfn;
+          }
+          if (pte & PTE_PRESENT && !write && pteKind(pte) === KIND_DEVICE) {
+            const pfn = ptePfn(pte);
+            k.pin(pfn);
+            return pfn;
+          }
+          await faultAnon(k, mm, vma, va, write);
+        }
+        throw new KernelError('EAGAIN', 'getUserPage: fault did not settle');
+      } finally {
+        unlock();
+      }
+    },
+
+    putPage(pfn) {
+      k.checkPfn(pfn);
+      if ((k.pins.get(pfn) ?? 0) > 0) return k.unpin(pfn);
+      if (k.driverFrames.has(pfn)) {
+        k.driverFrames.delete(pfn);
+        ph.clearFlag(pfn, PG_driver);
+        return k.putFrame(pfn);
+      }
+      throw new KernelError('EINVAL', `putPage(${pfn}): no reference held`);
+    },
+
+    lockPage(pfn, timeoutMs) {
+      requireUserPage(pfn);
+      return ph.lockPage(pfn, timeoutMs ?? 5000);
+    },
+    trylockPage(pfn) {
+      requireUserPage(pfn);
+      return ph.trylockPage(pfn);
+    },
+    unlockPage(pfn) {
+      k.checkPfn(pfn);
+      ph.unlockPage(pfn);
+    },
+    exportPage(pfn) {
+      requireUserPage(pfn);
+      if (!ph.testFlag(pfn, PG_locked)) throw new KernelError('EPERM', `exportPage(${pfn}): page lock not held`);
+      ph.setFlag(pfn, PG_external_rmap);
+    },
+    unexportPage(pfn) {
+      k.checkPfn(pfn);
+      if (!ph.testFlag(pfn, PG_locked)) throw new KernelError('EPERM', `unexportPage(${pfn}): page lock not held`);
+      ph.clearFlag(pfn, PG_external_rmap);
+    },
+    pageExported(pfn) {
+      k.checkPfn(pfn);
+      return ph.testFlag(pfn, PG_external_rmap);
+    },
+    setPageDirty(pfn) {
+      requireUserPage(pfn);
+      ph.setFlag(pfn, PG_dirty);
+    },
+    pageInfo: (pfn) => pageInfoOf(k, pfn),
+
+    pageBytes(pfn) {
+      requireUserPage(pfn);
+      return ph.frameBytes(pfn);
+    },
+    writePageData(pfn, data) {
+      requireUserPage(pfn);
+      if (data.length !== PAGE_SIZE) throw new KernelError('EINVAL', 'writePageData needs 4096 bytes');
+      ph.frameBytes(pfn).set(data);
+    },
+
+    allocPage: () => k.allocDriverFrame(),
+
+    mmapDriver(mmH: MmHandle, length: number, prot: number, ops: DriverVmaOps, address?: number) {
+      const mm = k.mmOf(mmH);
+      if (!ops || typeof ops.fault !== 'function') throw new KernelError('EINVAL', 'driver VMA needs fault()');
+      return doMmap(mm, length, prot, address, ops);
+    },
+
+    installPte(mmH, address, pfn, { write, seq }) {
+      const mm = k.mmOf(mmH);
+      requireUserPage(pfn);
+      if (address % PAGE_SIZE) throw new KernelError('EINVAL', 'unaligned address');
+      const vma = driverVmaCovering(mm, address, address + PAGE_SIZE);
+      if (write && !(vma.prot & PROT_WRITE)) throw new KernelError('EACCES', 'driver VMA is not writable');
+      if (seq !== undefined && mmuIntervalReadRetry(mm, seq)) return false;
+      if (mm.exiting) return false;
+      const pi = pteIndex(ph, mm, address, true);
+      if (pi < 0) throw new KernelError('ENOMEM', 'no memory for a page table');
+      const old = Atomics.load(words, pi);
+      const bits = PTE_PRESENT | PTE_YOUNG | (write ? PTE_WRITE : 0);
+      if (old !== 0) {
+        if (pteKind(old) === KIND_NORMAL && ptePfn(old) === pfn) {
+          // Same frame: upgrade to writable (downgrades need wrprotectDriverRange's shootdown).
+          if (write) Atomics.or(words, pi, PTE_WRITE);
+          return true;
+        }
+        throw new KernelError('EBUSY', 'a different frame is mapped there: zapDriverRange first');
+      }
+      ph.getRef(pfn);
+      ph.addMapcount(pfn, 1);
+      k.rmap.add(pfn, mm, address);
+      Atomics.store(words, pi, mkPte(pfn, bits));
+      return true;
+    },
+
+    async zapDriverRange(mmH, start, end) {
+      const mm = k.mmOf(mmH);
+      driverVmaCovering(mm, start, end);
+      const range = { mm: mm.handle, start, end, event: 'device' as const, blockable: true };
+      await mmuNotifierInvalidateRangeStart(k, range);
+      try {
+        const zapped = zapPteRange(k, mm, start, end);
+        await flushTlb(k, [mm]);
+        for (const z of zapped) k.putFrame(z.pfn);
+        return zapped.map((z) => ({ address: z.address, pfn: z.pfn, dirty: z.dirty, write: z.write }));
+      } finally {
+        mmuNotifierInvalidateRangeEnd(range);
+      }
+    },
+
+    async wrprotectDriverRange(mmH, start, end) {
+      const mm = k.mmOf(mmH);
+      driverVmaCovering(mm, start, end);
+      const range = { mm: mm.handle, start, end, event: 'device' as const, blockable: true };
+      await mmuNotifierInvalidateRangeStart(k, range);
+      try {
+        const out: Array<{ address: number; pfn: Pfn; dirty: boolean }> = [];
+        for (let va = start; va < end; va += PAGE_SIZE) {
+          const pi = pteIndex(ph, mm, va, false);
+          if (pi < 0) continue;
+          let pte = Atomics.load(words, pi);
+          while (pte & PTE_PRESENT) {
+            const prev = Atomics.compareExchange(words, pi, pte, pte & ~(PTE_WRITE | PTE_DIRTY));
+            if (prev === pte) {
+              out.push({ address: va, pfn: ptePfn(pte), dirty: (pte & PTE_DIRTY) !== 0 });
+              break;
+            }
+            pte = prev;
+          }
+        }
+        await flushTlb(k, [mm]);
+        return out;
+      } finally {
+        mmuNotifierInvalidateRangeEnd(range);
+      }
+    },
+
+    registerDevice(ops: DeviceOps) {
+      if (!ops || typeof ops.fault !== 'function') throw new KernelError('EINVAL', 'device needs fault()');
+      const id = k.nextDevice++;
+      k.devices.set(id, ops);
+      return id;
+    },
+
+    async setDeviceEntry(mmH, address, owner, mode) {
+      const mm = k.mmOf(mmH);
+      if (!k.devices.has(owner)) throw new KernelError('EINVAL', `unknown device ${owner}`);
+      if (mode !== 'none' && mode !== 'readonly') throw new KernelError('EINVAL', `bad mode ${String(mode)}`);
+      const va = address - (address % PAGE_SIZE);
+      const vma = mm.findVma(va);
+      if (!vma || vma.driver) throw new KernelError('EFAULT', 'no ordinary VMA there');
+      const pi = pteIndex(ph, mm, va, false);
+      let pte = pi >= 0 ? Atomics.load(words, pi) : 0;
+      const kind = pteKind(pte);
+      if (pte === 0 || (kind !== KIND_NORMAL && kind !== KIND_DEVICE) || (kind === KIND_NORMAL && !(pte & PTE_PRESENT))) {
+        throw new KernelError('EFAULT', `nothing mapped at 0x${va.toString(16)}`);
+      }
+      const pfn = ptePfn(pte);
+      const want = mkDevicePte(pfn, mode === 'readonly');
+      for (;;) {
+        const prev = Atomics.compareExchange(words, pi, pte, want);
+        if (prev === pte) break;
+        if (ptePfn(prev) !== pfn || pteKind(prev) !== kind) throw new KernelError('EAGAIN', 'PTE changed');
+        pte = prev;
+      }
+      if (pte & PTE_DIRTY) ph.setFlag(pfn, PG_dirty);
+      if (kind === KIND_NORMAL) {
+        k.deviceEntries.set(pfn, (k.deviceEntries.get(pfn) ?? 0) + 1);
+        ph.setFlag(pfn, PG_device);
+      }
+      ph.setPrivate(pfn, owner);
+      await flushTlb(k, [mm]);
+      return pfn;
+    },
+
+    clearDeviceEntry(mmH, address) {
+      const mm = k.mmOf(mmH);
+      const va = address - (address % PAGE_SIZE);
+      const pi = pteIndex(ph, mm, va, false);
+      if (pi < 0) return;
+      const pte = Atomics.load(words, pi);
+      if (pteKind(pte) !== KIND_DEVICE) return;
+      const pfn = ptePfn(pte);
+      const vma = mm.findVma(va);
+      const writable = !!vma && vma.prot & PROT_WRITE && ph.mapcount(pfn) === 1;
+      Atomics.compareExchange(words, pi, pte, mkPte(pfn, PTE_PRESENT | PTE_YOUNG | (writable ? PTE_WRITE : 0)));
+      dropDeviceEntry(k, pfn);
+    },
+
+    mmuNotifierRegister(mmH: MmHandle, ops: MmuNotifierOps): NotifierRegistration {
+      const mm = k.mmOf(mmH);
+      if (mm.exiting) throw new KernelError('ESRCH', 'address space is exiting');
+      const reg = mm.notifiers.add(ops);
+      return { unregister: () => reg.unregister(k.timeouts.unregisterTimeoutMs) };
+    },
+
+    rmapNotifierRegister(ops: RmapNotifierOps): NotifierRegistration {
+      if (!ops || typeof ops.invalidatePage !== 'function') throw new KernelError('EINVAL', 'invalidatePage required');
+      const reg = k.rmapNotifiers.list.add(ops);
+      return { unregister: () => reg.unregister(k.timeouts.unregisterTimeoutMs) };
+    },
+
+    mmuIntervalReadBegin: (mmH) => mmuIntervalReadBegin(k.mmOf(mmH), k.timeouts.lockTimeoutMs),
+    mmuIntervalReadRetry: (mmH, seq) => mmuIntervalReadRetry(k.mmOf(mmH), seq),
+  };
+  return Object.freeze(api);
+}

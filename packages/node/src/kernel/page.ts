@@ -1,0 +1,238 @@
+/**
+ * Physical memory: page frames and page descriptors, both in SharedArrayBuffers.
+ *
+ * Frame `pfn` occupies bytes [pfn*4096, pfn*4096+4096) of `mem`. Its descriptor is four int32 words
+ * in `desc` (see {@link DESC_WORDS}): flags, refcount, mapcount, private. Every descriptor word is
+ * changed with `Atomics`, so workers may read them; only the kernel thread changes refcount and
+ * mapcount. Frame 0 is reserved (never allocated), so a PTE value of 0 always means "none".
+ *
+ * Flags word width: 32 bits (an Int32Array element); bits 0..12 are used, 19 remain. The 2008 patch
+ * needed a 64-bit-only flag bit; here the limit is the 32-bit word (documented in docs/kernel.md).
+ */
+import { KernelError, PAGE_SIZE, type Pfn } from './api.js';
+
+export const DESC_WORDS = 4;
+export const D_FLAGS = 0;
+export const D_REFCOUNT = 1;
+export const D_MAPCOUNT = 2;
+/** Device owner id (device entries) or swap slot (swap cache); meaning depends on flags. */
+export const D_PRIVATE = 3;
+
+export const PG_locked = 1 << 0;
+export const PG_referenced = 1 << 1;
+export const PG_dirty = 1 << 2;
+export const PG_lru = 1 << 3;
+export const PG_active = 1 << 4;
+export const PG_swapcache = 1 << 5;
+export const PG_external_rmap = 1 << 6;
+export const PG_anon = 1 << 7;
+export const PG_pagetable = 1 << 8;
+export const PG_driver = 1 << 9;
+export const PG_free = 1 << 10;
+export const PG_device = 1 << 11;
+export const PG_reserved = 1 << 12;
+
+export const FLAG_NAMES: ReadonlyArray<readonly [number, string]> = [
+  [PG_locked, 'locked'],
+  [PG_referenced, 'referenced'],
+  [PG_dirty, 'dirty'],
+  [PG_lru, 'lru'],
+  [PG_active, 'active'],
+  [PG_swapcache, 'swapcache'],
+  [PG_external_rmap, 'external_rmap'],
+  [PG_anon, 'anon'],
+  [PG_pagetable, 'pagetable'],
+  [PG_driver, 'driver'],
+  [PG_free, 'free'],
+  [PG_device, 'device'],
+  [PG_reserved, 'reserved'],
+];
+
+/** Largest frame count a PTE can address (24-bit frame number). */
+export const MAX_FRAMES = 1 << 24;
+
+export function flagNames(flags: number): string[] {
+  const out: string[] = [];
+  for (const [bit, name] of FLAG_NAMES) if (flags & bit) out.push(name);
+  return out;
+}
+
+export class PhysMem {
+  readonly frames: number;
+  readonly mem: SharedArrayBuffer;
+  readonly descSab: SharedArrayBuffer;
+  readonly bytes: Uint8Array;
+  readonly words: Int32Array;
+  readonly desc: Int32Array;
+  private readonly freeStack: Int32Array;
+  private nrFreeFrames = 0;
+
+  constructor(frames: number) {
+    if (!Number.isInteger(frames) || frames < 16 || frames > MAX_FRAMES) {
+      throw new KernelError('EINVAL', `frames must be an integer in [16, ${MAX_FRAMES}]`);
+    }
+    this.frames = frames;
+    this.mem = new SharedArrayBuffer(frames * PAGE_SIZE);
+    this.descSab = new SharedArrayBuffer(frames * DESC_WORDS * 4);
+    this.bytes = new Uint8Array(this.mem);
+    this.words = new Int32Array(this.mem);
+    this.desc = new Int32Array(this.descSab);
+    this.freeStack = new Int32Array(frames);
+    // Push in descending order so low frames are handed out first. Frame 0 is reserved.
+    for (let pfn = frames - 1; pfn >= 1; pfn--) {
+      this.freeStack[this.nrFreeFrames++] = pfn;
+      this.desc[pfn * DESC_WORDS + D_FLAGS] = PG_free;
+    }
+    this.desc[D_FLAGS] = PG_reserved;
+  }
+
+  get nrFree(): number {
+    return this.nrFreeFrames;
+  }
+
+  /** Take a free frame: zeroed, refcount 1, flags 0. Returns -1 when none is free. Kernel thread only. */
+  allocFrame(): Pfn {
+    if (this.nrFreeFrames === 0) return -1;
+    const pfn = this.freeStack[--this.nrFreeFrames];
+    const d = pfn * DESC_WORDS;
+    this.bytes.fill(0, pfn * PAGE_SIZE, pfn * PAGE_SIZE + PAGE_SIZE);
+    Atomics.store(this.desc, d + D_FLAGS, 0);
+    Atomics.store(this.desc, d + D_REFCOUNT, 1);
+    Atomics.store(this.desc, d + D_MAPCOUNT, 0);
+    Atomics.store(this.desc, d + D_PRIVATE, 0);
+    return pfn;
+  }
+
+  /** Return a frame to the free list. The caller proved nothing refers to it (refcount reached 0). */
+  freeFrame(pfn: Pfn): void {
+    const d = pfn * DESC_WORDS;
+    const locked = Atomics.load(this.desc, d + D_FLAGS) & PG_locked;
+    Atomics.store(this.desc, d + D_FLAGS, PG_free | locked);
+    Atomics.store(this.desc, d + D_REFCOUNT, 0);
+    Atomics.store(this.desc, d + D_MAPCOUNT, 0);
+    Atomics.store(this.desc, d + D_PRIVATE, 0);
+    this.freeStack[this.nrFreeFrames++] = pfn;
+  }
+
+  isFree(pfn: Pfn): boolean {
+    return (this.flags(pfn) & PG_free) !== 0;
+  }
+
+  valid(pfn: Pfn): boolean {
+    return Number.isInteger(pfn) && pfn >= 1 && pfn < this.frames;
+  }
+
+  flags(pfn: Pfn): number {
+    return Atomics.load(this.desc, pfn * DESC_WORDS + D_FLAGS);
+  }
+  setFlag(pfn: Pfn, bit: number): void {
+    Atomics.or(this.desc, pfn * DESC_WORDS + D_FLAGS, bit);
+  }
+  clearFlag(pfn: Pfn, bit: number): void {
+    Atomics.and(this.desc, pfn * DESC_WORDS + D_FLAGS, ~bit);
+  }
+  testFlag(pfn: Pfn, bit: number): boolean {
+    return (this.flags(pfn) & bit) !== 0;
+  }
+  /** Atomically clear `bit` and return whether it was set. */
+  testClearFlag(pfn: Pfn, bit: number): boolean {
+    return (Atomics.and(this.desc, pfn * DESC_WORDS + D_FLAGS, ~bit) & bit) !== 0;
+  }
+
+  refcount(pfn: Pfn): number {
+    return Atomics.load(this.desc, pfn * DESC_WORDS + D_REFCOUNT);
+  }
+  getRef(pfn: Pfn): void {
+    Atomics.add(this.desc, pfn * DESC_WORDS + D_REFCOUNT, 1);
+  }
+  /** Drop a reference; returns the new count. The caller frees the frame at 0. */
+  dropRef(pfn: Pfn): number {
+    const n = Atomics.sub(this.desc, pfn * DESC_WORDS + D_REFCOUNT, 1) - 1;
+    if (n < 0) throw new Error(`refcount underflow on pfn ${pfn}`);
+    return n;
+  }
+  mapcount(pfn: Pfn): number {
+    return Atomics.load(this.desc, pfn * DESC_WORDS + D_MAPCOUNT);
+  }
+  addMapcount(pfn: Pfn, delta: number): number {
+    return Atomics.add(this.desc, pfn * DESC_WORDS + D_MAPCOUNT, delta) + delta;
+  }
+  getPrivate(pfn: Pfn): number {
+    return Atomics.load(this.desc, pfn * DESC_WORDS + D_PRIVATE);
+  }
+  setPrivate(pfn: Pfn, v: number): void {
+    Atomics.store(this.desc, pfn * DESC_WORDS + D_PRIVATE, v);
+  }
+
+  frameBytes(pfn: Pfn): Uint8Array {
+    return this.bytes.subarray(pfn * PAGE_SIZE, pfn * PAGE_SIZE + PAGE_SIZE);
+  }
+
+  copyFrame(from: Pfn, to: Pfn): void {
+    this.bytes.copyWithin(to * PAGE_SIZE, from * PAGE_SIZE, from * PAGE_SIZE + PAGE_SIZE);
+  }
+
+  // ---- the page lock ---------------------------------------------------------------------------
+
+  trylockPage(pfn: Pfn): boolean {
+    return trylockPage(this.desc, pfn);
+  }
+
+  /**
+   * Sleep until the page lock is ours (kernel thread: Atomics.waitAsync). Bounded: ETIMEDOUT.
+   * Waiters wait on the flags word; unlockPage notifies it.
+   */
+  async lockPage(pfn: Pfn, timeoutMs = 5000): Promise<void> {
+    const idx = pfn * DESC_WORDS + D_FLAGS;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const cur = Atomics.load(this.desc, idx);
+      if (!(cur & PG_locked)) {
+        if (Atomics.compareExchange(this.desc, idx, cur, cur | PG_locked) === cur) return;
+        continue;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new KernelError('ETIMEDOUT', `lockPage(${pfn}) timed out after ${timeoutMs} ms`);
+      const w = Atomics.waitAsync(this.desc, idx, cur, left);
+      if (w.async) await w.value;
+    }
+  }
+
+  unlockPage(pfn: Pfn): void {
+    unlockPage(this.desc, pfn);
+  }
+}
+
+/** Try to take the page lock without sleeping. Usable from any thread. */
+export function trylockPage(desc: Int32Array, pfn: Pfn): boolean {
+  const idx = pfn * DESC_WORDS + D_FLAGS;
+  for (;;) {
+    const cur = Atomics.load(desc, idx);
+    if (cur & PG_locked) return false;
+    if (Atomics.compareExchange(desc, idx, cur, cur | PG_locked) === cur) return true;
+  }
+}
+
+/** Release the page lock and wake every sleeper (they re-compete). */
+export function unlockPage(desc: Int32Array, pfn: Pfn): void {
+  const idx = pfn * DESC_WORDS + D_FLAGS;
+  const old = Atomics.and(desc, idx, ~PG_locked);
+  if (!(old & PG_locked)) throw new KernelError('EPERM', `unlockPage(${pfn}): page not locked`);
+  Atomics.notify(desc, idx);
+}
+
+/** Sleeping page lock for worker threads (Atomics.wait). Bounded: ETIMEDOUT. */
+export function lockPageSync(desc: Int32Array, pfn: Pfn, timeoutMs = 5000): void {
+  const idx = pfn * DESC_WORDS + D_FLAGS;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const cur = Atomics.load(desc, idx);
+    if (!(cur & PG_locked)) {
+      if (Atomics.compareExchange(desc, idx, cur, cur | PG_locked) === cur) return;
+      continue;
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) throw new KernelError('ETIMEDOUT', `lockPage(${pfn}) timed out`);
+    Atomics.wait(desc, idx, cur, left);
+  }
+}

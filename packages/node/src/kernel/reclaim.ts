@@ -1,0 +1,345 @@
+/**
+ * Page reclaim: the LRU (second chance on young bits), tryToUnmap, pageMkclean, swap-out, shrink
+ * (direct and background reclaim).
+ *
+ * Order of a swap-out of page P (reclaimPage):
+ *   trylock P → take a reference → young? keep → allocate a slot, P enters the swap cache →
+ *   tryToUnmap: invalidateRangeStart on every mapping's mm (all started, then all awaited), then in
+ *   one synchronous section every PTE becomes a swap entry (exact dirty bit from the exchange) and
+ *   invalidatePage(mm, va) is called → TLB shootdown → invalidateRangeEnd →
+ *   if PG_external_rmap: the rmap notifiers (page lock held, may sleep) — on failure the PTEs are
+ *   restored, P is kept with its flag, and it is counted → write P to the slot → free P → unlock.
+ * Faults on the swap entries meanwhile find P in the swap cache and sleep on its page lock.
+ */
+import { KernelError, type MmuNotifierRange, PAGE_SIZE, type Pfn } from './api.js';
+import type { Kernel } from './kernel.js';
+import type { Mm } from './mm.js';
+import {
+  mmuNotifierClearFlushYoung,
+  mmuNotifierInvalidatePage,
+  mmuNotifierInvalidateRangeEnd,
+  mmuNotifierInvalidateRangeStart,
+} from './mmu-notifier.js';
+import {
+  PG_anon,
+  PG_dirty,
+  PG_driver,
+  PG_external_rmap,
+  PG_lru,
+  PG_pagetable,
+  PG_referenced,
+  PG_swapcache,
+} from './page.js';
+import { KIND_DEVICE, KIND_NORMAL, mkSwapPte, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, ptePfn, pteKind, walk } from './pagetable.js';
+import { flushTlb } from './tlb.js';
+
+export type ReclaimOutcome =
+  | 'reclaimed'
+  | 'referenced'
+  | 'external_failed'
+  | 'busy'
+  | 'pinned'
+  | 'unevictable'
+  | 'no_swap'
+  | 'again'
+  | 'io_error';
+
+export interface UnmappedEntry {
+  readonly mm: Mm;
+  readonly va: number;
+  /** The PTE before unmapping (W and D bits matter). */
+  readonly old: number;
+  /** The entry written in its place (swap or migration entry); 0 for zapped driver-VMA entries. */
+  readonly replacement: number;
+}
+
+/** Why a page cannot be unmapped for reclaim/migration at all, or null. */
+export function unevictableReason(k: Kernel, pfn: Pfn): ReclaimOutcome | null {
+  const f = k.phys.flags(pfn);
+  if (!(f & PG_lru) || !(f & PG_anon) || f & (PG_driver | PG_pagetable)) return 'unevictable';
+  if (k.deviceEntries.get(pfn)) return 'unevictable';
+  if (k.phys.refcount(pfn) !== k.phys.mapcount(pfn)) return 'pinned';
+  return null;
+}
+
+/**
+ * Test and clear the young bits of every mapping of `pfn` (page_referenced), including secondary
+ * mappings through the per-mm notifiers' clearFlushYoung.
+ */
+export function pageReferenced(k: Kernel, pfn: Pfn): boolean {
+  let young = k.phys.testClearFlag(pfn, PG_referenced);
+  const words = k.phys.words;
+  for (const { mm, va } of k.rmap.walk(pfn)) {
+    const pi = walk(words, mm.root, va);
+    if (pi >= 0) {
+      let pte = Atomics.load(words, pi);
+      while (pte & PTE_YOUNG && ptePfn(pte) === pfn) {
+        const prev = Atomics.compareExchange(words, pi, pte, pte & ~PTE_YOUNG);
+        if (prev === pte) {
+          young = true;
+          break;
+        }
+        pte = prev;
+      }
+    }
+    if (mmuNotifierClearFlushYoung(mm, va, va + PAGE_SIZE)) young = true;
+  }
+  return young;
+}
+
+/**
+ * Unmap every local mapping of `pfn` (the caller holds the page lock and a reference). Each PTE in an
+ * ordinary VMA becomes `replacement`; entries in driver VMAs are zapped to none (the driver
+ * re-faults). Returns what was unmapped, or 'again' if a notifier refused or the rmap would not
+ * settle. Completes the TLB shootdown before returning.
+ */
+export async function tryToUnmap(
+  k: Kernel,
+  pfn: Pfn,
+  replacement: number,
+  event: 'reclaim' | 'migrate',
+  blockable: boolean,
+): Promise<UnmappedEntry[] | 'again'> {
+  const started: MmuNotifierRange[] = [];
+  const covered = (mm: Mm, va: number) => started.some((r) => r.mm === mm.handle && r.start === va);
+  const endAll = () => {
+    for (const r of started) mmuNotifierInvalidateRangeEnd(r);
+  };
+  for (let round = 0; ; round++) {
+    const todo = k.rmap.walk(pfn).filter((e) => !covered(e.mm, e.va));
+    if (todo.length === 0) break;
+    if (round === 4) {
+      endAll();
+      return 'again';
+    }
+    for (const e of todo) {
+      const range = { mm: e.mm.handle, start: e.va, end: e.va + PAGE_SIZE, event, blockable };
+      if ((await mmuNotifierInvalidateRangeStart(k, range)) === 'again') {
+        endAll();
+        return 'again';
+      }
+      started.push(range);
+    }
+  }
+  // One synchronous section: no await until every PTE is replaced.
+  const words = k.phys.words;
+  const entries = k.rmap.walk(pfn);
+  for (const { mm, va } of entries) {
+    const pi = walk(words, mm.root, va);
+    const pte = pi >= 0 ? Atomics.load(words, pi) : 0;
+    if (!covered(mm, va) || pteKind(pte) !== KIND_NORMAL || ptePfn(pte) !== pfn) {
+      endAll();
+      return 'again';
+    }
+  }
+  const out: UnmappedEntry[] = [];
+  for (const { mm, va } of entries) {
+    const pi = walk(words, mm.root, va);
+    const isDriver = !!mm.findVma(va)?.driver;
+    const rep = isDriver ? 0 : replacement;
+    const old = Atomics.exchange(words, pi, rep);
+    if (old & PTE_DIRTY) k.phys.setFlag(pfn, PG_dirty);
+    k.phys.addMapcount(pfn, -1);
+    k.phys.dropRef(pfn); // the caller's reference keeps it above 0
+    k.rmap.remove(pfn, mm, va);
+    out.push({ mm, va, old, replacement: rep });
+    mmuNotifierInvalidatePage(k, mm, va);
+  }
+  await flushTlb(
+    k,
+    out.map((e) => e.mm),
+  );
+  endAll();
+  return out;
+}
+
+/**
+ * Put back the PTEs tryToUnmap replaced (a notifier failed). Entries changed meanwhile (munmap,
+ * exit) are skipped. `onRestore` undoes per-entry side effects (swap slot references).
+ */
+export function restoreUnmapped(k: Kernel, pfn: Pfn, entries: UnmappedEntry[], onRestore: () => void): void {
+  const words = k.phys.words;
+  for (const e of entries) {
+    if (e.replacement === 0 || e.mm.dead || e.mm.exiting) continue;
+    const pi = walk(words, e.mm.root, e.va);
+    if (pi < 0 || Atomics.load(words, pi) !== e.replacement) continue;
+    Atomics.store(words, pi, e.old & ~(PTE_YOUNG | PTE_DIRTY));
+    k.phys.getRef(pfn);
+    k.phys.addMapcount(pfn, 1);
+    k.rmap.add(pfn, e.mm, e.va);
+    onRestore();
+  }
+}
+
+/** Reclaim one page (swap it out). `force` ignores the young bits (kernel.reclaimPage). */
+export async function reclaimPage(
+  k: Kernel,
+  pfn: Pfn,
+  opts: { force: boolean; blockable: boolean },
+): Promise<ReclaimOutcome> {
+  const o = await reclaimPageInner(k, pfn, opts);
+  k.stats.reclaim[o] = (k.stats.reclaim[o] ?? 0) + 1;
+  return o;
+}
+
+async function reclaimPageInner(
+  k: Kernel,
+  pfn: Pfn,
+  opts: { force: boolean; blockable: boolean },
+): Promise<ReclaimOutcome> {
+  const ph = k.phys;
+  k.checkPfn(pfn);
+  const why = unevictableReason(k, pfn);
+  if (why) return why;
+  const swap = k.swap;
+  if (!swap) return 'no_swap';
+  if (!ph.trylockPage(pfn)) return 'busy';
+  k.pin(pfn);
+  let slot = -1;
+  try {
+    if (!opts.force && pageReferenced(k, pfn)) {
+      k.lru.delete(pfn);
+      k.lru.add(pfn);
+      return 'referenced';
+    }
+    slot = swap.alloc();
+    if (slot < 0) return 'no_swap';
+    k.swapCache.set(slot, pfn);
+    ph.setFlag(pfn, PG_swapcache);
+    const swapPte = mkSwapPte(slot);
+    const unmapped = await tryToUnmap(k, pfn, swapPte, 'reclaim', opts.blockable);
+    if (unmapped === 'again') return 'again';
+    for (const e of unmapped) if (e.replacement !== 0) swap.get(slot);
+    const abort = async (): Promise<void> => {
+      restoreUnmapped(k, pfn, unmapped, () => swap.put(slot));
+      // fork may have copied a swap entry meanwhile: give that copy valid data.
+      if (swap.ref(slot) > 0) await swap.write(slot, ph.frameBytes(pfn).slice());
+    };
+    if (ph.testFlag(pfn, PG_external_rmap)) {
+      const res = await k.rmapNotifiers.invalidatePage(pfn, 'reclaim');
+      if (!res.ok) {
+        await abort();
+        k.logger.debug({ pfn, failures: res.failures }, 'reclaim: rmap notifier failed, page kept');
+        return 'external_failed';
+      }
+      if (res.dirty) ph.setFlag(pfn, PG_dirty);
+      ph.clearFlag(pfn, PG_external_rmap);
+    }
+    if (swap.ref(slot) > 0) {
+      try {
+        await swap.write(slot, ph.frameBytes(pfn).slice());
+      } catch (e) {
+        k.logger.error({ pfn, slot, err: String(e) }, 'swap write failed');
+        restoreUnmapped(k, pfn, unmapped, () => swap.put(slot));
+        return 'io_error';
+      }
+      k.stats.swapOuts++;
+    }
+    if (ph.mapcount(pfn) !== 0 || ph.refcount(pfn) !== 1) {
+      // Cannot happen while we hold the page lock; refuse to free rather than corrupt.
+      k.violations.push(`reclaim: pfn ${pfn} gained users while locked`);
+      return 'busy';
+    }
+    k.lruDel(pfn);
+    ph.clearFlag(pfn, PG_dirty | PG_referenced);
+    return 'reclaimed';
+  } finally {
+    if (slot >= 0) {
+      k.swapCache.delete(slot);
+      ph.clearFlag(pfn, PG_swapcache);
+      swap.unreserve(slot);
+    }
+    ph.unlockPage(pfn);
+    k.unpin(pfn);
+  }
+}
+
+export interface ShrinkResult {
+  scanned: number;
+  reclaimed: number;
+  outcomes: Record<string, number>;
+}
+
+/** Reclaim up to `nr` pages from the LRU (oldest first, young pages get a second chance). */
+export async function shrink(k: Kernel, nr: number, blockable = true): Promise<ShrinkResult> {
+  const res: ShrinkResult = { scanned: 0, reclaimed: 0, outcomes: {} };
+  const budget = k.lru.size * 2 + 8;
+  while (res.reclaimed < nr && res.scanned < budget && k.lru.size > 0) {
+    const pfn = k.lru.values().next().value as Pfn;
+    k.lru.delete(pfn);
+    k.lru.add(pfn);
+    res.scanned++;
+    const o = await reclaimPage(k, pfn, { force: false, blockable });
+    res.outcomes[o] = (res.outcomes[o] ?? 0) + 1;
+    if (o === 'reclaimed') res.reclaimed++;
+  }
+  return res;
+}
+
+/**
+ * page_mkclean: write-protect every local mapping of `pfn` and collect the dirty bits, then ask the
+ * rmap notifiers (event 'clean') to write-protect remote mappings and return remote dirt. A failed
+ * notifier is retried (bounded). Returns whether the page was dirty. The caller holds the page lock.
+ */
+export async function pageMkclean(k: Kernel, pfn: Pfn, retries = 5): Promise<{ dirty: boolean; clean: boolean }> {
+  const words = k.phys.words;
+  let dirty = k.phys.testClearFlag(pfn, PG_dirty);
+  const entries = k.rmap.walk(pfn).filter((e) => {
+    const pi = walk(words, e.mm.root, e.va);
+    return pi >= 0 && Atomics.load(words, pi) & PTE_WRITE;
+  });
+  const ranges = entries.map((e) => ({
+    mm: e.mm.handle,
+    start: e.va,
+    end: e.va + PAGE_SIZE,
+    event: 'clear' as const,
+    blockable: true,
+  }));
+  const started: typeof ranges = [];
+  try {
+    for (const r of ranges) {
+      if ((await mmuNotifierInvalidateRangeStart(k, r)) === 'ok') started.push(r);
+    }
+    for (const { mm, va } of entries) {
+      const pi = walk(words, mm.root, va);
+      if (pi < 0) continue;
+      let pte = Atomics.load(words, pi);
+      while (pte & PTE_PRESENT && ptePfn(pte) === pfn && pteKind(pte) !== KIND_DEVICE) {
+        const prev = Atomics.compareExchange(words, pi, pte, pte & ~(PTE_WRITE | PTE_DIRTY));
+        if (prev === pte) {
+          if (pte & PTE_DIRTY) dirty = true;
+          mmuNotifierInvalidatePage(k, mm, va);
+          break;
+        }
+        pte = prev;
+      }
+    }
+    await flushTlb(
+      k,
+      entries.map((e) => e.mm),
+    );
+  } finally {
+    for (const r of started) mmuNotifierInvalidateRangeEnd(r);
+  }
+  let clean = true;
+  if (k.phys.testFlag(pfn, PG_external_rmap)) {
+    clean = false;
+    for (let i = 0; i <= retries; i++) {
+      if (i > 0) {
+        k.stats.mkcleanRetries++;
+        await new Promise((r) => setTimeout(r, Math.min(100, 5 * 2 ** i)));
+      }
+      const res = await k.rmapNotifiers.invalidatePage(pfn, 'clean');
+      if (res.ok) {
+        if (res.dirty) dirty = true;
+        clean = true;
+        break;
+      }
+    }
+  }
+  return { dirty, clean };
+}
+
+export function assertLocked(k: Kernel, pfn: Pfn): void {
+  if (!k.phys.testFlag(pfn, 1)) throw new KernelError('EPERM', `pfn ${pfn}: page lock not held`);
+}

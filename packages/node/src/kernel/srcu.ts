@@ -1,0 +1,131 @@
+/**
+ * SRCU-like notifier registrations (mainline moved mmu notifiers to SRCU in 3.7 because callbacks
+ * sleep). A registration counts its in-flight callbacks; `unregister` marks it dead (no callback
+ * starts after that), then waits, bounded, until the in-flight count drains.
+ *
+ * Called from inside one of its own callbacks, `unregister` does not deadlock: it waits for the
+ * OTHER in-flight callbacks only, and resolves while the calling callback is still running (that
+ * callback is the one still "in flight"; nothing new starts). Called from inside `release`
+ * (per-mm notifiers) it is refused with EBUSY, as mainline forbids it.
+ *
+ * Which registrations' callbacks are on the current async stack is tracked with AsyncLocalStorage,
+ * so the rule holds across awaits inside a callback.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { KernelError } from './api.js';
+
+type Frames = ReadonlyMap<Registration<unknown>, string>;
+const current = new AsyncLocalStorage<Frames>();
+
+export class Registration<Ops> {
+  dead = false;
+  unregistered = false;
+  inflight = 0;
+  /** Callbacks started after unregister resolved: must stay 0 (checked by kernel.check()). */
+  static violations = 0;
+  private drained: Array<() => void> = [];
+
+  constructor(
+    readonly ops: Ops,
+    private readonly list: NotifierList<Ops>,
+  ) {}
+
+  /**
+   * Run one callback of this registration, counting it in flight until its promise (if any)
+   * settles. Returns the callback's raw result.
+   */
+  call<R>(what: string, fn: (ops: Ops) => R): R {
+    if (this.unregistered) Registration.violations++;
+    this.inflight++;
+    const outer = current.getStore();
+    const frames = new Map(outer ?? []);
+    frames.set(this as Registration<unknown>, what);
+    let result: R;
+    try {
+      result = current.run(frames, () => fn(this.ops));
+    } catch (e) {
+      this.exit();
+      throw e;
+    }
+    if (result && typeof (result as { then?: unknown }).then === 'function') {
+      (result as unknown as Promise<unknown>).then(
+        () => this.exit(),
+        () => this.exit(),
+      );
+    } else {
+      this.exit();
+    }
+    return result;
+  }
+
+  private exit(): void {
+    this.inflight--;
+    for (const d of this.drained.splice(0)) d();
+  }
+
+  async unregister(timeoutMs: number): Promise<void> {
+    const frame = current.getStore()?.get(this as Registration<unknown>);
+    if (frame === 'release') {
+      throw new KernelError('EBUSY', 'unregister called from inside release');
+    }
+    if (!this.dead) {
+      this.dead = true;
+      this.list.remove(this);
+    }
+    const self = frame !== undefined ? 1 : 0;
+    const deadline = Date.now() + timeoutMs;
+    while (this.inflight > self) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new KernelError('ETIMEDOUT', `unregister: ${this.inflight} callback(s) still running`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.drained.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    this.unregistered = true;
+  }
+}
+
+export class NotifierList<Ops> {
+  private regs: Registration<Ops>[] = [];
+
+  add(ops: Ops): Registration<Ops> {
+    const r = new Registration(ops, this);
+    this.regs.push(r);
+    return r;
+  }
+
+  remove(r: Registration<Ops>): void {
+    this.regs = this.regs.filter((x) => x !== r);
+  }
+
+  /** Live registrations at this instant (a copy: callbacks may unregister while we iterate). */
+  live(): Registration<Ops>[] {
+    return this.regs.filter((r) => !r.dead);
+  }
+
+  get size(): number {
+    return this.regs.length;
+  }
+}
+
+/** Resolve `p`, or 'deadline' after `ms`. The timer never keeps the process alive. */
+export function withDeadline<T>(p: Promise<T>, ms: number): Promise<T | 'deadline'> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => resolve('deadline'), ms);
+    t.unref?.();
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,105 @@
+/**
+ * The frame codec. One msgpackr configuration, identical on every instance, chosen so that any
+ * plain MessagePack library can speak the protocol (docs/protocol.md, "Encoding"):
+ *
+ * - `useRecords: false`: no msgpackr record/structure extension; every message is a plain msgpack
+ *   map with string keys. (Records would be ~30% faster but a foreign client would have to
+ *   implement msgpackr's ext 0x72 and the shared-structure negotiation.)
+ * - `mapsAsObjects: true`: maps decode to plain objects (msgpackr renames a `__proto__` key).
+ * - `variableMapSize: true`: fixmap/map16 headers sized to the entry count (standard msgpack).
+ * - `skipValues: [undefined]`: an absent optional field is omitted, never sent as msgpackr's
+ *   undefined extension.
+ * - `bundleStrings: false`, `moreTypes: false`, `structuredClone: false`: no msgpackr-only extensions.
+ * - `int64AsType: 'number'`: uint64/int64 decode to a JS number (our integers stay ≤ 2^53).
+ * - `copyBuffers: false`: a decoded `bin` (page data, nonces) is a view into the received frame,
+ *   not a copy. Safe because every transport hands us a frame buffer nobody else reuses (ws
+ *   allocates per message; the memory transport delivers a private copy), and page data is copied
+ *   exactly once, into the destination frame, by the consumer.
+ *
+ * Framing: one WebSocket binary message = one frame = one msgpack value, either a message (a map)
+ * or a batch (an array of 1..limits.maxBatch maps), processed in order. Trailing bytes are an error.
+ */
+import { type Options, Packr } from 'msgpackr';
+import { type Limits, resolveLimits } from './limits.js';
+import type { Message, WireErrorCode } from './messages.js';
+import { Validator } from './validate.js';
+
+export const PACKR_OPTIONS = Object.freeze({
+  useRecords: false,
+  mapsAsObjects: true,
+  variableMapSize: true,
+  skipValues: [undefined],
+  bundleStrings: false,
+  moreTypes: false,
+  structuredClone: false,
+  int64AsType: 'number' as const,
+  copyBuffers: false,
+});
+
+// `skipValues` exists in msgpackr 2.x but is missing from its type declarations.
+const packr = new Packr({ ...PACKR_OPTIONS, skipValues: [undefined] } as Options);
+
+/** Encodes one message or a batch into one frame. */
+export function encodeFrame(messages: Message | readonly Message[]): Uint8Array {
+  if (Array.isArray(messages)) {
+    if (messages.length === 1) return packr.pack(messages[0]);
+    return packr.pack(messages);
+  }
+  return packr.pack(messages);
+}
+
+/** Decodes a frame without validation (tests, tools). Throws on malformed msgpack. */
+export function decodeRaw(frame: Uint8Array): unknown {
+  return packr.unpack(frame);
+}
+
+export type DecodeResult =
+  | { ok: true; messages: Message[] }
+  | { ok: false; code: WireErrorCode; message: string; re?: number };
+
+/** Decodes and validates a whole frame: all messages pass, or the frame is rejected. */
+export class FrameDecoder {
+  readonly limits: Limits;
+  readonly validator: Validator;
+  constructor(limits?: Partial<Limits>) {
+    this.limits = resolveLimits(limits);
+    this.validator = new Validator(this.limits);
+  }
+
+  decode(frame: Uint8Array): DecodeResult {
+    if (frame.byteLength > this.limits.maxFrameBytes) {
+      return { ok: false, code: 'E_TOO_LARGE', message: `frame of ${frame.byteLength} bytes` };
+    }
+    if (frame.byteLength === 0) return { ok: false, code: 'E_MALFORMED', message: 'empty frame' };
+    let value: unknown;
+    try {
+      value = packr.unpack(frame);
+    } catch (e) {
+      return { ok: false, code: 'E_MALFORMED', message: `msgpack: ${String((e as Error)?.message ?? e).slice(0, 200)}` };
+    }
+    if (Array.isArray(value)) {
+      if (value.length === 0) return { ok: false, code: 'E_MALFORMED', message: 'empty batch' };
+      if (value.length > this.limits.maxBatch) {
+        return { ok: false, code: 'E_TOO_LARGE', message: `batch of ${value.length} messages` };
+      }
+      const out: Message[] = new Array(value.length);
+      for (let i = 0; i < value.length; i++) {
+        const r = this.validator.validate(value[i]);
+        if (!r.ok) return { ok: false, code: r.code, message: `batch[${i}]: ${r.message}` };
+        out[i] = r.msg;
+      }
+      return { ok: true, messages: out };
+    }
+    const r = this.validator.validate(value);
+    if (!r.ok) return r;
+    return { ok: true, messages: [r.msg] };
+  }
+}
+
+let defaultDecoder: FrameDecoder | undefined;
+/** Decodes and validates with the default limits. */
+export function decodeFrame(frame: Uint8Array, limits?: Partial<Limits>): DecodeResult {
+  if (limits) return new FrameDecoder(limits).decode(frame);
+  defaultDecoder ??= new FrameDecoder();
+  return defaultDecoder.decode(frame);
+}

@@ -1,0 +1,618 @@
+/**
+ * One session between two instances over one transport connection:
+ *
+ *   handshake (hello → welcome → auth → ready, version negotiation, mutual HMAC authentication)
+ *   → up (requests with ids and deadlines, replies by `re`, one-way messages, heartbeats,
+ *         bounded send queue, malformed-frame budget)
+ *   → closed (every outstanding request rejected; frames that still arrive are ignored).
+ *
+ * A link never reconnects: a new connection is a new Link with a new epoch (network.ts).
+ * Every callback from the transport is wrapped so that an exception closes the link, never the process.
+ */
+import { clientProof, newNonce, proofsEqual, serverProof } from './auth.js';
+import { encodeFrame, FrameDecoder } from './codec.js';
+import { CloseCode, closeCodeName, isWireErrorCode, WireError } from './errors.js';
+import type { Limits } from './limits.js';
+import type {
+  ErrorMsg,
+  Message,
+  OneWayMessage,
+  ReplyMessage,
+  RequestMessage,
+  RequestReplyMap,
+  WireErrorCode,
+} from './messages.js';
+import type { Metrics } from './metrics.js';
+import { RequestError } from './peers.js';
+import type { Clock, Conn, Logger } from './transport.js';
+
+export type LinkState = 'await-hello' | 'await-welcome' | 'await-auth' | 'await-ready' | 'up' | 'closed';
+
+/** Which reply type answers which request. */
+export const REPLY_TYPE: Readonly<Record<RequestMessage['t'], ReplyMessage['t']>> = Object.freeze({
+  get: 'get-ok',
+  release: 'ok',
+  map: 'map-ok',
+  invalidate: 'invalidate-ack',
+  detach: 'ok',
+});
+
+const REQUEST_TYPES = new Set<string>(Object.keys(REPLY_TYPE));
+const REPLY_TYPES = new Set<string>(['get-ok', 'ok', 'map-ok', 'invalidate-ack']);
+const HANDSHAKE_TYPES = new Set<string>(['hello', 'welcome', 'auth', 'ready']);
+
+export interface LinkOptions {
+  self: string;
+  role: 'client' | 'server';
+  conn: Conn;
+  clusterKey: Buffer;
+  /** Versions we speak, ascending. */
+  versions: readonly number[];
+  /** Our epoch for this session. */
+  epoch: number;
+  /** Client: the node id we expect at this address (if known). */
+  expectNode?: string;
+  limits: Limits;
+  decoder: FrameDecoder;
+  heartbeatMs: number;
+  missedBeats: number;
+  requestTimeoutMs: number;
+  /** Validate outgoing messages too (catches a local bug before the peer sees it). */
+  checkOutgoing: boolean;
+  clock: Clock;
+  metrics: Metrics;
+  logger: Logger;
+  /** Peer admission (called on hello / welcome): a close code to refuse, or null to accept. */
+  admit(link: Link, node: string, epoch: number): number | null;
+  onUp(link: Link): void;
+  onClose(link: Link, code: number, reason: string, byUs: boolean): void;
+  onRequest(link: Link, msg: RequestMessage): void;
+  onOneWay(link: Link, msg: OneWayMessage): void;
+  onFrame?: (dir: 'in' | 'out', node: string, frame: Uint8Array) => void;
+}
+
+interface Pending {
+  expect: ReplyMessage['t'];
+  resolve: (m: Message) => void;
+  reject: (e: RequestError) => void;
+  timer: unknown;
+}
+
+/** Rough size of a message on the wire, for the high-water mark before it is encoded. */
+function estimateBytes(m: Message): number {
+  let n = 96;
+  const any = m as { pages?: unknown[]; dirty?: unknown[]; ranges?: unknown[] };
+  if (any.pages) n += any.pages.length * 4120;
+  if (any.dirty) n += any.dirty.length * 4120;
+  if (any.ranges) n += any.ranges.length * 12;
+  return n;
+}
+
+export class Link {
+  state: LinkState;
+  /** Peer node id and epoch, known after hello (server) / welcome (client). */
+  peerNode = '';
+  peerEpoch = -1;
+  version = 0;
+  readonly epoch: number;
+  readonly role: 'client' | 'server';
+  lastSeen: number;
+  closeCode = 0;
+  closeReason = '';
+  /** Last error message the peer sent during the handshake (explains the close that follows). */
+  peerError: ErrorMsg | undefined;
+
+  private readonly o: LinkOptions;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private incoming = 0;
+  private queue: Message[] = [];
+  private queuedBytes = 0;
+  private flushScheduled = false;
+  private seenSinceBeat = true;
+  private missed = 0;
+  private beatTimer: unknown;
+  private handshakeTimer: unknown;
+  private myNonce: Uint8Array = newNonce();
+  private peerNonce: Uint8Array | undefined;
+  private early: Uint8Array[] = [];
+  private budget: number;
+  private budgetAt: number;
+
+  constructor(o: LinkOptions) {
+    this.o = o;
+    this.role = o.role;
+    this.epoch = o.epoch;
+    this.state = o.role === 'client' ? 'await-welcome' : 'await-hello';
+    this.lastSeen = o.clock.now();
+    this.budget = o.limits.malformedBurst;
+    this.budgetAt = this.lastSeen;
+    this.handshakeTimer = o.clock.setTimeout(
+      () => this.guard(() => this.close(CloseCode.HANDSHAKE_TIMEOUT, 'handshake timeout', 'handshakeFailures')),
+      o.limits.handshakeTimeoutMs,
+    );
+    o.conn.setHandlers({
+      onFrame: (f) => this.guard(() => this.onFrame(f)),
+      onPong: () => this.guard(() => this.seen()),
+      onClose: (code, reason) => this.guard(() => this.closed(code, reason, false)),
+    });
+    if (o.role === 'client') {
+      this.sendNow({ t: 'hello', versions: [...o.versions], node: o.self, epoch: o.epoch, nonce: this.myNonce });
+    }
+  }
+
+  get outstanding(): number {
+    return this.pending.size;
+  }
+
+  get peer(): { node: string; epoch: number } {
+    return { node: this.peerNode, epoch: this.peerEpoch };
+  }
+
+  /** Bytes waiting: our unsent batch plus the transport's buffer. */
+  bufferedBytes(): number {
+    return this.queuedBytes + this.o.conn.bufferedAmount();
+  }
+
+  // ---- sending ----------------------------------------------------------------------------------
+
+  /** Sends a request and resolves with the reply (or rejects with a RequestError). */
+  request<T extends RequestMessage>(msg: Omit<T, 'id'>, timeoutMs?: number): Promise<RequestReplyMap[T['t']]> {
+    const o = this.o;
+    const m = o.metrics.c;
+    if (this.state !== 'up') {
+      return Promise.reject(new RequestError('E_STALE_EPOCH', this.peerNode, 'session is not up'));
+    }
+    if (this.pending.size >= o.limits.maxOutstandingRequests) {
+      m.tooManyRejections++;
+      return Promise.reject(new RequestError('E_TOO_MANY', this.peerNode, 'too many outstanding requests'));
+    }
+    const full = { ...msg, id: this.allocId() } as unknown as RequestMessage;
+    const est = estimateBytes(full);
+    if (this.bufferedBytes() + est > o.limits.sendHighWaterBytes) {
+      m.busyRejections++;
+      return Promise.reject(new RequestError('E_BUSY', this.peerNode, 'send queue over its high-water mark'));
+    }
+    if (o.checkOutgoing) {
+      const r = o.decoder.validator.validate(full);
+      if (!r.ok) return Promise.reject(new RequestError(r.code, o.self, `outgoing ${r.message}`));
+    }
+    return new Promise((resolve, reject) => {
+      const ms = timeoutMs ?? o.requestTimeoutMs;
+      const timer = o.clock.setTimeout(() => {
+        if (this.pending.delete(full.id)) {
+          m.requestTimeouts++;
+          reject(new RequestError('E_TIMEOUT', this.peerNode, `${full.t} ${full.id}: no reply within ${ms} ms`));
+        }
+      }, ms);
+      this.pending.set(full.id, {
+        expect: REPLY_TYPE[full.t],
+        resolve: resolve as (m: Message) => void,
+        reject,
+        timer,
+      });
+      this.enqueue(full, est);
+    });
+  }
+
+  /** Sends a one-way message; returns false (and counts) if dropped (not up, or over high-water). */
+  sendOneWay(msg: OneWayMessage): boolean {
+    const m = this.o.metrics.c;
+    const est = estimateBytes(msg);
+    if (this.state !== 'up' || this.bufferedBytes() + est > this.o.limits.sendHighWaterBytes) {
+      m.oneWayDropped++;
+      return false;
+    }
+    if (this.o.checkOutgoing) {
+      const r = this.o.decoder.validator.validate(msg);
+      if (!r.ok) {
+        this.o.logger.error('protocol: invalid outgoing one-way message dropped', { error: r.message });
+        m.oneWayDropped++;
+        return false;
+      }
+    }
+    this.enqueue(msg, est);
+    return true;
+  }
+
+  /** Sends a reply (always queued: replies are bounded by limits.maxIncomingRequests). */
+  reply(req: RequestMessage, reply: Record<string, unknown>): void {
+    if (this.incoming > 0) this.incoming--;
+    if (this.state !== 'up') return; // session ended: a reply for it must not reach a later session
+    let msg = { ...reply, re: req.id } as Record<string, unknown>;
+    if (msg.cid === undefined && req.cid !== undefined) msg.cid = req.cid;
+    if (msg.t !== REPLY_TYPE[req.t] && msg.t !== 'error') {
+      this.o.logger.error('protocol: handler returned the wrong reply type', { req: req.t, reply: msg.t });
+      msg = { t: 'error', re: req.id, cid: req.cid, code: 'E_INTERNAL', message: `wrong reply type ${msg.t}` };
+    } else if (this.o.checkOutgoing) {
+      const r = this.o.decoder.validator.validate(msg);
+      if (!r.ok) {
+        this.o.logger.error('protocol: handler returned an invalid reply', { error: r.message });
+        msg = { t: 'error', re: req.id, cid: req.cid, code: 'E_INTERNAL', message: `invalid reply: ${r.message}` };
+      }
+    }
+    this.enqueue(msg as unknown as Message, estimateBytes(msg as unknown as Message));
+  }
+
+  /** Sends an error reply for a request. */
+  replyError(req: RequestMessage, code: string, message: string): void {
+    const c: WireErrorCode = isWireErrorCode(code) ? code : 'E_INTERNAL';
+    this.reply(req, { t: 'error', code: c, message: String(message).slice(0, 512) });
+  }
+
+  private allocId(): number {
+    for (;;) {
+      const id = this.nextId;
+      this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+      if (!this.pending.has(id)) return id;
+    }
+  }
+
+  private enqueue(msg: Message, est: number): void {
+    this.queue.push(msg);
+    this.queuedBytes += est;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      // A native promise, not queueMicrotask: fake-timers may fake the latter.
+      Promise.resolve().then(() => this.guard(() => this.flush()));
+    }
+  }
+
+  /** Encodes the queue into as few frames as the limits allow (messages queued in one turn share a frame). */
+  private flush(): void {
+    this.flushScheduled = false;
+    const q = this.queue;
+    this.queue = [];
+    this.queuedBytes = 0;
+    if (this.state === 'closed') return;
+    const { maxBatch, maxFrameBytes } = this.o.limits;
+    let i = 0;
+    while (i < q.length) {
+      let n = Math.min(maxBatch, q.length - i);
+      let bytes = 0;
+      // Cap the batch by estimated size so a frame stays under maxFrameBytes.
+      for (let k = 0; k < n; k++) {
+        bytes += estimateBytes(q[i + k]);
+        if (bytes > maxFrameBytes / 2 && k > 0) {
+          n = k;
+          break;
+        }
+      }
+      const batch = q.slice(i, i + n);
+      this.sendNow(batch.length === 1 ? batch[0] : batch);
+      i += n;
+    }
+  }
+
+  private sendNow(m: Message | Message[]): void {
+    const frame = encodeFrame(m);
+    const list = Array.isArray(m) ? m : [m];
+    this.o.metrics.frameOut(list, frame.byteLength);
+    this.o.onFrame?.('out', this.peerNode, frame);
+    this.o.conn.send(frame);
+  }
+
+  // ---- receiving --------------------------------------------------------------------------------
+
+  private seen(): void {
+    this.seenSinceBeat = true;
+    this.lastSeen = this.o.clock.now();
+  }
+
+  private onFrame(frame: Uint8Array): void {
+    if (this.state === 'closed') return;
+    this.seen();
+    this.o.onFrame?.('in', this.peerNode, frame);
+    if (this.state === 'await-ready' && this.early.length > 0) {
+      this.bufferEarly(frame);
+      return;
+    }
+    const r = this.o.decoder.decode(frame);
+    if (!r.ok) {
+      this.o.metrics.c.framesIn++;
+      this.o.metrics.c.bytesIn += frame.byteLength;
+      this.reject(r.code, r.message, r.re);
+      return;
+    }
+    this.o.metrics.frameIn(r.messages, frame.byteLength);
+    switch (this.state) {
+      case 'await-hello':
+        return this.onHello(r.messages);
+      case 'await-welcome':
+        return this.onWelcome(r.messages);
+      case 'await-auth':
+        return this.onAuth(r.messages);
+      case 'await-ready':
+        return this.onReady(r.messages, frame);
+      case 'up':
+        for (const msg of r.messages) {
+          if (this.state !== 'up') return;
+          this.dispatch(msg);
+        }
+        return;
+    }
+  }
+
+  /** A rejected frame: error reply, count, and close when the malformed budget is spent. */
+  private reject(code: WireErrorCode, message: string, re?: number): void {
+    const o = this.o;
+    o.metrics.rejected(code);
+    if (this.state !== 'up') {
+      // Before authentication nobody gets a second chance.
+      this.sendError(code, message, re);
+      this.close(CloseCode.HANDSHAKE, `${code}: ${message}`.slice(0, 120), 'handshakeFailures');
+      return;
+    }
+    this.sendError(code, message, re);
+    const now = o.clock.now();
+    this.budget = Math.min(
+      o.limits.malformedBurst,
+      this.budget + ((now - this.budgetAt) / 1000) * o.limits.malformedPerSecond,
+    );
+    this.budgetAt = now;
+    this.budget -= 1;
+    if (this.budget < 0) this.close(CloseCode.ABUSE, 'too many malformed frames', 'abuseCloses');
+  }
+
+  private sendError(code: WireErrorCode, message: string, re?: number): void {
+    this.o.metrics.c.errorsSent++;
+    const m: ErrorMsg = { t: 'error', code, message: message.slice(0, 512) };
+    if (re !== undefined) m.re = re;
+    this.enqueue(m, 128);
+  }
+
+  private dispatch(msg: Message): void {
+    const o = this.o;
+    const t = msg.t;
+    if (REQUEST_TYPES.has(t)) {
+      const req = msg as RequestMessage;
+      if (this.incoming >= o.limits.maxIncomingRequests) {
+        o.metrics.c.incomingRefused++;
+        this.sendError('E_TOO_MANY', `more than ${o.limits.maxIncomingRequests} requests outstanding`, req.id);
+        return;
+      }
+      this.incoming++;
+      o.onRequest(this, req);
+      return;
+    }
+    if (REPLY_TYPES.has(t) || (t === 'error' && msg.re !== undefined)) {
+      const re = (msg as { re: number }).re;
+      const p = this.pending.get(re);
+      if (!p) {
+        o.metrics.c.lateReplies++;
+        return;
+      }
+      this.pending.delete(re);
+      o.clock.clearTimeout(p.timer);
+      if (t === 'error') {
+        const e = msg as ErrorMsg;
+        p.reject(new RequestError(e.code, this.peerNode, e.message));
+      } else if (t !== p.expect) {
+        o.metrics.rejected('E_MALFORMED');
+        p.reject(new RequestError('E_MALFORMED', this.peerNode, `expected ${p.expect}, got ${t}`));
+      } else {
+        p.resolve(msg);
+      }
+      return;
+    }
+    if (t === 'segment-gone' || t === 'error') {
+      o.onOneWay(this, msg as OneWayMessage);
+      return;
+    }
+    if (HANDSHAKE_TYPES.has(t)) {
+      this.reject('E_STATE', `${t} after the handshake`);
+      return;
+    }
+    this.reject('E_UNKNOWN_TYPE', `unexpected ${t}`);
+  }
+
+  // ---- handshake --------------------------------------------------------------------------------
+
+  private single(msgs: Message[], t: Message['t']): Message | undefined {
+    const m = msgs.length === 1 ? msgs[0] : undefined;
+    if (m && m.t === 'error' && this.state !== 'await-hello') {
+      this.peerError = m;
+      return undefined;
+    }
+    if (!m || m.t !== t) {
+      this.reject('E_STATE', `expected ${t}`);
+      return undefined;
+    }
+    return m;
+  }
+
+  private onHello(msgs: Message[]): void {
+    const h = this.single(msgs, 'hello');
+    if (!h || h.t !== 'hello') return;
+    const o = this.o;
+    this.peerNode = h.node;
+    this.peerEpoch = h.epoch;
+    const common = o.versions.filter((v) => h.versions.includes(v));
+    if (common.length === 0) {
+      o.metrics.c.versionFailures++;
+      this.sendError('E_VERSION', `no common version: we speak ${o.versions.join(',')}`);
+      this.close(CloseCode.VERSION, 'no common protocol version');
+      return;
+    }
+    this.version = Math.max(...common);
+    if (h.node === o.self) {
+      this.close(CloseCode.WRONG_NODE, 'peer uses our node id', 'handshakeFailures');
+      return;
+    }
+    const refuse = o.admit(this, h.node, h.epoch);
+    if (refuse !== null) {
+      this.close(refuse, `refused: ${closeCodeName(refuse)}`);
+      return;
+    }
+    this.peerNonce = h.nonce;
+    const proof = serverProof(o.clusterKey, h.nonce, this.myNonce, h.node, o.self);
+    this.sendNow({ t: 'welcome', version: this.version, node: o.self, epoch: o.epoch, nonce: this.myNonce, proof });
+    this.state = 'await-auth';
+  }
+
+  private onWelcome(msgs: Message[]): void {
+    const w = this.single(msgs, 'welcome');
+    if (!w || w.t !== 'welcome') return;
+    const o = this.o;
+    this.peerNode = w.node;
+    this.peerEpoch = w.epoch;
+    if (!o.versions.includes(w.version)) {
+      o.metrics.c.versionFailures++;
+      this.close(CloseCode.VERSION, `server chose version ${w.version} we do not speak`);
+      return;
+    }
+    this.version = w.version;
+    if (w.node === o.self || (o.expectNode !== undefined && w.node !== o.expectNode)) {
+      this.close(CloseCode.WRONG_NODE, `expected ${o.expectNode ?? 'another node'}, got ${w.node}`, 'handshakeFailures');
+      return;
+    }
+    const expected = serverProof(o.clusterKey, this.myNonce, w.nonce, o.self, w.node);
+    if (!proofsEqual(expected, w.proof)) {
+      o.metrics.c.authFailures++;
+      this.close(CloseCode.AUTH, 'server proof does not match the cluster key');
+      return;
+    }
+    const refuse = o.admit(this, w.node, w.epoch);
+    if (refuse !== null) {
+      this.close(refuse, `refused: ${closeCodeName(refuse)}`);
+      return;
+    }
+    this.peerNonce = w.nonce;
+    this.sendNow({ t: 'auth', proof: clientProof(o.clusterKey, this.myNonce, w.nonce, o.self, w.node) });
+    this.state = 'await-ready';
+  }
+
+  private onAuth(msgs: Message[]): void {
+    const a = this.single(msgs, 'auth');
+    if (!a || a.t !== 'auth') return;
+    const o = this.o;
+    const expected = clientProof(o.clusterKey, this.peerNonce!, this.myNonce, this.peerNode, o.self);
+    if (!proofsEqual(expected, a.proof)) {
+      o.metrics.c.authFailures++;
+      this.sendError('E_AUTH', 'authentication failed');
+      this.close(CloseCode.AUTH, 'authentication failed');
+      return;
+    }
+    // Admission again: another session of this node may have come up while we waited for auth.
+    const refuse = o.admit(this, this.peerNode, this.peerEpoch);
+    if (refuse !== null) {
+      this.close(refuse, `refused: ${closeCodeName(refuse)}`);
+      return;
+    }
+    this.sendNow({ t: 'ready', epoch: this.peerEpoch });
+    this.goUp();
+  }
+
+  private onReady(msgs: Message[], frame: Uint8Array): void {
+    const first = msgs[0];
+    if (first?.t === 'error') {
+      this.peerError = first;
+      return;
+    }
+    if (first?.t !== 'ready') {
+      // Only a reordering transport can deliver session traffic before ready: keep it for later.
+      this.bufferEarly(frame);
+      return;
+    }
+    if (msgs.length !== 1 || first.epoch !== this.o.epoch) {
+      this.reject('E_STATE', 'ready must be alone and echo our epoch');
+      return;
+    }
+    const refuse = this.o.admit(this, this.peerNode, this.peerEpoch);
+    if (refuse !== null) {
+      this.close(refuse, `refused: ${closeCodeName(refuse)}`);
+      return;
+    }
+    this.goUp();
+    const early = this.early;
+    this.early = [];
+    for (const f of early) {
+      if (this.state !== 'up') return;
+      this.onFrame(f);
+    }
+  }
+
+  private bufferEarly(frame: Uint8Array): void {
+    if (this.early.length >= this.o.limits.maxEarlyFrames) {
+      this.close(CloseCode.HANDSHAKE, 'too many frames before ready', 'handshakeFailures');
+      return;
+    }
+    this.early.push(frame);
+  }
+
+  private goUp(): void {
+    this.state = 'up';
+    this.o.clock.clearTimeout(this.handshakeTimer);
+    this.seen();
+    this.scheduleBeat();
+    this.o.onUp(this);
+  }
+
+  // ---- heartbeats -------------------------------------------------------------------------------
+
+  private scheduleBeat(): void {
+    this.beatTimer = this.o.clock.setTimeout(() => this.guard(() => this.beat()), this.o.heartbeatMs);
+  }
+
+  private beat(): void {
+    if (this.state !== 'up') return;
+    if (this.seenSinceBeat) this.missed = 0;
+    else this.missed++;
+    this.seenSinceBeat = false;
+    if (this.missed >= this.o.missedBeats) {
+      this.close(CloseCode.HEARTBEAT, `no frame or pong for ${this.missed} heartbeats`, 'heartbeatDeaths');
+      return;
+    }
+    this.o.conn.ping();
+    this.scheduleBeat();
+  }
+
+  // ---- closing ----------------------------------------------------------------------------------
+
+  /** Closes the session: rejects every outstanding request, closes the connection. Idempotent. */
+  close(code: number, reason: string, counter?: 'handshakeFailures' | 'abuseCloses' | 'heartbeatDeaths'): void {
+    if (this.state === 'closed') return;
+    if (counter) this.o.metrics.c[counter]++;
+    // Flush queued errors first so the peer learns why (best effort).
+    if (this.queue.length > 0) this.flush();
+    this.o.conn.close(code, reason);
+    this.closed(code, reason, true);
+  }
+
+  private closed(code: number, reason: string, byUs: boolean): void {
+    if (this.state === 'closed') return;
+    const wasUp = this.state === 'up';
+    this.state = 'closed';
+    this.closeCode = code;
+    this.closeReason = reason;
+    const c = this.o.clock;
+    c.clearTimeout(this.handshakeTimer);
+    c.clearTimeout(this.beatTimer);
+    this.queue = [];
+    this.queuedBytes = 0;
+    this.early = [];
+    const why = `${closeCodeName(code)}: ${reason}`;
+    for (const [id, p] of this.pending) {
+      c.clearTimeout(p.timer);
+      p.reject(new RequestError('E_STALE_EPOCH', this.peerNode, `session ended before reply to ${id} (${why})`));
+    }
+    this.pending.clear();
+    if (!wasUp && code === CloseCode.AUTH && !byUs) this.o.metrics.c.authFailures++;
+    this.o.onClose(this, code, reason, byUs);
+  }
+
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.o.logger.error('protocol: link callback failed', { error: String((e as Error)?.stack ?? e) });
+      try {
+        this.close(CloseCode.INTERNAL, 'internal error');
+      } catch {
+        // nothing more to do
+      }
+    }
+  }
+}
+
+export { WireError };

@@ -1,0 +1,119 @@
+/**
+ * Counters of one peer network. `snapshot()` returns plain data that the daemon exports to
+ * Prometheus (docs/protocol.md, "Metrics", lists every counter).
+ */
+
+export interface TypeCounters {
+  msgsIn: number;
+  bytesIn: number;
+  msgsOut: number;
+  bytesOut: number;
+}
+
+export interface NetworkMetrics {
+  /** Per message type. Bytes of a batch frame are split evenly among its messages. */
+  byType: Record<string, TypeCounters>;
+  framesIn: number;
+  framesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** Rejected incoming frames, by error code. */
+  rejected: Record<string, number>;
+  /** Error replies sent for rejected frames (one per rejected frame while the session lives). */
+  errorsSent: number;
+  authFailures: number;
+  versionFailures: number;
+  handshakeFailures: number;
+  abuseCloses: number;
+  heartbeatDeaths: number;
+  requestTimeouts: number;
+  /** Requests refused locally: E_BUSY (high-water mark) or E_TOO_MANY (outstanding limit). */
+  busyRejections: number;
+  tooManyRejections: number;
+  /** One-way messages dropped because the peer was down or over the high-water mark. */
+  oneWayDropped: number;
+  /** Replies whose request had already completed (deadline) or was unknown. */
+  lateReplies: number;
+  /** Incoming requests refused with E_TOO_MANY (peer over limits.maxIncomingRequests). */
+  incomingRefused: number;
+  /** Sessions refused because their epoch was stale (fenced or not newer). */
+  staleRefused: number;
+  sessionsUp: number;
+  sessionsDown: number;
+  /** Connections closed (by us or the peer, in handshake or up), by close code. */
+  closesByCode: Record<string, number>;
+  fences: number;
+  dialFailures: number;
+}
+
+export class Metrics {
+  private m: NetworkMetrics = {
+    byType: {},
+    framesIn: 0,
+    framesOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    rejected: {},
+    errorsSent: 0,
+    authFailures: 0,
+    versionFailures: 0,
+    handshakeFailures: 0,
+    abuseCloses: 0,
+    heartbeatDeaths: 0,
+    requestTimeouts: 0,
+    busyRejections: 0,
+    tooManyRejections: 0,
+    oneWayDropped: 0,
+    lateReplies: 0,
+    incomingRefused: 0,
+    staleRefused: 0,
+    sessionsUp: 0,
+    sessionsDown: 0,
+    closesByCode: {},
+    fences: 0,
+    dialFailures: 0,
+  };
+
+  get c(): NetworkMetrics {
+    return this.m;
+  }
+
+  private type(t: string): TypeCounters {
+    let c = this.m.byType[t];
+    if (!c) {
+      c = { msgsIn: 0, bytesIn: 0, msgsOut: 0, bytesOut: 0 };
+      this.m.byType[t] = c;
+    }
+    return c;
+  }
+
+  frameIn(types: readonly { t: string }[], bytes: number): void {
+    this.m.framesIn++;
+    this.m.bytesIn += bytes;
+    const share = bytes / types.length;
+    for (const { t } of types) {
+      const c = this.type(t);
+      c.msgsIn++;
+      c.bytesIn += share;
+    }
+  }
+
+  frameOut(types: readonly { t: string }[], bytes: number): void {
+    this.m.framesOut++;
+    this.m.bytesOut += bytes;
+    const share = bytes / types.length;
+    for (const { t } of types) {
+      const c = this.type(t);
+      c.msgsOut++;
+      c.bytesOut += share;
+    }
+  }
+
+  rejected(code: string): void {
+    this.m.rejected[code] = (this.m.rejected[code] ?? 0) + 1;
+  }
+
+  snapshot(): NetworkMetrics {
+    return structuredClone(this.m);
+  }
+}

@@ -1,0 +1,499 @@
+/**
+ * PeerNetwork over any Transport: one session per pair of instances, dialed by the lower node id;
+ * reconnect with exponential backoff and full jitter, every new session with a larger epoch; fencing;
+ * per-type counters. The WebSocket and in-memory networks are this class with different transports.
+ */
+import { clusterKeyBytes } from './auth.js';
+import { FrameDecoder } from './codec.js';
+import { CloseCode, closeCodeName } from './errors.js';
+import { type Limits, resolveLimits } from './limits.js';
+import { Link } from './link.js';
+import { PROTOCOL_VERSIONS, type OneWayMessage, type RequestMessage, type RequestReplyMap } from './messages.js';
+import { Metrics, type NetworkMetrics } from './metrics.js';
+import {
+  type PeerNetwork,
+  type PeerNetworkEvents,
+  type PeerSession,
+  type PeerState,
+  type PeerStatus,
+  RequestError,
+  type RequestHandler,
+  type RequestOptions,
+} from './peers.js';
+import { type Clock, type Listener, type Logger, silentLogger, systemClock, type Transport } from './transport.js';
+
+export interface PeerAddress {
+  /** The peer's node id, if known. We dial it only if our id is lower (or it is unknown). */
+  node?: string;
+  /** Where to dial (ws: `ws://host:port` or `wss://...`; memory: the node id). */
+  url: string;
+}
+
+export interface PeerNetworkOptions {
+  self: string;
+  transport: Transport;
+  peers?: PeerAddress[];
+  clusterKey: string | Uint8Array;
+  /** First session epoch; every new session uses a larger one (default: Date.now()). */
+  epoch?: number;
+  heartbeatMs?: number;
+  missedBeats?: number;
+  requestTimeoutMs?: number;
+  limits?: Partial<Limits>;
+  /** Protocol versions we speak (default PROTOCOL_VERSIONS). Tests use it for version mismatch. */
+  versions?: readonly number[];
+  reconnectMinMs?: number;
+  reconnectMaxMs?: number;
+  /** Validate what we send (default true). */
+  checkOutgoing?: boolean;
+  clock?: Clock;
+  /** Randomness for backoff jitter (default Math.random; memory networks pass a seeded one). */
+  random?: () => number;
+  logger?: Logger;
+  /** Tap on every frame (tracing, fuzz tests). */
+  onFrame?: (dir: 'in' | 'out', node: string, frame: Uint8Array) => void;
+}
+
+export const NETWORK_DEFAULTS = Object.freeze({
+  heartbeatMs: 750,
+  missedBeats: 3,
+  requestTimeoutMs: 5000,
+  reconnectMinMs: 100,
+  reconnectMaxMs: 5000,
+});
+
+interface Peer {
+  node: string;
+  url?: string;
+  /** The current session (up), if any. */
+  link?: Link;
+  /** Links in handshake. */
+  pending: Set<Link>;
+  state: PeerState;
+  /** Sessions of this node with epoch <= fencedEpoch are refused. */
+  fencedEpoch: number;
+  /** Largest epoch of any session of this node we accepted (a new one must be larger). */
+  lastEpoch: number;
+}
+
+interface DialTarget {
+  url: string;
+  node?: string;
+  timer?: unknown;
+  attempt: number;
+  dialing: boolean;
+  /** Stopped: the peer dials us instead (it has the lower id), or the network is closing. */
+  stopped: boolean;
+}
+
+type Listeners = { [E in keyof PeerNetworkEvents]: Set<PeerNetworkEvents[E]> };
+
+export class TransportPeerNetwork implements PeerNetwork {
+  readonly self: string;
+  private readonly o: Required<
+    Pick<
+      PeerNetworkOptions,
+      | 'heartbeatMs'
+      | 'missedBeats'
+      | 'requestTimeoutMs'
+      | 'reconnectMinMs'
+      | 'reconnectMaxMs'
+      | 'checkOutgoing'
+      | 'versions'
+    >
+  >;
+  private readonly transport: Transport;
+  private readonly key: Buffer;
+  private readonly limits: Limits;
+  private readonly decoder: FrameDecoder;
+  private readonly clock: Clock;
+  private readonly random: () => number;
+  private readonly logger: Logger;
+  private readonly onFrameTap: PeerNetworkOptions['onFrame'];
+  private readonly metricsImpl = new Metrics();
+  private epochCounter: number;
+  private readonly peers = new Map<string, Peer>();
+  private readonly targets: DialTarget[] = [];
+  private readonly links = new Set<Link>();
+  private handler: RequestHandler | undefined;
+  private readonly listeners: Listeners = { up: new Set(), down: new Set(), message: new Set() };
+  private listener: Listener | undefined;
+  private closing = false;
+
+  constructor(opts: PeerNetworkOptions) {
+    this.self = opts.self;
+    this.transport = opts.transport;
+    this.key = clusterKeyBytes(opts.clusterKey);
+    this.limits = resolveLimits(opts.limits);
+    this.decoder = new FrameDecoder(this.limits);
+    this.clock = opts.clock ?? systemClock;
+    this.random = opts.random ?? Math.random;
+    this.logger = opts.logger ?? silentLogger;
+    this.onFrameTap = opts.onFrame;
+    this.o = {
+      heartbeatMs: opts.heartbeatMs ?? NETWORK_DEFAULTS.heartbeatMs,
+      missedBeats: opts.missedBeats ?? NETWORK_DEFAULTS.missedBeats,
+      requestTimeoutMs: opts.requestTimeoutMs ?? NETWORK_DEFAULTS.requestTimeoutMs,
+      reconnectMinMs: opts.reconnectMinMs ?? NETWORK_DEFAULTS.reconnectMinMs,
+      reconnectMaxMs: opts.reconnectMaxMs ?? NETWORK_DEFAULTS.reconnectMaxMs,
+      checkOutgoing: opts.checkOutgoing ?? true,
+      versions: opts.versions ?? PROTOCOL_VERSIONS,
+    };
+    this.epochCounter = opts.epoch ?? Date.now();
+    for (const p of opts.peers ?? []) this.addPeer(p);
+  }
+
+  /** Starts listening (if enabled) and dialing. Resolves once listening; dials continue in background. */
+  async start(listen = true): Promise<void> {
+    if (listen) await this.listen();
+    this.connect();
+  }
+
+  /** Starts accepting connections. */
+  async listen(): Promise<void> {
+    this.listener ??= await this.transport.listen((conn) => this.accept(conn));
+  }
+
+  /** Starts dialing the configured peers (and keeps redialing them). */
+  connect(): void {
+    this.started = true;
+    for (const t of this.targets) this.dial(t);
+  }
+
+  /** Resolves with the peer's session once it is up; rejects with E_TIMEOUT after `timeoutMs`. */
+  waitUp(node: string, timeoutMs: number): Promise<PeerSession> {
+    const link = this.peers.get(node)?.link;
+    if (link?.state === 'up') return Promise.resolve({ node, epoch: link.peerEpoch });
+    return new Promise((resolve, reject) => {
+      const on = (p: PeerSession) => {
+        if (p.node !== node) return;
+        this.clock.clearTimeout(timer);
+        this.off('up', on);
+        resolve(p);
+      };
+      const timer = this.clock.setTimeout(() => {
+        this.off('up', on);
+        reject(new RequestError('E_TIMEOUT', node, `no session within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.on('up', on);
+    });
+  }
+
+  /** Where peers can reach us (ws: the URL with the bound port). */
+  get address(): string | undefined {
+    return this.listener?.address;
+  }
+
+  /** Adds a peer to dial (if our node id is lower, or its id is unknown). */
+  addPeer(p: PeerAddress): void {
+    if (p.node === this.self) return;
+    if (p.node) this.peer(p.node).url = p.url;
+    if (p.node !== undefined && !(this.self < p.node)) return; // the peer dials us
+    const t: DialTarget = { url: p.url, node: p.node, attempt: 0, dialing: false, stopped: false };
+    this.targets.push(t);
+    if (this.started) this.dial(t);
+  }
+
+  private started = false;
+
+  // ---- PeerNetwork --------------------------------------------------------------------------------
+
+  sessions(): PeerSession[] {
+    const out: PeerSession[] = [];
+    for (const p of this.peers.values()) if (p.link?.state === 'up') out.push({ node: p.node, epoch: p.link.peerEpoch });
+    return out;
+  }
+
+  status(): (PeerStatus & { version: number })[] {
+    const now = this.clock.now();
+    return [...this.peers.values()].map((p) => ({
+      version: p.link?.version ?? 0,
+      node: p.node,
+      epoch: p.link?.peerEpoch ?? p.lastEpoch,
+      state: p.state,
+      lastSeenMs: p.link ? now - p.link.lastSeen : Number.POSITIVE_INFINITY,
+      outstanding: p.link?.outstanding ?? 0,
+    }));
+  }
+
+  request<T extends RequestMessage>(
+    node: string,
+    msg: Omit<T, 'id'>,
+    opts?: RequestOptions,
+  ): Promise<RequestReplyMap[T['t']]> {
+    const link = this.peers.get(node)?.link;
+    if (!link || link.state !== 'up') {
+      return Promise.reject(new RequestError('E_STALE_EPOCH', node, 'no session with this peer'));
+    }
+    return link.request<T>(msg, opts?.timeoutMs);
+  }
+
+  send(node: string, msg: OneWayMessage): void {
+    const link = this.peers.get(node)?.link;
+    if (!link || link.state !== 'up') {
+      this.metricsImpl.c.oneWayDropped++;
+      return;
+    }
+    link.sendOneWay(msg);
+  }
+
+  onRequest(handler: RequestHandler): void {
+    this.handler = handler;
+  }
+
+  on<E extends keyof PeerNetworkEvents>(event: E, listener: PeerNetworkEvents[E]): void {
+    (this.listeners[event] as Set<PeerNetworkEvents[E]>).add(listener);
+  }
+
+  off<E extends keyof PeerNetworkEvents>(event: E, listener: PeerNetworkEvents[E]): void {
+    (this.listeners[event] as Set<PeerNetworkEvents[E]>).delete(listener);
+  }
+
+  fence(node: string, why: string): void {
+    const p = this.peer(node);
+    this.metricsImpl.c.fences++;
+    p.fencedEpoch = Math.max(p.fencedEpoch, p.lastEpoch, p.link?.peerEpoch ?? -1);
+    for (const l of p.pending) {
+      p.fencedEpoch = Math.max(p.fencedEpoch, l.peerEpoch);
+      l.close(CloseCode.FENCED, why.slice(0, 100));
+    }
+    if (p.link) p.link.close(CloseCode.FENCED, why.slice(0, 100));
+    p.state = 'fenced';
+    this.logger.warn('protocol: peer fenced', { peer: node, epoch: p.fencedEpoch, why });
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    for (const t of this.targets) {
+      t.stopped = true;
+      if (t.timer !== undefined) this.clock.clearTimeout(t.timer);
+    }
+    for (const l of [...this.links]) l.close(CloseCode.NORMAL, 'shutting down');
+    await this.listener?.close();
+  }
+
+  /** Counters snapshot (plain data). */
+  metrics(): NetworkMetrics {
+    return this.metricsImpl.snapshot();
+  }
+
+  /** The epoch our next session will announce (tests). */
+  get currentEpoch(): number {
+    return this.epochCounter;
+  }
+
+  // ---- sessions ---------------------------------------------------------------------------------
+
+  private peer(node: string): Peer {
+    let p = this.peers.get(node);
+    if (!p) {
+      p = { node, pending: new Set(), state: 'down', fencedEpoch: -1, lastEpoch: -1 };
+      this.peers.set(node, p);
+    }
+    return p;
+  }
+
+  private nextEpoch(): number {
+    this.epochCounter += 1;
+    return this.epochCounter;
+  }
+
+  private newLink(role: 'client' | 'server', conn: import('./transport.js').Conn, expectNode?: string): Link {
+    const link = new Link({
+      self: this.self,
+      role,
+      conn,
+      clusterKey: this.key,
+      versions: this.o.versions,
+      epoch: this.nextEpoch(),
+      expectNode,
+      limits: this.limits,
+      decoder: this.decoder,
+      heartbeatMs: this.o.heartbeatMs,
+      missedBeats: this.o.missedBeats,
+      requestTimeoutMs: this.o.requestTimeoutMs,
+      checkOutgoing: this.o.checkOutgoing,
+      clock: this.clock,
+      metrics: this.metricsImpl,
+      logger: this.logger,
+      admit: (l, node, epoch) => this.admit(l, node, epoch),
+      onUp: (l) => this.linkUp(l),
+      onClose: (l, code, reason, byUs) => this.linkClosed(l, code, reason, byUs),
+      onRequest: (l, msg) => this.incomingRequest(l, msg),
+      onOneWay: (l, msg) => this.emit('message', { node: l.peerNode, epoch: l.peerEpoch }, msg),
+      onFrame: this.onFrameTap,
+    });
+    this.links.add(link);
+    return link;
+  }
+
+  private accept(conn: import('./transport.js').Conn): void {
+    if (this.closing) {
+      conn.close(CloseCode.NORMAL, 'shutting down');
+      return;
+    }
+    this.newLink('server', conn);
+  }
+
+  /** Decides whether a session of `node` at `epoch` may proceed; a close code refuses it. */
+  private admit(link: Link, node: string, epoch: number): number | null {
+    if (this.closing) return CloseCode.NORMAL;
+    const p = this.peer(node);
+    p.pending.add(link);
+    if (epoch <= p.fencedEpoch || epoch <= p.lastEpoch) {
+      this.metricsImpl.c.staleRefused++;
+      return CloseCode.STALE_EPOCH;
+    }
+    const cur = p.link;
+    if (cur && cur !== link && cur.state === 'up') {
+      // One session per pair. The one dialed by the lower node id wins; among those, the newer epoch.
+      const curByLower = (cur.role === 'client') === this.self < node;
+      const newByLower = (link.role === 'client') === this.self < node;
+      if (curByLower && !newByLower) return CloseCode.DUPLICATE;
+      if (curByLower === newByLower && epoch <= cur.peerEpoch) {
+        this.metricsImpl.c.staleRefused++;
+        return CloseCode.STALE_EPOCH;
+      }
+    }
+    return null;
+  }
+
+  private linkUp(link: Link): void {
+    const p = this.peer(link.peerNode);
+    p.pending.delete(link);
+    const old = p.link;
+    p.link = link;
+    p.lastEpoch = link.peerEpoch;
+    p.state = 'up';
+    if (old && old !== link && old.state !== 'closed') old.close(CloseCode.SUPERSEDED, 'a newer session replaced this one');
+    const t = this.targetOf(link);
+    if (t) {
+      t.attempt = 0;
+      t.node ??= link.peerNode;
+    }
+    this.metricsImpl.c.sessionsUp++;
+    this.logger.info('protocol: peer up', { peer: p.node, epoch: link.peerEpoch, version: link.version });
+    this.emit('up', { node: p.node, epoch: link.peerEpoch });
+  }
+
+  private readonly linkTargets = new WeakMap<Link, DialTarget>();
+  private targetOf(link: Link): DialTarget | undefined {
+    return this.linkTargets.get(link);
+  }
+
+  private linkClosed(link: Link, code: number, reason: string, byUs: boolean): void {
+    this.links.delete(link);
+    const byCode = this.metricsImpl.c.closesByCode;
+    byCode[code] = (byCode[code] ?? 0) + 1;
+    const node = link.peerNode;
+    const p = node ? this.peers.get(node) : undefined;
+    if (p) {
+      p.pending.delete(link);
+      if (p.link === link) {
+        p.link = undefined;
+        if (p.state !== 'fenced') p.state = 'down';
+        this.metricsImpl.c.sessionsDown++;
+        const why = `${byUs ? 'closed by us' : 'closed by peer'}: ${closeCodeName(code)} ${reason}`;
+        this.logger.info('protocol: peer down', { peer: node, epoch: link.peerEpoch, why });
+        this.emit('down', { node, epoch: link.peerEpoch }, why);
+      }
+    }
+    if (!byUs && !link.peerNode) this.logger.warn('protocol: handshake failed', { code, reason, peerError: link.peerError });
+    const t = this.targetOf(link);
+    if (t) {
+      t.dialing = false;
+      if (code === CloseCode.DUPLICATE && node && node < this.self) t.stopped = true; // it dials us
+      this.scheduleDial(t);
+    }
+  }
+
+  private incomingRequest(link: Link, msg: RequestMessage): void {
+    const handler = this.handler;
+    if (!handler) {
+      link.replyError(msg, 'E_BUSY', 'no request handler installed');
+      return;
+    }
+    const from = { node: link.peerNode, epoch: link.peerEpoch };
+    let result: ReturnType<RequestHandler>;
+    try {
+      result = handler(from, msg);
+    } catch (e) {
+      this.handlerFailed(link, msg, e);
+      return;
+    }
+    Promise.resolve(result).then(
+      (reply) => {
+        try {
+          link.reply(msg, reply as unknown as Record<string, unknown>);
+        } catch (e) {
+          this.logger.error('protocol: reply failed', { error: String(e) });
+        }
+      },
+      (e) => this.handlerFailed(link, msg, e),
+    );
+  }
+
+  private handlerFailed(link: Link, msg: RequestMessage, e: unknown): void {
+    const err = e as { code?: unknown; message?: unknown };
+    const code = typeof err?.code === 'string' ? err.code : 'E_INTERNAL';
+    if (code === 'E_INTERNAL') this.logger.error('protocol: request handler threw', { error: String(e) });
+    link.replyError(msg, code, typeof err?.message === 'string' ? err.message : String(e));
+  }
+
+  private emit<E extends keyof PeerNetworkEvents>(event: E, ...args: Parameters<PeerNetworkEvents[E]>): void {
+    for (const l of this.listeners[event]) {
+      try {
+        (l as (...a: unknown[]) => void)(...args);
+      } catch (e) {
+        this.logger.error(`protocol: ${event} listener threw`, { error: String(e) });
+      }
+    }
+  }
+
+  // ---- dialing ------------------------------------------------------------------------------------
+
+  private dial(t: DialTarget): void {
+    this.started = true;
+    if (t.stopped || t.dialing || this.closing) return;
+    if (t.node) {
+      const p = this.peers.get(t.node);
+      if (p?.link?.state === 'up') return;
+    }
+    t.dialing = true;
+    t.timer = undefined;
+    const timeout = this.limits.handshakeTimeoutMs;
+    this.transport.dial(t.url, timeout).then(
+      (conn) => {
+        if (this.closing) {
+          conn.close(CloseCode.NORMAL, 'shutting down');
+          return;
+        }
+        const link = this.newLink('client', conn, t.node);
+        this.linkTargets.set(link, t);
+      },
+      (e) => {
+        this.metricsImpl.c.dialFailures++;
+        this.logger.debug('protocol: dial failed', { url: t.url, error: String(e) });
+        t.dialing = false;
+        this.scheduleDial(t);
+      },
+    );
+  }
+
+  /** Exponential backoff with full jitter: delay = random(0.5..1) × min(max, min × 2^attempt). */
+  private scheduleDial(t: DialTarget): void {
+    if (t.stopped || this.closing || t.timer !== undefined) return;
+    const cap = Math.min(this.o.reconnectMaxMs, this.o.reconnectMinMs * 2 ** Math.min(t.attempt, 20));
+    t.attempt++;
+    const delay = cap * (0.5 + 0.5 * this.random());
+    t.timer = this.clock.setTimeout(() => {
+      t.timer = undefined;
+      try {
+        this.dial(t);
+      } catch (e) {
+        this.logger.error('protocol: dial threw', { error: String(e) });
+      }
+    }, delay);
+  }
+}

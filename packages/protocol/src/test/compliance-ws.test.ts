@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { it } from 'node:test';
+import { resolveLimits } from '../limits.js';
+import type { Release } from '../messages.js';
+import { TransportPeerNetwork } from '../network.js';
+import type { Conn, Transport } from '../transport.js';
+import { createWsPeerNetwork } from '../ws.js';
+import { type WsConn, wsTransport } from '../ws-transport.js';
+import { complianceSuite, type Harness, KEY } from './compliance.js';
+
+/** Wraps a ws transport to find the sockets of a node (to stall it). */
+function tracked(inner: Transport, conns: Set<WsConn>): Transport {
+  return {
+    listen: (onConn) =>
+      inner.listen((c) => {
+        conns.add(c as WsConn);
+        onConn(c);
+      }),
+    dial: async (a, t) => {
+      const c = (await inner.dial(a, t)) as Conn;
+      conns.add(c as WsConn);
+      return c;
+    },
+  };
+}
+
+complianceSuite((): Harness => {
+  const nets: TransportPeerNetwork[] = [];
+  const conns = new Map<string, Set<WsConn>>();
+  const addr = new Map<string, string>();
+  const transportOf = (node: string, maxFrameBytes: number) => {
+    const set = conns.get(node) ?? new Set();
+    conns.set(node, set);
+    return tracked(wsTransport({ listen: { host: '127.0.0.1', port: 0 }, maxFrameBytes }), set);
+  };
+  const sockets = (node: string) => [...(conns.get(node) ?? [])].map((c) => (c.ws as unknown as { _socket: import('node:net').Socket })._socket);
+  return {
+    name: 'ws (127.0.0.1, real time)',
+    async create(nodes) {
+      const out: Record<string, TransportPeerNetwork> = {};
+      // Higher ids first: they only listen; lower ids dial the ones already listening.
+      for (const { node, ...o } of [...nodes].sort((x, y) => (x.node < y.node ? 1 : -1))) {
+        const peers = [...addr].filter(([n]) => n > node).map(([n, url]) => ({ node: n, url }));
+        const net = new TransportPeerNetwork({
+          ...o,
+          clusterKey: o.clusterKey ?? KEY,
+          self: node,
+          peers,
+          transport: transportOf(node, resolveLimits(o.limits).maxFrameBytes),
+        });
+        await net.start(true);
+        addr.set(node, net.address!);
+        nets.push(net);
+        out[node] = net;
+      }
+      return out;
+    },
+    async createDialer({ node, ...o }, target) {
+      const net = new TransportPeerNetwork({
+        ...o,
+        clusterKey: o.clusterKey ?? KEY,
+        self: node,
+        peers: [{ url: addr.get(target)! }],
+        transport: transportOf(`${node}-dialer`, resolveLimits(o.limits).maxFrameBytes),
+      });
+      await net.start(false);
+      nets.push(net);
+      return net;
+    },
+    stall: (n) => {
+      for (const s of sockets(n)) s.pause();
+    },
+    resume: (n) => {
+      for (const s of sockets(n)) s.resume();
+    },
+    advance: (ms) => sleep(ms),
+    transport: (n) => transportOf(n, 1 << 20),
+    async closeAll() {
+      for (const n of nets) await n.close();
+    },
+  };
+});
+
+it('TLS: wss with a self-signed certificate (generated with openssl)', async (t) => {
+  const which = spawnSync('openssl', ['version']);
+  if (which.status !== 0) {
+    console.error('SKIP: openssl not found: the TLS test did not run');
+    t.skip('openssl not found');
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'xpmesh-tls-'));
+  try {
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    const r = spawnSync('openssl', [
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
+      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+    ]);
+    assert.equal(r.status, 0, r.stderr.toString());
+    const tls = { certFile: cert, keyFile: key, caFile: cert };
+    const b = await createWsPeerNetwork({ self: 'b', listen: { host: '127.0.0.1', port: 0 }, clusterKey: KEY, tls });
+    b.onRequest(async () => ({ t: 'ok' }));
+    assert.match(b.address!, /^wss:/);
+    const a = await createWsPeerNetwork({ self: 'a', peers: [{ node: 'b', url: b.address! }], clusterKey: KEY, tls });
+    // A client without the CA refuses the certificate.
+    const c = await createWsPeerNetwork({ self: 'c', peers: [{ url: b.address! }], clusterKey: KEY });
+    try {
+      await a.waitUp('b', 10_000);
+      assert.equal((await a.request<Release>('b', { t: 'release', apid: 'b:a1' })).t, 'ok');
+      for (let i = 0; i < 200 && c.metrics().dialFailures === 0; i++) await sleep(10);
+      assert.ok(c.metrics().dialFailures > 0);
+      assert.equal(c.sessions().length, 0);
+    } finally {
+      await c.close();
+      await a.close();
+      await b.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,256 @@
+/**
+ * ONE compliance suite for the peer network, run against every transport (memory with fake time,
+ * ws on 127.0.0.1 with real time). A harness builds networks and injects faults; the assertions are
+ * about behaviour a driver would notice, never about timing.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { CloseCode } from '../errors.js';
+import type { Detach, Get, Release } from '../messages.js';
+import type { TransportPeerNetwork, PeerNetworkOptions } from '../network.js';
+import { RequestError, type PeerSession } from '../peers.js';
+import type { Transport } from '../transport.js';
+
+export const KEY = 'compliance-cluster-key-0123456789';
+
+export type NodeSpec = { node: string } & Partial<Omit<PeerNetworkOptions, 'self' | 'transport'>>;
+
+export interface Harness {
+  name: string;
+  /** Creates and starts networks; lower node ids dial higher ones. */
+  create(nodes: NodeSpec[]): Promise<Record<string, TransportPeerNetwork>>;
+  /** An extra network dialing `target` (unknown node id), e.g. an impostor with an old epoch. */
+  createDialer(spec: NodeSpec, target: string): Promise<TransportPeerNetwork>;
+  /** `node` stops reading (its peers see a full pipe and no pongs). */
+  stall(node: string): void;
+  resume(node: string): void;
+  /** Lets `ms` of (fake or real) time pass. */
+  advance(ms: number): Promise<void>;
+  transport(node: string): Transport;
+  closeAll(): Promise<void>;
+}
+
+const fast = { heartbeatMs: 100, missedBeats: 3, requestTimeoutMs: 2000, reconnectMinMs: 20, reconnectMaxMs: 200 };
+
+async function until(h: Harness, cond: () => boolean, what: string, maxMs = 15_000): Promise<void> {
+  for (let t = 0; t < maxMs; t += 10) {
+    if (cond()) return;
+    await h.advance(10);
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+/** Awaits `p` while letting (fake or real) time pass: memory deliveries need the clock to move. */
+async function run<T>(h: Harness, p: Promise<T>, maxMs = 15_000): Promise<T> {
+  let done = false;
+  const q = p.finally(() => {
+    done = true;
+  });
+  q.catch(() => {});
+  for (let t = 0; t < maxMs && !done; t += 5) await h.advance(5);
+  assert.ok(done, 'operation did not settle in time');
+  return q;
+}
+
+async function rejects(h: Harness, p: Promise<unknown>): Promise<RequestError> {
+  try {
+    await run(h, p);
+  } catch (e) {
+    assert.ok(e instanceof RequestError, `expected RequestError, got ${e}`);
+    return e;
+  }
+  assert.fail('expected a rejection');
+}
+
+const release = (apid = 'b:a1'): Omit<Release, 'id'> => ({ t: 'release', apid });
+
+export function complianceSuite(makeHarness: () => Harness): void {
+  const h0 = makeHarness();
+  describe(`peer network compliance: ${h0.name}`, () => {
+    let h: Harness;
+    const fresh = async (nodes: NodeSpec[]) => {
+      if (h) await h.closeAll();
+      h = makeHarness();
+      return h.create(nodes.map((n) => ({ ...fast, clusterKey: KEY, ...n })));
+    };
+    after(async () => {
+      if (h) await h.closeAll();
+    });
+
+    it('handshake: both ends see one session with the epoch the other announced', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }]);
+      await until(h, () => n.a.sessions().length === 1 && n.b.sessions().length === 1, 'sessions up');
+      assert.equal(n.a.sessions()[0].node, 'b');
+      assert.equal(n.b.sessions()[0].node, 'a');
+      const aSt = n.a.status()[0];
+      assert.equal(aSt.state, 'up');
+      assert.equal(aSt.version, 1);
+      // Exactly one session per pair: only one connection was established.
+      assert.equal(n.a.metrics().sessionsUp, 1);
+      assert.equal(n.b.metrics().sessionsUp, 1);
+    });
+
+    it('version negotiation picks the highest common version; none common: refused with 4001', async () => {
+      let n = await fresh([
+        { node: 'a', versions: [1, 2] },
+        { node: 'b', versions: [2, 3] },
+      ]);
+      await until(h, () => n.a.sessions().length === 1, 'session up');
+      assert.equal(n.a.status()[0].version, 2);
+      assert.equal(n.b.status()[0].version, 2);
+      n = await fresh([
+        { node: 'a', versions: [1] },
+        { node: 'b', versions: [2] },
+      ]);
+      await until(h, () => (n.a.metrics().closesByCode[CloseCode.VERSION] ?? 0) >= 2, 'version refusals');
+      assert.ok(n.b.metrics().versionFailures >= 2);
+      assert.equal(n.a.metrics().sessionsUp + n.b.metrics().sessionsUp, 0);
+    });
+
+    it('a wrong cluster key is refused with 4003 on both sides, and the key never travels', async () => {
+      const frames: Uint8Array[] = [];
+      const tap = (_d: 'in' | 'out', _n: string, f: Uint8Array) => frames.push(Uint8Array.prototype.slice.call(f));
+      const n = await fresh([
+        { node: 'a', onFrame: tap },
+        { node: 'b', clusterKey: 'another-cluster-key-9876543210', onFrame: tap },
+      ]);
+      await until(h, () => n.a.metrics().authFailures >= 2 && n.b.metrics().authFailures >= 2, 'auth failures');
+      assert.equal(n.a.metrics().sessionsUp + n.b.metrics().sessionsUp, 0);
+      assert.ok((n.a.metrics().closesByCode[CloseCode.AUTH] ?? 0) >= 2);
+      const key = Buffer.from(KEY);
+      for (const f of frames) assert.equal(Buffer.from(f).indexOf(key), -1, 'cluster key on the wire');
+      assert.ok(frames.length > 0);
+    });
+
+    it('request/response: replies match their requests, cid passes through, error codes come back', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }]);
+      n.b.onRequest(async (_from, msg) => {
+        if (msg.t === 'get') {
+          if (msg.segid === 'b:404') throw { code: 'E_NO_SEGMENT', message: 'no such segment' };
+          if (msg.segid === 'b:500') throw new Error('handler bug');
+          return { t: 'get-ok', apid: `b:a${msg.uid}`, size: 4096 * msg.uid, access: msg.access };
+        }
+        return { t: 'ok' };
+      });
+      await until(h, () => n.a.sessions().length === 1, 'session up');
+      const get = (uid: number, segid = 'b:1') =>
+        n.a.request<Get>('b', { t: 'get', segid, access: 'r', uid, gid: 0, cid: `op-${uid}` });
+      const replies = await run(h, Promise.all(Array.from({ length: 100 }, (_, i) => get(i + 1))));
+      replies.forEach((r, i) => {
+        assert.equal(r.apid, `b:a${i + 1}`);
+        assert.equal(r.size, 4096 * (i + 1));
+        assert.equal(r.cid, `op-${i + 1}`);
+      });
+      assert.equal((await rejects(h, get(1, 'b:404'))).code, 'E_NO_SEGMENT');
+      assert.equal((await rejects(h, get(1, 'b:500'))).code, 'E_INTERNAL');
+      assert.equal((await run(h, n.a.request<Release>('b', release()))).t, 'ok');
+      // Invalid outgoing request: refused locally, nothing sent.
+      const bad = n.a.request<Get>('b', { t: 'get', segid: 'nope', access: 'r', uid: 0, gid: 0 });
+      assert.equal((await rejects(h, bad)).code, 'E_MALFORMED');
+      assert.equal((await rejects(h, n.a.request<Release>('zz', release()))).code, 'E_STALE_EPOCH');
+      assert.equal(n.b.metrics().byType.get.msgsIn, 102);
+    });
+
+    it('deadline: a request without a reply fails with E_TIMEOUT; the late reply is counted and ignored', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }]);
+      let release1: (() => void) | undefined;
+      n.b.onRequest(() => new Promise((resolve) => (release1 = () => resolve({ t: 'ok' }))));
+      await until(h, () => n.a.sessions().length === 1, 'session up');
+      let err: RequestError | undefined;
+      n.a.request<Release>('b', release(), { timeoutMs: 300 }).catch((e) => (err = e));
+      await until(h, () => err !== undefined, 'deadline');
+      assert.equal(err?.code, 'E_TIMEOUT');
+      assert.equal(n.a.metrics().requestTimeouts, 1);
+      release1?.();
+      await until(h, () => n.a.metrics().lateReplies === 1, 'late reply');
+      assert.equal(n.a.sessions().length, 1, 'session survives a late reply');
+    });
+
+    it('heartbeat loss: a stalled peer is declared down, its requests fail, and it comes back as a new session', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }]);
+      n.b.onRequest(async () => ({ t: 'ok' }));
+      await until(h, () => n.a.sessions().length === 1, 'session up');
+      const first = n.a.sessions()[0];
+      const downs: [PeerSession, string][] = [];
+      n.a.on('down', (p, why) => downs.push([p, why]));
+      h.stall('b');
+      let err: RequestError | undefined;
+      n.a.request<Release>('b', release(), { timeoutMs: 60_000 }).catch((e) => (err = e));
+      await until(h, () => downs.length === 1, 'a declares b down');
+      assert.match(downs[0][1], /HEARTBEAT/);
+      assert.deepEqual(downs[0][0], first);
+      await until(h, () => err !== undefined, 'request rejected');
+      assert.equal(err?.code, 'E_STALE_EPOCH');
+      assert.equal(n.a.metrics().heartbeatDeaths, 1);
+      h.resume('b');
+      await until(h, () => n.a.sessions().length === 1 && n.b.sessions().length === 1, 'new session');
+      assert.ok(n.a.sessions()[0].epoch > first.epoch, 'new session has a larger epoch');
+      assert.equal((await run(h, n.a.request<Release>('b', release()))).t, 'ok');
+    });
+
+    it('fence: the session ends at once, outstanding requests fail, the peer returns with a larger epoch, an old epoch is refused', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }]);
+      let handled = 0;
+      n.b.onRequest(() => {
+        handled++;
+        return new Promise(() => {}); // never answers: the fence must release the waiter
+      });
+      await until(h, () => n.a.sessions().length === 1, 'session up');
+      const old = n.a.sessions()[0];
+      const ups: PeerSession[] = [];
+      const bDowns: string[] = [];
+      n.a.on('up', (p) => ups.push(p));
+      n.b.on('down', (_p, why) => bDowns.push(why));
+      const pending = n.a.request<Release>('b', release(), { timeoutMs: 60_000 });
+      await until(h, () => handled === 1, 'request reached b');
+      n.a.fence('b', 'ack deadline');
+      assert.equal((await rejects(h, pending)).code, 'E_STALE_EPOCH');
+      assert.equal(n.a.sessions().length, 0);
+      assert.equal(n.a.status()[0].state, 'fenced');
+      await until(h, () => bDowns.length === 1, 'b sees the fence');
+      assert.match(bDowns[0], /FENCED/);
+      await until(h, () => ups.length === 1, 'b reconnects');
+      assert.ok(ups[0].epoch > old.epoch);
+      // An impostor of b with the fenced (old) epoch is refused.
+      const imp = await h.createDialer({ node: 'b', clusterKey: KEY, ...fast, epoch: old.epoch - 1 }, 'a');
+      await until(h, () => n.a.metrics().staleRefused >= 1, 'stale refusal');
+      assert.equal(imp.sessions().length, 0);
+      assert.equal(n.a.sessions()[0].epoch, ups[0].epoch, 'the new session is untouched');
+      await imp.close();
+    });
+
+    it('backpressure: a peer that stops reading makes requests fail fast with E_BUSY; nothing is lost', async () => {
+      const hwm = 512 * 1024;
+      const n = await fresh([
+        { node: 'a', limits: { sendHighWaterBytes: hwm, maxOutstandingRequests: 5000 } },
+        { node: 'b', limits: { maxIncomingRequests: 5000 } },
+      ]);
+      let handled = 0;
+      n.b.onRequest(async () => {
+        handled++;
+        return { t: 'ok' };
+      });
+      await until(h, () => n.a.sessions().length === 1, 'session up');
+      h.stall('b');
+      const dirty = Array.from({ length: 16 }, (_, i) => ({ page: i, version: 1, data: new Uint8Array(4096) }));
+      const accepted: Promise<unknown>[] = [];
+      let busy: RequestError | undefined;
+      for (let i = 0; i < 5000 && !busy; i++) {
+        const p = n.a.request<Detach>('b', { t: 'detach', apid: 'b:a1', ranges: [[0, 16]], dirty }, { timeoutMs: 600_000 });
+        p.catch(() => {});
+        try {
+          await Promise.race([p.then(() => null), h.advance(1).then(() => null)]);
+        } catch (e) {
+          busy = e as RequestError;
+          break;
+        }
+        accepted.push(p);
+      }
+      assert.equal(busy?.code, 'E_BUSY', 'the high-water mark was reached');
+      assert.ok(n.a.metrics().busyRejections >= 1);
+      h.resume('b');
+      await until(h, () => handled === accepted.length, 'every accepted request handled');
+      await run(h, Promise.all(accepted));
+    });
+  });
+}

@@ -1,0 +1,177 @@
+/**
+ * Validation at ingress: one zod schema per message, built from the configured limits. Nothing acts
+ * on a frame before every message in it passed. Unknown fields are dropped (forward compatibility:
+ * a newer minor revision may add optional fields); unknown message types are rejected.
+ */
+import { z } from 'zod';
+import { type Limits, resolveLimits } from './limits.js';
+import type { Message, MessageType, WireErrorCode } from './messages.js';
+
+export const PAGE_SIZE = 4096;
+export const NONCE_BYTES = 32;
+export const PROOF_BYTES = 32;
+export const NODE_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
+export const SEGID_RE = /^[A-Za-z0-9._-]{1,64}:[0-9]{1,15}$/;
+export const APID_RE = /^[A-Za-z0-9._-]{1,64}:a[0-9]{1,15}$/;
+export const MAX_CID_CHARS = 64;
+
+export const MESSAGE_TYPES: readonly MessageType[] = [
+  'hello',
+  'welcome',
+  'auth',
+  'ready',
+  'get',
+  'get-ok',
+  'release',
+  'map',
+  'map-ok',
+  'invalidate',
+  'invalidate-ack',
+  'detach',
+  'segment-gone',
+  'ok',
+  'error',
+];
+const TYPE_SET = new Set<string>(MESSAGE_TYPES);
+
+const uint32 = z
+  .number()
+  .int()
+  .min(0)
+  .max(2 ** 32 - 1);
+const uint53 = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const bytes = (n: number) =>
+  z.custom<Uint8Array>((v) => v instanceof Uint8Array && v.byteLength === n, { message: `expected ${n} bytes` });
+
+function buildSchemas(l: Limits) {
+  const nodeId = z.string().regex(NODE_ID_RE);
+  const cid = z.string().max(MAX_CID_CHARS).optional();
+  const segid = z.string().max(l.maxStringChars).regex(SEGID_RE);
+  const apid = z.string().max(l.maxStringChars).regex(APID_RE);
+  const access = z.enum(['r', 'rw']);
+  const page = z.object({ page: uint32, version: uint53, data: bytes(PAGE_SIZE) });
+  const pages = z.array(page).max(l.maxPagesPerMessage);
+  const range = z.tuple([uint32, z.number().int().min(1).max(2 ** 32 - 1)]);
+  const ranges = z.array(range).min(1).max(l.maxRangesPerMessage);
+  const schemas = {
+    hello: z.object({
+      t: z.literal('hello'),
+      versions: z.array(z.number().int().min(1).max(65535)).min(1).max(16),
+      node: nodeId,
+      epoch: uint53,
+      nonce: bytes(NONCE_BYTES),
+    }),
+    welcome: z.object({
+      t: z.literal('welcome'),
+      version: z.number().int().min(1).max(65535),
+      node: nodeId,
+      epoch: uint53,
+      nonce: bytes(NONCE_BYTES),
+      proof: bytes(PROOF_BYTES),
+    }),
+    auth: z.object({ t: z.literal('auth'), proof: bytes(PROOF_BYTES) }),
+    ready: z.object({ t: z.literal('ready'), epoch: uint53 }),
+    get: z.object({ t: z.literal('get'), id: uint32, cid, segid, access, uid: uint32, gid: uint32 }),
+    'get-ok': z.object({ t: z.literal('get-ok'), re: uint32, cid, apid, size: uint53, access }),
+    release: z.object({ t: z.literal('release'), id: uint32, cid, apid }),
+    map: z.object({
+      t: z.literal('map'),
+      id: uint32,
+      cid,
+      apid,
+      page: uint32,
+      count: z.number().int().min(1).max(l.maxPagesPerMessage),
+      access,
+    }),
+    'map-ok': z.object({ t: z.literal('map-ok'), re: uint32, cid, access, pages }),
+    invalidate: z.object({
+      t: z.literal('invalidate'),
+      id: uint32,
+      cid,
+      segid,
+      ranges,
+      reason: z.enum([
+        'reclaim',
+        'migrate',
+        'clean',
+        'unmap',
+        'protection',
+        'cow',
+        'release',
+        'remove',
+        'upgrade',
+        'recall',
+        'fence',
+      ]),
+      writeback: z.boolean(),
+      downgrade: z.boolean(),
+    }),
+    'invalidate-ack': z.object({ t: z.literal('invalidate-ack'), re: uint32, cid, dirty: pages }),
+    detach: z.object({ t: z.literal('detach'), id: uint32, cid, apid, ranges, dirty: pages }),
+    'segment-gone': z.object({
+      t: z.literal('segment-gone'),
+      cid,
+      segid,
+      reason: z.enum(['remove', 'exit', 'unmap']),
+    }),
+    ok: z.object({ t: z.literal('ok'), re: uint32, cid }),
+    error: z.object({
+      t: z.literal('error'),
+      re: uint32.optional(),
+      cid,
+      code: z.enum([
+        'E_MALFORMED',
+        'E_UNKNOWN_TYPE',
+        'E_TOO_LARGE',
+        'E_VERSION',
+        'E_AUTH',
+        'E_STATE',
+        'E_TOO_MANY',
+        'E_TIMEOUT',
+        'E_STALE_EPOCH',
+        'E_NO_SEGMENT',
+        'E_NO_PERMIT',
+        'E_PERM',
+        'E_RANGE',
+        'E_ACCESS',
+        'E_FAULT',
+        'E_BUSY',
+        'E_INTERNAL',
+      ]),
+      message: z.string().max(512),
+    }),
+  } satisfies Record<MessageType, z.ZodType>;
+  return schemas;
+}
+
+export type ValidationResult =
+  | { ok: true; msg: Message }
+  | { ok: false; code: WireErrorCode; message: string; re?: number };
+
+/** Validates decoded values against the schemas for one set of limits. */
+export class Validator {
+  readonly limits: Limits;
+  private readonly schemas: ReturnType<typeof buildSchemas>;
+  constructor(limits?: Partial<Limits>) {
+    this.limits = resolveLimits(limits);
+    this.schemas = buildSchemas(this.limits);
+  }
+
+  validate(value: unknown): ValidationResult {
+    if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array) {
+      return { ok: false, code: 'E_MALFORMED', message: 'message is not a map' };
+    }
+    const v = value as Record<string, unknown>;
+    const t = v.t;
+    if (typeof t !== 'string') return { ok: false, code: 'E_MALFORMED', message: 'missing field t' };
+    if (!TYPE_SET.has(t)) return { ok: false, code: 'E_UNKNOWN_TYPE', message: `unknown type ${t.slice(0, 64)}` };
+    const r = this.schemas[t as MessageType].safeParse(v);
+    if (r.success) return { ok: true, msg: r.data as Message };
+    const issue = r.error.issues[0];
+    const code: WireErrorCode = issue?.code === 'too_big' ? 'E_TOO_LARGE' : 'E_MALFORMED';
+    const id = v.id;
+    const re = typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < 2 ** 32 ? id : undefined;
+    const where = issue ? issue.path.join('.') : '';
+    return { ok: false, code, message: `${t}: ${where ? `${where}: ` : ''}${issue?.message ?? 'invalid'}`, re };
+  }
+}

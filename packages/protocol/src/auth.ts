@@ -23,7 +23,13 @@ export function newNonce(): Uint8Array {
   return randomBytes(NONCE_BYTES);
 }
 
-export function serverProof(key: Buffer, cnonce: Uint8Array, snonce: Uint8Array, cnode: string, snode: string) {
+export function serverProof(
+  key: Buffer,
+  cnonce: Uint8Array,
+  snonce: Uint8Array,
+  cnode: string,
+  snode: string,
+) {
   return createHmac('sha256', key)
     .update('xpmesh-server')
     .update(ZERO)
@@ -35,7 +41,13 @@ export function serverProof(key: Buffer, cnonce: Uint8Array, snonce: Uint8Array,
     .digest();
 }
 
-export function clientProof(key: Buffer, cnonce: Uint8Array, snonce: Uint8Array, cnode: string, snode: string) {
+export function clientProof(
+  key: Buffer,
+  cnonce: Uint8Array,
+  snonce: Uint8Array,
+  cnode: string,
+  snode: string,
+) {
   return createHmac('sha256', key)
     .update('xpmesh-client')
     .update(ZERO)

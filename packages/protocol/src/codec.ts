@@ -75,7 +75,11 @@ export class FrameDecoder {
     try {
       value = packr.unpack(frame);
     } catch (e) {
-      return { ok: false, code: 'E_MALFORMED', message: `msgpack: ${String((e as Error)?.message ?? e).slice(0, 200)}` };
+      return {
+        ok: false,
+        code: 'E_MALFORMED',
+        message: `msgpack: ${String((e as Error)?.message ?? e).slice(0, 200)}`,
+      };
     }
     if (Array.isArray(value)) {
       if (value.length === 0) return { ok: false, code: 'E_MALFORMED', message: 'empty batch' };

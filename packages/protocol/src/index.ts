@@ -1,6 +1,7 @@
 export * from './codec.js';
 export * from './errors.js';
 export * from './limits.js';
+export { Link, type LinkOptions, type LinkState, REPLY_TYPE } from './link.js';
 export * from './memory.js';
 export * from './messages.js';
 export * from './metrics.js';
@@ -8,6 +9,5 @@ export * from './network.js';
 export * from './peers.js';
 export * from './transport.js';
 export * from './validate.js';
-export { Link, type LinkOptions, type LinkState, REPLY_TYPE } from './link.js';
 export * from './ws.js';
 export * from './ws-transport.js';

@@ -10,7 +10,7 @@
  * Every callback from the transport is wrapped so that an exception closes the link, never the process.
  */
 import { clientProof, newNonce, proofsEqual, serverProof } from './auth.js';
-import { encodeFrame, FrameDecoder } from './codec.js';
+import { encodeFrame, type FrameDecoder } from './codec.js';
 import { CloseCode, closeCodeName, isWireErrorCode, WireError } from './errors.js';
 import type { Limits } from './limits.js';
 import type {
@@ -128,7 +128,8 @@ export class Link {
     this.budget = o.limits.malformedBurst;
     this.budgetAt = this.lastSeen;
     this.handshakeTimer = o.clock.setTimeout(
-      () => this.guard(() => this.close(CloseCode.HANDSHAKE_TIMEOUT, 'handshake timeout', 'handshakeFailures')),
+      () =>
+        this.guard(() => this.close(CloseCode.HANDSHAKE_TIMEOUT, 'handshake timeout', 'handshakeFailures')),
       o.limits.handshakeTimeoutMs,
     );
     o.conn.setHandlers({
@@ -137,7 +138,13 @@ export class Link {
       onClose: (code, reason) => this.guard(() => this.closed(code, reason, false)),
     });
     if (o.role === 'client') {
-      this.sendNow({ t: 'hello', versions: [...o.versions], node: o.self, epoch: o.epoch, nonce: this.myNonce });
+      this.sendNow({
+        t: 'hello',
+        versions: [...o.versions],
+        node: o.self,
+        epoch: o.epoch,
+        nonce: this.myNonce,
+      });
     }
   }
 
@@ -157,7 +164,10 @@ export class Link {
   // ---- sending ----------------------------------------------------------------------------------
 
   /** Sends a request and resolves with the reply (or rejects with a RequestError). */
-  request<T extends RequestMessage>(msg: Omit<T, 'id'>, timeoutMs?: number): Promise<RequestReplyMap[T['t']]> {
+  request<T extends RequestMessage>(
+    msg: Omit<T, 'id'>,
+    timeoutMs?: number,
+  ): Promise<RequestReplyMap[T['t']]> {
     const o = this.o;
     const m = o.metrics.c;
     if (this.state !== 'up') {
@@ -182,7 +192,9 @@ export class Link {
       const timer = o.clock.setTimeout(() => {
         if (this.pending.delete(full.id)) {
           m.requestTimeouts++;
-          reject(new RequestError('E_TIMEOUT', this.peerNode, `${full.t} ${full.id}: no reply within ${ms} ms`));
+          reject(
+            new RequestError('E_TIMEOUT', this.peerNode, `${full.t} ${full.id}: no reply within ${ms} ms`),
+          );
         }
       }, ms);
       this.pending.set(full.id, {
@@ -223,12 +235,24 @@ export class Link {
     if (msg.cid === undefined && req.cid !== undefined) msg.cid = req.cid;
     if (msg.t !== REPLY_TYPE[req.t] && msg.t !== 'error') {
       this.o.logger.error('protocol: handler returned the wrong reply type', { req: req.t, reply: msg.t });
-      msg = { t: 'error', re: req.id, cid: req.cid, code: 'E_INTERNAL', message: `wrong reply type ${msg.t}` };
+      msg = {
+        t: 'error',
+        re: req.id,
+        cid: req.cid,
+        code: 'E_INTERNAL',
+        message: `wrong reply type ${msg.t}`,
+      };
     } else if (this.o.checkOutgoing) {
       const r = this.o.decoder.validator.validate(msg);
       if (!r.ok) {
         this.o.logger.error('protocol: handler returned an invalid reply', { error: r.message });
-        msg = { t: 'error', re: req.id, cid: req.cid, code: 'E_INTERNAL', message: `invalid reply: ${r.message}` };
+        msg = {
+          t: 'error',
+          re: req.id,
+          cid: req.cid,
+          code: 'E_INTERNAL',
+          message: `invalid reply: ${r.message}`,
+        };
       }
     }
     this.enqueue(msg as unknown as Message, estimateBytes(msg as unknown as Message));
@@ -317,13 +341,17 @@ export class Link {
     this.o.metrics.frameIn(r.messages, frame.byteLength);
     switch (this.state) {
       case 'await-hello':
-        return this.onHello(r.messages);
+        this.onHello(r.messages);
+        return;
       case 'await-welcome':
-        return this.onWelcome(r.messages);
+        this.onWelcome(r.messages);
+        return;
       case 'await-auth':
-        return this.onAuth(r.messages);
+        this.onAuth(r.messages);
+        return;
       case 'await-ready':
-        return this.onReady(r.messages, frame);
+        this.onReady(r.messages, frame);
+        return;
       case 'up':
         for (const msg of r.messages) {
           if (this.state !== 'up') return;
@@ -368,7 +396,11 @@ export class Link {
       const req = msg as RequestMessage;
       if (this.incoming >= o.limits.maxIncomingRequests) {
         o.metrics.c.incomingRefused++;
-        this.sendError('E_TOO_MANY', `more than ${o.limits.maxIncomingRequests} requests outstanding`, req.id);
+        this.sendError(
+          'E_TOO_MANY',
+          `more than ${o.limits.maxIncomingRequests} requests outstanding`,
+          req.id,
+        );
         return;
       }
       this.incoming++;
@@ -446,7 +478,14 @@ export class Link {
     }
     this.peerNonce = h.nonce;
     const proof = serverProof(o.clusterKey, h.nonce, this.myNonce, h.node, o.self);
-    this.sendNow({ t: 'welcome', version: this.version, node: o.self, epoch: o.epoch, nonce: this.myNonce, proof });
+    this.sendNow({
+      t: 'welcome',
+      version: this.version,
+      node: o.self,
+      epoch: o.epoch,
+      nonce: this.myNonce,
+      proof,
+    });
     this.state = 'await-auth';
   }
 
@@ -463,7 +502,11 @@ export class Link {
     }
     this.version = w.version;
     if (w.node === o.self || (o.expectNode !== undefined && w.node !== o.expectNode)) {
-      this.close(CloseCode.WRONG_NODE, `expected ${o.expectNode ?? 'another node'}, got ${w.node}`, 'handshakeFailures');
+      this.close(
+        CloseCode.WRONG_NODE,
+        `expected ${o.expectNode ?? 'another node'}, got ${w.node}`,
+        'handshakeFailures',
+      );
       return;
     }
     const expected = serverProof(o.clusterKey, this.myNonce, w.nonce, o.self, w.node);
@@ -570,7 +613,11 @@ export class Link {
   // ---- closing ----------------------------------------------------------------------------------
 
   /** Closes the session: rejects every outstanding request, closes the connection. Idempotent. */
-  close(code: number, reason: string, counter?: 'handshakeFailures' | 'abuseCloses' | 'heartbeatDeaths'): void {
+  close(
+    code: number,
+    reason: string,
+    counter?: 'handshakeFailures' | 'abuseCloses' | 'heartbeatDeaths',
+  ): void {
     if (this.state === 'closed') return;
     if (counter) this.o.metrics.c[counter]++;
     // Flush queued errors first so the peer learns why (best effort).
@@ -594,7 +641,9 @@ export class Link {
     const why = `${closeCodeName(code)}: ${reason}`;
     for (const [id, p] of this.pending) {
       c.clearTimeout(p.timer);
-      p.reject(new RequestError('E_STALE_EPOCH', this.peerNode, `session ended before reply to ${id} (${why})`));
+      p.reject(
+        new RequestError('E_STALE_EPOCH', this.peerNode, `session ended before reply to ${id} (${why})`),
+      );
     }
     this.pending.clear();
     if (!wasUp && code === CloseCode.AUTH && !byUs) this.o.metrics.c.authFailures++;

@@ -10,7 +10,7 @@
  * is lost in a partition, so only heartbeats detect it); frames arriving at a closed end are dropped.
  */
 import { CloseCode } from './errors.js';
-import { TransportPeerNetwork, type PeerNetworkOptions } from './network.js';
+import { type PeerNetworkOptions, TransportPeerNetwork } from './network.js';
 import type { Clock, Conn, ConnHandlers, Listener, Transport } from './transport.js';
 import { seededRandom, systemClock } from './transport.js';
 
@@ -44,7 +44,11 @@ export interface MemorySwitchStats {
   framesStale: number;
 }
 
-type Event = { k: 'frame'; f: Uint8Array } | { k: 'ping' } | { k: 'pong' } | { k: 'close'; code: number; reason: string };
+type Event =
+  | { k: 'frame'; f: Uint8Array }
+  | { k: 'ping' }
+  | { k: 'pong' }
+  | { k: 'close'; code: number; reason: string };
 
 class MemoryEnd implements Conn {
   readonly remote: string;
@@ -208,7 +212,10 @@ export class MemorySwitch {
 
   private faultsOf(from: string, to: string): LinkFaults {
     return (
-      this.faults.get(`${from}>${to}`) ?? this.faults.get(`${from}>*`) ?? this.faults.get(`*>${to}`) ?? this.defaults
+      this.faults.get(`${from}>${to}`) ??
+      this.faults.get(`${from}>*`) ??
+      this.faults.get(`*>${to}`) ??
+      this.defaults
     );
   }
 
@@ -265,7 +272,8 @@ export class MemorySwitch {
   async join(node: string, opts: MemoryJoinOptions, connect = true): Promise<TransportPeerNetwork> {
     const prev = this.networks.get(node);
     if (prev) await prev.close();
-    const peers = opts.peers ?? (opts.members ?? []).filter((m) => m !== node).map((m) => ({ node: m, url: m }));
+    const peers =
+      opts.peers ?? (opts.members ?? []).filter((m) => m !== node).map((m) => ({ node: m, url: m }));
     const net = new TransportPeerNetwork({
       ...opts,
       self: node,

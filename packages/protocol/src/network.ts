@@ -8,7 +8,12 @@ import { FrameDecoder } from './codec.js';
 import { CloseCode, closeCodeName } from './errors.js';
 import { type Limits, resolveLimits } from './limits.js';
 import { Link } from './link.js';
-import { PROTOCOL_VERSIONS, type OneWayMessage, type RequestMessage, type RequestReplyMap } from './messages.js';
+import {
+  type OneWayMessage,
+  PROTOCOL_VERSIONS,
+  type RequestMessage,
+  type RequestReplyMap,
+} from './messages.js';
 import { Metrics, type NetworkMetrics } from './metrics.js';
 import {
   type PeerNetwork,
@@ -20,7 +25,14 @@ import {
   type RequestHandler,
   type RequestOptions,
 } from './peers.js';
-import { type Clock, type Listener, type Logger, silentLogger, systemClock, type Transport } from './transport.js';
+import {
+  type Clock,
+  type Listener,
+  type Logger,
+  silentLogger,
+  systemClock,
+  type Transport,
+} from './transport.js';
 
 export interface PeerAddress {
   /** The peer's node id, if known. We dial it only if our id is lower (or it is unknown). */
@@ -200,7 +212,8 @@ export class TransportPeerNetwork implements PeerNetwork {
 
   sessions(): PeerSession[] {
     const out: PeerSession[] = [];
-    for (const p of this.peers.values()) if (p.link?.state === 'up') out.push({ node: p.node, epoch: p.link.peerEpoch });
+    for (const p of this.peers.values())
+      if (p.link?.state === 'up') out.push({ node: p.node, epoch: p.link.peerEpoch });
     return out;
   }
 
@@ -366,7 +379,8 @@ export class TransportPeerNetwork implements PeerNetwork {
     p.link = link;
     p.lastEpoch = link.peerEpoch;
     p.state = 'up';
-    if (old && old !== link && old.state !== 'closed') old.close(CloseCode.SUPERSEDED, 'a newer session replaced this one');
+    if (old && old !== link && old.state !== 'closed')
+      old.close(CloseCode.SUPERSEDED, 'a newer session replaced this one');
     const t = this.targetOf(link);
     if (t) {
       t.attempt = 0;
@@ -399,7 +413,8 @@ export class TransportPeerNetwork implements PeerNetwork {
         this.emit('down', { node, epoch: link.peerEpoch }, why);
       }
     }
-    if (!byUs && !link.peerNode) this.logger.warn('protocol: handshake failed', { code, reason, peerError: link.peerError });
+    if (!byUs && !link.peerNode)
+      this.logger.warn('protocol: handshake failed', { code, reason, peerError: link.peerError });
     const t = this.targetOf(link);
     if (t) {
       t.dialing = false;

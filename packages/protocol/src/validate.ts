@@ -41,7 +41,9 @@ const uint32 = z
   .max(2 ** 32 - 1);
 const uint53 = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const bytes = (n: number) =>
-  z.custom<Uint8Array>((v) => v instanceof Uint8Array && v.byteLength === n, { message: `expected ${n} bytes` });
+  z.custom<Uint8Array>((v) => v instanceof Uint8Array && v.byteLength === n, {
+    message: `expected ${n} bytes`,
+  });
 
 function buildSchemas(l: Limits) {
   const nodeId = z.string().regex(NODE_ID_RE);
@@ -51,7 +53,14 @@ function buildSchemas(l: Limits) {
   const access = z.enum(['r', 'rw']);
   const page = z.object({ page: uint32, version: uint53, data: bytes(PAGE_SIZE) });
   const pages = z.array(page).max(l.maxPagesPerMessage);
-  const range = z.tuple([uint32, z.number().int().min(1).max(2 ** 32 - 1)]);
+  const range = z.tuple([
+    uint32,
+    z
+      .number()
+      .int()
+      .min(1)
+      .max(2 ** 32 - 1),
+  ]);
   const ranges = z.array(range).min(1).max(l.maxRangesPerMessage);
   const schemas = {
     hello: z.object({
@@ -164,7 +173,8 @@ export class Validator {
     const v = value as Record<string, unknown>;
     const t = v.t;
     if (typeof t !== 'string') return { ok: false, code: 'E_MALFORMED', message: 'missing field t' };
-    if (!TYPE_SET.has(t)) return { ok: false, code: 'E_UNKNOWN_TYPE', message: `unknown type ${t.slice(0, 64)}` };
+    if (!TYPE_SET.has(t))
+      return { ok: false, code: 'E_UNKNOWN_TYPE', message: `unknown type ${t.slice(0, 64)}` };
     const r = this.schemas[t as MessageType].safeParse(v);
     if (r.success) return { ok: true, msg: r.data as Message };
     const issue = r.error.issues[0];
@@ -172,6 +182,11 @@ export class Validator {
     const id = v.id;
     const re = typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < 2 ** 32 ? id : undefined;
     const where = issue ? issue.path.join('.') : '';
-    return { ok: false, code, message: `${t}: ${where ? `${where}: ` : ''}${issue?.message ?? 'invalid'}`, re };
+    return {
+      ok: false,
+      code,
+      message: `${t}: ${where ? `${where}: ` : ''}${issue?.message ?? 'invalid'}`,
+      re,
+    };
   }
 }

@@ -11,7 +11,14 @@ import { PG_device, PG_driver, PG_external_rmap, PG_free, PG_locked, PG_lru, PG_
 import { KIND_DEVICE, KIND_MIGRATION, KIND_NORMAL, KIND_SWAP, PT_ENTRIES, PTE_PFN_SHIFT, PTE_PRESENT, ptePfn, pteKind } from './pagetable.js';
 import { Registration } from './srcu.js';
 
-export function checkKernel(k: Kernel, opts: { quiescent?: boolean } = {}): string[] {
+export interface CheckOptions {
+  /** At rest: no pins, locked pages, swap cache or invalidation in progress. Default true. */
+  quiescent?: boolean;
+  /** Pins held by a driver are legitimate (its remote mappings): skip pinned == unpinned. */
+  allowPins?: boolean;
+}
+
+export function checkKernel(k: Kernel, opts: CheckOptions = {}): string[] {
   const errs: string[] = [...k.violations];
   const ph = k.phys;
   const words = ph.words;
@@ -120,7 +127,7 @@ export function checkKernel(k: Kernel, opts: { quiescent?: boolean } = {}): stri
   if (Registration.violations > 0) errs.push(`${Registration.violations} notifier callback(s) ran after unregister`);
   if (k.stats.notifierSleptNonBlockable > 0) errs.push('a notifier slept in a non-blockable range');
   if (quiescent) {
-    if (totalPins > 0) errs.push(`pinned != unpinned: ${totalPins} pin(s) outstanding`);
+    if (totalPins > 0 && !opts.allowPins) errs.push(`pinned != unpinned: ${totalPins} pin(s) outstanding`);
     for (const mm of k.mms.values()) {
       if (mm.invActive !== 0) errs.push(`mm ${mm.id}: ${mm.invActive} invalidation(s) in progress at quiescence`);
     }

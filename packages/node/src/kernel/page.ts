@@ -10,6 +10,7 @@
  * needed a 64-bit-only flag bit; here the limit is the 32-bit word (documented in docs/kernel.md).
  */
 import { KernelError, PAGE_SIZE, type Pfn } from './api.js';
+import { sleepOn } from './atomics.js';
 
 export const DESC_WORDS = 4;
 export const D_FLAGS = 0;
@@ -193,8 +194,7 @@ export class PhysMem {
       }
       const left = deadline - Date.now();
       if (left <= 0) throw new KernelError('ETIMEDOUT', `lockPage(${pfn}) timed out after ${timeoutMs} ms`);
-      const w = Atomics.waitAsync(this.desc, idx, cur, left);
-      if (w.async) await w.value;
+      await sleepOn(this.desc, idx, cur, left);
     }
   }
 

@@ -28,7 +28,7 @@ export interface ExitStatus {
 }
 
 type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
-type OpRequest = DistributiveOmit<Extract<ToProcess, { t: 'op' }>, 'id'>;
+type OpRequest = DistributiveOmit<Extract<ToProcess, { t: 'op' }>, 'id' | 't'>;
 
 const SIGNO = { SIGSEGV: 11, SIGBUS: 7, SIGKILL: 9 } as const;
 

@@ -9,6 +9,7 @@
  * which ends its access for certain; that is counted.
  */
 import { C_SEQ, C_SHOOT_WAITERS } from './access.js';
+import { sleepOn } from './atomics.js';
 import type { Mm } from './mm.js';
 
 export interface TlbEnv {
@@ -35,8 +36,7 @@ export async function flushTlb(env: TlbEnv, mms: Iterable<Mm>): Promise<void> {
           await env.killStuck(mm);
           break;
         }
-        const w = Atomics.waitAsync(ctl, C_SEQ, s, Math.min(left, 50));
-        if (w.async) await w.value;
+        await sleepOn(ctl, C_SEQ, s, Math.min(left, 50));
       }
     } finally {
       Atomics.sub(ctl, C_SHOOT_WAITERS, 1);

@@ -18,8 +18,21 @@ function ops(fn: () => void): number {
   return n / ((performance.now() - t0) / 1000);
 }
 
-const small: Message = { t: 'get', id: 12345, segid: 'node1:17', access: 'rw', uid: 1000, gid: 1000, cid: 'op-1' };
-const page: Message = { t: 'map-ok', re: 9, access: 'r', pages: [{ page: 3, version: 5, data: new Uint8Array(4096) }] };
+const small: Message = {
+  t: 'get',
+  id: 12345,
+  segid: 'node1:17',
+  access: 'rw',
+  uid: 1000,
+  gid: 1000,
+  cid: 'op-1',
+};
+const page: Message = {
+  t: 'map-ok',
+  re: 9,
+  access: 'r',
+  pages: [{ page: 3, version: 5, data: new Uint8Array(4096) }],
+};
 const smallF = encodeFrame(small);
 const pageF = Uint8Array.prototype.slice.call(encodeFrame(page));
 for (const [name, fn] of [
@@ -29,5 +42,7 @@ for (const [name, fn] of [
   ['codec_4k_decode_validate', () => decodeFrame(pageF)],
 ] as const) {
   const v = ops(fn as () => void);
-  console.log(`BENCH ${JSON.stringify({ suite: 'protocol', name, value: Math.round(v), unit: 'ops/s', baseline: null, ratio: null })}`);
+  console.log(
+    `BENCH ${JSON.stringify({ suite: 'protocol', name, value: Math.round(v), unit: 'ops/s', baseline: null, ratio: null })}`,
+  );
 }

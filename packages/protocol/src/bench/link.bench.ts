@@ -15,9 +15,17 @@ const PIPE_MS = QUICK ? 500 : 3000;
 const DEPTH = 64;
 const KEY = 'bench-cluster-key-0123456789abcdef';
 
-function bench(name: string, value: number, unit: string, baseline: number | null = null, lowerIsBetter = true) {
+function bench(
+  name: string,
+  value: number,
+  unit: string,
+  baseline: number | null = null,
+  lowerIsBetter = true,
+) {
   const ratio = baseline ? Number((lowerIsBetter ? value / baseline : value / baseline).toFixed(3)) : null;
-  console.log(`BENCH ${JSON.stringify({ suite: 'protocol', name, value: Number(value.toFixed(2)), unit, baseline: baseline === null ? null : Number(baseline.toFixed(2)), ratio })}`);
+  console.log(
+    `BENCH ${JSON.stringify({ suite: 'protocol', name, value: Number(value.toFixed(2)), unit, baseline: baseline === null ? null : Number(baseline.toFixed(2)), ratio })}`,
+  );
 }
 
 const p50 = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -67,7 +75,11 @@ async function rawWs(replyFrame: Uint8Array, reqFrame: Uint8Array) {
 async function link(reply: (m: MapReq) => Message) {
   const b = await createWsPeerNetwork({ self: 'b', listen: { host: '127.0.0.1', port: 0 }, clusterKey: KEY });
   b.onRequest(async (_f, m) => reply(m as MapReq) as never);
-  const a = await createWsPeerNetwork({ self: 'a', peers: [{ node: 'b', url: b.address! }], clusterKey: KEY });
+  const a = await createWsPeerNetwork({
+    self: 'a',
+    peers: [{ node: 'b', url: b.address! }],
+    clusterKey: KEY,
+  });
   await a.waitUp('b', 10_000);
   const req: Omit<MapReq, 'id'> = { t: 'map', apid: 'b:a1', page: 0, count: 1, access: 'r' };
   for (let i = 0; i < 500; i++) await a.request<MapReq>('b', req);
@@ -93,7 +105,12 @@ async function link(reply: (m: MapReq) => Message) {
 
 const page = new Uint8Array(4096).fill(7);
 const small = (m: MapReq): Message => ({ t: 'ok', re: m.id }) as never;
-const big = (m: MapReq): Message => ({ t: 'map-ok', re: m.id, access: 'r', pages: [{ page: 0, version: 1, data: page }] });
+const big = (m: MapReq): Message => ({
+  t: 'map-ok',
+  re: m.id,
+  access: 'r',
+  pages: [{ page: 0, version: 1, data: page }],
+});
 const reqFrame = encodeFrame({ t: 'map', id: 1, apid: 'b:a1', page: 0, count: 1, access: 'r' });
 
 for (const [label, fn] of [

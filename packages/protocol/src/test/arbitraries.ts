@@ -12,7 +12,10 @@ const access = fc.constantFrom('r' as const, 'rw' as const);
 const bytes = (n: number) => fc.uint8Array({ minLength: n, maxLength: n });
 const page = fc.record({ page: u32, version: u53, data: bytes(4096) });
 const pages = fc.array(page, { maxLength: 3 });
-const ranges = fc.array(fc.tuple(u32, fc.integer({ min: 1, max: 2 ** 32 - 1 })), { minLength: 1, maxLength: 20 });
+const ranges = fc.array(fc.tuple(u32, fc.integer({ min: 1, max: 2 ** 32 - 1 })), {
+  minLength: 1,
+  maxLength: 20,
+});
 const code = fc.constantFrom(
   'E_MALFORMED',
   'E_UNKNOWN_TYPE',
@@ -100,7 +103,9 @@ export const arbitraries: Record<Message['t'], fc.Arbitrary<Message>> = {
       downgrade: fc.boolean(),
     }),
   ),
-  'invalidate-ack': clean(fc.record({ t: fc.constant('invalidate-ack' as const), re: u32, cid, dirty: pages })),
+  'invalidate-ack': clean(
+    fc.record({ t: fc.constant('invalidate-ack' as const), re: u32, cid, dirty: pages }),
+  ),
   detach: clean(fc.record({ t: fc.constant('detach' as const), id: u32, cid, apid, ranges, dirty: pages })),
   'segment-gone': clean(
     fc.record({

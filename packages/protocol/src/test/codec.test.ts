@@ -8,7 +8,8 @@ import { anyMessage, arbitraries } from './arbitraries.js';
 
 /** Comparable form: byte arrays as hex (Buffer vs Uint8Array prototypes differ). */
 function norm(v: unknown): unknown {
-  if (v instanceof Uint8Array) return `bytes:${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('hex')}`;
+  if (v instanceof Uint8Array)
+    return `bytes:${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('hex')}`;
   if (Array.isArray(v)) return v.map(norm);
   if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, norm(x)]));
   return v;
@@ -44,7 +45,12 @@ describe('codec + validation round trip', () => {
   });
 
   it('encodes plain msgpack: a map with string keys, page data as bin 16', () => {
-    const m: Message = { t: 'map-ok', re: 7, access: 'r', pages: [{ page: 1, version: 2, data: new Uint8Array(4096) }] };
+    const m: Message = {
+      t: 'map-ok',
+      re: 7,
+      access: 'r',
+      pages: [{ page: 1, version: 2, data: new Uint8Array(4096) }],
+    };
     const f = Buffer.from(encodeFrame(m));
     assert.equal(f[0], 0x84, 'fixmap of 4 entries');
     assert.ok(f.includes(Buffer.from([0xc5, 0x10, 0x00])), 'bin16 header of 4096 bytes');
@@ -54,7 +60,11 @@ describe('codec + validation round trip', () => {
   });
 
   it('decoded page data is a view into the frame (no copy)', () => {
-    const frame = encodeFrame({ t: 'invalidate-ack', re: 1, dirty: [{ page: 0, version: 1, data: new Uint8Array(4096).fill(9) }] });
+    const frame = encodeFrame({
+      t: 'invalidate-ack',
+      re: 1,
+      dirty: [{ page: 0, version: 1, data: new Uint8Array(4096).fill(9) }],
+    });
     const r = decodeFrame(frame);
     assert.ok(r.ok && r.messages[0].t === 'invalidate-ack');
     const data = (r.messages[0] as { dirty: { data: Uint8Array }[] }).dirty[0].data;
@@ -64,8 +74,16 @@ describe('codec + validation round trip', () => {
 
   it('rejects with stable codes', () => {
     const bad = (v: unknown) => decodeFrame(encodeFrame(v as Message));
-    assert.equal(bad({ t: 'nope' }).ok ? '' : (bad({ t: 'nope' }) as { code: string }).code, 'E_UNKNOWN_TYPE');
-    const short = bad({ t: 'map-ok', re: 1, access: 'r', pages: [{ page: 0, version: 0, data: new Uint8Array(4095) }] });
+    assert.equal(
+      bad({ t: 'nope' }).ok ? '' : (bad({ t: 'nope' }) as { code: string }).code,
+      'E_UNKNOWN_TYPE',
+    );
+    const short = bad({
+      t: 'map-ok',
+      re: 1,
+      access: 'r',
+      pages: [{ page: 0, version: 0, data: new Uint8Array(4095) }],
+    });
     assert.equal(!short.ok && short.code, 'E_MALFORMED');
     const many = bad({ t: 'map', id: 1, apid: 'n:a1', page: 0, count: 65, access: 'r' });
     assert.equal(!many.ok && many.code, 'E_TOO_LARGE');

@@ -19,7 +19,8 @@ complianceSuite((): Harness => {
     async create(nodes) {
       const all = nodes.map((n) => n.node);
       const nets: Record<string, TransportPeerNetwork> = {};
-      for (const { node, ...o } of nodes) nets[node] = await sw.join(node, { ...o, members: all, clock } as never, false);
+      for (const { node, ...o } of nodes)
+        nets[node] = await sw.join(node, { ...o, members: all, clock } as never, false);
       for (const n of Object.values(nets)) n.connect();
       return nets;
     },

@@ -3,8 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { resolveLimits } from '../limits.js';
 import type { Release } from '../messages.js';
 import { TransportPeerNetwork } from '../network.js';
@@ -38,7 +38,10 @@ complianceSuite((): Harness => {
     conns.set(node, set);
     return tracked(wsTransport({ listen: { host: '127.0.0.1', port: 0 }, maxFrameBytes }), set);
   };
-  const sockets = (node: string) => [...(conns.get(node) ?? [])].map((c) => (c.ws as unknown as { _socket: import('node:net').Socket })._socket);
+  const sockets = (node: string) =>
+    [...(conns.get(node) ?? [])].map(
+      (c) => (c.ws as unknown as { _socket: import('node:net').Socket })._socket,
+    );
   return {
     name: 'ws (127.0.0.1, real time)',
     async create(nodes) {
@@ -98,15 +101,38 @@ it('TLS: wss with a self-signed certificate (generated with openssl)', async (t)
     const cert = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
     const r = spawnSync('openssl', [
-      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
-      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
     ]);
     assert.equal(r.status, 0, r.stderr.toString());
     const tls = { certFile: cert, keyFile: key, caFile: cert };
-    const b = await createWsPeerNetwork({ self: 'b', listen: { host: '127.0.0.1', port: 0 }, clusterKey: KEY, tls });
+    const b = await createWsPeerNetwork({
+      self: 'b',
+      listen: { host: '127.0.0.1', port: 0 },
+      clusterKey: KEY,
+      tls,
+    });
     b.onRequest(async () => ({ t: 'ok' }));
     assert.match(b.address!, /^wss:/);
-    const a = await createWsPeerNetwork({ self: 'a', peers: [{ node: 'b', url: b.address! }], clusterKey: KEY, tls });
+    const a = await createWsPeerNetwork({
+      self: 'a',
+      peers: [{ node: 'b', url: b.address! }],
+      clusterKey: KEY,
+      tls,
+    });
     // A client without the CA refuses the certificate.
     const c = await createWsPeerNetwork({ self: 'c', peers: [{ url: b.address! }], clusterKey: KEY });
     try {

@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { CloseCode } from '../errors.js';
 import type { Detach, Get, Release } from '../messages.js';
-import type { TransportPeerNetwork, PeerNetworkOptions } from '../network.js';
-import { RequestError, type PeerSession } from '../peers.js';
+import type { PeerNetworkOptions, TransportPeerNetwork } from '../network.js';
+import { type PeerSession, RequestError } from '../peers.js';
 import type { Transport } from '../transport.js';
 
 export const KEY = 'compliance-cluster-key-0123456789';
@@ -30,7 +30,13 @@ export interface Harness {
   closeAll(): Promise<void>;
 }
 
-const fast = { heartbeatMs: 100, missedBeats: 3, requestTimeoutMs: 2000, reconnectMinMs: 20, reconnectMaxMs: 200 };
+const fast = {
+  heartbeatMs: 100,
+  missedBeats: 3,
+  requestTimeoutMs: 2000,
+  reconnectMinMs: 20,
+  reconnectMaxMs: 200,
+};
 
 async function until(h: Harness, cond: () => boolean, what: string, maxMs = 15_000): Promise<void> {
   for (let t = 0; t < maxMs; t += 10) {
@@ -109,12 +115,17 @@ export function complianceSuite(makeHarness: () => Harness): void {
 
     it('a wrong cluster key is refused with 4003 on both sides, and the key never travels', async () => {
       const frames: Uint8Array[] = [];
-      const tap = (_d: 'in' | 'out', _n: string, f: Uint8Array) => frames.push(Uint8Array.prototype.slice.call(f));
+      const tap = (_d: 'in' | 'out', _n: string, f: Uint8Array) =>
+        frames.push(Uint8Array.prototype.slice.call(f));
       const n = await fresh([
         { node: 'a', onFrame: tap },
         { node: 'b', clusterKey: 'another-cluster-key-9876543210', onFrame: tap },
       ]);
-      await until(h, () => n.a.metrics().authFailures >= 2 && n.b.metrics().authFailures >= 2, 'auth failures');
+      await until(
+        h,
+        () => n.a.metrics().authFailures >= 2 && n.b.metrics().authFailures >= 2,
+        'auth failures',
+      );
       assert.equal(n.a.metrics().sessionsUp + n.b.metrics().sessionsUp, 0);
       assert.ok((n.a.metrics().closesByCode[CloseCode.AUTH] ?? 0) >= 2);
       const key = Buffer.from(KEY);
@@ -232,11 +243,19 @@ export function complianceSuite(makeHarness: () => Harness): void {
       });
       await until(h, () => n.a.sessions().length === 1, 'session up');
       h.stall('b');
-      const dirty = Array.from({ length: 16 }, (_, i) => ({ page: i, version: 1, data: new Uint8Array(4096) }));
+      const dirty = Array.from({ length: 16 }, (_, i) => ({
+        page: i,
+        version: 1,
+        data: new Uint8Array(4096),
+      }));
       const accepted: Promise<unknown>[] = [];
       let busy: RequestError | undefined;
       for (let i = 0; i < 5000 && !busy; i++) {
-        const p = n.a.request<Detach>('b', { t: 'detach', apid: 'b:a1', ranges: [[0, 16]], dirty }, { timeoutMs: 600_000 });
+        const p = n.a.request<Detach>(
+          'b',
+          { t: 'detach', apid: 'b:a1', ranges: [[0, 16]], dirty },
+          { timeoutMs: 600_000 },
+        );
         p.catch(() => {});
         try {
           await Promise.race([p.then(() => null), h.advance(1).then(() => null)]);

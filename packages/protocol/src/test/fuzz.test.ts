@@ -6,8 +6,8 @@
  * link with 4002.
  */
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
 import WebSocket from 'ws';
 import { clientProof, clusterKeyBytes, newNonce, serverProof } from '../auth.js';
@@ -59,7 +59,9 @@ async function rawSession(url: string, node: string, onMsg: (m: Record<string, u
   const w = await next();
   assert.equal(w.t, 'welcome');
   const snode = w.node as string;
-  assert.ok(Buffer.from(serverProof(key, cnonce, w.nonce as Uint8Array, node, snode)).equals(w.proof as Buffer));
+  assert.ok(
+    Buffer.from(serverProof(key, cnonce, w.nonce as Uint8Array, node, snode)).equals(w.proof as Buffer),
+  );
   ws.send(encodeFrame({ t: 'auth', proof: clientProof(key, cnonce, w.nonce as Uint8Array, node, snode) }));
   assert.equal((await next()).t, 'ready');
   return ws;
@@ -89,7 +91,15 @@ function makeGenerator(seed: number) {
     () => ({ t: 'map', id: 1, apid: 'x:a1', page: 0, count: 1000, access: 'r' }),
     () => ({ t: 'map-ok', re: 1, access: 'r', pages: [{ page: 0, version: 0, data: new Uint8Array(4095) }] }),
     () => ({ t: 'detach', id: 2, apid: 'x:a1', ranges: [], dirty: [] }),
-    () => ({ t: 'invalidate', id: 3, segid: 'x:1', ranges: [[0, 0]], reason: 'reclaim', writeback: 1, downgrade: false }),
+    () => ({
+      t: 'invalidate',
+      id: 3,
+      segid: 'x:1',
+      ranges: [[0, 0]],
+      reason: 'reclaim',
+      writeback: 1,
+      downgrade: false,
+    }),
     () => ({ t: `zz${int(1000)}` }),
     () => ({ t: 42 }),
     () => [],
@@ -153,7 +163,11 @@ it(`fuzz: ${TOTAL} random and mutated frames are each rejected with a code; the 
     else goodHandled++;
     return { t: 'ok' };
   });
-  const a = await createWsPeerNetwork({ self: 'a', peers: [{ node: 'b', url: b.address! }], clusterKey: KEY });
+  const a = await createWsPeerNetwork({
+    self: 'a',
+    peers: [{ node: 'b', url: b.address! }],
+    clusterKey: KEY,
+  });
   const t0 = Date.now();
   try {
     const session = await a.waitUp('b', 10_000);
@@ -186,7 +200,9 @@ it(`fuzz: ${TOTAL} random and mutated frames are each rejected with a code; the 
     assert.equal(rejected, TOTAL);
     assert.equal(m.abuseCloses, 0);
     assert.deepEqual(a.sessions(), [session], 'the good session was never disturbed');
-    console.error(`fuzz: ${TOTAL} frames in ${Date.now() - t0} ms; codes ${JSON.stringify(Object.fromEntries(codes))}`);
+    console.error(
+      `fuzz: ${TOTAL} frames in ${Date.now() - t0} ms; codes ${JSON.stringify(Object.fromEntries(codes))}`,
+    );
   } finally {
     await a.close();
     await b.close();

@@ -1,0 +1,181 @@
+/**
+ * Test harness: real kernels (each its own SharedArrayBuffer and worker processes) in one Node
+ * process, connected by the protocol's in-memory network, each with the xpmem driver loaded.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { KernelModule, KernelModuleApi, MmHandle } from '@xpmesh/node/kernel';
+import * as instance from '@xpmesh/node/instance';
+import { createMemoryNetwork, type LinkFaults, type PeerNetwork } from '@xpmesh/protocol';
+import { createXpmemDriver, type MessageEvent, type XpmemDriver } from '../index.js';
+
+export const PAGE = 4096;
+export const PROT_RW = 3;
+export const PROT_R = 1;
+
+/** What the tests use of a process (kernel Process). */
+export interface Proc {
+  readonly pid: number;
+  readonly mm: MmHandle;
+  mmap(length: number, prot: number, addr?: number): Promise<number>;
+  munmap(addr: number, length: number): Promise<void>;
+  mprotect(addr: number, length: number, prot: number): Promise<void>;
+  fork(opts?: object): Promise<Proc>;
+  exit(code?: number): Promise<unknown>;
+  read(addr: number, len: number): Promise<Uint8Array>;
+  write(addr: number, bytes: Uint8Array): Promise<void>;
+  read32(addr: number): Promise<number>;
+  write32(addr: number, value: number): Promise<void>;
+  cas32(addr: number, expect: number, value: number): Promise<number>;
+}
+
+/** What the tests use of a kernel instance. */
+export interface TestKernel {
+  readonly api: KernelModuleApi;
+  loadModule(mod: KernelModule): unknown;
+  spawn(opts?: { uid?: number; gid?: number; catchSignals?: boolean }): Promise<Proc>;
+  reclaimPage(pfn: number): Promise<unknown>;
+  migratePage(pfn: number): Promise<unknown>;
+  pfnOf(pid: number, vaddr: number): number | undefined | null;
+  check(): unknown;
+  close?(): Promise<void>;
+  shutdown?(): Promise<void>;
+}
+
+export interface Inst {
+  readonly name: string;
+  readonly kernel: TestKernel;
+  readonly driver: XpmemDriver;
+  readonly net: PeerNetwork;
+}
+
+export interface Cluster {
+  readonly nodes: Inst[];
+  readonly sw: Awaited<ReturnType<typeof createMemoryNetwork>>['switch'];
+  /** Messages sent by any driver (dir 'out'), in order. */
+  readonly sent: MessageEvent[];
+  close(): Promise<void>;
+}
+
+export interface ClusterOptions {
+  names?: string[];
+  frames?: number;
+  ackTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  prefault?: number;
+  faults?: LinkFaults;
+  heartbeatMs?: number;
+  missedBeats?: number;
+  seed?: number;
+}
+
+type CreateKernel = (opts: { name: string; frames: number; swapPath: string }) => Promise<TestKernel> | TestKernel;
+
+export async function makeCluster(o: ClusterOptions = {}): Promise<Cluster> {
+  const names = o.names ?? ['a', 'b', 'c'];
+  const dir = mkdtempSync(join(tmpdir(), 'xpmesh-driver-'));
+  const mem = await createMemoryNetwork({
+    nodes: names,
+    clusterKey: 'driver-test-key',
+    seed: o.seed ?? 1,
+    defaults: o.faults,
+    heartbeatMs: o.heartbeatMs ?? 200,
+    missedBeats: o.missedBeats ?? 5,
+    requestTimeoutMs: o.requestTimeoutMs ?? 5000,
+  });
+  await until(() => names.every((n) => mem.networks[n].sessions().length === names.length - 1), 'sessions up');
+  const createKernel = (instance as unknown as { createKernel: CreateKernel }).createKernel;
+  const sent: MessageEvent[] = [];
+  const nodes: Inst[] = [];
+  for (const name of names) {
+    const kernel = await createKernel({ name, frames: o.frames ?? 2048, swapPath: join(dir, `${name}.swap`) });
+    const net = mem.networks[name];
+    const driver = createXpmemDriver({
+      net,
+      ackTimeoutMs: o.ackTimeoutMs ?? 1500,
+      requestTimeoutMs: o.requestTimeoutMs ?? 5000,
+      prefault: o.prefault,
+    });
+    driver.events.on('message', (m: MessageEvent) => {
+      if (m.dir === 'out') sent.push(m);
+    });
+    await kernel.loadModule(driver);
+    nodes.push({ name, kernel, driver, net });
+  }
+  return {
+    nodes,
+    sw: mem.switch,
+    sent,
+    async close() {
+      for (const n of nodes) await n.driver.unload().catch(() => undefined);
+      for (const n of nodes) await (n.kernel.close ?? n.kernel.shutdown)?.call(n.kernel).catch(() => undefined);
+      await mem.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function until(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** kernel.check() in whatever form it reports: a list of violations, {ok, violations}, or a throw. */
+export async function checkKernel(k: TestKernel): Promise<void> {
+  const r = (await k.check()) as unknown;
+  if (Array.isArray(r)) assert.deepEqual(r, [], 'kernel.check()');
+  else if (r && typeof r === 'object') {
+    const o = r as { ok?: boolean; violations?: unknown[]; errors?: unknown[] };
+    if (o.violations) assert.deepEqual(o.violations, [], 'kernel.check() violations');
+    if (o.errors) assert.deepEqual(o.errors, [], 'kernel.check() errors');
+    if (o.ok !== undefined) assert.equal(o.ok, true, `kernel.check(): ${JSON.stringify(r)}`);
+  }
+}
+
+/**
+ * Driver-level BRIEF §5 checks at quiescence on one instance: PG_external_rmap iff the reverse map
+ * is non-empty, no entry points at a fenced/dead session, pins == unpins, no invalidation in flight.
+ */
+export function checkDriver(n: Inst, live: Set<string>): void {
+  const d = n.driver;
+  const k = n.kernel.api;
+  for (const pfn of d.rmap.frames()) assert.ok(k.pageExported(pfn), `${n.name}: pfn ${pfn} in rmap but not exported`);
+  for (const e of d.rmap.filter(() => true)) {
+    assert.ok(live.has(d.nodeNames[e.node]), `${n.name}: rmap entry for dead ${d.nodeNames[e.node]}`);
+  }
+  const s = d.status();
+  assert.equal(s.counters.pins, s.counters.unpins, `${n.name}: driver pins == unpins`);
+  for (const seg of d.segments.values()) for (let p = 0; p < seg.npages; p++) assert.equal(seg.inval[p], 0);
+}
+
+/** Every frame flagged PG_external_rmap must be in the driver's map (scan of all frames). */
+export function checkExportedFrames(n: Inst, frames: number): void {
+  const k = n.kernel.api;
+  const inMap = new Set(n.driver.rmap.frames());
+  for (let pfn = 0; pfn < frames; pfn++) {
+    let flagged = false;
+    try {
+      flagged = k.pageExported(pfn);
+    } catch {
+      continue;
+    }
+    if (flagged) assert.ok(inMap.has(pfn), `${n.name}: pfn ${pfn} flagged external_rmap with an empty driver map`);
+  }
+}
+
+export async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.equal((e as { code?: string }).code, code, String(e));
+    return true;
+  });
+}
+
+/** Messages of one kind sent since `from` (an index into cluster.sent). */
+export function countSent(c: Cluster, from: number, type?: string): number {
+  return c.sent.slice(from).filter((m) => !type || m.type === type).length;
+}

@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { lockPageSync, PG_dirty, PG_free, PG_locked, PhysMem, trylockPage, unlockPage } from '../page.js';
+
+test('frames: allocation zeroes, free returns, frame 0 is reserved', () => {
+  const m = new PhysMem(32);
+  assert.equal(m.nrFree, 31);
+  const a = m.allocFrame();
+  assert.equal(a, 1);
+  assert.equal(m.refcount(a), 1);
+  m.frameBytes(a).fill(7);
+  m.dropRef(a);
+  m.freeFrame(a);
+  assert.ok(m.isFree(a));
+  const b = m.allocFrame();
+  assert.equal(b, a);
+  assert.equal(m.frameBytes(b)[100], 0, 'reallocated frame is zeroed');
+  const all: number[] = [];
+  for (;;) {
+    const p = m.allocFrame();
+    if (p < 0) break;
+    all.push(p);
+  }
+  assert.equal(all.length, 30);
+  assert.ok(!all.includes(0));
+});
+
+test('flags are atomic bits; testClearFlag reports the old state', () => {
+  const m = new PhysMem(16);
+  const p = m.allocFrame();
+  m.setFlag(p, PG_dirty);
+  assert.ok(m.testFlag(p, PG_dirty));
+  assert.ok(m.testClearFlag(p, PG_dirty));
+  assert.ok(!m.testClearFlag(p, PG_dirty));
+  assert.ok(!m.testFlag(p, PG_free));
+});
+
+test('page lock: trylock fails while held; a sleeping waiter wakes on unlock', async () => {
+  const m = new PhysMem(16);
+  const p = m.allocFrame();
+  assert.ok(m.trylockPage(p));
+  assert.ok(!m.trylockPage(p));
+  let got = false;
+  const waiter = m.lockPage(p, 5000).then(() => {
+    got = true;
+  });
+  await new Promise((r) => setImmediate(r));
+  assert.equal(got, false, 'waiter sleeps while the lock is held');
+  m.unlockPage(p);
+  await waiter;
+  assert.equal(got, true);
+  assert.ok(m.testFlag(p, PG_locked));
+  m.unlockPage(p);
+  assert.throws(() => m.unlockPage(p), { code: 'EPERM' });
+});
+
+test('page lock: waiting is bounded (ETIMEDOUT)', async () => {
+  const m = new PhysMem(16);
+  const p = m.allocFrame();
+  assert.ok(trylockPage(m.desc, p));
+  await assert.rejects(m.lockPage(p, 30), { code: 'ETIMEDOUT' });
+  assert.throws(() => lockPageSync(m.desc, p, 10), { code: 'ETIMEDOUT' });
+  unlockPage(m.desc, p);
+  lockPageSync(m.desc, p, 10);
+  assert.ok(m.testFlag(p, PG_locked));
+});
+
+test('page lock: a worker thread sleeping in Atomics.wait is woken by the kernel thread', async () => {
+  const { Worker } = await import('node:worker_threads');
+  const m = new PhysMem(16);
+  const p = m.allocFrame();
+  assert.ok(m.trylockPage(p));
+  const url = new URL('../page.js', import.meta.url).href;
+  const w = new Worker(
+    `const { workerData, parentPort } = require('node:worker_threads');
+     import(workerData.url).then(({ lockPageSync, unlockPage }) => {
+       const desc = new Int32Array(workerData.desc);
+       parentPort.postMessage('waiting');
+       lockPageSync(desc, workerData.pfn, 5000);
+       parentPort.postMessage('locked');
+       unlockPage(desc, workerData.pfn);
+       parentPort.postMessage('unlocked');
+     });`,
+    { eval: true, workerData: { url, desc: m.descSab, pfn: p } },
+  );
+  const msgs: string[] = [];
+  const done = new Promise<void>((resolve) => {
+    w.on('message', (msg: string) => {
+      msgs.push(msg);
+      if (msg === 'waiting') setTimeout(() => m.unlockPage(p), 20);
+      if (msg === 'unlocked') resolve();
+    });
+  });
+  await done;
+  await w.terminate();
+  assert.deepEqual(msgs, ['waiting', 'locked', 'unlocked']);
+  assert.ok(!m.testFlag(p, PG_locked));
+});
+
+test('262,144 frames (1 GiB) boot', () => {
+  const m = new PhysMem(262_144);
+  assert.equal(m.nrFree, 262_143);
+  const p = m.allocFrame();
+  assert.equal(m.frameBytes(p).length, 4096);
+});

@@ -1,0 +1,107 @@
+/** Programs run inside test processes (Process.run). Each is `(ctx, args) => result`. */
+import type { ProcessContext } from '../process-messages.js';
+
+/** Sum of 32-bit words in [addr, addr+len). */
+export function sum32(ctx: ProcessContext, a: { addr: number; len: number }): number {
+  let s = 0;
+  for (let i = 0; i < a.len; i += 4) s = (s + ctx.read32(a.addr + i)) | 0;
+  return s;
+}
+
+/** Touch an address and report the signal if one is delivered (catching it). */
+export function touchCatch(ctx: ProcessContext, a: { addr: number; write: boolean }): string {
+  try {
+    if (a.write) ctx.write32(a.addr, 1);
+    else ctx.read32(a.addr);
+    return 'ok';
+  } catch (e) {
+    return String((e as { code?: string }).code);
+  }
+}
+
+/** Touch an address without catching: an uncaught signal kills the process. */
+export function touch(ctx: ProcessContext, a: { addr: number }): number {
+  return ctx.read32(a.addr);
+}
+
+export function exitWith(ctx: ProcessContext, a: { code: number }): void {
+  ctx.exit(a.code);
+}
+
+/**
+ * Stamp hammer: pages [base, base+n*4096) each hold 1024 words equal to (page << 20 | version).
+ * Repeatedly read a random page as one 4 KiB access and check every word carries that page's
+ * index and one version (no torn or foreign page); writers bump the version of a random page with
+ * one 4 KiB write. Runs `iters` iterations; returns {reads, writes, errors[]}.
+ */
+export function stampHammer(
+  ctx: ProcessContext,
+  a: { base: number; pages: number; iters: number; seed: number; writeEvery: number },
+): { reads: number; writes: number; errors: string[] } {
+  let s = a.seed >>> 0 || 1;
+  const rnd = () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 4294967296;
+  };
+  const buf = new Uint8Array(4096);
+  const w32 = new Uint32Array(buf.buffer);
+  const versions = new Uint32Array(a.pages);
+  const errors: string[] = [];
+  let reads = 0;
+  let writes = 0;
+  for (let it = 0; it < a.iters && errors.length < 5; it++) {
+    const p = Math.floor(rnd() * a.pages);
+    const addr = a.base + p * 4096;
+    if (a.writeEvery > 0 && it % a.writeEvery === 0) {
+      versions[p] = (versions[p] + 1) & 0xfffff;
+      w32.fill(((p << 20) | versions[p]) >>> 0);
+      ctx.write(addr, buf);
+      writes++;
+      continue;
+    }
+    ctx.readInto(addr, buf);
+    reads++;
+    const first = w32[0];
+    if (first >>> 20 !== p || (first & 0xfffff) !== versions[p]) {
+      errors.push(`page ${p}: stamp 0x${first.toString(16)}, expected page ${p} version ${versions[p]}`);
+      continue;
+    }
+    for (let i = 1; i < 1024; i++) {
+      if (w32[i] !== first) {
+        errors.push(`page ${p}: torn at word ${i}: 0x${w32[i].toString(16)} vs 0x${first.toString(16)}`);
+        break;
+      }
+    }
+  }
+  return { reads, writes, errors };
+}
+
+/** Bandwidth: read [addr, addr+len) `rounds` times through the page table; bytes per ms. */
+export function readBandwidth(ctx: ProcessContext, a: { addr: number; len: number; rounds: number }): number {
+  const dst = new Uint8Array(a.len);
+  ctx.readInto(a.addr, dst); // warm (faults)
+  const t0 = performance.now();
+  for (let r = 0; r < a.rounds; r++) ctx.readInto(a.addr, dst);
+  return (a.len * a.rounds) / (performance.now() - t0);
+}
+
+/** Baseline: raw SharedArrayBuffer copy of the same size, same thread, bytes per ms. */
+export function rawCopyBandwidth(ctx: ProcessContext, a: { len: number; rounds: number }): number {
+  const src = new Uint8Array(ctx.physMemForBaseline(), 4096 * 64, a.len);
+  const dst = new Uint8Array(a.len);
+  for (let off = 0; off < a.len; off += 4096) dst.set(src.subarray(off, off + 4096), off);
+  const t0 = performance.now();
+  for (let r = 0; r < a.rounds; r++) {
+    for (let off = 0; off < a.len; off += 4096) dst.set(src.subarray(off, off + 4096), off);
+  }
+  return (a.len * a.rounds) / (performance.now() - t0);
+}
+
+/** Minor-fault cost: touch `pages` fresh pages; microseconds per fault. */
+export function touchFresh(ctx: ProcessContext, a: { addr: number; pages: number }): number {
+  const t0 = performance.now();
+  for (let i = 0; i < a.pages; i++) ctx.write32(a.addr + i * 4096, i);
+  return ((performance.now() - t0) * 1000) / a.pages;
+}

@@ -21,7 +21,7 @@ COPY packages/driver/package.json packages/driver/
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY packages packages
 RUN npx tsc -b \
- && find packages -path '*/dist/*' \( -name '*.test.js' -o -name '*.test.d.ts' -o -name '*.map' -o -name '*.tsbuildinfo' \) -delete
+ && find packages -path '*/dist/*' \( -name '*.test.js' -o -name '*.test.d.ts' -o -name '*.map' -o -name '*.tsbuildinfo' \) -exec rm -f {} +
 
 # ---- runtime -----------------------------------------------------------------------------------
 FROM node:20-bookworm-slim AS runtime

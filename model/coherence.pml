@@ -80,7 +80,9 @@ chan r2h[NR] = [CAP] of { mtype, byte, byte, byte, byte };
 /* ---- home: the directory (driver-side reverse map) ---- */
 byte mapr[NP * NR];    /* what the home believes remote i holds: A_NONE / A_R / A_RW */
 bool pend[NP * NR];    /* an invalidate was sent to remote i, its ack is awaited */
-byte req[NP * NR];     /* a queued map request of remote i (access), 0 = none */
+byte req[NP * NR];     /* map request of remote i (access) queued or in service, 0 = none */
+byte qold[NP];         /* remote (+1) whose queued request is served next (FIFO, like the page
+                          mutex in home.ts), 0 = none queued */
 byte op[NP];           /* OP_* in flight */
 byte opfor[NP];        /* remote (+1) to grant when the op completes, 0 = none */
 byte hval[NP];         /* the frame's data (kept on swap while freed) */
@@ -107,7 +109,7 @@ byte faults;           /* crashes + lease expiries so far */
 /* scratch variables: used only inside atomic sequences that never block, so they can live outside
    the state vector (a local would keep the last message and multiply the states) */
 hidden mtype m;
-hidden byte p, a, v, e, fl, fp, rp;
+hidden byte p, a, v, e, fl, fp, rp, q;
 
 /* Directory-consistency checks: the home's and the remotes' bookkeeping agree with the messages
    they receive. -DNOSANITY turns them off, so that a bug variant has to be caught by one of the
@@ -212,8 +214,10 @@ inline serve(p, i) {
      fi
   :: req[IX(p, i)] == A_RW ->
      if
-     :: mapr[IX(p, OTHER(i))] != A_NONE ->
-        inval(p, OTHER(i), F_WB); op[p] = OP_UPGRADE; opfor[p] = i + 1
+     :: mapr[IX(p, OTHER(i))] != A_NONE || mapr[IX(p, i)] == A_R ->
+        /* as resolveConflicts in home.ts: the other copies go; an upgrading requester's own read
+           copy goes too (the grant brings the data back) */
+        inval(p, OTHER(i), F_WB); inval(p, i, F_WB); op[p] = OP_UPGRADE; opfor[p] = i + 1
      :: else -> grant(p, i, A_RW)
      fi
   fi
@@ -248,6 +252,11 @@ inline fence(i) {
     pend[IX(fp, i)] = false;
     req[IX(fp, i)] = 0;
     if
+    :: qold[fp] == i + 1 ->
+       qold[fp] = (req[IX(fp, OTHER(i))] != 0 && opfor[fp] != OTHER(i) + 1 -> OTHER(i) + 1 : 0)
+    :: else -> skip
+    fi;
+    if
     :: opfor[fp] == i + 1 -> opfor[fp] = 0
     :: else -> skip
     fi;
@@ -271,11 +280,15 @@ end_hrx:
              SANE(req[IX(p, i)] == 0);
              req[IX(p, i)] = a;
              if
-             :: op[p] == OP_NONE -> serve(p, i)
+             :: op[p] == OP_NONE && qold[p] == 0 -> serve(p, i)
 #ifdef BUG_GRANT_DURING_INVALIDATE
              :: else -> grant(p, i, a)
 #else
-             :: else -> skip             /* queued: no grant while an invalidation is in flight */
+             :: else ->                  /* queued: no grant while an invalidation is in flight */
+                if
+                :: qold[p] == 0 -> qold[p] = i + 1
+                :: else -> skip
+                fi
 #endif
              fi
           :: m == ACK ->
@@ -306,10 +319,6 @@ end_hrx:
        fi
      }
   :: atomic { (dead[i] || !lease[i]) && !rcut[i] && nempty(r2h[i]) -> LOSE(r2h[i], rcut[i]) }
-  :: atomic { op[0] == OP_NONE && req[IX(0, i)] != 0 -> serve(0, i) }
-#if NP > 1
-  :: atomic { op[1] == OP_NONE && req[IX(1, i)] != 0 -> serve(1, i) }
-#endif
   od
 }
 
@@ -356,6 +365,20 @@ end_hu:
 #endif
           skip
        fi
+     }
+  od
+}
+
+/* the home serves queued map requests of page pg in arrival order once no invalidation is in flight
+   (a separate process, so that weak fairness applies to it) */
+proctype Granter(byte pg) {
+end_grant:
+  do
+  :: atomic {
+       op[pg] == OP_NONE && qold[pg] != 0 ->
+       q = qold[pg] - 1;
+       qold[pg] = (req[IX(pg, OTHER(q))] != 0 -> OTHER(q) + 1 : 0);
+       serve(pg, q)
      }
   od
 }
@@ -474,9 +497,9 @@ init {
   atomic {
     run HomeRx(0); run HomeRx(1); run Fencer();
     run RemoteRx(0); run RemoteRx(1);
-    run HomeUser(0); run RemoteUser(0, 0); run RemoteUser(1, 0);
+    run HomeUser(0); run Granter(0); run RemoteUser(0, 0); run RemoteUser(1, 0);
 #if NP > 1
-    run HomeUser(1); run RemoteUser(0, 1); run RemoteUser(1, 1);
+    run HomeUser(1); run Granter(1); run RemoteUser(0, 1); run RemoteUser(1, 1);
 #endif
   }
 }

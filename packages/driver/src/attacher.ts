@@ -116,7 +116,11 @@ async function requestPages(
   if (att.gone) return;
   if (att.detached) {
     // detached while the grant was in flight: give the pages straight back
-    await giveBack(d, att, pages.map((pd) => pd.page));
+    await giveBack(
+      d,
+      att,
+      pages.map((pd) => pd.page),
+    );
     return;
   }
   for (const pd of pages) {
@@ -196,10 +200,14 @@ export async function handleInvalidate(
     throw { code: 'E_STATE', message: `${from.node} is not the home of ${msg.segid}` };
   const pages = new Set<number>();
   for (const [first, count] of msg.ranges) for (let p = first; p < first + count; p++) pages.add(p);
-  // Links are FIFO (ws over TCP; the memory transport without `reorder`): an invalidate that arrives
-  // while our map request is in flight was sent before the grant, so the grant that follows is
-  // fresh. Cached copies are forgotten synchronously, before anything awaits, so no local fault can
-  // install them again.
+  // Order. Links are FIFO, and the home grants a page only after every invalidation of it is acked,
+  // so an invalidate that arrives while our map request for the page is unanswered is older than
+  // the grant: the grant that follows is fresh. But a reply is consumed in a promise continuation
+  // (microtasks) while a request handler is called at once: a map-ok and the invalidate behind it
+  // in one batch would be applied in the wrong order. Yielding one macrotask first lets every reply
+  // that arrived before this invalidate be installed; then cached copies are forgotten
+  // synchronously, before anything else awaits, so no local fault can install them again.
+  await new Promise<void>((resolve) => setImmediate(resolve));
   const work: Array<{ page: number; pfn: number; version: number; wasWrite: boolean; drop: boolean }> = [];
   for (const p of pages) {
     const key = pageKey(msg.segid, p);
@@ -217,6 +225,12 @@ export async function handleInvalidate(
   }
   await unmapPages(d, msg.segid, pages, msg.downgrade);
   const dirty: PageData[] = [];
+  if (msg.writeback) {
+    for (const p of pages) {
+      const pd = d.detaching.get(pageKey(msg.segid, p));
+      if (pd) dirty.push(pd);
+    }
+  }
   for (const w of work) {
     if (msg.writeback && w.wasWrite) {
       const data = new Uint8Array(k.pageSize);
@@ -267,6 +281,25 @@ export async function releaseAttachmentPages(
     k.putPage(c.pfn);
   }
   if (pages.length === 0 || att.gone) return;
+  // Until the home has the detach, its data is also what an invalidate of these pages must return
+  // (the home may recall the page before the detach arrives and would otherwise lose the write).
+  for (const pd of dirty) d.detaching.set(pageKey(att.grant.segid, pd.page), pd);
+  try {
+    await sendDetach(d, att, pages, dirty);
+  } finally {
+    for (const pd of dirty) {
+      const key = pageKey(att.grant.segid, pd.page);
+      if (d.detaching.get(key) === pd) d.detaching.delete(key);
+    }
+  }
+}
+
+async function sendDetach(
+  d: XpmemDriver,
+  att: Attachment,
+  pages: number[],
+  dirty: PageData[],
+): Promise<void> {
   // ranges cover every page (phantom grants included); dirty data goes in chunks of MAX_PAGES
   const ranges = toRanges(pages);
   for (let i = 0; i === 0 || i < dirty.length; i += MAX_PAGES) {
@@ -291,7 +324,12 @@ async function giveBack(d: XpmemDriver, att: Attachment, pages: number[]): Promi
   const free = pages.filter((p) => !others.some((a) => p >= a.firstPage && p < a.firstPage + a.npages));
   if (free.length === 0) return;
   try {
-    await d.request<Detach>(att.grant.home, { t: 'detach', apid: att.grant.apid, ranges: toRanges(free), dirty: [] });
+    await d.request<Detach>(att.grant.home, {
+      t: 'detach',
+      apid: att.grant.apid,
+      ranges: toRanges(free),
+      dirty: [],
+    });
   } catch (e) {
     d.log.debug({ err: e }, 'xpmem: give-back detach not delivered');
   }
@@ -299,6 +337,7 @@ async function giveBack(d: XpmemDriver, att: Attachment, pages: number[]): Promi
 
 export async function handleSegmentGone(d: XpmemDriver, from: PeerSession, msg: SegmentGone): Promise<void> {
   if (homeOf(msg.segid) !== from.node) return;
+  await new Promise<void>((resolve) => setImmediate(resolve)); // after replies that arrived before it
   d.counters.segmentGone++;
   await revoke(d, (segid) => segid === msg.segid);
 }

@@ -135,6 +135,8 @@ export class XpmemDriver implements KernelModule {
   readonly attachments = new Map<number, Attachment>();
   readonly cache = new Map<string, CachedPage>();
   readonly pendingFaults = new Map<string, { access: Access; promise: Promise<void> }>();
+  /** Dirty pages given back in a detach the home has not acknowledged yet. */
+  readonly detaching = new Map<string, import('@xpmesh/protocol').PageData>();
   nextAttachment = 1;
 
   // ---- peers

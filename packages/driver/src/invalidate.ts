@@ -75,12 +75,26 @@ export async function invalidatePages(
   }
   let ok = true;
   let dirty = false;
+  const t0 = d.clock.now();
   try {
     const batches: Array<[number, number[]]> = [];
     for (const [node, ps] of byNode) {
-      // an ack carries at most MAX_PAGES dirty pages: split write-back rounds accordingly
-      const step = o.writeback ? MAX_PAGES : ps.length;
-      for (let i = 0; i < ps.length; i += step) batches.push([node, ps.slice(i, i + step)]);
+      // an ack carries at most MAX_PAGES dirty pages: a write-back round is split so that no message
+      // covers more than MAX_PAGES pages the instance holds for writing (read copies cost nothing)
+      let cur: number[] = [];
+      let writes = 0;
+      for (const p of ps.sort((a, b) => a - b)) {
+        const w =
+          o.writeback && d.rmap.entries(seg.pfn[p], seg.slot, p).some((e) => e.node === node && e.write);
+        if (w && writes === MAX_PAGES) {
+          batches.push([node, cur]);
+          cur = [];
+          writes = 0;
+        }
+        cur.push(p);
+        if (w) writes++;
+      }
+      if (cur.length) batches.push([node, cur]);
     }
     await Promise.all(
       batches.map(async ([node, ps]) => {
@@ -135,6 +149,14 @@ export async function invalidatePages(
     }
     for (const pfn of frames) await unexportIfEmpty(d, pfn, o.lockHeld === true);
   }
+  d.events.emit('invalidated', {
+    segid: seg.segid,
+    pages: touched.length,
+    peers: byNode.size,
+    reason: o.reason,
+    ok,
+    ms: d.clock.now() - t0,
+  });
   return { ok, dirty };
 }
 

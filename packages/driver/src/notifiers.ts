@@ -146,7 +146,24 @@ export function rmapNotifierOps(d: XpmemDriver): RmapNotifierOps {
       );
       for (const [seg, pages] of groups) {
         for (const p of pages) {
-          if (reason === 'clean' || seg.pfn[p] !== pfn) continue;
+          if (reason === 'clean') {
+            // the page stays: no copy is left, so the source PTE goes back to normal (our device entry
+            // would keep it unevictable); a grant racing with this retries (it checks seg.dev)
+            if (
+              seg.pfn[p] === pfn &&
+              seg.dev[p] !== DEV_CLEAR &&
+              d.rmap.entries(pfn, seg.slot, p).length === 0
+            ) {
+              try {
+                if (!seg.mm.exiting) k.clearDeviceEntry(seg.mm, pageAddr(d, seg, p));
+              } catch (e) {
+                d.log.debug({ err: e }, 'xpmem: clearDeviceEntry after clean');
+              }
+              seg.dev[p] = DEV_CLEAR;
+            }
+            continue;
+          }
+          if (seg.pfn[p] !== pfn) continue;
           seg.pfn[p] = -1;
           seg.dev[p] = DEV_CLEAR; // the kernel's own rmap walk replaced the source PTE
           if (ok && reason === 'reclaim' && seg.pageState(p) === 'home') d.transition(seg, p, 'swap-out');

@@ -38,6 +38,11 @@ export const PACKR_OPTIONS = Object.freeze({
 
 // `skipValues` exists in msgpackr 2.x but is missing from its type declarations.
 const packr = new Packr({ ...PACKR_OPTIONS, skipValues: [undefined] } as Options);
+// msgpackr encodes into one slab and returns `subarray`s of it, moving on (never overwriting a frame
+// it returned, so a frame still queued in a socket stays intact) and taking a new slab of the same
+// size when the current one is nearly full. Its default 8 KiB slab makes every few page-carrying
+// frames grow-and-copy; start with 256 KiB so a slab is allocated once per ~60 pages.
+packr.useBuffer(Buffer.allocUnsafeSlow(256 * 1024));
 
 /** Encodes one message or a batch into one frame. */
 export function encodeFrame(messages: Message | readonly Message[]): Uint8Array {

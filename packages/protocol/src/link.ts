@@ -75,8 +75,15 @@ interface Pending {
   expect: ReplyMessage['t'];
   resolve: (m: Message) => void;
   reject: (e: RequestError) => void;
-  timer: unknown;
+  /** Absolute deadline (clock.now() ms); enforced by the link's one sweep timer. */
+  deadline: number;
+  t: RequestMessage['t'];
+  ms: number;
 }
+
+/** Soft cap (estimated bytes) of one batch frame: page-carrying messages travel a few per frame,
+ * so the receiver can start on the first ones while the rest are still on the wire. */
+const BATCH_SOFT_BYTES = 16 * 1024;
 
 /** Rough size of a message on the wire, for the high-water mark before it is encoded. */
 function estimateBytes(m: Message): number {
@@ -107,7 +114,11 @@ export class Link {
   private readonly pending = new Map<number, Pending>();
   private incoming = 0;
   private queue: Message[] = [];
+  private queueEst: number[] = [];
   private queuedBytes = 0;
+  /** One timer for every request deadline of this link, armed for the earliest one. */
+  private sweepTimer: unknown;
+  private sweepAt = Number.POSITIVE_INFINITY;
   private flushScheduled = false;
   private seenSinceBeat = true;
   private missed = 0;
@@ -189,22 +200,44 @@ export class Link {
     }
     return new Promise((resolve, reject) => {
       const ms = timeoutMs ?? o.requestTimeoutMs;
-      const timer = o.clock.setTimeout(() => {
-        if (this.pending.delete(full.id)) {
-          m.requestTimeouts++;
-          reject(
-            new RequestError('E_TIMEOUT', this.peerNode, `${full.t} ${full.id}: no reply within ${ms} ms`),
-          );
-        }
-      }, ms);
+      const deadline = o.clock.now() + ms;
       this.pending.set(full.id, {
         expect: REPLY_TYPE[full.t],
         resolve: resolve as (m: Message) => void,
         reject,
-        timer,
+        deadline,
+        t: full.t,
+        ms,
       });
+      if (deadline < this.sweepAt) this.armSweep(deadline);
       this.enqueue(full, est);
     });
+  }
+
+  /** (Re)arms the deadline timer for `at` (absolute ms). */
+  private armSweep(at: number): void {
+    const c = this.o.clock;
+    if (this.sweepTimer !== undefined) c.clearTimeout(this.sweepTimer);
+    this.sweepAt = at;
+    this.sweepTimer = c.setTimeout(() => this.guard(() => this.sweep()), Math.max(0, at - c.now()));
+  }
+
+  /** Rejects every request past its deadline (in send order), re-arms for the next deadline. */
+  private sweep(): void {
+    this.sweepTimer = undefined;
+    this.sweepAt = Number.POSITIVE_INFINITY;
+    if (this.state === 'closed') return;
+    const now = this.o.clock.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const [id, p] of this.pending) {
+      if (p.deadline <= now) {
+        this.pending.delete(id);
+        this.o.metrics.c.requestTimeouts++;
+        p.reject(new RequestError('E_TIMEOUT', this.peerNode, `${p.t} ${id}: no reply within ${p.ms} ms`));
+      } else if (p.deadline < next) next = p.deadline;
+    }
+    // A timer may fire a little before the wall clock reaches the deadline: never spin.
+    if (next !== Number.POSITIVE_INFINITY) this.armSweep(Math.max(next, now + 1));
   }
 
   /** Sends a one-way message; returns false (and counts) if dropped (not up, or over high-water). */
@@ -274,6 +307,7 @@ export class Link {
 
   private enqueue(msg: Message, est: number): void {
     this.queue.push(msg);
+    this.queueEst.push(est);
     this.queuedBytes += est;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -282,36 +316,45 @@ export class Link {
     }
   }
 
-  /** Encodes the queue into as few frames as the limits allow (messages queued in one turn share a frame). */
+  /**
+   * Encodes the queue (everything queued in this turn) into batch frames of at most limits.maxBatch
+   * messages and about BATCH_SOFT_BYTES (never over maxFrameBytes / 2 estimated), and hands them to
+   * the transport corked, so one turn's frames leave in one write.
+   */
   private flush(): void {
     this.flushScheduled = false;
     const q = this.queue;
+    const est = this.queueEst;
     this.queue = [];
+    this.queueEst = [];
     this.queuedBytes = 0;
     if (this.state === 'closed') return;
     const { maxBatch, maxFrameBytes } = this.o.limits;
-    let i = 0;
-    while (i < q.length) {
-      let n = Math.min(maxBatch, q.length - i);
-      let bytes = 0;
-      // Cap the batch by estimated size so a frame stays under maxFrameBytes.
-      for (let k = 0; k < n; k++) {
-        bytes += estimateBytes(q[i + k]);
-        if (bytes > maxFrameBytes / 2 && k > 0) {
-          n = k;
-          break;
+    const cap = Math.min(BATCH_SOFT_BYTES, maxFrameBytes / 2);
+    const conn = this.o.conn;
+    const corked = q.length > 1 && conn.cork !== undefined;
+    if (corked) conn.cork!();
+    try {
+      let i = 0;
+      while (i < q.length) {
+        const limit = Math.min(maxBatch, q.length - i);
+        let n = 1;
+        let bytes = est[i];
+        while (n < limit && bytes + est[i + n] <= cap) {
+          bytes += est[i + n];
+          n++;
         }
+        this.sendNow(n === 1 ? q[i] : q.slice(i, i + n));
+        i += n;
       }
-      const batch = q.slice(i, i + n);
-      this.sendNow(batch.length === 1 ? batch[0] : batch);
-      i += n;
+    } finally {
+      if (corked) conn.uncork!();
     }
   }
 
   private sendNow(m: Message | Message[]): void {
     const frame = encodeFrame(m);
-    const list = Array.isArray(m) ? m : [m];
-    this.o.metrics.frameOut(list, frame.byteLength);
+    this.o.metrics.frameOut(Array.isArray(m) ? m : [m], frame.byteLength);
     this.o.onFrame?.('out', this.peerNode, frame);
     this.o.conn.send(frame);
   }
@@ -415,7 +458,6 @@ export class Link {
         return;
       }
       this.pending.delete(re);
-      o.clock.clearTimeout(p.timer);
       if (t === 'error') {
         const e = msg as ErrorMsg;
         p.reject(new RequestError(e.code, this.peerNode, e.message));
@@ -635,12 +677,15 @@ export class Link {
     const c = this.o.clock;
     c.clearTimeout(this.handshakeTimer);
     c.clearTimeout(this.beatTimer);
+    if (this.sweepTimer !== undefined) c.clearTimeout(this.sweepTimer);
+    this.sweepTimer = undefined;
+    this.sweepAt = Number.POSITIVE_INFINITY;
     this.queue = [];
+    this.queueEst = [];
     this.queuedBytes = 0;
     this.early = [];
     const why = `${closeCodeName(code)}: ${reason}`;
     for (const [id, p] of this.pending) {
-      c.clearTimeout(p.timer);
       p.reject(
         new RequestError('E_STALE_EPOCH', this.peerNode, `session ended before reply to ${id} (${why})`),
       );

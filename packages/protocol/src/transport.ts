@@ -20,6 +20,10 @@ export interface Conn {
   setHandlers(h: ConnHandlers): void;
   /** Sends one binary frame. Never throws; a send on a closed connection is dropped. */
   send(frame: Uint8Array): void;
+  /** Optional: hold the frames sent until `uncork()` and write them together (one syscall). */
+  cork?(): void;
+  /** Optional: ends a `cork()`; always called in the same turn. */
+  uncork?(): void;
   /** Bytes accepted by send() but not yet handed to the network (ws: `bufferedAmount`). */
   bufferedAmount(): number;
   /** Sends a heartbeat ping; the peer's transport answers with a pong without involving its link. */

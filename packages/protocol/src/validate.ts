@@ -2,8 +2,14 @@
  * Validation at ingress: one zod schema per message, built from the configured limits. Nothing acts
  * on a frame before every message in it passed. Unknown fields are dropped (forward compatibility:
  * a newer minor revision may add optional fields); unknown message types are rejected.
+ *
+ * The zod schemas are the reference. The hot path is a hand-written checker (fast-validate.ts)
+ * that accepts exactly what the schemas accept and returns the same output; whatever it refuses is
+ * re-checked by zod, which supplies the error code and message. test/validate-diff.test.ts proves
+ * the two equal with fast-check.
  */
 import { z } from 'zod';
+import { buildFastChecks } from './fast-validate.js';
 import { type Limits, resolveLimits } from './limits.js';
 import type { Message, MessageType, WireErrorCode } from './messages.js';
 
@@ -161,12 +167,31 @@ export type ValidationResult =
 export class Validator {
   readonly limits: Limits;
   private readonly schemas: ReturnType<typeof buildSchemas>;
+  private readonly fast: ReturnType<typeof buildFastChecks>;
   constructor(limits?: Partial<Limits>) {
     this.limits = resolveLimits(limits);
     this.schemas = buildSchemas(this.limits);
+    this.fast = buildFastChecks(this.limits);
   }
 
   validate(value: unknown): ValidationResult {
+    if (
+      typeof value === 'object' &&
+      value !== null &&
+      !Array.isArray(value) &&
+      !(value instanceof Uint8Array)
+    ) {
+      const t = (value as Record<string, unknown>).t;
+      if (typeof t === 'string' && TYPE_SET.has(t)) {
+        const msg = this.fast[t as MessageType](value as Record<string, unknown>);
+        if (msg !== undefined) return { ok: true, msg };
+      }
+    }
+    return this.validateWithSchema(value);
+  }
+
+  /** The reference path: the zod schemas only (tests compare the fast path against it). */
+  validateWithSchema(value: unknown): ValidationResult {
     if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array) {
       return { ok: false, code: 'E_MALFORMED', message: 'message is not a map' };
     }

@@ -89,6 +89,16 @@ export class WsConn implements Conn {
     }
   }
 
+  /** Corks the underlying socket: ws writes each frame with its own write; corked, a turn's frames
+   * leave in one writev. (`_socket` is ws's net.Socket; absent before open / after close.) */
+  cork(): void {
+    (this.ws as unknown as { _socket?: { cork(): void } })._socket?.cork();
+  }
+
+  uncork(): void {
+    (this.ws as unknown as { _socket?: { uncork(): void } })._socket?.uncork();
+  }
+
   bufferedAmount(): number {
     return this.ws.bufferedAmount;
   }

@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { KernelModule, KernelModuleApi, MmHandle } from '@xpmesh/node/kernel';
 import * as instance from '@xpmesh/node/instance';
 import { createMemoryNetwork, type LinkFaults, type PeerNetwork } from '@xpmesh/protocol';
 import { createXpmemDriver, type MessageEvent, type XpmemDriver } from '../index.js';
@@ -15,34 +14,8 @@ export const PAGE = 4096;
 export const PROT_RW = 3;
 export const PROT_R = 1;
 
-/** What the tests use of a process (kernel Process). */
-export interface Proc {
-  readonly pid: number;
-  readonly mm: MmHandle;
-  mmap(length: number, prot: number, addr?: number): Promise<number>;
-  munmap(addr: number, length: number): Promise<void>;
-  mprotect(addr: number, length: number, prot: number): Promise<void>;
-  fork(opts?: object): Promise<Proc>;
-  exit(code?: number): Promise<unknown>;
-  read(addr: number, len: number): Promise<Uint8Array>;
-  write(addr: number, bytes: Uint8Array): Promise<void>;
-  read32(addr: number): Promise<number>;
-  write32(addr: number, value: number): Promise<void>;
-  cas32(addr: number, expect: number, value: number): Promise<number>;
-}
-
-/** What the tests use of a kernel instance. */
-export interface TestKernel {
-  readonly api: KernelModuleApi;
-  loadModule(mod: KernelModule): unknown;
-  spawn(opts?: { uid?: number; gid?: number; catchSignals?: boolean }): Promise<Proc>;
-  reclaimPage(pfn: number): Promise<unknown>;
-  migratePage(pfn: number): Promise<unknown>;
-  pfnOf(pid: number, vaddr: number): number | undefined | null;
-  check(): unknown;
-  close?(): Promise<void>;
-  shutdown?(): Promise<void>;
-}
+export type Proc = instance.Process;
+export type TestKernel = instance.Kernel;
 
 export interface Inst {
   readonly name: string;
@@ -71,26 +44,30 @@ export interface ClusterOptions {
   seed?: number;
 }
 
-type CreateKernel = (opts: { name: string; frames: number; swapPath: string }) => Promise<TestKernel> | TestKernel;
-
 export async function makeCluster(o: ClusterOptions = {}): Promise<Cluster> {
   const names = o.names ?? ['a', 'b', 'c'];
   const dir = mkdtempSync(join(tmpdir(), 'xpmesh-driver-'));
   const mem = await createMemoryNetwork({
     nodes: names,
-    clusterKey: 'driver-test-key',
+    clusterKey: 'driver-test-cluster-key-0123456789',
     seed: o.seed ?? 1,
     defaults: o.faults,
     heartbeatMs: o.heartbeatMs ?? 200,
     missedBeats: o.missedBeats ?? 5,
     requestTimeoutMs: o.requestTimeoutMs ?? 5000,
   });
-  await until(() => names.every((n) => mem.networks[n].sessions().length === names.length - 1), 'sessions up');
-  const createKernel = (instance as unknown as { createKernel: CreateKernel }).createKernel;
+  await until(
+    () => names.every((n) => mem.networks[n].sessions().length === names.length - 1),
+    'sessions up',
+  );
   const sent: MessageEvent[] = [];
   const nodes: Inst[] = [];
   for (const name of names) {
-    const kernel = await createKernel({ name, frames: o.frames ?? 2048, swapPath: join(dir, `${name}.swap`) });
+    const kernel = await instance.createKernel({
+      name,
+      frames: o.frames ?? 2048,
+      swapPath: join(dir, `${name}.swap`),
+    });
     const net = mem.networks[name];
     const driver = createXpmemDriver({
       net,
@@ -110,7 +87,7 @@ export async function makeCluster(o: ClusterOptions = {}): Promise<Cluster> {
     sent,
     async close() {
       for (const n of nodes) await n.driver.unload().catch(() => undefined);
-      for (const n of nodes) await (n.kernel.close ?? n.kernel.shutdown)?.call(n.kernel).catch(() => undefined);
+      for (const n of nodes) await n.kernel.close().catch(() => undefined);
       await mem.close();
       rmSync(dir, { recursive: true, force: true });
     },
@@ -144,7 +121,8 @@ export async function checkKernel(k: TestKernel): Promise<void> {
 export function checkDriver(n: Inst, live: Set<string>): void {
   const d = n.driver;
   const k = n.kernel.api;
-  for (const pfn of d.rmap.frames()) assert.ok(k.pageExported(pfn), `${n.name}: pfn ${pfn} in rmap but not exported`);
+  for (const pfn of d.rmap.frames())
+    assert.ok(k.pageExported(pfn), `${n.name}: pfn ${pfn} in rmap but not exported`);
   for (const e of d.rmap.filter(() => true)) {
     assert.ok(live.has(d.nodeNames[e.node]), `${n.name}: rmap entry for dead ${d.nodeNames[e.node]}`);
   }
@@ -164,7 +142,8 @@ export function checkExportedFrames(n: Inst, frames: number): void {
     } catch {
       continue;
     }
-    if (flagged) assert.ok(inMap.has(pfn), `${n.name}: pfn ${pfn} flagged external_rmap with an empty driver map`);
+    if (flagged)
+      assert.ok(inMap.has(pfn), `${n.name}: pfn ${pfn} flagged external_rmap with an empty driver map`);
   }
 }
 

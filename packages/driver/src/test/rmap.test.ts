@@ -28,7 +28,9 @@ test('reverse map: add, update, find, remove, filter', () => {
 test('reverse map agrees with a naive model under random operations', () => {
   fc.assert(
     fc.property(
-      fc.array(fc.tuple(fc.boolean(), fc.nat(20), fc.nat(3), fc.nat(2), fc.nat(4), fc.boolean()), { maxLength: 300 }),
+      fc.array(fc.tuple(fc.boolean(), fc.nat(20), fc.nat(3), fc.nat(2), fc.nat(4), fc.boolean()), {
+        maxLength: 300,
+      }),
       (ops) => {
         const r = new ReverseMap(1);
         const model = new Map<string, boolean>();

@@ -179,13 +179,17 @@ export async function runScenario(
       }
     }
   };
-  const step = async (title: string, story: string, body: () => Promise<string>) => {
+  const failures: string[] = [];
+  /** Run one step. A failed step is reported and the scenario goes on (later steps may still
+   * show what works), unless the step is essential for everything after it. */
+  const step = async (title: string, story: string, body: () => Promise<string>, essential = false) => {
     stepNo++;
     observed.length = 0;
     io.out('');
     io.out(`Step ${stepNo}. ${title}`);
     if (!quiet) io.out(`  ${story}`);
     let result: string;
+    let failed = false;
     try {
       result = await body();
     } catch (err) {
@@ -193,7 +197,9 @@ export async function runScenario(
         err instanceof AdminCallError
           ? `${err.code}: ${err.message.replace(`${err.code}: `, '')}`
           : (err as Error).message;
-      throw new StepFailed(`step ${stepNo} (${title}) failed: ${why}`);
+      result = `step ${stepNo} (${title}) FAILED: ${why}`;
+      failed = true;
+      failures.push(result);
     }
     await settle();
     if (!quiet) {
@@ -207,7 +213,8 @@ export async function runScenario(
         io.out(`    ${o.at} ${o.ev.event}: ${JSON.stringify(o.ev.data)}`);
       await showPages();
     }
-    io.out(`  ✔ ${result}`);
+    io.out(failed ? `  ✘ ${result}` : `  ✔ ${result}`);
+    if (failed && essential) throw new StepFailed(result);
   };
   const read = async (inst: Inst, pid: number, addr: number, len: number) =>
     (await inst.client.op<{ text: string }>('read', { pid, addr, len })).text;
@@ -315,6 +322,16 @@ export async function runScenario(
       `${label(B)} reads page 1 again: its copy is gone, so it faults; the home swaps the page back in and maps it again.`,
       async () => {
         expectEqual(`${B.node} read page 1`, await read(B, pidB, addrB + PAGE, 64), t1);
+        await settle();
+        const refault = observed.some(
+          (o) =>
+            o.at === B.node &&
+            o.ev.event === 'message' &&
+            o.ev.data.type === 'map' &&
+            o.ev.data.dir === 'out',
+        );
+        if (!refault)
+          throw new StepFailed(`${B.node} still had its copy: the page was not invalidated by the reclaim`);
         return 'data survived the trip through swap';
       },
     );
@@ -365,21 +382,18 @@ export async function runScenario(
         }
         await settle();
         for (const inst of insts) {
-          const r = await inst.client.op<{ result: unknown }>('check');
-          const res = r.result as
-            | { ok?: boolean; errors?: unknown[]; violations?: unknown[] }
-            | unknown[]
-            | undefined;
-          const problems = Array.isArray(res)
-            ? res
-            : (res?.errors ?? res?.violations ?? (res?.ok === false ? [res] : []));
-          if (Array.isArray(problems) && problems.length > 0)
-            throw new StepFailed(`${inst.node} check: ${JSON.stringify(problems).slice(0, 500)}`);
+          const r = await inst.client.op<{ ok: boolean; violations: string[] }>('check');
+          if (!r.ok) throw new StepFailed(`${inst.node} check: ${r.violations.slice(0, 5).join('; ')}`);
         }
         return 'all invariants hold on every instance';
       },
     );
     io.out('');
+    if (failures.length > 0) {
+      io.err(`Demo FAILED: ${failures.length} of ${stepNo} steps did not hold:`);
+      for (const f of failures) io.err(`  ${f}`);
+      return EXIT_FAIL;
+    }
     io.out(`Demo passed: all ${stepNo} steps held.`);
     return EXIT_OK;
   } catch (err) {

@@ -2,14 +2,31 @@
  * Boots the layers of one instance from its configuration: the kernel, the peer network, and the
  * XPmem driver loaded into the kernel as a module. Returns them as the daemon's ports.
  */
+import { createWsPeerNetwork, type PeerNetwork } from '@xpmesh/protocol';
+import type { KernelModule } from '../kernel/api.js';
+import { createKernel } from '../kernel/index.js';
 import type { NodeConfig } from './config.js';
 import type { InstanceParts } from './instance.js';
 import type { Logger } from './logger.js';
+import type { DriverPort } from './ports.js';
 
-// TEMPORARY: the kernel and the driver are being written; resolved at run time until they exist.
-const KERNEL = '../kernel/index.js';
-const PROTOCOL = '@xpmesh/protocol';
-const DRIVER = '@xpmesh/driver';
+/**
+ * The driver is loaded by module name at run time and typed by the daemon's own port. Why not a
+ * static import: in one clean `tsc -b` of the whole solution, the kernel project (which shares
+ * packages/node/package.json, where @xpmesh/driver is a dependency) looks the package up before
+ * the driver is built, and tsc caches "packages/driver/dist/index.d.ts does not exist" for the
+ * rest of the build, so a fresh clone would fail to compile once.
+ */
+const DRIVER_MODULE: string = '@xpmesh/driver';
+interface DriverModule {
+  createXpmemDriver(opts: {
+    net: PeerNetwork;
+    logger?: Logger;
+    ackTimeoutMs?: number;
+    requestTimeoutMs?: number;
+    prefault?: number;
+  }): DriverPort & KernelModule;
+}
 
 /** The protocol package logs `(message, fields)`; pino wants `(fields, message)`. */
 export function messageFirst(l: Logger) {
@@ -22,9 +39,6 @@ export function messageFirst(l: Logger) {
 }
 
 export async function bootLayers(config: NodeConfig, logger: Logger): Promise<InstanceParts> {
-  const { createKernel } = await import(KERNEL);
-  const { createWsPeerNetwork } = await import(PROTOCOL);
-  const { createXpmemDriver } = await import(DRIVER);
   const kernel = await createKernel({
     name: config.node,
     frames: config.frames,
@@ -32,24 +46,32 @@ export async function bootLayers(config: NodeConfig, logger: Logger): Promise<In
     logger: logger.child({ layer: 'kernel' }),
   });
   const scheme = config.tlsCert ? 'wss' : 'ws';
-  const net = await createWsPeerNetwork({
-    self: config.node,
-    listen: { host: config.listenHost, port: config.listenPort },
-    peers: config.peers.map((p) => ({
-      url: `${scheme}://${p.host.includes(':') ? `[${p.host}]` : p.host}:${p.port}`,
-    })),
-    clusterKey: config.clusterKey,
-    heartbeatMs: config.heartbeatMs,
-    missedBeats: config.missedBeats,
-    requestTimeoutMs: config.requestTimeoutMs,
-    tls: config.tlsCert && config.tlsKey ? { certFile: config.tlsCert, keyFile: config.tlsKey } : undefined,
-    logger: messageFirst(logger.child({ layer: 'protocol' })),
-  });
+  let net: Awaited<ReturnType<typeof createWsPeerNetwork>>;
+  try {
+    net = await createWsPeerNetwork({
+      self: config.node,
+      listen: { host: config.listenHost, port: config.listenPort },
+      peers: config.peers.map((p) => ({
+        url: `${scheme}://${p.host.includes(':') ? `[${p.host}]` : p.host}:${p.port}`,
+      })),
+      clusterKey: config.clusterKey,
+      heartbeatMs: config.heartbeatMs,
+      missedBeats: config.missedBeats,
+      requestTimeoutMs: config.requestTimeoutMs,
+      tls: config.tlsCert && config.tlsKey ? { certFile: config.tlsCert, keyFile: config.tlsKey } : undefined,
+      logger: messageFirst(logger.child({ layer: 'protocol' })),
+    });
+  } catch (err) {
+    await kernel.close();
+    throw err;
+  }
+  const { createXpmemDriver } = (await import(DRIVER_MODULE)) as DriverModule;
   const driver = createXpmemDriver({
     net,
     logger: logger.child({ layer: 'driver' }),
     ackTimeoutMs: config.ackTimeoutMs,
-    prefault: config.prefault,
+    requestTimeoutMs: config.requestTimeoutMs,
+    prefault: config.prefault + 1,
   });
   await kernel.loadModule(driver);
   return { kernel, net, driver };

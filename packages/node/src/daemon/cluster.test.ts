@@ -129,6 +129,7 @@ describe('a local 3-instance cluster', { timeout: 120_000 }, () => {
 
     const rec = ctl(a, 'reclaim', '--pid', pid, '--addr', addr);
     assert.equal(rec.code, 0, rec.err);
+    assert.equal(rec.json.outcome, 'reclaimed', 'an exported page can be reclaimed (after invalidate + ack)');
     assert.equal(
       ctl(b, 'read', '--pid', pb, '--addr', baddr, '--len', '7').json.text,
       'by hand',

@@ -72,7 +72,7 @@ export async function startInstance(
     const direction = String(m.dir ?? m.direction ?? 'unknown');
     const latencyMs = typeof m.latencyMs === 'number' ? m.latencyMs : undefined;
     protoLog.debug(
-      { msg, direction, peer: m.peer, cid: m.cid, latencyMs },
+      { type: msg, direction, peer: m.peer, cid: m.cid, latencyMs },
       `${direction === 'out' ? 'sent' : 'received'} ${msg}`,
     );
     if (latencyMs !== undefined && direction === 'in') {
@@ -89,12 +89,15 @@ export async function startInstance(
   driver.events.on('page-state', (e: Record<string, unknown>) => emit({ ...e, type: 'page-state' }));
   driver.events.on('fence', (e: Record<string, unknown>) => {
     metrics.fences.inc({ reason: String(e.reason ?? e.why ?? 'unknown') });
-    logger.warn({ ...e }, 'peer fenced');
+    logger.warn({ peer: e.node ?? e.peer, epoch: e.epoch, why: e.why ?? e.reason }, 'peer fenced');
     emit({ ...e, type: 'fence' });
   });
   driver.events.on('lost-dirty', (e: Record<string, unknown>) => {
     metrics.lostDirtyPages.inc(num(e.pages ?? e.count) || 1);
-    logger.warn({ ...e }, 'dirty page lost with a fenced instance: reverted to last written-back data');
+    logger.warn(
+      { ...e, node: undefined, peer: e.node ?? e.peer },
+      'dirty page lost with a fenced instance: reverted to last written-back data',
+    );
     emit({ ...e, type: 'lost-dirty' });
   });
   net.on('up', ((peer: { node: string; epoch: number }) => {
@@ -173,14 +176,19 @@ export async function startInstance(
     migrate: async (i) => {
       const from = pfnOf(i.pid, i.addr);
       const result = await kernel.migratePage(from);
-      const to = typeof result === 'number' ? result : kernel.pfnOf(i.pid, i.addr);
-      return { from, to, result };
+      if (typeof result !== 'number')
+        throw new AdminError('EBUSY', `the kernel refused to migrate pfn ${from}: ${String(result)}`);
+      logger.info({ pid: i.pid, addr: i.addr, from, to: result }, 'forced migration');
+      return { from, to: result };
     },
     pfn: async (i) => {
       const pfn = pfnOf(i.pid, i.addr);
       return { pfn, page: kernel.pageInfo(pfn) };
     },
-    check: async () => ({ result: kernel.check() ?? { ok: true } }),
+    check: async () => {
+      const violations = kernel.violations();
+      return { ok: violations.length === 0, violations };
+    },
   };
 
   const backend: AdminBackend = {

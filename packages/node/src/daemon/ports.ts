@@ -26,7 +26,8 @@ export interface KernelPort {
   migratePage(pfn: number): MaybePromise<unknown>;
   pfnOf(pid: number, vaddr: number): number | undefined;
   pageInfo(pfn: number): unknown;
-  check(): unknown;
+  /** Every invariant violation the checker finds (empty when all hold). */
+  violations(): string[];
   stats(): unknown;
   close(): MaybePromise<unknown>;
 }

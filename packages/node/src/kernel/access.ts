@@ -10,7 +10,15 @@
  * the frame. A window never spans a page fault (the fault is taken with the window closed).
  */
 import { KernelError, PAGE_SIZE } from './api.js';
-import { L1_SHIFT, PT_ENTRIES, PTE_DIRTY, PTE_PFN_SHIFT, PTE_PRESENT, PTE_WRITE, PTE_YOUNG } from './pagetable.js';
+import {
+  L1_SHIFT,
+  PT_ENTRIES,
+  PTE_DIRTY,
+  PTE_PFN_SHIFT,
+  PTE_PRESENT,
+  PTE_WRITE,
+  PTE_YOUNG,
+} from './pagetable.js';
 
 /** Control words shared between one process and the kernel. */
 export const C_SEQ = 0;
@@ -97,7 +105,8 @@ export class UserAccess {
     const deadline = Date.now() + this.faultTimeoutMs;
     while (Atomics.load(ctl, C_FAULT_STATE) === 1) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new KernelError('SIGBUS', `page fault at 0x${va.toString(16)} not resolved in time`);
+      if (left <= 0)
+        throw new KernelError('SIGBUS', `page fault at 0x${va.toString(16)} not resolved in time`);
       Atomics.wait(ctl, C_FAULT_STATE, 1, left);
     }
     const res = Atomics.load(ctl, C_FAULT_RESULT);

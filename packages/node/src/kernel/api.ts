@@ -90,7 +90,10 @@ export interface MmuNotifierOps {
 
 /** Result of a global rmap notifier callback (the 2008 patch's `invalidate_page`, made fallible). */
 export type RmapInvalidateResult =
-  | { readonly ok: true; /** a remote copy was dirty: the kernel marks the page dirty */ readonly dirty: boolean }
+  | {
+      readonly ok: true /** a remote copy was dirty: the kernel marks the page dirty */;
+      readonly dirty: boolean;
+    }
   | { readonly ok: false; readonly reason: string };
 
 /**
@@ -102,6 +105,12 @@ export type RmapInvalidateResult =
  */
 export interface RmapNotifierOps {
   invalidatePage(pfn: Pfn, reason: 'reclaim' | 'migrate' | 'clean'): Promise<RmapInvalidateResult>;
+  /**
+   * Optional (additive): true if the driver's reverse map currently holds `pfn`. Lets
+   * `kernel.check()` verify "PG_external_rmap is set iff the driver's reverse map is non-empty".
+   * Synchronous, side-effect free; called only from checks.
+   */
+  isExported?(pfn: Pfn): boolean;
 }
 
 /** An address space (mm_struct) as a driver sees it. */

@@ -3,7 +3,12 @@ export type WaitAsyncResult =
   | { async: false; value: 'not-equal' | 'timed-out' }
   | { async: true; value: Promise<'ok' | 'timed-out'> };
 
-export const waitAsync: (ta: Int32Array, index: number, value: number, timeoutMs?: number) => WaitAsyncResult = (
+export const waitAsync: (
+  ta: Int32Array,
+  index: number,
+  value: number,
+  timeoutMs?: number,
+) => WaitAsyncResult = (
   Atomics as unknown as {
     waitAsync(ta: Int32Array, index: number, value: number, timeoutMs?: number): WaitAsyncResult;
   }

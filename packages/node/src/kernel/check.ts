@@ -7,8 +7,27 @@
  */
 import type { Pfn } from './api.js';
 import type { Kernel } from './kernel.js';
-import { PG_device, PG_driver, PG_external_rmap, PG_free, PG_locked, PG_lru, PG_pagetable, PG_swapcache } from './page.js';
-import { KIND_DEVICE, KIND_MIGRATION, KIND_NORMAL, KIND_SWAP, PT_ENTRIES, PTE_PFN_SHIFT, PTE_PRESENT, ptePfn, pteKind } from './pagetable.js';
+import {
+  PG_device,
+  PG_driver,
+  PG_external_rmap,
+  PG_free,
+  PG_locked,
+  PG_lru,
+  PG_pagetable,
+  PG_swapcache,
+} from './page.js';
+import {
+  KIND_DEVICE,
+  KIND_MIGRATION,
+  KIND_NORMAL,
+  KIND_SWAP,
+  PT_ENTRIES,
+  PTE_PFN_SHIFT,
+  PTE_PRESENT,
+  pteKind,
+  ptePfn,
+} from './pagetable.js';
 import { Registration } from './srcu.js';
 
 export interface CheckOptions {
@@ -86,8 +105,10 @@ export function checkKernel(k: Kernel, opts: CheckOptions = {}): string[] {
     totalPins += pins;
     if (f & PG_free) {
       free++;
-      if (mapped || ph.refcount(pfn) || pins) errs.push(`pfn ${pfn}: free but mapped ${mapped}, refcount ${ph.refcount(pfn)}`);
-      if (f & (PG_external_rmap | PG_lru | PG_swapcache)) errs.push(`pfn ${pfn}: free with flags 0x${f.toString(16)}`);
+      if (mapped || ph.refcount(pfn) || pins)
+        errs.push(`pfn ${pfn}: free but mapped ${mapped}, refcount ${ph.refcount(pfn)}`);
+      if (f & (PG_external_rmap | PG_lru | PG_swapcache))
+        errs.push(`pfn ${pfn}: free with flags 0x${f.toString(16)}`);
       if (quiescent && f & PG_locked) errs.push(`pfn ${pfn}: free page locked at quiescence`);
       continue;
     }
@@ -95,17 +116,25 @@ export function checkKernel(k: Kernel, opts: CheckOptions = {}): string[] {
     const base = (f & PG_pagetable ? 1 : 0) + (k.driverFrames.has(pfn) ? 1 : 0);
     const expect = mapped + pins + base;
     if (ph.refcount(pfn) !== expect) {
-      errs.push(`pfn ${pfn}: refcount ${ph.refcount(pfn)}, expected ${expect} (maps ${mapped} pins ${pins} base ${base})`);
+      errs.push(
+        `pfn ${pfn}: refcount ${ph.refcount(pfn)}, expected ${expect} (maps ${mapped} pins ${pins} base ${base})`,
+      );
     }
     if (f & PG_pagetable && !tables.has(pfn)) errs.push(`pfn ${pfn}: page table of no live mm (leak)`);
-    if (!(f & (PG_pagetable | PG_driver)) && expect === 0) errs.push(`pfn ${pfn}: allocated but unreferenced (leak)`);
+    if (!(f & (PG_pagetable | PG_driver)) && expect === 0)
+      errs.push(`pfn ${pfn}: allocated but unreferenced (leak)`);
     if ((devCount.get(pfn) ?? 0) !== (k.deviceEntries.get(pfn) ?? 0)) {
-      errs.push(`pfn ${pfn}: ${devCount.get(pfn) ?? 0} device entries, accounted ${k.deviceEntries.get(pfn) ?? 0}`);
+      errs.push(
+        `pfn ${pfn}: ${devCount.get(pfn) ?? 0} device entries, accounted ${k.deviceEntries.get(pfn) ?? 0}`,
+      );
     }
-    if (!!(f & PG_device) !== (devCount.get(pfn) ?? 0) > 0) errs.push(`pfn ${pfn}: PG_device disagrees with PTEs`);
+    if (!!(f & PG_device) !== (devCount.get(pfn) ?? 0) > 0)
+      errs.push(`pfn ${pfn}: PG_device disagrees with PTEs`);
     const exported = k.rmapNotifiers.anyExported(pfn);
     if (exported !== undefined && exported !== !!(f & PG_external_rmap)) {
-      errs.push(`pfn ${pfn}: PG_external_rmap=${!!(f & PG_external_rmap)} but driver reverse map says ${exported}`);
+      errs.push(
+        `pfn ${pfn}: PG_external_rmap=${!!(f & PG_external_rmap)} but driver reverse map says ${exported}`,
+      );
     }
     if (!!(f & PG_lru) !== k.lru.has(pfn)) errs.push(`pfn ${pfn}: PG_lru disagrees with the LRU`);
     if (quiescent && f & PG_locked) errs.push(`pfn ${pfn}: locked at quiescence`);
@@ -118,18 +147,21 @@ export function checkKernel(k: Kernel, opts: CheckOptions = {}): string[] {
     let used = 0;
     for (let s = 0; s < k.swap.slots; s++) {
       const want = slotRefs.get(s) ?? 0;
-      if (k.swap.ref(s) !== want) errs.push(`swap slot ${s}: refcount ${k.swap.ref(s)}, ${want} swap entries`);
+      if (k.swap.ref(s) !== want)
+        errs.push(`swap slot ${s}: refcount ${k.swap.ref(s)}, ${want} swap entries`);
       if (k.swap.ref(s) > 0 || k.swap.reserved.has(s)) used++;
     }
     if (used !== k.swap.inUse) errs.push(`swap: ${k.swap.inUse} slots accounted in use, ${used} actually`);
   } else if (slotRefs.size > 0) errs.push('swap entries without a swap area');
 
-  if (Registration.violations > 0) errs.push(`${Registration.violations} notifier callback(s) ran after unregister`);
+  if (Registration.violations > 0)
+    errs.push(`${Registration.violations} notifier callback(s) ran after unregister`);
   if (k.stats.notifierSleptNonBlockable > 0) errs.push('a notifier slept in a non-blockable range');
   if (quiescent) {
     if (totalPins > 0 && !opts.allowPins) errs.push(`pinned != unpinned: ${totalPins} pin(s) outstanding`);
     for (const mm of k.mms.values()) {
-      if (mm.invActive !== 0) errs.push(`mm ${mm.id}: ${mm.invActive} invalidation(s) in progress at quiescence`);
+      if (mm.invActive !== 0)
+        errs.push(`mm ${mm.id}: ${mm.invActive} invalidation(s) in progress at quiescence`);
     }
     if (k.swapCache.size > 0) errs.push(`swap cache not empty at quiescence (${k.swapCache.size})`);
   }

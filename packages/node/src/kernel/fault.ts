@@ -8,11 +8,16 @@
  * re-validates the PTE inside one synchronous section before installing: the kernel thread runs
  * one task at a time, and processes only ever set the young/dirty bits of present PTEs.
  */
-import { KernelError, PAGE_SIZE, PROT_WRITE } from './api.js';
+
 import { FAULT_KILLED, FAULT_RETRY, FAULT_SIGBUS, FAULT_SIGSEGV } from './access.js';
+import { KernelError, PAGE_SIZE, PROT_WRITE } from './api.js';
 import type { Kernel } from './kernel.js';
 import { type Mm, protAllows, pteIndex, type Vma } from './mm.js';
-import { mmuNotifierInvalidatePage, mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.js';
+import {
+  mmuNotifierInvalidatePage,
+  mmuNotifierInvalidateRangeEnd,
+  mmuNotifierInvalidateRangeStart,
+} from './mmu-notifier.js';
 import { PG_anon, PG_dirty, PG_locked, PG_swapcache } from './page.js';
 import {
   KIND_DEVICE,
@@ -24,8 +29,8 @@ import {
   PTE_PRESENT,
   PTE_WRITE,
   PTE_YOUNG,
-  ptePfn,
   pteKind,
+  ptePfn,
 } from './pagetable.js';
 import { flushTlb } from './tlb.js';
 
@@ -109,7 +114,14 @@ export async function faultAnon(k: Kernel, mm: Mm, vma: Vma, va: number, write: 
   }
 }
 
-async function doAnonymousPage(k: Kernel, mm: Mm, vma: Vma, va: number, pi: number, write: boolean): Promise<FaultStep> {
+async function doAnonymousPage(
+  k: Kernel,
+  mm: Mm,
+  vma: Vma,
+  va: number,
+  pi: number,
+  write: boolean,
+): Promise<FaultStep> {
   const pfn = await k.allocUserFrame();
   if (Atomics.load(k.phys.words, pi) !== 0 || mm.exiting || mm.findVma(va) !== vma) {
     k.putFrame(pfn);
@@ -128,7 +140,14 @@ async function doAnonymousPage(k: Kernel, mm: Mm, vma: Vma, va: number, pi: numb
 const STATE_MASK = ~(PTE_YOUNG | PTE_DIRTY);
 
 /** Write to a present read-only PTE in a writable VMA: reuse the page if we are its only user, else copy. */
-async function doWpPage(k: Kernel, mm: Mm, _vma: Vma, va: number, pi: number, pte: number): Promise<FaultStep> {
+async function doWpPage(
+  k: Kernel,
+  mm: Mm,
+  _vma: Vma,
+  va: number,
+  pi: number,
+  pte: number,
+): Promise<FaultStep> {
   const words = k.phys.words;
   const pfn = ptePfn(pte);
   if (
@@ -155,7 +174,12 @@ async function doWpPage(k: Kernel, mm: Mm, _vma: Vma, va: number, pi: number, pt
     k.phys.copyFrame(pfn, np);
     k.phys.setFlag(np, PG_anon);
     for (;;) {
-      const prev = Atomics.compareExchange(words, pi, cur, mkPte(np, PTE_PRESENT | PTE_WRITE | PTE_YOUNG | PTE_DIRTY));
+      const prev = Atomics.compareExchange(
+        words,
+        pi,
+        cur,
+        mkPte(np, PTE_PRESENT | PTE_WRITE | PTE_YOUNG | PTE_DIRTY),
+      );
       if (prev === cur) break;
       if ((prev & STATE_MASK) !== (pte & STATE_MASK)) {
         k.putFrame(np);
@@ -229,4 +253,3 @@ async function doSwapPage(
   k.stats.swapIns++;
   return 'done';
 }
-

@@ -24,8 +24,8 @@ import {
   PTE_DIRTY,
   PTE_PRESENT,
   PTE_WRITE,
-  ptePfn,
   pteKind,
+  ptePfn,
 } from './pagetable.js';
 import { flushTlb } from './tlb.js';
 
@@ -100,7 +100,11 @@ export async function copyMm(k: Kernel, parent: Mm, child: Mm): Promise<void> {
           if (np < 0) throw new KernelError('ENOMEM', 'no memory to copy a pinned page');
           k.phys.copyFrame(pfn, np);
           k.phys.setFlag(np, PG_anon);
-          Atomics.store(words, cpi, mkPte(np, (present ? PTE_PRESENT : 0) | (v.prot & PROT_WRITE ? PTE_WRITE : 0)));
+          Atomics.store(
+            words,
+            cpi,
+            mkPte(np, (present ? PTE_PRESENT : 0) | (v.prot & PROT_WRITE ? PTE_WRITE : 0)),
+          );
           k.phys.addMapcount(np, 1);
           k.rmap.add(np, child, va);
           k.lruAdd(np);

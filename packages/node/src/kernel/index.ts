@@ -5,27 +5,33 @@
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KernelError, type KernelModule, type KernelModuleApi, type MmHandle, type PageInfo, type Pfn } from './api.js';
+import {
+  KernelError,
+  type KernelModule,
+  type KernelModuleApi,
+  type MmHandle,
+  PAGE_SIZE,
+  type PageInfo,
+  type Pfn,
+} from './api.js';
 import { type CheckOptions, checkKernel } from './check.js';
 import { Kernel as KernelState, type Logger, nullLogger, type Watermarks } from './kernel.js';
-import { migratePage, type MigrateOutcome } from './migrate.js';
+import { type MigrateOutcome, migratePage } from './migrate.js';
 import { createModuleApi, pageInfoOf } from './module-api.js';
-import { PAGE_SIZE } from './api.js';
 import { PhysMem } from './page.js';
-import { walk, pteKind, KIND_NORMAL, KIND_DEVICE, ptePfn } from './pagetable.js';
+import { KIND_DEVICE, KIND_NORMAL, pteKind, ptePfn, walk } from './pagetable.js';
 import { Process, type SpawnOptions } from './process.js';
 import { pageMkclean, type ReclaimOutcome, reclaimPage, type ShrinkResult, shrink } from './reclaim.js';
 import { SwapArea } from './swap.js';
 
-export type { ExitStatus, SpawnOptions } from './process.js';
-export type { Process } from './process.js';
-export type { ProcessContext, Program } from './process-messages.js';
-export type { ReclaimOutcome, ShrinkResult } from './reclaim.js';
-export type { MigrateOutcome } from './migrate.js';
+export * from './api.js';
 export type { CheckOptions } from './check.js';
 export type { Logger, Watermarks } from './kernel.js';
+export type { MigrateOutcome } from './migrate.js';
+export type { ExitStatus, Process, SpawnOptions } from './process.js';
+export type { ProcessContext, Program } from './process-messages.js';
+export type { ReclaimOutcome, ShrinkResult } from './reclaim.js';
 export type { RmapNotifierIntrospection } from './rmap-notifier.js';
-export * from './api.js';
 
 export interface KernelOptions {
   name: string;
@@ -173,7 +179,9 @@ class InstanceKernel implements Kernel {
   check(opts?: CheckOptions): void {
     const errs = checkKernel(this.k, opts);
     if (errs.length > 0) {
-      throw new Error(`kernel ${this.k.name}: ${errs.length} invariant violation(s):\n  ${errs.slice(0, 50).join('\n  ')}`);
+      throw new Error(
+        `kernel ${this.k.name}: ${errs.length} invariant violation(s):\n  ${errs.slice(0, 50).join('\n  ')}`,
+      );
     }
   }
 
@@ -186,7 +194,9 @@ class InstanceKernel implements Kernel {
       frames: k.phys.frames,
       freeFrames: k.phys.nrFree,
       lruPages: k.lru.size,
-      swap: k.swap ? { slots: k.swap.slots, used: k.swap.inUse, reads: k.swap.reads, writes: k.swap.writes } : null,
+      swap: k.swap
+        ? { slots: k.swap.slots, used: k.swap.inUse, reads: k.swap.reads, writes: k.swap.writes }
+        : null,
       processes: k.procs.size,
       pins,
       driverFrames: k.driverFrames.size,
@@ -221,12 +231,18 @@ class InstanceKernel implements Kernel {
 }
 
 export async function createKernel(opts: KernelOptions): Promise<Kernel> {
-  if (!opts || typeof opts.name !== 'string' || opts.name.length === 0) throw new KernelError('EINVAL', 'name required');
+  if (!opts || typeof opts.name !== 'string' || opts.name.length === 0)
+    throw new KernelError('EINVAL', 'name required');
   const phys = new PhysMem(opts.frames);
   const slots = opts.swapSlots ?? opts.frames;
   let swap: SwapArea | null = null;
   if (slots > 0) {
-    const path = opts.swapPath ?? join(tmpdir(), `xpmesh-swap-${opts.name.replace(/[^\w.-]/g, '_')}-${process.pid}-${randomBytes(4).toString('hex')}`);
+    const path =
+      opts.swapPath ??
+      join(
+        tmpdir(),
+        `xpmesh-swap-${opts.name.replace(/[^\w.-]/g, '_')}-${process.pid}-${randomBytes(4).toString('hex')}`,
+      );
     swap = await SwapArea.open(path, slots, opts.swapPath === undefined);
   }
   const min = opts.watermarks?.min ?? Math.max(4, Math.floor(opts.frames / 256));

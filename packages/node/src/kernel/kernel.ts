@@ -103,6 +103,8 @@ export class Kernel implements TlbEnv, NotifierEnv {
   readonly deviceEntries = new Map<Pfn, number>();
   /** Invariant breaches detected as they happen (reported by check()). */
   readonly violations: string[] = [];
+  /** Test-only fault injection (see tlb.ts). Never set outside tests. */
+  readonly faultInjection = { skipShootdown: false };
   nextPid = 1;
   nextDevice = 1;
   private kswapd: Promise<void> | null = null;
@@ -130,7 +132,10 @@ export class Kernel implements TlbEnv, NotifierEnv {
   }
 
   async killStuck(mm: Mm): Promise<void> {
-    this.logger.error({ mm: mm.id }, 'process stuck inside an access past the shootdown deadline: killing it');
+    this.logger.error(
+      { mm: mm.id },
+      'process stuck inside an access past the shootdown deadline: killing it',
+    );
     if (this.killHook) await this.killHook(mm);
   }
 
@@ -166,7 +171,8 @@ export class Kernel implements TlbEnv, NotifierEnv {
 
   private freeUserFrame(pfn: Pfn): void {
     const f = this.phys.flags(pfn);
-    if (this.phys.mapcount(pfn) !== 0) this.violations.push(`pfn ${pfn} freed with mapcount ${this.phys.mapcount(pfn)}`);
+    if (this.phys.mapcount(pfn) !== 0)
+      this.violations.push(`pfn ${pfn} freed with mapcount ${this.phys.mapcount(pfn)}`);
     if (f & PG_external_rmap) {
       // Invariant 1/2: a page still in a driver's reverse map must not be freed. Drivers drop it in
       // invalidateRangeStart / release; reaching here means one did not.

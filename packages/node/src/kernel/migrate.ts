@@ -11,7 +11,9 @@ import { PG_dirty, PG_external_rmap, PG_referenced } from './page.js';
 import { mkMigrationPte, mkPte, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, walk } from './pagetable.js';
 import { type ReclaimOutcome, restoreUnmapped, tryToUnmap, unevictableReason } from './reclaim.js';
 
-export type MigrateOutcome = Exclude<ReclaimOutcome, 'reclaimed' | 'referenced' | 'no_swap' | 'io_error'> | 'nomem';
+export type MigrateOutcome =
+  | Exclude<ReclaimOutcome, 'reclaimed' | 'referenced' | 'no_swap' | 'io_error'>
+  | 'nomem';
 
 export async function migratePage(k: Kernel, pfn: Pfn): Promise<Pfn | MigrateOutcome> {
   const r = await migrateInner(k, pfn);

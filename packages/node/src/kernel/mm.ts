@@ -173,7 +173,8 @@ export function checkUserRange(addr: number, length: number): void {
   if (!Number.isInteger(addr) || !Number.isInteger(length) || length <= 0) {
     throw new KernelError('EINVAL', 'address and length must be integers, length > 0');
   }
-  if (addr % PAGE_SIZE !== 0) throw new KernelError('EINVAL', `address 0x${addr.toString(16)} not page-aligned`);
+  if (addr % PAGE_SIZE !== 0)
+    throw new KernelError('EINVAL', `address 0x${addr.toString(16)} not page-aligned`);
   if (addr < MMAP_BASE || addr + length > MMAP_END) {
     throw new KernelError('EINVAL', `range 0x${addr.toString(16)}+${length} outside user space`);
   }

@@ -37,7 +37,10 @@ function isThenable(x: unknown): x is Promise<unknown> {
  * Begin an invalidation of `range`. Returns 'again' if a non-blockable callback refused (every
  * callback that already started gets its invalidateRangeEnd, and the sequence is closed again).
  */
-export async function mmuNotifierInvalidateRangeStart(env: NotifierEnv, range: MmuNotifierRange): Promise<'ok' | 'again'> {
+export async function mmuNotifierInvalidateRangeStart(
+  env: NotifierEnv,
+  range: MmuNotifierRange,
+): Promise<'ok' | 'again'> {
   const mm = mmOf(range);
   mm.invActive++;
   mm.invSeq++;
@@ -107,7 +110,8 @@ export async function mmuNotifierRelease(env: NotifierEnv, mm: Mm): Promise<void
     if (isThenable(res)) pending.push(res);
   }
   const results = await Promise.allSettled(pending.map((p) => withDeadline(p, env.notifierTimeoutMs)));
-  for (const r of results) if (r.status === 'fulfilled' && r.value === 'deadline') env.stats.notifierDeadlines++;
+  for (const r of results)
+    if (r.status === 'fulfilled' && r.value === 'deadline') env.stats.notifierDeadlines++;
   mm.releaseDone = true;
 }
 
@@ -115,7 +119,10 @@ export async function mmuNotifierRelease(env: NotifierEnv, mm: Mm): Promise<void
 export function mmuNotifierClearFlushYoung(mm: Mm, start: number, end: number): boolean {
   let young = false;
   for (const r of mm.notifiers.live()) {
-    if (r.ops.clearFlushYoung && r.call('clearFlushYoung', (ops) => ops.clearFlushYoung!(mm.handle, start, end))) {
+    if (
+      r.ops.clearFlushYoung &&
+      r.call('clearFlushYoung', (ops) => ops.clearFlushYoung!(mm.handle, start, end))
+    ) {
       young = true;
     }
   }

@@ -14,6 +14,7 @@ import {
   PAGE_SIZE,
   type PageInfo,
   type Pfn,
+  PROT_READ,
   PROT_WRITE,
   type RmapNotifierOps,
 } from './api.js';
@@ -36,8 +37,8 @@ import {
   PTE_PRESENT,
   PTE_WRITE,
   PTE_YOUNG,
-  ptePfn,
   pteKind,
+  ptePfn,
 } from './pagetable.js';
 import { doMmap, dropDeviceEntry, zapPteRange } from './syscalls.js';
 import { flushTlb } from './tlb.js';
@@ -57,7 +58,8 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
   const words = ph.words;
 
   const driverVmaCovering = (mm: ReturnType<Kernel['mmOf']>, start: number, end: number) => {
-    if (start % PAGE_SIZE || end % PAGE_SIZE || end <= start) throw new KernelError('EINVAL', 'unaligned driver range');
+    if (start % PAGE_SIZE || end % PAGE_SIZE || end <= start)
+      throw new KernelError('EINVAL', 'unaligned driver range');
     const v = mm.findVma(start);
     if (!v?.driver || end > v.end) throw new KernelError('EINVAL', 'range is not inside one driver VMA');
     return v;
@@ -96,7 +98,8 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
           if (mm.exiting) throw new KernelError('ESRCH', 'address space is exiting');
           const vma = mm.findVma(va);
           if (!vma || vma.driver) throw new KernelError('EFAULT', `no ordinary VMA at 0x${va.toString(16)}`);
-          if (!protAllows(vma.prot, write)) throw new KernelError('EACCES', 'VMA protection forbids the access');
+          if (!protAllows(vma.prot, write))
+            throw new KernelError('EACCES', 'VMA protection forbids the access');
           const pi = pteIndex(ph, mm, va, false);
           const pte = pi >= 0 ? Atomics.load(words, pi) : 0;
           if (pte & PTE_PRESENT && (!write || pte & PTE_WRITE) && pteKind(pte) === KIND_NORMAL) {
@@ -143,12 +146,14 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     },
     exportPage(pfn) {
       requireUserPage(pfn);
-      if (!ph.testFlag(pfn, PG_locked)) throw new KernelError('EPERM', `exportPage(${pfn}): page lock not held`);
+      if (!ph.testFlag(pfn, PG_locked))
+        throw new KernelError('EPERM', `exportPage(${pfn}): page lock not held`);
       ph.setFlag(pfn, PG_external_rmap);
     },
     unexportPage(pfn) {
       k.checkPfn(pfn);
-      if (!ph.testFlag(pfn, PG_locked)) throw new KernelError('EPERM', `unexportPage(${pfn}): page lock not held`);
+      if (!ph.testFlag(pfn, PG_locked))
+        throw new KernelError('EPERM', `unexportPage(${pfn}): page lock not held`);
       ph.clearFlag(pfn, PG_external_rmap);
     },
     pageExported(pfn) {
@@ -175,7 +180,8 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
 
     mmapDriver(mmH: MmHandle, length: number, prot: number, ops: DriverVmaOps, address?: number) {
       const mm = k.mmOf(mmH);
-      if (!ops || typeof ops.fault !== 'function') throw new KernelError('EINVAL', 'driver VMA needs fault()');
+      if (!ops || typeof ops.fault !== 'function')
+        throw new KernelError('EINVAL', 'driver VMA needs fault()');
       return doMmap(mm, length, prot, address, ops);
     },
 
@@ -265,7 +271,11 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       const pi = pteIndex(ph, mm, va, false);
       let pte = pi >= 0 ? Atomics.load(words, pi) : 0;
       const kind = pteKind(pte);
-      if (pte === 0 || (kind !== KIND_NORMAL && kind !== KIND_DEVICE) || (kind === KIND_NORMAL && !(pte & PTE_PRESENT))) {
+      if (
+        pte === 0 ||
+        (kind !== KIND_NORMAL && kind !== KIND_DEVICE) ||
+        (kind === KIND_NORMAL && !(pte & PTE_PRESENT))
+      ) {
         throw new KernelError('EFAULT', `nothing mapped at 0x${va.toString(16)}`);
       }
       const pfn = ptePfn(pte);
@@ -295,8 +305,15 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       if (pteKind(pte) !== KIND_DEVICE) return;
       const pfn = ptePfn(pte);
       const vma = mm.findVma(va);
-      const writable = !!vma && vma.prot & PROT_WRITE && ph.mapcount(pfn) === 1;
-      Atomics.compareExchange(words, pi, pte, mkPte(pfn, PTE_PRESENT | PTE_YOUNG | (writable ? PTE_WRITE : 0)));
+      const readable = !!vma && (vma.prot & PROT_READ) !== 0;
+      const writable = readable && !!vma && vma.prot & PROT_WRITE && ph.mapcount(pfn) === 1;
+      // exchange, not compareExchange: in readonly mode the process may set the young bit meanwhile.
+      const old = Atomics.exchange(
+        words,
+        pi,
+        mkPte(pfn, (readable ? PTE_PRESENT | PTE_YOUNG : 0) | (writable ? PTE_WRITE : 0)),
+      );
+      if (old & PTE_DIRTY) ph.setFlag(pfn, PG_dirty);
       dropDeviceEntry(k, pfn);
     },
 
@@ -308,7 +325,8 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     },
 
     rmapNotifierRegister(ops: RmapNotifierOps): NotifierRegistration {
-      if (!ops || typeof ops.invalidatePage !== 'function') throw new KernelError('EINVAL', 'invalidatePage required');
+      if (!ops || typeof ops.invalidatePage !== 'function')
+        throw new KernelError('EINVAL', 'invalidatePage required');
       const reg = k.rmapNotifiers.list.add(ops);
       return { unregister: () => reg.unregister(k.timeouts.unregisterTimeoutMs) };
     },

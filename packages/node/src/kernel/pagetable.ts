@@ -41,16 +41,16 @@ export function pteKind(pte: number): number {
   return (pte & PTE_KIND_MASK) >>> PTE_KIND_SHIFT;
 }
 export function mkPte(pfn: Pfn, bits: number): number {
-  return ((pfn << PTE_PFN_SHIFT) | (bits & 0xf)) | 0;
+  return (pfn << PTE_PFN_SHIFT) | (bits & 0xf) | 0;
 }
 export function mkSwapPte(slot: number): number {
-  return ((slot << PTE_PFN_SHIFT) | (KIND_SWAP << PTE_KIND_SHIFT)) | 0;
+  return (slot << PTE_PFN_SHIFT) | (KIND_SWAP << PTE_KIND_SHIFT) | 0;
 }
 export function mkMigrationPte(pfn: Pfn): number {
-  return ((pfn << PTE_PFN_SHIFT) | (KIND_MIGRATION << PTE_KIND_SHIFT)) | 0;
+  return (pfn << PTE_PFN_SHIFT) | (KIND_MIGRATION << PTE_KIND_SHIFT) | 0;
 }
 export function mkDevicePte(pfn: Pfn, readonly: boolean): number {
-  return ((pfn << PTE_PFN_SHIFT) | (KIND_DEVICE << PTE_KIND_SHIFT) | (readonly ? PTE_PRESENT : 0)) | 0;
+  return (pfn << PTE_PFN_SHIFT) | (KIND_DEVICE << PTE_KIND_SHIFT) | (readonly ? PTE_PRESENT : 0) | 0;
 }
 /** True for entries that hold a reference to a frame (counted in mapcount and the rmap). */
 export function pteMapsFrame(pte: number): boolean {

@@ -5,8 +5,8 @@
  */
 import { pathToFileURL } from 'node:url';
 import { parentPort, workerData } from 'node:worker_threads';
-import { KernelError } from './api.js';
 import { ProcessKilled, UserAccess } from './access.js';
+import { KernelError } from './api.js';
 import type { ProcessContext, ToKernel, ToProcess } from './process-messages.js';
 
 interface Init {

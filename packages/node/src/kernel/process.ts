@@ -3,8 +3,16 @@
  * main-thread-driven accesses (executed inside the worker, through the page table), programs, exit.
  */
 import { Worker } from 'node:worker_threads';
+import {
+  C_FAULT_RESULT,
+  C_FAULT_STATE,
+  C_KILLED,
+  C_SEQ,
+  CTL_WORDS,
+  FAULT_KILLED,
+  FAULT_SIGBUS,
+} from './access.js';
 import { KernelError, type KernelErrorCode, type MmHandle } from './api.js';
-import { C_FAULT_RESULT, C_FAULT_STATE, C_KILLED, C_SEQ, CTL_WORDS, FAULT_KILLED, FAULT_SIGBUS } from './access.js';
 import { handleMmFault } from './fault.js';
 import { copyMm } from './fork.js';
 import type { Kernel } from './kernel.js';
@@ -69,7 +77,11 @@ export class Process {
   }
 
   /** Create a process: an empty mm and a worker running process-worker.js. */
-  static async spawn(k: Kernel, opts: SpawnOptions = {}, setup?: (mm: Mm) => Promise<void>): Promise<Process> {
+  static async spawn(
+    k: Kernel,
+    opts: SpawnOptions = {},
+    setup?: (mm: Mm) => Promise<void>,
+  ): Promise<Process> {
     if (k.closed) throw new KernelError('ESRCH', 'kernel closed');
     const root = k.phys.allocFrame();
     if (root < 0) throw new KernelError('ENOMEM', 'no frame for a page table');
@@ -97,7 +109,10 @@ export class Process {
     mm.ctl = ctl;
     k.procs.set(pid, p);
     await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new KernelError('ETIMEDOUT', 'process worker did not start')), 10_000);
+      const t = setTimeout(
+        () => reject(new KernelError('ETIMEDOUT', 'process worker did not start')),
+        10_000,
+      );
       worker.once('message', (m: ToKernel) => {
         clearTimeout(t);
         if (m.t === 'ready') resolve();
@@ -143,7 +158,8 @@ export class Process {
         const op = this.ops.get(m.id);
         this.ops.delete(m.id);
         op?.reject(new KernelError(m.code as KernelErrorCode, m.message));
-        if (m.signal && !this.catchSignals) void this.exit(128 + SIGNO[m.code as 'SIGSEGV'], m.code as 'SIGSEGV');
+        if (m.signal && !this.catchSignals)
+          void this.exit(128 + SIGNO[m.code as 'SIGSEGV'], m.code as 'SIGSEGV');
         return;
       }
       case 'exit':

@@ -30,7 +30,18 @@ import {
   PG_referenced,
   PG_swapcache,
 } from './page.js';
-import { KIND_DEVICE, KIND_NORMAL, mkSwapPte, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, ptePfn, pteKind, walk } from './pagetable.js';
+import {
+  KIND_DEVICE,
+  KIND_NORMAL,
+  mkSwapPte,
+  PTE_DIRTY,
+  PTE_PRESENT,
+  PTE_WRITE,
+  PTE_YOUNG,
+  pteKind,
+  ptePfn,
+  walk,
+} from './pagetable.js';
 import { flushTlb } from './tlb.js';
 
 export type ReclaimOutcome =
@@ -99,6 +110,7 @@ export async function tryToUnmap(
   replacement: number,
   event: 'reclaim' | 'migrate',
   blockable: boolean,
+  onReplace: () => void = () => {},
 ): Promise<UnmappedEntry[] | 'again'> {
   const started: MmuNotifierRange[] = [];
   const covered = (mm: Mm, va: number) => started.some((r) => r.mm === mm.handle && r.start === va);
@@ -138,6 +150,7 @@ export async function tryToUnmap(
     const isDriver = !!mm.findVma(va)?.driver;
     const rep = isDriver ? 0 : replacement;
     const old = Atomics.exchange(words, pi, rep);
+    if (rep !== 0) onReplace();
     if (old & PTE_DIRTY) k.phys.setFlag(pfn, PG_dirty);
     k.phys.addMapcount(pfn, -1);
     k.phys.dropRef(pfn); // the caller's reference keeps it above 0
@@ -207,9 +220,9 @@ async function reclaimPageInner(
     k.swapCache.set(slot, pfn);
     ph.setFlag(pfn, PG_swapcache);
     const swapPte = mkSwapPte(slot);
-    const unmapped = await tryToUnmap(k, pfn, swapPte, 'reclaim', opts.blockable);
+    // Each swap entry takes its slot reference in the same synchronous section that writes it.
+    const unmapped = await tryToUnmap(k, pfn, swapPte, 'reclaim', opts.blockable, () => swap.get(slot));
     if (unmapped === 'again') return 'again';
-    for (const e of unmapped) if (e.replacement !== 0) swap.get(slot);
     const abort = async (): Promise<void> => {
       restoreUnmapped(k, pfn, unmapped, () => swap.put(slot));
       // fork may have copied a swap entry meanwhile: give that copy valid data.
@@ -281,7 +294,11 @@ export async function shrink(k: Kernel, nr: number, blockable = true): Promise<S
  * rmap notifiers (event 'clean') to write-protect remote mappings and return remote dirt. A failed
  * notifier is retried (bounded). Returns whether the page was dirty. The caller holds the page lock.
  */
-export async function pageMkclean(k: Kernel, pfn: Pfn, retries = 5): Promise<{ dirty: boolean; clean: boolean }> {
+export async function pageMkclean(
+  k: Kernel,
+  pfn: Pfn,
+  retries = 5,
+): Promise<{ dirty: boolean; clean: boolean }> {
   const words = k.phys.words;
   let dirty = k.phys.testClearFlag(pfn, PG_dirty);
   const entries = k.rmap.walk(pfn).filter((e) => {

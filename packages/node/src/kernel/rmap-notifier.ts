@@ -8,16 +8,14 @@
  * by a deadline; a missed deadline counts as failure. The outcome is success only if every
  * notifier reported success; only then may the caller clear PG_external_rmap.
  */
-import { type Pfn, type RmapNotifierOps, KernelError } from './api.js';
+import { KernelError, type Pfn, type RmapNotifierOps } from './api.js';
 import { PG_locked, type PhysMem } from './page.js';
 import { NotifierList, withDeadline } from './srcu.js';
 
-/** Optional, additive: lets kernel.check() ask a driver whether its reverse map holds a page. */
-export interface RmapNotifierIntrospection {
-  isExported?(pfn: Pfn): boolean;
-}
+/** Kept for callers of the first version; `isExported` is now part of RmapNotifierOps (api.ts). */
+export type RmapNotifierIntrospection = Pick<RmapNotifierOps, 'isExported'>;
 
-export type RmapNotifierOpsExt = RmapNotifierOps & RmapNotifierIntrospection;
+export type RmapNotifierOpsExt = RmapNotifierOps;
 
 export interface RmapOutcome {
   ok: boolean;

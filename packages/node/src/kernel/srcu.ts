@@ -76,7 +76,8 @@ export class Registration<Ops> {
     const deadline = Date.now() + timeoutMs;
     while (this.inflight > self) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new KernelError('ETIMEDOUT', `unregister: ${this.inflight} callback(s) still running`);
+      if (left <= 0)
+        throw new KernelError('ETIMEDOUT', `unregister: ${this.inflight} callback(s) still running`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.drained.push(() => {

@@ -2,9 +2,18 @@
  * System calls on an address space: mmap (anonymous), munmap, mprotect, and exit_mmap. Argument
  * errors are thrown before any state changes.
  */
-import { KernelError, PAGE_SIZE, PROT_READ, PROT_WRITE, type Pfn } from './api.js';
+import { KernelError, PAGE_SIZE, type Pfn, PROT_READ, PROT_WRITE } from './api.js';
 import type { Kernel } from './kernel.js';
-import { checkUserRange, forEachPteSlot, freePageTables, type Mm, MMAP_BASE, MMAP_END, pageAlignUp, type Vma } from './mm.js';
+import {
+  checkUserRange,
+  forEachPteSlot,
+  freePageTables,
+  MMAP_BASE,
+  MMAP_END,
+  type Mm,
+  pageAlignUp,
+  type Vma,
+} from './mm.js';
 import {
   mmuNotifierInvalidateRangeEnd,
   mmuNotifierInvalidateRangeStart,
@@ -18,8 +27,8 @@ import {
   PTE_DIRTY,
   PTE_PRESENT,
   PTE_WRITE,
-  ptePfn,
   pteKind,
+  ptePfn,
 } from './pagetable.js';
 import { flushTlb } from './tlb.js';
 
@@ -129,7 +138,13 @@ async function closeDriverVmas(k: Kernel, mm: Mm, removed: Vma[]): Promise<void>
   }
 }
 
-export async function doMprotect(k: Kernel, mm: Mm, addr: number, length: number, prot: number): Promise<void> {
+export async function doMprotect(
+  k: Kernel,
+  mm: Mm,
+  addr: number,
+  length: number,
+  prot: number,
+): Promise<void> {
   checkUserRange(addr, length);
   checkProt(prot);
   const len = pageAlignUp(length);

@@ -16,10 +16,13 @@ export interface TlbEnv {
   readonly shootdownTimeoutMs: number;
   readonly stats: { shootdowns: number; shootdownWaits: number; shootdownKills: number };
   killStuck(mm: Mm): Promise<void>;
+  /** Test-only fault injection: skip the wait (proves the stamp test can fail). */
+  readonly faultInjection?: { skipShootdown: boolean };
 }
 
 export async function flushTlb(env: TlbEnv, mms: Iterable<Mm>): Promise<void> {
   env.stats.shootdowns++;
+  if (env.faultInjection?.skipShootdown) return;
   for (const mm of new Set(mms)) {
     const ctl = mm.ctl;
     if (!ctl) continue;

@@ -1,6 +1,9 @@
 /**
- * Request/response through a link vs raw `ws` in the same process and run (same frames on the wire
- * for the baseline: the baseline server answers a prebuilt reply frame of the link's reply size).
+ * Request/response through a link vs raw `ws` in the same run. Placement: both ends of both the link
+ * and the baseline live in this one process (one thread, so a round trip is the sum of both sides'
+ * CPU work). Same frames on the wire: the baseline sends the link's request frame and answers with
+ * the exact frame the link's handler reply encodes to (same message, same bytes), prebuilt, so the
+ * baseline does the wire work without encoding, decoding or validating anything.
  * Prints BENCH lines (scripts/bench.mjs). BENCH_QUICK=1 for a short run.
  */
 import { performance } from 'node:perf_hooks';
@@ -104,22 +107,26 @@ async function link(reply: (m: MapReq) => Message) {
 }
 
 const page = new Uint8Array(4096).fill(7);
-const small = (m: MapReq): Message => ({ t: 'ok', re: m.id }) as never;
+const small = (m: MapReq): Message => ({ t: 'map-ok', re: m.id, access: 'r', pages: [] });
 const big = (m: MapReq): Message => ({
   t: 'map-ok',
   re: m.id,
   access: 'r',
   pages: [{ page: 0, version: 1, data: page }],
 });
-const reqFrame = encodeFrame({ t: 'map', id: 1, apid: 'b:a1', page: 0, count: 1, access: 'r' });
+// A mid-range id, so the baseline's frames are as long as the link's (ids are msgpack uint16 there).
+const reqFrame = Uint8Array.prototype.slice.call(
+  encodeFrame({ t: 'map', id: 1000, apid: 'b:a1', page: 0, count: 1, access: 'r' }),
+);
+console.log('placement: link and raw-ws baseline each run with both ends in this one process');
 
 for (const [label, fn] of [
   ['small', small],
   ['4k', big],
 ] as const) {
-  const rawReply = Uint8Array.prototype.slice.call(encodeFrame(fn({ id: 1 } as MapReq)));
+  const rawReply = Uint8Array.prototype.slice.call(encodeFrame(fn({ id: 1000 } as MapReq)));
   const raw = await rawWs(rawReply, reqFrame);
-  const l = await link(label === 'small' ? (m) => ({ t: 'map-ok', re: m.id, access: 'r', pages: [] }) : fn);
+  const l = await link(fn);
   bench(`rtt_p50_${label}_link`, l.rtt, 'us', raw.rtt);
   bench(`rtt_p50_${label}_raw_ws`, raw.rtt, 'us');
   bench(`pipelined_${label}_link`, l.perSec, 'req/s', raw.perSec, false);

@@ -4,10 +4,7 @@ import { createKernel, type Kernel, type KernelOptions } from '../index.js';
 
 export const PROGRAMS = fileURLToPath(new URL('./programs.js', import.meta.url));
 
-export async function withKernel<T>(
-  opts: Partial<KernelOptions>,
-  fn: (k: Kernel) => Promise<T>,
-): Promise<T> {
+export async function withKernel<T>(opts: Partial<KernelOptions>, fn: (k: Kernel) => Promise<T>): Promise<T> {
   const k = await createKernel({ name: 'test', frames: 256, ...opts });
   try {
     return await fn(k);

@@ -18,7 +18,10 @@ test('swap: data written reads back after forced reclaim; the slot is freed on s
     k.check();
     for (let i = 0; i < 4; i++) {
       const b = await p.read(a + i * 4096, 4096);
-      assert.ok(b.every((x) => x === i + 1), `page ${i} content`);
+      assert.ok(
+        b.every((x) => x === i + 1),
+        `page ${i} content`,
+      );
     }
     assert.equal(k.stats().swap!.used, 0);
     assert.equal(k.stats().counters.swapIns, 4);

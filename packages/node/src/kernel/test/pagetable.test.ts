@@ -12,9 +12,9 @@ import {
   PTE_DIRTY,
   PTE_PRESENT,
   PTE_WRITE,
-  ptePfn,
   pteKind,
   pteMapsFrame,
+  ptePfn,
 } from '../pagetable.js';
 
 test('PTE encodings round-trip, including frame numbers >= 2^21', () => {

@@ -78,30 +78,15 @@ export function stampHammer(
   return { reads, writes, errors };
 }
 
-/** Bandwidth: read [addr, addr+len) `rounds` times through the page table; bytes per ms. */
-export function readBandwidth(ctx: ProcessContext, a: { addr: number; len: number; rounds: number }): number {
-  const dst = new Uint8Array(a.len);
-  ctx.readInto(a.addr, dst); // warm (faults)
-  const t0 = performance.now();
-  for (let r = 0; r < a.rounds; r++) ctx.readInto(a.addr, dst);
-  return (a.len * a.rounds) / (performance.now() - t0);
-}
-
-/** Baseline: raw SharedArrayBuffer copy of the same size, same thread, bytes per ms. */
-export function rawCopyBandwidth(ctx: ProcessContext, a: { len: number; rounds: number }): number {
-  const src = new Uint8Array(ctx.physMemForBaseline(), 4096 * 64, a.len);
-  const dst = new Uint8Array(a.len);
-  for (let off = 0; off < a.len; off += 4096) dst.set(src.subarray(off, off + 4096), off);
-  const t0 = performance.now();
-  for (let r = 0; r < a.rounds; r++) {
-    for (let off = 0; off < a.len; off += 4096) dst.set(src.subarray(off, off + 4096), off);
+/** Every page of [base, base+pages*4096) is uniform and carries its own page index. */
+export function stampVerify(ctx: ProcessContext, a: { base: number; pages: number }): string[] {
+  const buf = new Uint8Array(4096);
+  const w32 = new Uint32Array(buf.buffer);
+  const errors: string[] = [];
+  for (let p = 0; p < a.pages; p++) {
+    ctx.readInto(a.base + p * 4096, buf);
+    if (w32[0] >>> 20 !== p) errors.push(`page ${p}: foreign stamp 0x${w32[0].toString(16)}`);
+    else if (!w32.every((x) => x === w32[0])) errors.push(`page ${p}: torn`);
   }
-  return (a.len * a.rounds) / (performance.now() - t0);
-}
-
-/** Minor-fault cost: touch `pages` fresh pages; microseconds per fault. */
-export function touchFresh(ctx: ProcessContext, a: { addr: number; pages: number }): number {
-  const t0 = performance.now();
-  for (let i = 0; i < a.pages; i++) ctx.write32(a.addr + i * 4096, i);
-  return ((performance.now() - t0) * 1000) / a.pages;
+  return errors;
 }

@@ -1,0 +1,163 @@
+/**
+ * Reclaim and migration of exported pages (the 2008 rmap notifier: invalidate every remote mapper,
+ * collect the acks, then the kernel may swap or move the page), and fencing of a partitioned peer.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import {
+  type Cluster,
+  checkDriver,
+  countSent,
+  expectCode,
+  type Inst,
+  makeCluster,
+  PAGE,
+  PROT_RW,
+  until,
+} from './cluster.js';
+
+let c: Cluster;
+let A: Inst;
+let B: Inst;
+let C: Inst;
+
+before(async () => {
+  c = await makeCluster({ ackTimeoutMs: 400, heartbeatMs: 100, missedBeats: 5 });
+  [A, B, C] = c.nodes;
+});
+after(async () => {
+  await c?.close();
+});
+
+async function setup(pages: number, value: number) {
+  const p = await A.kernel.spawn({ catchSignals: true });
+  const va = await p.mmap(pages * PAGE, PROT_RW);
+  for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE, value + i);
+  const segid = await A.driver.make(p.pid, va, pages * PAGE, 0o600);
+  return { p, va, segid };
+}
+
+async function attachOn(n: Inst, segid: string, pages: number) {
+  const q = await n.kernel.spawn({ catchSignals: true });
+  const apid = await n.driver.get(q.pid, segid, 'rw');
+  return { q, apid, va: await n.driver.attach(q.pid, apid, 0, pages * PAGE) };
+}
+
+/**
+ * Reclaim an exported page. The kernel refuses to reclaim or migrate a frame that carries a device
+ * entry ('unevictable'), and a page with remote copies always carries one at its home (that is how a
+ * home write faults into the driver). So when the direct attempt says 'unevictable', the page is
+ * first cleaned (pageMkclean → the same rmap notifier: invalidate every copy, collect every ack with
+ * its dirty data, source PTE back to normal) and then reclaimed. Both paths assert the notifier ran.
+ */
+async function reclaimExported(pfn: number, t: { diagnostic(s: string): void }): Promise<string> {
+  const first = await A.kernel.reclaimPage(pfn);
+  if (first !== 'unevictable') return String(first);
+  t.diagnostic('kernel: a frame with a device entry is unevictable; cleaning first (see docs/driver.md)');
+  await A.kernel.pageMkclean(pfn);
+  return String(await A.kernel.reclaimPage(pfn));
+}
+
+test('reclaim of an exported page: invalidate, ack (with dirty data), swap out; re-fault from swap', async (t) => {
+  const s = await setup(2, 0x300);
+  const b = await attachOn(B, s.segid, 2);
+  const cc = await attachOn(C, s.segid, 2);
+  assert.equal(await cc.q.read32(cc.va), 0x300);
+  await b.q.write32(b.va + PAGE, 0x3ff); // b holds page 1 dirty
+  const pfn0 = A.kernel.pfnOf(s.p.pid, s.va) as number;
+  const pfn1 = A.kernel.pfnOf(s.p.pid, s.va + PAGE) as number;
+  const m = c.sent.length;
+  assert.equal(await reclaimExported(pfn0, t), 'reclaimed');
+  assert.equal(countSent(c, m, 'invalidate'), 1, 'one invalidate to the one reader');
+  assert.equal(countSent(c, m, 'invalidate-ack'), 1);
+  assert.equal(await reclaimExported(pfn1, t), 'reclaimed');
+  assert.equal(A.driver.status().rmap.entries, 0);
+  assert.equal(A.kernel.api.pageExported(pfn1), false);
+  assert.equal(B.driver.status().cachedPages + C.driver.status().cachedPages, 0);
+  assert.equal(A.kernel.pfnOf(s.p.pid, s.va + PAGE), undefined, 'page 1 is in swap');
+  // re-fault from swap, data intact (the dirty page came back in the ack before the swap-out)
+  assert.equal(await cc.q.read32(cc.va + PAGE), 0x3ff);
+  assert.equal(await b.q.read32(b.va), 0x300);
+  assert.equal(await s.p.read32(s.va + PAGE), 0x3ff);
+  await A.driver.remove(s.segid);
+});
+
+test('migration of an exported page: copies are invalidated first, then re-fault the moved page', async () => {
+  const s = await setup(1, 0x400);
+  const b = await attachOn(B, s.segid, 1);
+  await b.q.write32(b.va + 8, 0x4ff);
+  const pfn = A.kernel.pfnOf(s.p.pid, s.va) as number;
+  let out = await A.kernel.migratePage(pfn);
+  if (out === 'unevictable') {
+    await A.kernel.pageMkclean(pfn);
+    out = await A.kernel.migratePage(pfn);
+  }
+  assert.equal(typeof out, 'number', `migrated: ${String(out)}`);
+  assert.equal(A.driver.status().rmap.entries, 0);
+  assert.equal(await s.p.read32(s.va + 8), 0x4ff, 'the dirty remote data moved with the page');
+  await s.p.write32(s.va, 0x401);
+  assert.equal(await b.q.read32(b.va), 0x401);
+  await A.driver.remove(s.segid);
+});
+
+test('a partitioned writer misses the ack deadline: fenced, its dirty page reverts and is counted', async () => {
+  const s = await setup(2, 0x500);
+  const b = await attachOn(B, s.segid, 2);
+  const cc = await attachOn(C, s.segid, 2);
+  await b.q.write32(b.va, 0x5ff); // only dirty copy on b
+  assert.equal(await cc.q.read32(cc.va + PAGE), 0x501);
+  const lost: unknown[] = [];
+  const fences: unknown[] = [];
+  A.driver.events.on('lost-dirty', (e) => lost.push(e));
+  A.driver.events.on('fence', (e) => fences.push(e));
+  c.sw.partition('a', 'b');
+  // the home reads the page b holds for writing: recall → no ack → fence b → last written-back data
+  assert.equal(await s.p.read32(s.va), 0x500);
+  assert.equal(lost.length, 1, 'one lost dirty page');
+  assert.deepEqual(lost[0], { segid: s.segid, page: 0, node: 'b' });
+  assert.ok(fences.some((f) => (f as { node: string }).node === 'b'));
+  assert.ok(A.driver.pageStates(s.segid).every((ps) => !ps.sharers.includes('b') && ps.writer !== 'b'));
+  checkDriver(A, new Set(['a', 'c']));
+  // c is unaffected
+  assert.equal(await cc.q.read32(cc.va + PAGE), 0x501);
+  // b notices the home is gone: its attachment is revoked (SIGBUS), then it comes back as a new session
+  await until(() => !B.net.sessions().some((x) => x.node === 'a'), 'b sees a down', 10_000);
+  await expectCode(b.q.read32(b.va), 'SIGBUS');
+  c.sw.heal('a', 'b');
+  await until(
+    () => B.net.sessions().some((x) => x.node === 'a') && A.net.sessions().some((x) => x.node === 'b'),
+    'b back',
+    15_000,
+  );
+  await expectCode(B.driver.attach(b.q.pid, b.apid, 0, PAGE), 'E_NO_PERMIT');
+  const b2 = await attachOn(B, s.segid, 2);
+  assert.equal(await b2.q.read32(b2.va), 0x500, 'the new session sees the reverted page');
+  await b2.q.write32(b2.va, 0x600);
+  assert.equal(await s.p.read32(s.va), 0x600);
+  await A.driver.remove(s.segid);
+});
+
+test('rmap notifier with a partitioned mapper: the callback fails and fences it, then the clean succeeds', async () => {
+  await until(() => A.net.sessions().length === 2, 'all up', 15_000);
+  const s = await setup(1, 0x700);
+  const cc = await attachOn(C, s.segid, 1);
+  await cc.q.write32(cc.va, 0x7ff);
+  const pfn = A.kernel.pfnOf(s.p.pid, s.va) as number;
+  const before = A.driver.status().counters;
+  c.sw.partition('a', 'c');
+  await A.kernel.pageMkclean(pfn);
+  const after = A.driver.status().counters;
+  assert.equal(after.reclaimRefusals, before.reclaimRefusals + 1, 'the callback reported failure once');
+  assert.equal(after.fences, before.fences + 1);
+  assert.equal(after.lostDirtyPages, before.lostDirtyPages + 1);
+  assert.equal(A.driver.status().rmap.entries, 0, "the fenced peer's entries are gone");
+  assert.equal(A.kernel.api.pageExported(pfn), false, 'flag cleared with the map empty');
+  assert.equal(await s.p.read32(s.va), 0x700, 'reverted to the last written-back data');
+  c.sw.heal('a', 'c');
+  await A.driver.remove(s.segid);
+  await until(
+    () => A.net.sessions().length === 2 && C.net.sessions().some((x) => x.node === 'a'),
+    'all up again',
+    15_000,
+  );
+});

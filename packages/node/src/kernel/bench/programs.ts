@@ -1,0 +1,31 @@
+/** Programs run inside benchmark processes (Process.run). */
+import type { ProcessContext } from '../process-messages.js';
+
+/** Bandwidth: read [addr, addr+len) `rounds` times through the page table; bytes per ms. */
+export function readBandwidth(ctx: ProcessContext, a: { addr: number; len: number; rounds: number }): number {
+  const dst = new Uint8Array(a.len);
+  ctx.readInto(a.addr, dst); // warm (faults)
+  const t0 = performance.now();
+  for (let r = 0; r < a.rounds; r++) ctx.readInto(a.addr, dst);
+  return (a.len * a.rounds) / (performance.now() - t0);
+}
+
+/**
+ * Baseline: raw SharedArrayBuffer copy of the same size in the same thread, bytes per ms. One bulk
+ * `set` of the whole range (no per-page work at all): the ceiling a mapped read could reach.
+ */
+export function rawCopyBandwidth(ctx: ProcessContext, a: { len: number; rounds: number }): number {
+  const src = new Uint8Array(ctx.physMemForBaseline(), 4096 * 64, a.len);
+  const dst = new Uint8Array(a.len);
+  dst.set(src);
+  const t0 = performance.now();
+  for (let r = 0; r < a.rounds; r++) dst.set(src);
+  return (a.len * a.rounds) / (performance.now() - t0);
+}
+
+/** Minor-fault cost: touch `pages` fresh pages; microseconds per fault. */
+export function touchFresh(ctx: ProcessContext, a: { addr: number; pages: number }): number {
+  const t0 = performance.now();
+  for (let i = 0; i < a.pages; i++) ctx.write32(a.addr + i * 4096, i);
+  return ((performance.now() - t0) * 1000) / a.pages;
+}

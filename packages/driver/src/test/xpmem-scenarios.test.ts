@@ -258,6 +258,26 @@ test('many-to-one writers: every increment from two instances lands exactly once
   await A.driver.remove(s.segid);
 });
 
+test('same-instance attachment maps the source frames directly and stays coherent with a remote writer', async () => {
+  const s = await source(A, 2, 0o600, 0x10);
+  const local = await attach(A, s.segid, 'rw', 2);
+  const remote = await attach(B, s.segid, 'rw', 2);
+  assert.equal(await local.q.read32(local.va), 0x10);
+  const pfnLocal = A.kernel.pfnOf(local.q.pid, local.va);
+  assert.equal(pfnLocal, A.kernel.pfnOf(s.p.pid, s.va), 'local attach maps the source frame itself');
+  await remote.q.write32(remote.va, 0x20); // remote write: the local attacher's PTE is zapped
+  assert.equal(await local.q.read32(local.va), 0x20, 'local read recalls the remote writer');
+  await local.q.write32(local.va + 4, 0x21); // local write invalidates the remote reader
+  assert.equal(await remote.q.read32(remote.va + 4), 0x21);
+  assert.equal(await s.p.read32(s.va + 4), 0x21);
+  await s.p.write32(s.va + PAGE, 0x30);
+  assert.equal(await local.q.read32(local.va + PAGE), 0x30);
+  assert.equal(await remote.q.read32(remote.va + PAGE), 0x30);
+  await A.driver.detach(local.q.pid, local.va);
+  await A.driver.remove(s.segid);
+  await expectCode(remote.q.read32(remote.va), 'SIGBUS');
+});
+
 test('leak check: after detach, release, remove and exit, nothing is pinned or exported', async () => {
   for (const p of procs) await p.exit(0);
   for (const n of c.nodes) {

@@ -4,6 +4,7 @@
  * stream from the layers' events, and owns the shutdown order.
  */
 import { EventEmitter } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import { type AdminBackend, type AdminEvent, AdminServer } from './admin.js';
 import type { NodeConfig } from './config.js';
 import type { Logger } from './logger.js';
@@ -188,6 +189,15 @@ export async function startInstance(
     check: async () => {
       const violations = kernel.violations();
       return { ok: violations.length === 0, violations };
+    },
+    run: async (i) => {
+      const p = proc(i.pid) as ProcessPort & {
+        run?: (modulePath: string, exportName: string, args?: unknown) => Promise<unknown>;
+      };
+      if (typeof p.run !== 'function') throw new AdminError('EINVAL', 'this kernel cannot run programs');
+      // The schema allows only plain relative names, so the module stays inside dist/.
+      const modulePath = fileURLToPath(new URL(`../${i.module}`, import.meta.url));
+      return { result: (await p.run(modulePath, i.export, i.args)) ?? null };
     },
   };
 

@@ -102,6 +102,25 @@ export const OP_SCHEMAS = {
   pfn: z.object({ pid, addr }),
   /** Run the kernel's invariant checker; returns its findings. */
   check: z.object({}),
+  /**
+   * Run a program inside a process (its worker thread; accesses go through its page table):
+   * `module` is a .js path relative to this package's dist directory (e.g. "load/program.js"),
+   * `export` the function to call with (ctx, args). Returns { result } (the program's JSON value).
+   */
+  run: z.object({
+    pid,
+    module: z
+      .string()
+      .min(1)
+      .max(256)
+      .regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*\.js$/, 'a relative path like load/program.js'),
+    export: z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[A-Za-z_$][A-Za-z0-9_$]*$/),
+    args: z.unknown().optional(),
+  }),
 } as const;
 
 export type OpName = keyof typeof OP_SCHEMAS;

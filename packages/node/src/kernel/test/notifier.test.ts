@@ -262,3 +262,24 @@ test('young callbacks: a secondary mapping that referenced the page keeps it on 
     assert.equal(await p.run(PROGRAMS, 'sum32', { addr: a, len: 4 }), 4);
     k.check();
   }));
+
+test('a synchronous invalidatePage that returns a promise is counted as a driver bug, not awaited', () =>
+  withKernel({}, async (k) => {
+    const p = await k.spawn();
+    const a = await p.mmap(4096, RW);
+    await p.write32(a, 1);
+    let settled = false;
+    k.api.mmuNotifierRegister(p.mm, {
+      invalidatePage: (() =>
+        new Promise<void>((r) =>
+          setTimeout(() => {
+            settled = true;
+            r();
+          }, 50),
+        )) as unknown as (mm: unknown, address: number) => void,
+    });
+    assert.equal(await k.reclaimPage(k.pfnOf(p.pid, a)!), 'reclaimed');
+    assert.equal(settled, false, 'reclaim did not wait for it');
+    assert.equal(k.stats().counters.notifierInvalidatePagePromise, 1);
+    assert.equal(await p.read32(a), 1);
+  }));

@@ -80,3 +80,46 @@ test(
       );
     }),
 );
+
+test(
+  'stamp test with fork: the child keeps its snapshot while the parent writes (COW) under reclaim and migration',
+  { timeout: 120_000 },
+  () =>
+    withKernel({ frames: 1024, swapSlots: 1024 }, async (k) => {
+      const parent = await k.spawn();
+      const base = await parent.mmap(PAGES * 4096, PROT_READ | PROT_WRITE);
+      await stampPages(parent, base);
+      const child = await parent.fork();
+      const procs = [parent, child];
+      const runs = procs.map((p, i) =>
+        p.run<{ reads: number; writes: number; errors: string[] }>(PROGRAMS, 'stampHammer', {
+          base,
+          pages: PAGES,
+          iters: 30_000,
+          seed: 5 + i,
+          writeEvery: i === 0 ? 3 : 0, // the child only reads: it must see version 0 everywhere, forever
+        }),
+      );
+      let done = false;
+      const all = Promise.all(runs).finally(() => {
+        done = true;
+      });
+      const r = rng(7);
+      let ops = 0;
+      while (!done && ops < 20_000) {
+        ops++;
+        const p = procs[Math.floor(r() * 2)];
+        const pfn = k.pfnOf(p.pid, base + Math.floor(r() * PAGES) * 4096);
+        if (pfn === undefined) {
+          await new Promise((res) => setImmediate(res));
+          continue;
+        }
+        if (r() < 0.5) await k.reclaimPage(pfn);
+        else await k.migratePage(pfn);
+      }
+      const results = await all;
+      for (const res of results) assert.deepEqual(res.errors, []);
+      assert.ok(k.stats().counters.cowFaults + k.stats().counters.cowReuse > 0);
+      k.check();
+    }),
+);

@@ -43,6 +43,8 @@ export async function runCluster(argv: string[], env: Env, io: Io): Promise<numb
   });
   for (const n of cluster.nodes)
     io.out(`${n.id}  pid ${n.pid}  admin ${n.adminUrl}  peer port ${n.peerPort}`);
+  const viewNodes = cluster.nodes.map((n) => n.adminUrl).join(',');
+  io.out(`live view: ${cluster.nodes[0].adminUrl}/view?nodes=${viewNodes}`);
   io.out(`cluster of ${nodes} up; Ctrl-C or SIGTERM stops it`);
 
   return new Promise<number>((resolve) => {

@@ -23,6 +23,9 @@ Every step's data is verified; the exit code is 0 only if all of them held.
   --token T        admin bearer token (or XPMESH_ADMIN_TOKEN)
   --wait-ms MS     how long to wait for the instances and their peer links [30000]
   --logs DIR       keep the local cluster's JSON logs in DIR (default: a temp dir, path printed)
+  --view           print the live view's URL (open it in a browser), wait --view-delay-ms before
+                   the first step, and keep the cluster up after the scenario until Ctrl-C
+  --view-delay-ms  how long to wait for the browser with --view [8000]
   --quiet          print only step titles and results`;
 
 const PAGE = 4096;
@@ -76,6 +79,8 @@ export async function runDemo(argv: string[], env: Env, io: Io): Promise<number>
     quiet: { type: 'boolean', short: 'q' },
     logs: { type: 'string' },
     'wait-ms': { type: 'string' },
+    view: { type: 'boolean' },
+    'view-delay-ms': { type: 'string' },
   });
   if (p.help) {
     io.out(DEMO_HELP);
@@ -111,8 +116,24 @@ export async function runDemo(argv: string[], env: Env, io: Io): Promise<number>
     });
     urls = cluster.nodes.map((n) => n.adminUrl);
   }
+  const view = p.values.view === true;
+  const viewDelayMs = Number(str(p, 'view-delay-ms') ?? 8000);
+  if (!Number.isInteger(viewDelayMs) || viewDelayMs < 0)
+    throw new UsageError('--view-delay-ms must be a non-negative integer');
   try {
-    return await runScenario(urls, token, io, quiet, waitMs);
+    if (view) {
+      io.out(`Live view: ${urls[0]}/view?nodes=${urls.join(',')}`);
+      await new Promise((r) => setTimeout(r, viewDelayMs));
+    }
+    const code = await runScenario(urls, token, io, quiet, waitMs);
+    if (view && cluster) {
+      io.out('Scenario finished; the cluster stays up for the live view. Ctrl-C stops it.');
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', () => resolve());
+        process.once('SIGTERM', () => resolve());
+      });
+    }
+    return code;
   } finally {
     if (cluster) {
       const codes = await cluster.stop(10_000);

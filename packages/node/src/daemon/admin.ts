@@ -16,6 +16,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { viewHandler } from '../view/serve.js';
 import { isDefaultAdminHost } from './config.js';
 import type { Logger } from './logger.js';
 import type { InstanceMetrics } from './metrics.js';
@@ -50,7 +51,12 @@ export interface AdminOptions {
   token: string | undefined;
   metrics: InstanceMetrics;
   logger: Logger;
+  /** Admin base URLs of every instance the live view (/view) should show; default: this one. */
+  viewNodes?: string[];
 }
+
+/** GET endpoints a page served from another instance may read (the live view); never /ops. */
+const CORS_READABLE = new Set(['/healthz', '/status', '/pages', '/events']);
 
 const MAX_BODY = 8 << 20;
 
@@ -76,6 +82,7 @@ export class AdminServer {
   private readonly sse = new Set<ServerResponse>();
   private readonly requireToken: boolean;
   private shuttingDown = false;
+  private readonly view: ReturnType<typeof viewHandler>;
   private readonly onEvent = (ev: AdminEvent) => {
     if (this.sse.size === 0) return;
     const frame = `event: ${ev.type}\ndata: ${toJson(ev)}\n\n`;
@@ -87,6 +94,7 @@ export class AdminServer {
     private readonly opts: AdminOptions,
   ) {
     this.requireToken = adminRequiresToken(opts.host, opts.token);
+    this.view = viewHandler({ nodes: opts.viewNodes });
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err) => {
         opts.logger.error({ err }, 'admin handler failed');
@@ -170,6 +178,11 @@ export class AdminServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname;
+    if (path === '/view' || path.startsWith('/view/')) {
+      this.view(req, res);
+      return;
+    }
+    if (CORS_READABLE.has(path)) res.setHeader('access-control-allow-origin', '*');
     if (path.startsWith('/ops/')) {
       const name = path.slice('/ops/'.length);
       if (req.method !== 'POST')
@@ -181,7 +194,7 @@ export class AdminServer {
       case '/':
         return this.send(res, 200, {
           node: this.backend.node,
-          endpoints: ['/healthz', '/status', '/pages?segid=', '/metrics', '/events'],
+          endpoints: ['/healthz', '/status', '/pages?segid=', '/metrics', '/events', '/view'],
           ops: OP_NAMES,
         });
       case '/healthz':

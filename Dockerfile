@@ -35,6 +35,8 @@ COPY --from=build /app/packages/driver/package.json packages/driver/package.json
 COPY --from=build /app/packages/driver/dist packages/driver/dist
 COPY --from=build /app/packages/node/package.json packages/node/package.json
 COPY --from=build /app/packages/node/dist packages/node/dist
+# the live view's static files are read from the source tree at run time
+COPY --from=build /app/packages/node/src/view/static packages/node/src/view/static
 USER node
 # 7400: peer links (WebSocket); 7500: admin HTTP API
 EXPOSE 7400 7500

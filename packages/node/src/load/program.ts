@@ -110,6 +110,7 @@ export function loadProgram(ctx: ProcessContext, a: LoadProgramArgs): LoadProgra
       out.response.push(t1);
       consecutiveErrors = 0;
     } catch (err) {
+      if ((err as Error)?.name === 'ProcessKilled') throw err;
       // A refused access (SIGBUS/SIGSEGV: e.g. a detached or gone segment) did not take effect.
       const code = String((err as { code?: unknown }).code ?? 'EFAULT');
       out.errors[code] = (out.errors[code] ?? 0) + 1;

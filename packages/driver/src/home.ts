@@ -6,11 +6,11 @@
  *   1. wait until no invalidation of the page is in flight;
  *   2. resolve conflicts: a write grant invalidates every other copy (upgrade); a read grant recalls
  *      a remote writer with downgrade (its dirty data comes back in the ack);
- *   3. getUserPage in the source mm (swap-in / COW break as needed) — a pin;
+ *   3. mmuIntervalReadBegin, then getUserPage in the source mm (swap-in / COW break) — a pin;
  *   4. put the source PTE in the right device mode ('readonly' for read copies, 'none' for a remote
  *      writer) so a home access faults into the driver;
- *   5. mmuIntervalReadBegin, lockPage, then re-check: no invalidation of the page (our per-page gen)
- *      and none of the mm (mmuIntervalReadRetry) since step 3, else undo and retry;
+ *   5. lockPage, then re-check: no invalidation of the page (our per-page gen) and none of the mm
+ *      (mmuIntervalReadRetry with the sequence read before step 3), else undo and retry;
  *   6. exportPage (PG_external_rmap, lock held) BEFORE adding the reverse-map entry; copy the data;
  *      unlockPage; putPage.
  */
@@ -150,6 +150,9 @@ export function grantPage(
       await d.waitIdle(seg, p);
       await resolveConflicts(d, seg, p, node, write);
       await fenceLocalAttachers(d, seg, p, write);
+      // mainline order: the sequence number is read BEFORE getUserPage, so an invalidation that
+      // starts or ends while we resolve the page (a migration that moves it, a munmap) forces a retry
+      const seq = await k.mmuIntervalReadBegin(seg.mm);
       const gen = seg.gen[p];
       let pfn: number;
       const busy = inGup.get(seg) ?? new Map<number, boolean>();
@@ -175,7 +178,6 @@ export function grantPage(
         } catch {
           continue;
         }
-        const seq = await k.mmuIntervalReadBegin(seg.mm);
         await k.lockPage(pfn, d.ackTimeoutMs);
         try {
           const devOk = seg.dev[p] === (write ? DEV_NONE : DEV_READONLY);
@@ -329,6 +331,7 @@ export async function localAttachFault(
       await d.waitIdle(seg, p);
       await resolveConflicts(d, seg, p, SELF, write);
       await syncHomePte(d, seg, p);
+      const seq = await k.mmuIntervalReadBegin(seg.mm);
       const gen = seg.gen[p];
       let pfn: number;
       try {
@@ -338,7 +341,8 @@ export async function localAttachFault(
       }
       d.counters.pins++;
       try {
-        if (seg.gen[p] !== gen || seg.inval[p] > 0 || seg.removed) continue;
+        if (seg.gen[p] !== gen || seg.inval[p] > 0 || seg.removed || k.mmuIntervalReadRetry(seg.mm, seq))
+          continue;
         if (d.rmap.entries(seg.pfn[p], seg.slot, p).some((e) => e.write || write)) continue;
         if (k.installPte(mmAttacher, address, pfn, { write })) return write ? 2 : 1;
       } finally {

@@ -6,12 +6,13 @@
  * `pan` exits 0 even when it finds errors, so every run is judged by its output: `errors: 0` for the
  * correct model (safety and both liveness claims), `errors: N>0` for each deliberately broken variant.
  */
+
+import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 
 // compiled to packages/driver/dist/model/spin.test.js: the repository root is four levels up
@@ -26,18 +27,23 @@ function run(
   timeout = RUN_TIMEOUT_MS,
 ): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { cwd, timeout, maxBuffer: 64 << 20, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      const out = `${stdout}${stderr}`;
-      if (err && (err as { killed?: boolean }).killed) {
-        reject(new Error(`${cmd} ${args.join(' ')}: timed out after ${timeout} ms\n${out.slice(-2000)}`));
-        return;
-      }
-      if (err && typeof (err as { code?: unknown }).code === 'string') {
-        reject(err); // ENOENT and friends
-        return;
-      }
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out });
-    });
+    execFile(
+      cmd,
+      args,
+      { cwd, timeout, maxBuffer: 64 << 20, killSignal: 'SIGKILL' },
+      (err, stdout, stderr) => {
+        const out = `${stdout}${stderr}`;
+        if (err && (err as { killed?: boolean }).killed) {
+          reject(new Error(`${cmd} ${args.join(' ')}: timed out after ${timeout} ms\n${out.slice(-2000)}`));
+          return;
+        }
+        if (err && typeof (err as { code?: unknown }).code === 'string') {
+          reject(err); // ENOENT and friends
+          return;
+        }
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out });
+      },
+    );
   });
 }
 

@@ -122,7 +122,10 @@ export function checkDriver(n: Inst, live: Set<string>): void {
   const d = n.driver;
   const k = n.kernel.api;
   for (const pfn of d.rmap.frames())
-    assert.ok(k.pageExported(pfn), `${n.name}: pfn ${pfn} in rmap but not exported`);
+    assert.ok(
+      k.pageExported(pfn),
+      `${n.name}: pfn ${pfn} in rmap but not exported: ${JSON.stringify(d.rmap.entries(pfn))} ${JSON.stringify(k.pageInfo(pfn))}`,
+    );
   for (const e of d.rmap.filter(() => true)) {
     assert.ok(live.has(d.nodeNames[e.node]), `${n.name}: rmap entry for dead ${d.nodeNames[e.node]}`);
   }

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { runLoadCli } from '../load/cli.js';
 /**
  * `xpmesh`: the one command-line entry point. The only place that reads process.env.
  * Exit codes: 0 success, 1 failure, 2 bad usage.
@@ -17,13 +18,15 @@ commands:
   demo      run the narrated scenario on a local 3-instance cluster (or --connect to running ones)
   cluster   start N instances as local processes and print their admin URLs
   node      run one instance (configuration from flags or XPMESH_* variables)
-  ctl       operate a running instance through its admin API`;
+  ctl       operate a running instance through its admin API
+  load      run a workload against a cluster and check its history (xpmesh load --help)`;
 
 const COMMANDS = {
   node: runNode,
   cluster: runCluster,
   demo: runDemo,
   ctl: runCtl,
+  load: (argv: string[]) => runLoadCli(argv),
 } as const;
 
 async function main(argv: string[]): Promise<number> {

@@ -102,6 +102,16 @@ export type RmapInvalidateResult =
  * non-sleepable section held: it may await (send invalidations to remote instances and wait for
  * their acks). It is called only for pages with PG_external_rmap set. The kernel applies a
  * deadline; a callback that misses it counts as failure. `reason` tells why.
+ *
+ * Device entries: a device entry does not pin a page; reclaim/migration unmap it and rely on the
+ * rmap notifier to bring remote data home before the frame is written out or copied. When
+ * invalidatePage runs for 'reclaim' or 'migrate', the home PTEs (device entries included) are
+ * already swap/migration entries. For a remote writer (home entry 'none', frame stale) the driver
+ * must write the returned dirty data INTO THE FRAME (`writePageData`) and report `dirty: true`
+ * before resolving `{ ok: true }`: the kernel writes the frame to swap / copies it only after the
+ * notifier returned ok, so the frame is then taken as current. On failure the kernel puts the same
+ * device entries back (mode and owner kept). For 'clean' (pageMkclean) device entries stay as they
+ * are; the callback makes a remote writer write back.
  */
 export interface RmapNotifierOps {
   invalidatePage(pfn: Pfn, reason: 'reclaim' | 'migrate' | 'clean'): Promise<RmapInvalidateResult>;
@@ -164,6 +174,12 @@ export interface DriverVmaOps {
  * device-private entries. A process touching a device entry (any access for mode 'none', a write
  * for mode 'readonly') calls `fault`, which must bring the page home (e.g. recall a remote
  * writer's data) and call `clearDeviceEntry`. Throwing KernelError SIGBUS delivers SIGBUS.
+ *
+ * A device entry does not pin a page; reclaim/migration unmap it and rely on the rmap notifier to
+ * bring remote data home before the frame is written out or copied (see RmapNotifierOps). After
+ * swap-in or migration the home PTE is an ordinary PTE: the driver re-applies device entries when it
+ * next grants remote copies. Exception: a 'none' entry on a page without PG_external_rmap (no rmap
+ * notifier would run) keeps the page unevictable.
  */
 export interface DeviceOps {
   fault(fault: DriverFault): Promise<void>;
@@ -265,9 +281,11 @@ export interface KernelModuleApi {
    * 'readonly': reads proceed from the frame, writes fault into the device. Completes the TLB
    * shootdown before resolving. The frame stays allocated and keeps its rmap entry. Returns its pfn.
    * EFAULT if nothing is mapped there (the caller resolves with getUserPage first).
+   * The entry does not pin the page: reclaim/migration may unmap it (see RmapNotifierOps).
    */
   setDeviceEntry(mm: MmHandle, address: number, owner: number, mode: 'none' | 'readonly'): Promise<Pfn>;
-  /** Turn a device entry back into a normal PTE (writable if the VMA allows). No-op if none. */
+  /** Turn a device entry back into a normal PTE (writable if the VMA allows). No-op if none (also
+   * when reclaim or migration already replaced the entry: a swap/migration entry or a fresh PTE). */
   clearDeviceEntry(mm: MmHandle, address: number): void;
 
   // ---- notifiers -------------------------------------------------------------------------------

@@ -4,11 +4,26 @@
  * lock old → reference → allocate and lock new → tryToUnmap with migration entries (faults on them
  * sleep on the old page's lock) + shootdown → rmap notifiers ('migrate', may fail: restore, keep) →
  * copy → every migration entry becomes a PTE to the new frame (W and D kept) → old frame freed.
+ *
+ * Device entries ('readonly' or 'none') are unmapped like present PTEs (tryToUnmap). The copy is
+ * taken only AFTER the rmap notifiers returned ok, so for a 'none' entry the remote writer's data
+ * (written into the old frame by the notifier) is what moves. A former device entry becomes an
+ * ordinary PTE to the new frame — present if the VMA is readable, read-only (a write faults and
+ * reuses the page) — the driver re-applies device entries when it next grants remote copies.
  */
-import type { Pfn } from './api.js';
+import { type Pfn, PROT_READ, PROT_WRITE } from './api.js';
 import type { Kernel } from './kernel.js';
 import { PG_dirty, PG_external_rmap, PG_referenced } from './page.js';
-import { mkMigrationPte, mkPte, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, walk } from './pagetable.js';
+import {
+  KIND_DEVICE,
+  mkMigrationPte,
+  mkPte,
+  PTE_DIRTY,
+  PTE_PRESENT,
+  PTE_WRITE,
+  pteKind,
+  walk,
+} from './pagetable.js';
 import { type ReclaimOutcome, restoreUnmapped, tryToUnmap, unevictableReason } from './reclaim.js';
 
 export type MigrateOutcome =
@@ -36,6 +51,9 @@ async function migrateInner(k: Kernel, pfn: Pfn): Promise<Pfn | MigrateOutcome> 
     return 'nomem';
   }
   ph.trylockPage(np);
+  // The allocation reference is accounted as a pin, so check({ quiescent: false }) stays exact while
+  // the migration awaits (notifiers, shootdown).
+  k.pins.set(np, (k.pins.get(np) ?? 0) + 1);
   try {
     const migPte = mkMigrationPte(pfn);
     const unmapped = await tryToUnmap(k, pfn, migPte, 'migrate', true);
@@ -56,7 +74,15 @@ async function migrateInner(k: Kernel, pfn: Pfn): Promise<Pfn | MigrateOutcome> 
       if (e.replacement === 0 || e.mm.dead) continue;
       const pi = walk(words, e.mm.root, e.va);
       if (pi < 0 || Atomics.load(words, pi) !== migPte) continue;
-      Atomics.store(words, pi, mkPte(np, PTE_PRESENT | (e.old & (PTE_WRITE | PTE_DIRTY))));
+      // Never more access than the VMA allows now (mprotect may have run meanwhile).
+      const prot = e.mm.findVma(e.va)?.prot ?? 0;
+      let bits =
+        pteKind(e.old) === KIND_DEVICE
+          ? PTE_PRESENT // the device entry had no W/D (its dirt is in PG_dirty, copied above)
+          : e.old & (PTE_PRESENT | PTE_WRITE | PTE_DIRTY);
+      if (!(prot & PROT_WRITE)) bits &= ~PTE_WRITE;
+      if (!(prot & PROT_READ)) bits &= ~(PTE_PRESENT | PTE_WRITE);
+      Atomics.store(words, pi, mkPte(np, bits));
       ph.getRef(np);
       ph.addMapcount(np, 1);
       k.rmap.add(np, e.mm, e.va);
@@ -66,7 +92,7 @@ async function migrateInner(k: Kernel, pfn: Pfn): Promise<Pfn | MigrateOutcome> 
     return np;
   } finally {
     ph.unlockPage(np);
-    k.putFrame(np); // the allocation reference; the new PTEs hold their own
+    k.unpin(np); // the allocation reference; the new PTEs hold their own
     ph.unlockPage(pfn);
     k.unpin(pfn);
   }

@@ -10,8 +10,16 @@
  *   if PG_external_rmap: the rmap notifiers (page lock held, may sleep) — on failure the PTEs are
  *   restored, P is kept with its flag, and it is counted → write P to the slot → free P → unlock.
  * Faults on the swap entries meanwhile find P in the swap cache and sleep on its page lock.
+ *
+ * Device entries do not pin a page. tryToUnmap replaces a 'readonly' or 'none' device entry exactly
+ * like a present PTE (device-entry accounting updated in the same synchronous section) and
+ * restoreUnmapped puts the DEVICE entry back if the rmap notifiers fail. A 'none' entry means the
+ * frame is stale (a remote holds the page for writing): the rmap notifier brings the remote data
+ * home (writePageData, dirty:true) and only after it reported ok is the frame written to swap (or
+ * copied, for migration). A 'none' entry on a page WITHOUT PG_external_rmap has nobody to bring the
+ * data home, so such a page stays unevictable.
  */
-import { KernelError, type MmuNotifierRange, PAGE_SIZE, type Pfn } from './api.js';
+import { KernelError, type MmuNotifierRange, PAGE_SIZE, type Pfn, PROT_READ, PROT_WRITE } from './api.js';
 import type { Kernel } from './kernel.js';
 import type { Mm } from './mm.js';
 import {
@@ -22,6 +30,7 @@ import {
 } from './mmu-notifier.js';
 import {
   PG_anon,
+  PG_device,
   PG_dirty,
   PG_driver,
   PG_external_rmap,
@@ -42,6 +51,7 @@ import {
   ptePfn,
   walk,
 } from './pagetable.js';
+import { dropDeviceEntry } from './syscalls.js';
 import { flushTlb } from './tlb.js';
 
 export type ReclaimOutcome =
@@ -62,13 +72,35 @@ export interface UnmappedEntry {
   readonly old: number;
   /** The entry written in its place (swap or migration entry); 0 for zapped driver-VMA entries. */
   readonly replacement: number;
+  /** For a device entry (`old` of KIND_DEVICE): its owner, restored with the entry. */
+  readonly owner?: number;
 }
 
-/** Why a page cannot be unmapped for reclaim/migration at all, or null. */
+/**
+ * True if some mapping of `pfn` is a device entry in mode 'none' (no access: the frame is stale,
+ * the current data is with a remote writer).
+ */
+function hasNoAccessDeviceEntry(k: Kernel, pfn: Pfn): boolean {
+  const words = k.phys.words;
+  for (const { mm, va } of k.rmap.walk(pfn)) {
+    const pi = walk(words, mm.root, va);
+    const pte = pi >= 0 ? Atomics.load(words, pi) : 0;
+    if (pteKind(pte) === KIND_DEVICE && ptePfn(pte) === pfn && !(pte & PTE_PRESENT)) return true;
+  }
+  return false;
+}
+
+/**
+ * Why a page cannot be unmapped for reclaim/migration at all, or null. Device entries do not pin a
+ * page (tryToUnmap unmaps them and the rmap notifier brings remote data home), except a 'none'
+ * entry on a page without PG_external_rmap: no rmap notifier would run, so the stale frame would be
+ * written out or copied.
+ */
 export function unevictableReason(k: Kernel, pfn: Pfn): ReclaimOutcome | null {
   const f = k.phys.flags(pfn);
   if (!(f & PG_lru) || !(f & PG_anon) || f & (PG_driver | PG_pagetable)) return 'unevictable';
-  if (k.deviceEntries.get(pfn)) return 'unevictable';
+  if (k.deviceEntries.get(pfn) && !(f & PG_external_rmap) && hasNoAccessDeviceEntry(k, pfn))
+    return 'unevictable';
   if (k.phys.refcount(pfn) !== k.phys.mapcount(pfn)) return 'pinned';
   return null;
 }
@@ -100,9 +132,12 @@ export function pageReferenced(k: Kernel, pfn: Pfn): boolean {
 
 /**
  * Unmap every local mapping of `pfn` (the caller holds the page lock and a reference). Each PTE in an
- * ordinary VMA becomes `replacement`; entries in driver VMAs are zapped to none (the driver
- * re-faults). Returns what was unmapped, or 'again' if a notifier refused or the rmap would not
- * settle. Completes the TLB shootdown before returning.
+ * ordinary VMA — present, PROT_NONE, or a device entry ('readonly' or 'none') — becomes
+ * `replacement`; entries in driver VMAs are zapped to none (the driver re-faults). Device-entry
+ * accounting (k.deviceEntries, PG_device) changes in the same synchronous section as the PTE.
+ * Returns what was unmapped, or 'again' if a notifier refused or the rmap would not settle (or a
+ * 'none' device entry appeared on a page without PG_external_rmap). Completes the TLB shootdown
+ * before returning.
  */
 export async function tryToUnmap(
   k: Kernel,
@@ -136,10 +171,18 @@ export async function tryToUnmap(
   // One synchronous section: no await until every PTE is replaced.
   const words = k.phys.words;
   const entries = k.rmap.walk(pfn);
+  const exported = k.phys.testFlag(pfn, PG_external_rmap);
   for (const { mm, va } of entries) {
     const pi = walk(words, mm.root, va);
     const pte = pi >= 0 ? Atomics.load(words, pi) : 0;
-    if (!covered(mm, va) || pteKind(pte) !== KIND_NORMAL || ptePfn(pte) !== pfn) {
+    const kind = pteKind(pte);
+    const isDevice = kind === KIND_DEVICE;
+    if (
+      !covered(mm, va) ||
+      (kind !== KIND_NORMAL && !isDevice) ||
+      ptePfn(pte) !== pfn ||
+      (isDevice && (!!mm.findVma(va)?.driver || (!(pte & PTE_PRESENT) && !exported)))
+    ) {
       endAll();
       return 'again';
     }
@@ -152,10 +195,17 @@ export async function tryToUnmap(
     const old = Atomics.exchange(words, pi, rep);
     if (rep !== 0) onReplace();
     if (old & PTE_DIRTY) k.phys.setFlag(pfn, PG_dirty);
+    let owner: number | undefined;
+    if (pteKind(old) === KIND_DEVICE) {
+      owner = k.phys.getPrivate(pfn);
+      dropDeviceEntry(k, pfn);
+    }
     k.phys.addMapcount(pfn, -1);
     k.phys.dropRef(pfn); // the caller's reference keeps it above 0
     k.rmap.remove(pfn, mm, va);
-    out.push({ mm, va, old, replacement: rep });
+    out.push(
+      owner === undefined ? { mm, va, old, replacement: rep } : { mm, va, old, replacement: rep, owner },
+    );
     mmuNotifierInvalidatePage(k, mm, va);
   }
   await flushTlb(
@@ -168,7 +218,10 @@ export async function tryToUnmap(
 
 /**
  * Put back the PTEs tryToUnmap replaced (a notifier failed). Entries changed meanwhile (munmap,
- * exit) are skipped. `onRestore` undoes per-entry side effects (swap slot references).
+ * exit) are skipped. A device entry is restored as the same device entry (same mode and owner) with
+ * its accounting; a normal PTE gets no more access than the VMA allows now (an mprotect may have
+ * run while the swap/migration entry was in place). `onRestore` undoes per-entry side effects (swap
+ * slot references).
  */
 export function restoreUnmapped(k: Kernel, pfn: Pfn, entries: UnmappedEntry[], onRestore: () => void): void {
   const words = k.phys.words;
@@ -176,10 +229,22 @@ export function restoreUnmapped(k: Kernel, pfn: Pfn, entries: UnmappedEntry[], o
     if (e.replacement === 0 || e.mm.dead || e.mm.exiting) continue;
     const pi = walk(words, e.mm.root, e.va);
     if (pi < 0 || Atomics.load(words, pi) !== e.replacement) continue;
-    Atomics.store(words, pi, e.old & ~(PTE_YOUNG | PTE_DIRTY));
+    let pte = e.old & ~(PTE_YOUNG | PTE_DIRTY);
+    const isDevice = pteKind(e.old) === KIND_DEVICE;
+    if (!isDevice) {
+      const prot = e.mm.findVma(e.va)?.prot ?? 0;
+      if (!(prot & PROT_WRITE)) pte &= ~PTE_WRITE;
+      if (!(prot & PROT_READ)) pte &= ~(PTE_PRESENT | PTE_WRITE);
+    }
+    Atomics.store(words, pi, pte);
     k.phys.getRef(pfn);
     k.phys.addMapcount(pfn, 1);
     k.rmap.add(pfn, e.mm, e.va);
+    if (isDevice) {
+      k.deviceEntries.set(pfn, (k.deviceEntries.get(pfn) ?? 0) + 1);
+      k.phys.setFlag(pfn, PG_device);
+      if (e.owner !== undefined) k.phys.setPrivate(pfn, e.owner);
+    }
     onRestore();
   }
 }
@@ -293,6 +358,8 @@ export async function shrink(k: Kernel, nr: number, blockable = true): Promise<S
  * page_mkclean: write-protect every local mapping of `pfn` and collect the dirty bits, then ask the
  * rmap notifiers (event 'clean') to write-protect remote mappings and return remote dirt. A failed
  * notifier is retried (bounded). Returns whether the page was dirty. The caller holds the page lock.
+ * Device entries are left alone: a 'readonly' one is already write-protected (no W, no D), and a
+ * 'none' one stays — the rmap notifier's 'clean' callback makes the remote writer write back.
  */
 export async function pageMkclean(
   k: Kernel,

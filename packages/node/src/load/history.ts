@@ -14,7 +14,8 @@
  *      read, or reads ordered against the writes);
  *   3. no backward zone lies inside a forward zone (a whole write, with all its reads, happened
  *      while another value had to stay current: a read returned an overwritten value).
- * Comparisons are strict, so operations whose timestamps tie are given the benefit of the doubt.
+ * Comparisons are strict, so operations whose timestamps tie are given the benefit of the doubt;
+ * `slackMs` widens every interval by that much on both sides (clock uncertainty between threads).
  */
 
 export type OpKind = 'r' | 'w';
@@ -33,7 +34,12 @@ export interface HistoryOp {
 
 export interface Violation {
   address: number;
-  rule: 'unknown-value' | 'read-before-write' | 'overlapping-forward-zones' | 'overwritten-value' | 'duplicate-write';
+  rule:
+    | 'unknown-value'
+    | 'read-before-write'
+    | 'overlapping-forward-zones'
+    | 'overwritten-value'
+    | 'duplicate-write';
   message: string;
   ops: HistoryOp[];
 }
@@ -65,7 +71,18 @@ function describe(op: HistoryOp): string {
 }
 
 /** Check one address's operations. At most `maxViolations` are returned. */
-export function checkAddress(address: number, ops: HistoryOp[], maxViolations = 10): Violation[] {
+export function checkAddress(
+  address: number,
+  rawOps: HistoryOp[],
+  maxViolations = 10,
+  slackMs = 0,
+  writtenElsewhere?: (value: number) => HistoryOp | undefined,
+): Violation[] {
+  // Widen every interval by the clock slack: only orderings clearer than the slack count.
+  const ops =
+    slackMs > 0
+      ? rawOps.map((o) => ({ ...o, invokeTs: o.invokeTs - slackMs, responseTs: o.responseTs + slackMs }))
+      : rawOps;
   const out: Violation[] = [];
   const add = (v: Violation) => {
     if (out.length < maxViolations) out.push(v);
@@ -79,7 +96,14 @@ export function checkAddress(address: number, ops: HistoryOp[], maxViolations = 
     responseTs: Number.NEGATIVE_INFINITY,
   };
   const clusters = new Map<number, Cluster>();
-  const mk = (w: HistoryOp): Cluster => ({ write: w, reads: [], f: w.responseTs, fOp: w, s: w.invokeTs, sOp: w });
+  const mk = (w: HistoryOp): Cluster => ({
+    write: w,
+    reads: [],
+    f: w.responseTs,
+    fOp: w,
+    s: w.invokeTs,
+    sOp: w,
+  });
   clusters.set(INITIAL_VALUE, mk(initial));
   for (const op of ops) {
     if (op.kind !== 'w') continue;
@@ -101,8 +125,12 @@ export function checkAddress(address: number, ops: HistoryOp[], maxViolations = 
       add({
         address,
         rule: 'unknown-value',
-        message: `address ${address}: ${describe(op)} returned a value no write wrote`,
-        ops: [op],
+        message: `address ${address}: ${describe(op)} returned a value no write to this address wrote${
+          writtenElsewhere?.(op.value)
+            ? ` (it was written to address ${writtenElsewhere(op.value)!.address} by ${describe(writtenElsewhere(op.value)!)}: pages aliased?)`
+            : ''
+        }`,
+        ops: writtenElsewhere?.(op.value) ? [op, writtenElsewhere(op.value)!] : [op],
       });
       continue;
     }
@@ -192,19 +220,30 @@ function dedupe(ops: HistoryOp[]): HistoryOp[] {
 }
 
 /** Check a whole history (all addresses). */
-export function checkHistory(ops: HistoryOp[], maxViolations = 20): CheckResult {
+export function checkHistory(ops: HistoryOp[], maxViolations = 20, slackMs = 0): CheckResult {
   const by = new Map<number, HistoryOp[]>();
   let reads = 0;
   for (const op of ops) {
     let l = by.get(op.address);
-    if (!l) by.set(op.address, (l = []));
+    if (!l) {
+      l = [];
+      by.set(op.address, l);
+    }
     l.push(op);
     if (op.kind === 'r') reads++;
   }
   const violations: Violation[] = [];
+  let writes: Map<number, HistoryOp> | undefined;
+  const elsewhere = (value: number) => {
+    if (!writes) {
+      writes = new Map();
+      for (const op of ops) if (op.kind === 'w') writes.set(op.value, op);
+    }
+    return writes.get(value);
+  };
   for (const [address, list] of [...by].sort((a, b) => a[0] - b[0])) {
     if (violations.length >= maxViolations) break;
-    violations.push(...checkAddress(address, list, maxViolations - violations.length));
+    violations.push(...checkAddress(address, list, maxViolations - violations.length, slackMs, elsewhere));
   }
   return {
     ok: violations.length === 0,

@@ -1,0 +1,362 @@
+/**
+ * The load report: one JSON object (documented field by field in docs/load.md), a text table for
+ * the terminal, and a self-contained HTML page (inline SVG, no external assets).
+ */
+import { type CheckResult, checkHistory } from './history.js';
+import type { LoadOptions, RunOutcome } from './runner.js';
+import {
+  addBuckets,
+  type Buckets,
+  bucketPercentiles,
+  diffBuckets,
+  type Percentiles,
+  percentiles,
+  round,
+} from './stats.js';
+
+export const REPORT_VERSION = 1;
+/** Timestamps of different threads are trusted to within this (ms) by the history check. */
+export const CLOCK_SLACK_MS = 0.02;
+
+export interface LoadReport {
+  version: number;
+  tool: 'xpmesh load';
+  workload: string;
+  params: {
+    instances: number;
+    procsPerInstance: number;
+    pages: number;
+    segmentPages: number;
+    durationMs: number;
+    maxOps: number;
+    seed: number;
+  };
+  cluster: { mode: 'local' | 'connect'; nodes: string[]; urls: string[] };
+  startedAt: string;
+  elapsedMs: number;
+  ops: {
+    total: number;
+    reads: number;
+    writes: number;
+    errors: number;
+    opsPerSec: number;
+    perProcess: number[];
+  };
+  /** Client-side latency of every operation, measured inside the process around the access (us). */
+  opLatencyUs: { all: Percentiles; read: Percentiles; write: Percentiles };
+  /** Server-side, from the instances' xpmesh_fault_latency_seconds histograms (bucket-interpolated, us). */
+  remoteFaultLatencyUs: ReturnType<typeof bucketPercentiles> & { source: string };
+  /** Server-side, from xpmesh_invalidation_latency_seconds (first invalidate → last ack, us). */
+  invalidationLatencyUs: ReturnType<typeof bucketPercentiles> & { source: string };
+  messages: {
+    total: number;
+    bytes: number;
+    perOp: number;
+    bytesPerOp: number;
+    byType: Record<string, { msgs: number; bytes: number }>;
+  };
+  /** Driver counters (summed over instances, difference over the run). */
+  counters: Record<string, number>;
+  upgrades: number;
+  recalls: number;
+  fences: number;
+  remoteFaults: number;
+  errors: { total: number; byCode: Record<string, number>; samples: string[] };
+  events: RunOutcome['events'];
+  /** Operations completed per 100 ms bin, from the start of the run. */
+  throughput: Array<{ tMs: number; ops: number }>;
+  /** Client-side op latency histogram: power-of-two buckets (upper bound us → count). */
+  latencyHistogram: Array<{ leUs: number; count: number }>;
+  /** Fault latency histogram buckets from the instances (upper bound us → count in bucket). */
+  faultHistogram: Array<{ leUs: number; count: number }>;
+  history: CheckResult & { clockSlackMs: number };
+  invariants: RunOutcome['invariants'];
+  ok: boolean;
+}
+
+function bucketsToList(b: Buckets): Array<{ leUs: number; count: number }> {
+  const les = [...b.keys()].sort((x, y) => x - y);
+  let prev = 0;
+  return les.map((le) => {
+    const c = b.get(le) ?? 0;
+    const out = { leUs: Number.isFinite(le) ? round(le * 1e6) : -1, count: c - prev };
+    prev = c;
+    return out;
+  });
+}
+
+export function buildReport(
+  o: LoadOptions,
+  run: RunOutcome,
+  cluster: { mode: 'local' | 'connect'; urls: string[] },
+  startedAt: Date,
+): LoadReport {
+  const h = run.history;
+  const lat: number[] = [];
+  const rl: number[] = [];
+  const wl: number[] = [];
+  for (const op of h) {
+    const us = (op.responseTs - op.invokeTs) * 1000;
+    lat.push(us);
+    (op.kind === 'r' ? rl : wl).push(us);
+  }
+  const history = checkHistory(h, 20, CLOCK_SLACK_MS);
+  const sumCounters: Record<string, number> = {};
+  let msgs = 0;
+  let bytes = 0;
+  const byType: Record<string, { msgs: number; bytes: number }> = {};
+  let fault: Buckets = new Map();
+  let inval: Buckets = new Map();
+  run.after.forEach((a, i) => {
+    const b = run.before[i];
+    for (const [k, v] of Object.entries(a.counters))
+      sumCounters[k] = (sumCounters[k] ?? 0) + v - (b?.counters[k] ?? 0);
+    msgs += a.messages - (b?.messages ?? 0);
+    bytes += a.bytes - (b?.bytes ?? 0);
+    for (const [t, v] of Object.entries(a.byType)) {
+      byType[t] ??= { msgs: 0, bytes: 0 };
+      const e = byType[t];
+      e.msgs += v.msgs - (b?.byType[t]?.msgs ?? 0);
+      e.bytes += v.bytes - (b?.byType[t]?.bytes ?? 0);
+    }
+    fault = addBuckets(fault, diffBuckets(a.fault, b?.fault ?? new Map()));
+    inval = addBuckets(inval, diffBuckets(a.invalidation, b?.invalidation ?? new Map()));
+  });
+  const total = h.length;
+  const elapsedMs = Math.max(1, run.elapsedMs);
+  const bins = Math.max(1, Math.ceil(elapsedMs / 100));
+  const tp = new Array<number>(Math.min(bins, 100_000)).fill(0);
+  for (const op of h) {
+    const i = Math.floor((op.responseTs - run.startTs) / 100);
+    if (i >= 0 && i < tp.length) tp[i]++;
+  }
+  const hist = new Map<number, number>();
+  for (const us of lat) {
+    const le = 2 ** Math.max(-2, Math.ceil(Math.log2(Math.max(us, 0.25))));
+    hist.set(le, (hist.get(le) ?? 0) + 1);
+  }
+  const errTotal = Object.values(run.errors).reduce((a, b) => a + b, 0);
+  const report: LoadReport = {
+    version: REPORT_VERSION,
+    tool: 'xpmesh load',
+    workload: o.workload,
+    params: {
+      instances: run.before.length,
+      procsPerInstance: o.procsPerInstance,
+      pages: o.pages,
+      segmentPages: o.segmentPages,
+      durationMs: o.durationMs,
+      maxOps: o.maxOps,
+      seed: o.seed,
+    },
+    cluster: { mode: cluster.mode, nodes: run.after.map((a) => a.node), urls: cluster.urls },
+    startedAt: startedAt.toISOString(),
+    elapsedMs: round(elapsedMs),
+    ops: {
+      total,
+      reads: history.reads,
+      writes: history.writes,
+      errors: errTotal,
+      opsPerSec: round((total * 1000) / elapsedMs, 0),
+      perProcess: run.opsByProc,
+    },
+    opLatencyUs: { all: percentiles(lat), read: percentiles(rl), write: percentiles(wl) },
+    remoteFaultLatencyUs: {
+      source: 'xpmesh_fault_latency_seconds on every instance (server side, bucket-interpolated)',
+      ...bucketPercentiles(fault),
+    },
+    invalidationLatencyUs: {
+      source: 'xpmesh_invalidation_latency_seconds on every instance (server side, bucket-interpolated)',
+      ...bucketPercentiles(inval),
+    },
+    messages: {
+      total: msgs,
+      bytes,
+      perOp: total ? round(msgs / total, 4) : 0,
+      bytesPerOp: total ? round(bytes / total, 2) : 0,
+      byType,
+    },
+    counters: sumCounters,
+    upgrades: sumCounters.upgrades ?? 0,
+    recalls: sumCounters.recalls ?? 0,
+    fences: sumCounters.fences ?? 0,
+    remoteFaults: sumCounters.remoteFaults ?? 0,
+    errors: { total: errTotal, byCode: run.errors, samples: run.errorSamples },
+    events: run.events,
+    throughput: tp.map((ops, i) => ({ tMs: i * 100, ops })),
+    latencyHistogram: [...hist].sort((a, b) => a[0] - b[0]).map(([leUs, count]) => ({ leUs, count })),
+    faultHistogram: bucketsToList(fault),
+    history: { ...history, clockSlackMs: CLOCK_SLACK_MS },
+    invariants: run.invariants,
+    ok: history.ok,
+  };
+  return report;
+}
+
+// ---- text ---------------------------------------------------------------------------------------
+
+const fmt = (x: number) => (Math.abs(x) >= 1000 ? Math.round(x).toLocaleString('en-US') : String(round(x)));
+
+export function textReport(r: LoadReport): string {
+  const pct = (p: { p50: number; p90: number; p99: number; p999: number; count: number }) =>
+    `p50 ${fmt(p.p50)}  p90 ${fmt(p.p90)}  p99 ${fmt(p.p99)}  p99.9 ${fmt(p.p999)}  (n=${fmt(p.count)})`;
+  const rows: Array<[string, string]> = [
+    [
+      'workload',
+      `${r.workload}  (${r.params.instances} instances × ${r.params.procsPerInstance} processes, ${r.params.pages} pages of a ${r.params.segmentPages}-page segment, seed ${r.params.seed})`,
+    ],
+    ['elapsed', `${fmt(r.elapsedMs)} ms`],
+    ['operations', `${fmt(r.ops.total)}  (${fmt(r.ops.reads)} reads, ${fmt(r.ops.writes)} writes)`],
+    ['ops/s', fmt(r.ops.opsPerSec)],
+    ['op latency us (client)', pct(r.opLatencyUs.all)],
+    ['  reads', pct(r.opLatencyUs.read)],
+    ['  writes', pct(r.opLatencyUs.write)],
+    ['remote fault us (server)', pct(r.remoteFaultLatencyUs)],
+    ['invalidation RTT us (server)', pct(r.invalidationLatencyUs)],
+    ['messages', `${fmt(r.messages.total)}  (${r.messages.perOp} per op)`],
+    ['bytes', `${fmt(r.messages.bytes)}  (${r.messages.bytesPerOp} per op)`],
+    ['remote faults', fmt(r.remoteFaults)],
+    ['upgrades', fmt(r.upgrades)],
+    ['recalls', fmt(r.recalls)],
+    ['fences', fmt(r.fences)],
+    ['errors', `${fmt(r.errors.total)}${r.errors.total ? `  ${JSON.stringify(r.errors.byCode)}` : ''}`],
+  ];
+  const ev = r.events;
+  if (Object.keys(ev.reclaims).length) rows.push(['reclaims', JSON.stringify(ev.reclaims)]);
+  if (ev.forks || Object.keys(ev.forkErrors).length)
+    rows.push([
+      'forks',
+      `${ev.forks}${Object.keys(ev.forkErrors).length ? ` errors ${JSON.stringify(ev.forkErrors)}` : ''}`,
+    ]);
+  if (ev.reattaches) rows.push(['detach+attach cycles', String(ev.reattaches)]);
+  const inv = r.invariants.filter((i) => !i.ok);
+  rows.push(['kernel invariants', inv.length ? `VIOLATED on ${inv.map((i) => i.node).join(', ')}` : 'ok']);
+  rows.push([
+    'history check',
+    r.history.ok
+      ? `ok: linearizable (${fmt(r.history.ops)} ops on ${r.history.addresses} addresses)`
+      : `FAILED: ${r.history.violations.length} violation(s)`,
+  ]);
+  const w = Math.max(...rows.map(([k]) => k.length));
+  const lines = rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`);
+  for (const v of r.history.violations) lines.push(`  ✘ ${v.rule}: ${v.message}`);
+  for (const i of inv) for (const v of i.violations) lines.push(`  ✘ ${i.node}: ${v}`);
+  return lines.join('\n');
+}
+
+// ---- HTML ---------------------------------------------------------------------------------------
+
+const esc = (s: string) =>
+  s.replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c,
+  );
+
+/** A bar chart as inline SVG. */
+export function svgBars(
+  id: string,
+  title: string,
+  bars: Array<{ label: string; value: number }>,
+  unit: string,
+): string {
+  const W = 640;
+  const H = 220;
+  const pad = 40;
+  const max = Math.max(1, ...bars.map((b) => b.value));
+  const bw = bars.length ? (W - 2 * pad) / bars.length : 0;
+  const rects = bars
+    .map((b, i) => {
+      const h = ((H - 2 * pad) * b.value) / max;
+      const x = pad + i * bw;
+      const y = H - pad - h;
+      return `<rect class="bar" x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${Math.max(1, bw - 2).toFixed(1)}" height="${h.toFixed(1)}"><title>${esc(b.label)}: ${b.value}</title></rect>`;
+    })
+    .join('');
+  const step = Math.max(1, Math.ceil(bars.length / 8));
+  const labels = bars
+    .map((b, i) =>
+      i % step === 0
+        ? `<text x="${(pad + i * bw + bw / 2).toFixed(1)}" y="${H - pad + 14}" text-anchor="middle">${esc(b.label)}</text>`
+        : '',
+    )
+    .join('');
+  return `<svg id="${id}" xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">
+<text x="${pad}" y="18" class="t">${esc(title)}</text>
+<line x1="${pad}" y1="${H - pad}" x2="${W - pad}" y2="${H - pad}" stroke="#888"/>
+<text x="4" y="${pad}" class="a">${max} ${esc(unit)}</text>${rects}${labels}</svg>`;
+}
+
+/** A line chart as inline SVG. */
+export function svgLine(
+  id: string,
+  title: string,
+  pts: Array<{ x: number; y: number }>,
+  xUnit: string,
+  yUnit: string,
+): string {
+  const W = 640;
+  const H = 220;
+  const pad = 40;
+  const maxX = Math.max(1, ...pts.map((p) => p.x));
+  const maxY = Math.max(1, ...pts.map((p) => p.y));
+  const d = pts
+    .map((p, i) => {
+      const x = pad + ((W - 2 * pad) * p.x) / maxX;
+      const y = H - pad - ((H - 2 * pad) * p.y) / maxY;
+      return `${i ? 'L' : 'M'}${x.toFixed(1)},${y.toFixed(1)}`;
+    })
+    .join(' ');
+  return `<svg id="${id}" xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">
+<text x="${pad}" y="18" class="t">${esc(title)}</text>
+<line x1="${pad}" y1="${H - pad}" x2="${W - pad}" y2="${H - pad}" stroke="#888"/>
+<line x1="${pad}" y1="${pad}" x2="${pad}" y2="${H - pad}" stroke="#888"/>
+<text x="4" y="${pad - 4}" class="a">${fmt(maxY)} ${esc(yUnit)}</text>
+<text x="${W - pad}" y="${H - pad + 14}" text-anchor="end" class="a">${fmt(maxX)} ${esc(xUnit)}</text>
+<path class="line" d="${d || `M${pad},${H - pad}`}" fill="none" stroke="#2563eb" stroke-width="1.5"/></svg>`;
+}
+
+export function htmlReport(r: LoadReport): string {
+  const rows = textReport(r)
+    .split('\n')
+    .filter((l) => !l.startsWith('  ✘'))
+    .map((l) => {
+      const m = /^(\S.*?)\s{2,}(.*)$/.exec(l) ?? /^(\s+\S+)\s{2,}(.*)$/.exec(l);
+      return m
+        ? `<tr><th>${esc(m[1])}</th><td>${esc(m[2])}</td></tr>`
+        : `<tr><td colspan="2">${esc(l)}</td></tr>`;
+    })
+    .join('\n');
+  const latBars = r.latencyHistogram.map((b) => ({
+    label: b.leUs < 1 ? `≤${b.leUs}` : `≤${fmt(b.leUs)}`,
+    value: b.count,
+  }));
+  const faultBars = r.faultHistogram.map((b) => ({
+    label: b.leUs < 0 ? '+Inf' : `≤${fmt(b.leUs)}`,
+    value: b.count,
+  }));
+  const tp = r.throughput.map((b) => ({ x: (b.tMs + 100) / 1000, y: b.ops * 10 }));
+  const violations = r.history.violations
+    .map((v) => `<li><b>${esc(v.rule)}</b>: ${esc(v.message)}</li>`)
+    .join('');
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>xpmesh load: ${esc(r.workload)}</title>
+<style>
+body{font:14px system-ui,sans-serif;margin:2em;max-width:60em;color:#111}
+table{border-collapse:collapse}th,td{text-align:left;padding:2px 12px 2px 0;vertical-align:top}
+th{font-weight:600}svg{display:block;margin:1em 0;background:#fafafa;border:1px solid #ddd}
+svg .bar{fill:#2563eb}svg text{font:11px system-ui,sans-serif;fill:#333}svg .t{font-weight:600;font-size:13px}
+.ok{color:#15803d}.bad{color:#b91c1c}
+</style></head><body>
+<h1>xpmesh load — ${esc(r.workload)}</h1>
+<p id="verdict" class="${r.ok ? 'ok' : 'bad'}">History check: ${r.ok ? 'linearizable' : 'VIOLATED'} · started ${esc(r.startedAt)} · ${esc(r.cluster.mode)} cluster of ${r.params.instances} instance(s)</p>
+<table id="summary">${rows}</table>
+${violations ? `<h2>Violations</h2><ul id="violations">${violations}</ul>` : ''}
+<h2>Throughput over time</h2>
+${svgLine('throughput', 'operations per second (100 ms bins)', tp, 's', 'ops/s')}
+<h2>Latency histograms</h2>
+${svgBars('op-latency', 'client-side operation latency (us, power-of-two buckets)', latBars, 'ops')}
+${svgBars('fault-latency', 'remote fault latency (us, server histogram buckets)', faultBars, 'faults')}
+<p>Generated by <code>xpmesh load</code>; the same figures are in the JSON report (<code>--json</code>).</p>
+</body></html>
+`;
+}

@@ -28,12 +28,18 @@ const results = [];
 for (const f of files.sort()) {
   if (filters.length && !filters.some((s) => f.includes(s))) continue;
   console.error(`bench: ${f.slice(root.length)}`);
-  const r = spawnSync(process.execPath, ['--expose-gc', f], { encoding: 'utf8', maxBuffer: 64 << 20, timeout: 600_000 });
+  const r = spawnSync(process.execPath, ['--expose-gc', f], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+    timeout: 600_000,
+  });
   for (const line of (r.stdout ?? '').split('\n')) {
     if (line.startsWith('BENCH ')) {
       const rec = JSON.parse(line.slice(6));
       results.push(rec);
-      console.error(`  ${rec.suite}/${rec.name}: ${rec.value} ${rec.unit}${rec.ratio != null ? ` (ratio ${rec.ratio})` : ''}`);
+      console.error(
+        `  ${rec.suite}/${rec.name}: ${rec.value} ${rec.unit}${rec.ratio != null ? ` (ratio ${rec.ratio})` : ''}`,
+      );
     } else if (line.trim()) console.error(`  | ${line}`);
   }
   if (r.status !== 0) {
@@ -41,7 +47,13 @@ for (const f of files.sort()) {
     process.exitCode = 1;
   }
 }
-const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version, date: new Date().toISOString() };
+const machine = {
+  cpus: cpus().length,
+  cpuModel: cpus()[0]?.model,
+  memGiB: Math.round(totalmem() / 2 ** 30),
+  node: process.version,
+  date: new Date().toISOString(),
+};
 writeFileSync(join(root, 'bench-results.json'), JSON.stringify(results, null, 2));
 writeFileSync(join(root, 'bench-machine.json'), JSON.stringify(machine, null, 2));
 console.error(`bench: ${results.length} figures -> bench-results.json`);

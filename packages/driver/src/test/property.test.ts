@@ -180,22 +180,20 @@ test(
   'random schedules (delay + jitter) keep the invariants and per-address linearizability',
   { timeout: 120_000 },
   (t) =>
-    withCluster(
-      { delayMs: 0, jitterMs: 2 },
-      2000,
-      () => ((diag = (x) => t.diagnostic(x)), property(25, 20261124)),
-    ),
+    withCluster({ delayMs: 0, jitterMs: 2 }, 2000, () => {
+      diag = (x) => t.diagnostic(x);
+      return property(25, 20261124);
+    }),
 );
 
 test(
   'random schedules with 1% dropped frames: fencing keeps the invariants; no wait hangs',
   { timeout: 120_000 },
   (t) =>
-    withCluster(
-      { delayMs: 0, jitterMs: 2, drop: 0.01 },
-      400,
-      () => ((diag = (x) => t.diagnostic(x)), property(10, 7)),
-    ),
+    withCluster({ delayMs: 0, jitterMs: 2, drop: 0.01 }, 400, () => {
+      diag = (x) => t.diagnostic(x);
+      return property(10, 7);
+    }),
 );
 
 async function runSchedule(ops: Op[]): Promise<void> {

@@ -115,6 +115,27 @@ test('write ping-pong between two instances: every read returns the latest compl
   }
 });
 
+test('concurrent faults on one page at one instance coalesce into one map request', async () => {
+  const q2 = await B.kernel.spawn({ catchSignals: true });
+  const apid2 = await B.driver.get(q2.pid, segid, 'rw');
+  const va2 = await B.driver.attach(q2.pid, apid2, 0, 8 * PAGE);
+  const before = B.driver.status().counters.coalescedFaults;
+  c.sw.setFaults('b', 'a', { delayMs: 30 }); // keep the first request in flight while the others fault
+  const m = c.sent.length;
+  const [x, y, z] = await Promise.all([
+    at.b.q.read32(at.b.va + 7 * PAGE),
+    q2.read32(va2 + 7 * PAGE),
+    q2.read32(va2 + 7 * PAGE + 4),
+  ]);
+  c.sw.setFaults('b', 'a', {});
+  assert.deepEqual([x, y, z], [107, 107, 0]);
+  assert.equal(countSent(c, m, 'map'), 1, 'one map for three faults');
+  assert.ok(B.driver.status().counters.coalescedFaults > before);
+  await B.driver.detach(q2.pid, va2);
+  await B.driver.release(q2.pid, apid2);
+  await q2.exit(0);
+});
+
 test('detach returns dirty data and empties the map; PG_external_rmap follows the map', async () => {
   await at.b.q.write32(at.b.va + 7 * PAGE, 0x777);
   const pfn = A.kernel.pfnOf(home.pid, va + 7 * PAGE) as number;

@@ -35,10 +35,16 @@ for (const peers of [1, 4, 10]) {
           return { n, q, apid, va: await n.driver.attach(q.pid, apid, 0, PAGES * PAGE) };
         }),
       );
+      const m = c.sent.length;
       await Promise.all(
         atts.map(async (a) => {
           for (let i = 0; i < PAGES; i++) assert.equal(await a.q.read32(a.va + i * PAGE), i);
         }),
+      );
+      // prefault 8: 32 pages take at most 4 map requests per peer (fewer when the attach prefaulted)
+      assert.ok(
+        c.sent.slice(m).filter((x) => x.type === 'map').length <= 4 * peers,
+        'prefault batches the faults',
       );
       await Promise.all(
         atts.map(async (a, k) => {

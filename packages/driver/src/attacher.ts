@@ -29,6 +29,7 @@ export async function attachmentFault(d: XpmemDriver, att: Attachment, f: Driver
   const ps = k.pageSize;
   d.counters.faults++;
   if (att.detached) throw new KernelError('SIGSEGV', `attachment at ${att.vaddr} detached`);
+  if (f.mm.id !== att.mm.id) throw new KernelError('SIGBUS', 'attachments are not inherited across fork');
   if (att.gone) throw new KernelError('SIGBUS', `segment ${att.grant.segid} is gone`);
   if (f.write && att.grant.access !== 'rw')
     throw new KernelError('SIGSEGV', 'write to a read-only attachment');

@@ -90,7 +90,8 @@ export interface DriverStatus {
     segid: string;
     local: boolean;
   }>;
-  rmap: { entries: number; frames: number; bytes: number; bytesPerEntry: number };
+  /** Reverse map: entries, frames (exported pages; `pages` is the same number), bytes held. */
+  rmap: { entries: number; frames: number; pages: number; bytes: number; bytesPerEntry: number };
   cachedPages: number;
   peers: Array<{ node: string; epoch: number; state: string; fencedBelow: number }>;
   counters: DriverCounters;
@@ -265,6 +266,7 @@ export class XpmemDriver implements KernelModule {
     for (const p of this.permits.values()) permitsPerSeg.set(p.seg, (permitsPerSeg.get(p.seg) ?? 0) + 1);
     const peerStatus = new Map(this.net.status().map((s) => [s.node, s]));
     const peerNames = new Set([...this.nodeNames.slice(1), ...peerStatus.keys()]);
+    const exported = this.rmap.frames().length;
     return {
       node: this.self,
       segments: [...this.segments.values()].map((s) => ({
@@ -291,7 +293,8 @@ export class XpmemDriver implements KernelModule {
       })),
       rmap: {
         entries: this.rmap.size,
-        frames: this.rmap.frames().length,
+        frames: exported,
+        pages: exported,
         bytes: this.rmap.bytes(),
         bytesPerEntry: this.rmap.size ? this.rmap.bytes() / this.rmap.size : 0,
       },
@@ -432,7 +435,7 @@ export class XpmemDriver implements KernelModule {
       return reply as never;
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'E_INTERNAL';
-      const wire = WIRE_CODES.has(code) ? code : 'E_INTERNAL';
+      const wire = WIRE_CODES.has(code) ? code : (KERNEL_TO_WIRE[code] ?? 'E_INTERNAL');
       if (wire === 'E_INTERNAL') this.log.error({ err: e, msg }, 'xpmem: request handler failed');
       this.emitMessage('out', 'error', from.node, msg.cid);
       throw { code: wire, message: String((e as Error).message ?? e).slice(0, 500) };
@@ -471,6 +474,20 @@ const WIRE_CODES = new Set([
   'E_BUSY',
   'E_INTERNAL',
 ]);
+
+/** Kernel errno codes that can escape a handler (bounded waits, races) and what the peer sees. */
+const KERNEL_TO_WIRE: Record<string, string> = {
+  ETIMEDOUT: 'E_BUSY',
+  EAGAIN: 'E_BUSY',
+  EBUSY: 'E_BUSY',
+  ENOMEM: 'E_BUSY',
+  EFAULT: 'E_FAULT',
+  SIGBUS: 'E_FAULT',
+  SIGSEGV: 'E_FAULT',
+  EACCES: 'E_ACCESS',
+  ESRCH: 'E_NO_SEGMENT',
+  EINVAL: 'E_MALFORMED',
+};
 
 const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 

@@ -235,14 +235,20 @@ export async function handleMap(d: XpmemDriver, from: PeerSession, msg: MapReq):
   }
   if (msg.page + msg.count > seg.npages)
     fail('E_RANGE', `pages ${msg.page}+${msg.count} outside ${seg.npages}`);
+  // Pages are independent (one mutex each): grant them concurrently, reply with the run that
+  // succeeded from the first page (the faulting one; the rest is prefault and best effort).
+  const results = await Promise.allSettled(
+    Array.from({ length: msg.count }, (_, i) => grantPage(d, seg, msg.page + i, permit, msg.access === 'rw')),
+  );
+  const first = results[0];
+  if (first.status === 'rejected') {
+    // later pages may have been granted: they stay in the map as if prefetched and dropped
+    throw first.reason;
+  }
   const pages: PageData[] = [];
-  for (let p = msg.page; p < msg.page + msg.count; p++) {
-    try {
-      pages.push(await grantPage(d, seg, p, permit, msg.access === 'rw'));
-    } catch (e) {
-      if (pages.length === 0) throw e;
-      break;
-    }
+  for (const r of results) {
+    if (r.status === 'rejected') break;
+    pages.push(r.value);
   }
   return { t: 'map-ok', access: msg.access, pages };
 }

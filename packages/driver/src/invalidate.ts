@@ -77,6 +77,12 @@ export async function invalidatePages(
   let dirty = false;
   const t0 = d.clock.now();
   try {
+    // Order on the wire. A grant that completed before this invalidation returns its map-ok to the
+    // protocol layer through a chain of promise continuations; the link sends in enqueue order. One
+    // macrotask here lets every such reply be enqueued first, so a mapper never sees the invalidate
+    // of a copy before the map-ok that granted it (it would ack "nothing" and then install a copy
+    // the home believes gone). The attacher keeps the matching rule on its side (handleInvalidate).
+    await new Promise<void>((resolve) => setImmediate(resolve));
     const batches: Array<[number, number[]]> = [];
     for (const [node, ps] of byNode) {
       // an ack carries at most MAX_PAGES dirty pages: a write-back round is split so that no message

@@ -278,6 +278,24 @@ test('same-instance attachment maps the source frames directly and stays coheren
   await expectCode(remote.q.read32(remote.va), 'SIGBUS');
 });
 
+test('unload: segments are withdrawn (attachers get SIGBUS), notifiers unregistered; load again works', async () => {
+  const s = await source(A, 1);
+  const t = await attach(B, s.segid, 'r', 1);
+  assert.equal(await t.q.read32(t.va), 0x1000);
+  const registered = () => A.kernel.stats().rmapNotifiers.registered;
+  assert.equal(registered(), 1);
+  await A.driver.unload();
+  assert.equal(registered(), 0, 'the rmap notifier is unregistered');
+  assert.equal(A.driver.status().segments.length, 0);
+  await expectCode(t.q.read32(t.va), 'SIGBUS');
+  await expectCode(A.driver.make(s.p.pid, s.va, PAGE, 0o600), 'E_NOT_LOADED');
+  await A.kernel.loadModule(A.driver);
+  const segid = await A.driver.make(s.p.pid, s.va, PAGE, 0o600);
+  const t2 = await attach(B, segid, 'r', 1);
+  assert.equal(await t2.q.read32(t2.va), 0x1000);
+  await A.driver.remove(segid);
+});
+
 test('leak check: after detach, release, remove and exit, nothing is pinned or exported', async () => {
   for (const p of procs) await p.exit(0);
   for (const n of c.nodes) {

@@ -348,8 +348,8 @@ export async function runScenario(
           (o) =>
             o.at === B.node &&
             o.ev.event === 'message' &&
-            o.ev.data.type === 'map' &&
-            o.ev.data.dir === 'out',
+            o.ev.data.msg === 'map' &&
+            o.ev.data.direction === 'out',
         );
         if (!refault)
           throw new StepFailed(`${B.node} still had its copy: the page was not invalidated by the reclaim`);

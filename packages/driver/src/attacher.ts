@@ -99,10 +99,16 @@ async function requestPages(
     count < prefault &&
     p + count < att.firstPage + att.npages &&
     !d.cache.has(pageKey(g.segid, p + count)) &&
-    !d.pendingFaults.has(pageKey(g.segid, p + count))
+    !d.pendingFaults.has(pageKey(g.segid, p + count)) &&
+    !d.detachInFlight.has(pageKey(g.segid, p + count))
   ) {
     count++;
   }
+  // A detach of the page still on its way to the home (or being applied there) would drop the copy
+  // this request is about to be granted: ask only after the home has answered it.
+  const detach = d.detachInFlight.get(pageKey(g.segid, p));
+  if (detach) await detach;
+  if (att.gone || att.detached) return;
   let pages: PageData[];
   let granted: 'r' | 'rw';
   try {
@@ -295,7 +301,24 @@ export async function releaseAttachmentPages(
   }
 }
 
-async function sendDetach(
+/** Run `send` (a detach of `pages` of `segid`) with the pages marked in d.detachInFlight meanwhile. */
+async function trackDetach(d: XpmemDriver, segid: string, pages: number[], send: () => Promise<void>) {
+  const done = send();
+  const mine = done.catch(() => undefined);
+  const keys = pages.map((p) => pageKey(segid, p));
+  for (const key of keys) d.detachInFlight.set(key, mine);
+  try {
+    await done;
+  } finally {
+    for (const key of keys) if (d.detachInFlight.get(key) === mine) d.detachInFlight.delete(key);
+  }
+}
+
+function sendDetach(d: XpmemDriver, att: Attachment, pages: number[], dirty: PageData[]): Promise<void> {
+  return trackDetach(d, att.grant.segid, pages, () => sendDetachNow(d, att, pages, dirty));
+}
+
+async function sendDetachNow(
   d: XpmemDriver,
   att: Attachment,
   pages: number[],
@@ -324,16 +347,18 @@ async function giveBack(d: XpmemDriver, att: Attachment, pages: number[]): Promi
   const others = [...d.attachments.values()].filter((a) => !a.detached && a.grant.segid === att.grant.segid);
   const free = pages.filter((p) => !others.some((a) => p >= a.firstPage && p < a.firstPage + a.npages));
   if (free.length === 0) return;
-  try {
-    await d.request<Detach>(att.grant.home, {
-      t: 'detach',
-      apid: att.grant.apid,
-      ranges: toRanges(free),
-      dirty: [],
-    });
-  } catch (e) {
-    d.log.debug({ err: e }, 'xpmem: give-back detach not delivered');
-  }
+  await trackDetach(d, att.grant.segid, free, async () => {
+    try {
+      await d.request<Detach>(att.grant.home, {
+        t: 'detach',
+        apid: att.grant.apid,
+        ranges: toRanges(free),
+        dirty: [],
+      });
+    } catch (e) {
+      d.log.debug({ err: e }, 'xpmem: give-back detach not delivered');
+    }
+  });
 }
 
 export async function handleSegmentGone(d: XpmemDriver, from: PeerSession, msg: SegmentGone): Promise<void> {

@@ -138,6 +138,11 @@ export class XpmemDriver implements KernelModule {
   readonly pendingFaults = new Map<string, { access: Access; promise: Promise<void> }>();
   /** Dirty pages given back in a detach the home has not acknowledged yet. */
   readonly detaching = new Map<string, import('@xpmesh/protocol').PageData>();
+  /**
+   * Detach messages not answered yet, by page key: a map request for such a page waits for it, or the
+   * home could grant the page first and then drop the new copy when the older detach reaches it.
+   */
+  readonly detachInFlight = new Map<string, Promise<void>>();
   nextAttachment = 1;
 
   // ---- peers

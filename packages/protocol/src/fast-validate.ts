@@ -6,6 +6,7 @@
  * which produce the error code and message (so diagnostics are zod's, byte for byte).
  * test/validate-diff.test.ts proves accept/reject and output equal to zod with fast-check.
  */
+import { WIRE_ERROR_CODES } from './errors.js';
 import type { Limits } from './limits.js';
 import type { Message, MessageType } from './messages.js';
 
@@ -35,25 +36,7 @@ const INVALIDATE_REASONS = new Set([
   'fence',
 ]);
 const GONE_REASONS = new Set(['remove', 'exit', 'unmap']);
-const ERROR_CODES = new Set([
-  'E_MALFORMED',
-  'E_UNKNOWN_TYPE',
-  'E_TOO_LARGE',
-  'E_VERSION',
-  'E_AUTH',
-  'E_STATE',
-  'E_TOO_MANY',
-  'E_TIMEOUT',
-  'E_STALE_EPOCH',
-  'E_NO_SEGMENT',
-  'E_NO_PERMIT',
-  'E_PERM',
-  'E_RANGE',
-  'E_ACCESS',
-  'E_FAULT',
-  'E_BUSY',
-  'E_INTERNAL',
-]);
+const ERROR_CODES = new Set(Object.keys(WIRE_ERROR_CODES));
 
 /** zod's notion of an object: non-null, typeof object, not an array. */
 function isObj(v: unknown): v is Rec {

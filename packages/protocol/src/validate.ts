@@ -9,6 +9,7 @@
  * the two equal with fast-check.
  */
 import { z } from 'zod';
+import { WIRE_ERROR_CODES } from './errors.js';
 import { buildFastChecks } from './fast-validate.js';
 import { type Limits, resolveLimits } from './limits.js';
 import type { Message, MessageType, WireErrorCode } from './messages.js';
@@ -134,25 +135,7 @@ function buildSchemas(l: Limits) {
       t: z.literal('error'),
       re: uint32.optional(),
       cid,
-      code: z.enum([
-        'E_MALFORMED',
-        'E_UNKNOWN_TYPE',
-        'E_TOO_LARGE',
-        'E_VERSION',
-        'E_AUTH',
-        'E_STATE',
-        'E_TOO_MANY',
-        'E_TIMEOUT',
-        'E_STALE_EPOCH',
-        'E_NO_SEGMENT',
-        'E_NO_PERMIT',
-        'E_PERM',
-        'E_RANGE',
-        'E_ACCESS',
-        'E_FAULT',
-        'E_BUSY',
-        'E_INTERNAL',
-      ]),
+      code: z.enum(Object.keys(WIRE_ERROR_CODES) as [WireErrorCode, ...WireErrorCode[]]),
       message: z.string().max(512),
     }),
   } satisfies Record<MessageType, z.ZodType>;

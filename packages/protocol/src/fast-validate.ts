@@ -8,7 +8,7 @@
  */
 import { WIRE_ERROR_CODES } from './errors.js';
 import type { Limits } from './limits.js';
-import type { Message, MessageType } from './messages.js';
+import { INVALIDATE_REASONS, type Message, type MessageType } from './messages.js';
 
 type Rec = Record<string, unknown>;
 type Check = (v: Rec) => Message | undefined;
@@ -22,19 +22,7 @@ const NODE_RE = /^[A-Za-z0-9._-]{1,64}$/;
 const SEG_RE = /^[A-Za-z0-9._-]{1,64}:[0-9]{1,15}$/;
 const AP_RE = /^[A-Za-z0-9._-]{1,64}:a[0-9]{1,15}$/;
 const MAX_CID = 64;
-const INVALIDATE_REASONS = new Set([
-  'reclaim',
-  'migrate',
-  'clean',
-  'unmap',
-  'protection',
-  'cow',
-  'release',
-  'remove',
-  'upgrade',
-  'recall',
-  'fence',
-]);
+const INVALIDATE_REASON_SET = new Set<string>(INVALIDATE_REASONS);
 const GONE_REASONS = new Set(['remove', 'exit', 'unmap']);
 const ERROR_CODES = new Set(Object.keys(WIRE_ERROR_CODES));
 
@@ -178,7 +166,7 @@ export function buildFastChecks(l: Limits): Record<MessageType, Check> {
     },
     invalidate: (v) => {
       if (!u32(v.id) || !cidOk(v) || !segid(v.segid)) return undefined;
-      if (typeof v.reason !== 'string' || !INVALIDATE_REASONS.has(v.reason)) return undefined;
+      if (typeof v.reason !== 'string' || !INVALIDATE_REASON_SET.has(v.reason)) return undefined;
       if (typeof v.writeback !== 'boolean' || typeof v.downgrade !== 'boolean') return undefined;
       const rs = ranges(v.ranges);
       if (!rs) return undefined;

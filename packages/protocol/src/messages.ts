@@ -22,18 +22,35 @@ export type ProtocolVersion = (typeof PROTOCOL_VERSIONS)[number];
 export type Access = 'r' | 'rw';
 
 /** Why an invalidation is sent. */
-export type InvalidateReason =
-  | 'reclaim' // the home reclaims (swaps out) the page
-  | 'migrate' // the home migrates the page to another frame
-  | 'clean' // page_mkclean at the home: writers must write back and drop write access
-  | 'unmap' // the source munmapped the range
-  | 'protection' // the source mprotected the range
-  | 'cow' // copy-on-write in the source (fork, or a write breaking COW)
-  | 'release' // the source address space exited
-  | 'remove' // the segment was removed
-  | 'upgrade' // another instance (or the home) wants to write the page
-  | 'recall' // the home wants to read or write a page a remote holds for writing
-  | 'fence'; // the receiver was fenced; its mappings are void
+/*
+ * export type InvalidateReason =
+ *   | 'reclaim' // the home reclaims (swaps out) the page
+ *   | 'migrate' // the home migrates the page to another frame
+ *   | 'clean' // page_mkclean at the home: writers must write back and drop write access
+ *   | 'unmap' // the source munmapped the range
+ *   | 'protection' // the source mprotected the range
+ *   | 'cow' // copy-on-write in the source (fork, or a write breaking COW)
+ *   | 'release' // the source address space exited
+ *   | 'remove' // the segment was removed
+ *   | 'upgrade' // another instance (or the home) wants to write the page
+ *   | 'recall' // the home wants to read or write a page a remote holds for writing
+ *   | 'fence';
+ */
+export const INVALIDATE_REASONS = [
+  'reclaim',
+  'migrate',
+  'clean',
+  'unmap',
+  'protection',
+  'cow',
+  'release',
+  'remove',
+  'upgrade',
+  'recall',
+  'fence',
+] as const;
+/** Why an invalidation is sent (each value documented in docs/protocol.md). */
+export type InvalidateReason = (typeof INVALIDATE_REASONS)[number]; // the receiver was fenced; its mappings are void
 
 /** One page of data with its version (the home bumps a page's version on every completed write-back). */
 export interface PageData {

@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { WIRE_ERROR_CODES } from './errors.js';
 import { buildFastChecks } from './fast-validate.js';
 import { type Limits, resolveLimits } from './limits.js';
-import type { Message, MessageType, WireErrorCode } from './messages.js';
+import { INVALIDATE_REASONS, type Message, type MessageType, type WireErrorCode } from './messages.js';
 
 export const PAGE_SIZE = 4096;
 export const NONCE_BYTES = 32;
@@ -106,19 +106,7 @@ function buildSchemas(l: Limits) {
       cid,
       segid,
       ranges,
-      reason: z.enum([
-        'reclaim',
-        'migrate',
-        'clean',
-        'unmap',
-        'protection',
-        'cow',
-        'release',
-        'remove',
-        'upgrade',
-        'recall',
-        'fence',
-      ]),
+      reason: z.enum(INVALIDATE_REASONS),
       writeback: z.boolean(),
       downgrade: z.boolean(),
     }),

@@ -1,6 +1,6 @@
 /** fast-check generators of valid messages (every type), shared by the property and fuzz tests. */
 import fc from 'fast-check';
-import type { Message } from '../messages.js';
+import { INVALIDATE_REASONS, type Message } from '../messages.js';
 
 const u32 = fc.integer({ min: 0, max: 2 ** 32 - 1 });
 const u53 = fc.oneof(fc.integer({ min: 0, max: 1000 }), fc.maxSafeNat());
@@ -35,19 +35,7 @@ const code = fc.constantFrom(
   'E_BUSY',
   'E_INTERNAL',
 ) as fc.Arbitrary<'E_BUSY'>;
-const reason = fc.constantFrom(
-  'reclaim',
-  'migrate',
-  'clean',
-  'unmap',
-  'protection',
-  'cow',
-  'release',
-  'remove',
-  'upgrade',
-  'recall',
-  'fence',
-) as fc.Arbitrary<'reclaim'>;
+const reason = fc.constantFrom(...INVALIDATE_REASONS);
 
 /** Drops keys whose value is undefined (the codec omits them, so a round trip does too). */
 function clean<T extends object>(a: fc.Arbitrary<T>): fc.Arbitrary<T> {

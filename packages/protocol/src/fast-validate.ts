@@ -158,16 +158,21 @@ export function buildFastChecks(l: Limits): Record<MessageType, Check> {
       if (!u32(v.re) || !cidOk(v) || !access(v.access)) return undefined;
       const ps = pages(v.pages);
       if (!ps) return undefined;
+      const gs = v.grants;
+      if (!Array.isArray(gs) || gs.length > maxPages) return undefined;
+      for (const g of gs) if (!u53(g)) return undefined;
       const o: Rec = { t: 'map-ok', re: v.re };
       withCid(o, v);
       o.access = v.access;
       o.pages = ps;
+      o.grants = [...gs];
       return o as unknown as Message;
     },
     invalidate: (v) => {
       if (!u32(v.id) || !cidOk(v) || !segid(v.segid)) return undefined;
       if (typeof v.reason !== 'string' || !INVALIDATE_REASON_SET.has(v.reason)) return undefined;
       if (typeof v.writeback !== 'boolean' || typeof v.downgrade !== 'boolean') return undefined;
+      if (!u53(v.upTo)) return undefined;
       const rs = ranges(v.ranges);
       if (!rs) return undefined;
       const o: Rec = { t: 'invalidate', id: v.id };
@@ -177,6 +182,7 @@ export function buildFastChecks(l: Limits): Record<MessageType, Check> {
       o.reason = v.reason;
       o.writeback = v.writeback;
       o.downgrade = v.downgrade;
+      o.upTo = v.upTo;
       return o as unknown as Message;
     },
     'invalidate-ack': (v) => {

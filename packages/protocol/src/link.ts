@@ -65,6 +65,8 @@ export interface LinkOptions {
   /** Peer admission (called on hello / welcome): a close code to refuse, or null to accept. */
   admit(link: Link, node: string, epoch: number): number | null;
   onUp(link: Link): void;
+  /** The lease basis moved forward (see Link.leaseBasis). */
+  onLease?(link: Link, basis: number): void;
   onClose(link: Link, code: number, reason: string, byUs: boolean): void;
   onRequest(link: Link, msg: RequestMessage): void;
   onOneWay(link: Link, msg: OneWayMessage): void;
@@ -104,6 +106,14 @@ export class Link {
   readonly epoch: number;
   readonly role: 'client' | 'server';
   lastSeen: number;
+  /**
+   * Lease basis (clock ms): the send time of our latest ping that the peer answered, or the link's
+   * creation before any pong. The peer's end of this session was open (not closed, not fenced by
+   * it) at some moment after this time. A party that leases something to us over this session and
+   * then closes it knows our basis is older than its close, so our lease (basis + L) ends at most L
+   * after its close.
+   */
+  leaseBasis: number;
   closeCode = 0;
   closeReason = '';
   /** Last error message the peer sent during the handshake (explains the close that follows). */
@@ -121,6 +131,8 @@ export class Link {
   private sweepAt = Number.POSITIVE_INFINITY;
   private flushScheduled = false;
   private seenSinceBeat = true;
+  /** Send times of pings not answered yet, oldest first (pongs come back in order). */
+  private pingTimes: number[] = [];
   private missed = 0;
   private beatTimer: unknown;
   private handshakeTimer: unknown;
@@ -136,6 +148,7 @@ export class Link {
     this.epoch = o.epoch;
     this.state = o.role === 'client' ? 'await-welcome' : 'await-hello';
     this.lastSeen = o.clock.now();
+    this.leaseBasis = this.lastSeen;
     this.budget = o.limits.malformedBurst;
     this.budgetAt = this.lastSeen;
     this.handshakeTimer = o.clock.setTimeout(
@@ -145,7 +158,7 @@ export class Link {
     );
     o.conn.setHandlers({
       onFrame: (f) => this.guard(() => this.onFrame(f)),
-      onPong: () => this.guard(() => this.seen()),
+      onPong: () => this.guard(() => this.pong()),
       onClose: (code, reason) => this.guard(() => this.closed(code, reason, false)),
     });
     if (o.role === 'client') {
@@ -364,6 +377,14 @@ export class Link {
   private seen(): void {
     this.seenSinceBeat = true;
     this.lastSeen = this.o.clock.now();
+  }
+
+  private pong(): void {
+    this.seen();
+    const sent = this.pingTimes.shift();
+    if (sent === undefined || sent <= this.leaseBasis || this.state !== 'up') return;
+    this.leaseBasis = sent;
+    this.o.onLease?.(this, sent);
   }
 
   private onFrame(frame: Uint8Array): void {
@@ -648,6 +669,8 @@ export class Link {
       this.close(CloseCode.HEARTBEAT, `no frame or pong for ${this.missed} heartbeats`, 'heartbeatDeaths');
       return;
     }
+    this.pingTimes.push(this.o.clock.now());
+    if (this.pingTimes.length > 64) this.pingTimes.shift();
     this.o.conn.ping();
     this.scheduleBeat();
   }

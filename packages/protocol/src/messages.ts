@@ -15,7 +15,7 @@
  *   home instance that granted them: "<home node id>:a<n>".
  */
 
-export const PROTOCOL_VERSIONS = [1] as const;
+export const PROTOCOL_VERSIONS = [2] as const;
 export type ProtocolVersion = (typeof PROTOCOL_VERSIONS)[number];
 
 /** Access mode of a permit or a mapping. */
@@ -172,6 +172,12 @@ export interface MapOk {
   access: Access;
   /** The pages, in order. */
   pages: PageData[];
+  /**
+   * Grant id of each page (same order and length as `pages`). Ids increase at the home with every
+   * grant it makes. An `invalidate` whose `upTo` is ≥ a page's grant id revokes that copy, also when
+   * the invalidate overtakes this reply: the receiver then drops the page instead of installing it.
+   */
+  grants: number[];
 }
 
 // ---- driver: invalidation ----------------------------------------------------------------------
@@ -191,6 +197,11 @@ export interface Invalidate {
   writeback: boolean;
   /** True if the mapper may keep a read-only copy (downgrade) instead of dropping it. */
   downgrade: boolean;
+  /**
+   * The home's latest grant id when it decided this invalidation: copies of these pages granted with
+   * an id ≤ upTo are covered (also one whose map-ok is still on its way); later grants are not.
+   */
+  upTo: number;
 }
 
 /** Mapper → home: done; the copies are gone (or read-only); dirty pages enclosed. */

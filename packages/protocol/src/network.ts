@@ -128,7 +128,12 @@ export class TransportPeerNetwork implements PeerNetwork {
   private readonly targets: DialTarget[] = [];
   private readonly links = new Set<Link>();
   private handler: RequestHandler | undefined;
-  private readonly listeners: Listeners = { up: new Set(), down: new Set(), message: new Set() };
+  private readonly listeners: Listeners = {
+    up: new Set(),
+    down: new Set(),
+    message: new Set(),
+    lease: new Set(),
+  };
   private listener: Listener | undefined;
   private closing = false;
 
@@ -227,6 +232,11 @@ export class TransportPeerNetwork implements PeerNetwork {
       lastSeenMs: p.link ? now - p.link.lastSeen : Number.POSITIVE_INFINITY,
       outstanding: p.link?.outstanding ?? 0,
     }));
+  }
+
+  leaseBasis(node: string): number | undefined {
+    const link = this.peers.get(node)?.link;
+    return link?.state === 'up' ? link.leaseBasis : undefined;
   }
 
   request<T extends RequestMessage>(
@@ -332,6 +342,10 @@ export class TransportPeerNetwork implements PeerNetwork {
       logger: this.logger,
       admit: (l, node, epoch) => this.admit(l, node, epoch),
       onUp: (l) => this.linkUp(l),
+      onLease: (l, basis) => {
+        if (this.peers.get(l.peerNode)?.link === l)
+          this.emit('lease', { node: l.peerNode, epoch: l.peerEpoch }, basis);
+      },
       onClose: (l, code, reason, byUs) => this.linkClosed(l, code, reason, byUs),
       onRequest: (l, msg) => this.incomingRequest(l, msg),
       onOneWay: (l, msg) => this.emit('message', { node: l.peerNode, epoch: l.peerEpoch }, msg),

@@ -99,7 +99,14 @@ function buildSchemas(l: Limits) {
       count: z.number().int().min(1).max(l.maxPagesPerMessage),
       access,
     }),
-    'map-ok': z.object({ t: z.literal('map-ok'), re: uint32, cid, access, pages }),
+    'map-ok': z.object({
+      t: z.literal('map-ok'),
+      re: uint32,
+      cid,
+      access,
+      pages,
+      grants: z.array(uint53).max(l.maxPagesPerMessage),
+    }),
     invalidate: z.object({
       t: z.literal('invalidate'),
       id: uint32,
@@ -109,6 +116,7 @@ function buildSchemas(l: Limits) {
       reason: z.enum(INVALIDATE_REASONS),
       writeback: z.boolean(),
       downgrade: z.boolean(),
+      upTo: uint53,
     }),
     'invalidate-ack': z.object({ t: z.literal('invalidate-ack'), re: uint32, cid, dirty: pages }),
     detach: z.object({ t: z.literal('detach'), id: uint32, cid, apid, ranges, dirty: pages }),

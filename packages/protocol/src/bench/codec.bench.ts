@@ -32,6 +32,7 @@ const page: Message = {
   re: 9,
   access: 'r',
   pages: [{ page: 3, version: 5, data: new Uint8Array(4096) }],
+  grants: [11],
 };
 const smallF = encodeFrame(small);
 const pageF = Uint8Array.prototype.slice.call(encodeFrame(page));

@@ -107,12 +107,13 @@ async function link(reply: (m: MapReq) => Message) {
 }
 
 const page = new Uint8Array(4096).fill(7);
-const small = (m: MapReq): Message => ({ t: 'map-ok', re: m.id, access: 'r', pages: [] });
+const small = (m: MapReq): Message => ({ t: 'map-ok', re: m.id, access: 'r', pages: [], grants: [] });
 const big = (m: MapReq): Message => ({
   t: 'map-ok',
   re: m.id,
   access: 'r',
   pages: [{ page: 0, version: 1, data: page }],
+  grants: [1],
 });
 // A mid-range id, so the baseline's frames are as long as the link's (ids are msgpack uint16 there).
 const reqFrame = Uint8Array.prototype.slice.call(

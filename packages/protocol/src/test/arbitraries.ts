@@ -78,7 +78,16 @@ export const arbitraries: Record<Message['t'], fc.Arbitrary<Message>> = {
       access,
     }),
   ),
-  'map-ok': clean(fc.record({ t: fc.constant('map-ok' as const), re: u32, cid, access, pages })),
+  'map-ok': clean(
+    fc.record({
+      t: fc.constant('map-ok' as const),
+      re: u32,
+      cid,
+      access,
+      pages,
+      grants: fc.array(fc.maxSafeNat(), { maxLength: 4 }),
+    }),
+  ),
   invalidate: clean(
     fc.record({
       t: fc.constant('invalidate' as const),
@@ -89,6 +98,7 @@ export const arbitraries: Record<Message['t'], fc.Arbitrary<Message>> = {
       reason,
       writeback: fc.boolean(),
       downgrade: fc.boolean(),
+      upTo: fc.maxSafeNat(),
     }),
   ),
   'invalidate-ack': clean(

@@ -50,9 +50,10 @@ describe('codec + validation round trip', () => {
       re: 7,
       access: 'r',
       pages: [{ page: 1, version: 2, data: new Uint8Array(4096) }],
+      grants: [3],
     };
     const f = Buffer.from(encodeFrame(m));
-    assert.equal(f[0], 0x84, 'fixmap of 4 entries');
+    assert.equal(f[0], 0x85, 'fixmap of 5 entries');
     assert.ok(f.includes(Buffer.from([0xc5, 0x10, 0x00])), 'bin16 header of 4096 bytes');
     // Optional fields that are undefined are omitted, not encoded as msgpackr's undefined extension.
     const g = Buffer.from(encodeFrame({ t: 'ok', re: 1, cid: undefined } as Message));

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { CloseCode } from '../errors.js';
-import type { Detach, Get, Release } from '../messages.js';
+import { type Detach, type Get, PROTOCOL_VERSIONS, type Release } from '../messages.js';
 import type { PeerNetworkOptions, TransportPeerNetwork } from '../network.js';
 import { type PeerSession, RequestError } from '../peers.js';
 import type { Transport } from '../transport.js';
@@ -90,10 +90,36 @@ export function complianceSuite(makeHarness: () => Harness): void {
       assert.equal(n.b.sessions()[0].node, 'a');
       const aSt = n.a.status()[0];
       assert.equal(aSt.state, 'up');
-      assert.equal(aSt.version, 1);
+      assert.equal(aSt.version, PROTOCOL_VERSIONS[PROTOCOL_VERSIONS.length - 1]);
       // Exactly one session per pair: only one connection was established.
       assert.equal(n.a.metrics().sessionsUp, 1);
       assert.equal(n.b.metrics().sessionsUp, 1);
+    });
+
+    it('lease: answered pings move the lease basis forward (event), a stalled peer stops it, a fence ends it', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }]);
+      await until(h, () => n.a.sessions().length === 1 && n.b.sessions().length === 1, 'sessions up');
+      const seen: number[] = [];
+      n.a.on('lease', (peer, basis) => {
+        assert.equal(peer.node, 'b');
+        seen.push(basis);
+      });
+      const first = n.a.leaseBasis('b');
+      assert.equal(typeof first, 'number');
+      await until(h, () => seen.length >= 2, 'two lease renewals');
+      assert.ok(seen[1] > seen[0] && seen[0] > (first as number), 'the basis only moves forward');
+      assert.equal(n.a.leaseBasis('b'), seen[seen.length - 1]);
+      // b stops answering: no renewal while it is stalled (its pongs do not come back)
+      h.stall('b');
+      const frozen = seen.length;
+      await h.advance(150);
+      const during = seen.length;
+      assert.ok(during <= frozen + 1, 'at most one pong that was already on its way');
+      await h.advance(100);
+      assert.equal(seen.length, during, 'no renewal from a stalled peer');
+      h.resume('b');
+      n.a.fence('b', 'test');
+      assert.equal(n.a.leaseBasis('b'), undefined, 'no lease without a session');
     });
 
     it('version negotiation picks the highest common version; none common: refused with 4001', async () => {

@@ -13,7 +13,7 @@ import WebSocket from 'ws';
 import { clientProof, clusterKeyBytes, newNonce, serverProof } from '../auth.js';
 import { decodeFrame, decodeRaw, encodeFrame } from '../codec.js';
 import { CloseCode, isWireErrorCode } from '../errors.js';
-import type { Message, Release } from '../messages.js';
+import { type Message, PROTOCOL_VERSIONS, type Release } from '../messages.js';
 import type { TransportPeerNetwork } from '../network.js';
 import { seededRandom } from '../transport.js';
 import { createWsPeerNetwork } from '../ws.js';
@@ -55,7 +55,7 @@ async function rawSession(url: string, node: string, onMsg: (m: Record<string, u
     assert.ok(m, 'handshake reply');
     return m;
   };
-  ws.send(encodeFrame({ t: 'hello', versions: [1], node, epoch: Date.now(), nonce: cnonce }));
+  ws.send(encodeFrame({ t: 'hello', versions: [...PROTOCOL_VERSIONS], node, epoch: Date.now(), nonce: cnonce }));
   const w = await next();
   assert.equal(w.t, 'welcome');
   const snode = w.node as string;

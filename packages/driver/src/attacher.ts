@@ -20,7 +20,7 @@ import { codeOf } from './errors.js';
 import { localAttachFault } from './home.js';
 import { homeOf, pageKey } from './ids.js';
 import { MAX_PAGES, toRanges } from './invalidate.js';
-import type { Attachment } from './state.js';
+import type { Attachment, InflightMap } from './state.js';
 
 const FAULT_ROUNDS = 8;
 
@@ -46,19 +46,31 @@ export async function attachmentFault(d: XpmemDriver, att: Attachment, f: Driver
   }
   d.counters.remoteFaults++;
   const key = pageKey(att.grant.segid, p);
+  const home = att.grant.home;
   for (let round = 0; round < FAULT_ROUNDS; round++) {
     if (att.detached) throw new KernelError('SIGSEGV', `attachment at ${att.vaddr} detached`);
     if (att.gone) throw new KernelError('SIGBUS', `segment ${att.grant.segid} is gone`);
+    const slot = d.leaseSlotOf(home);
+    if (!k.leaseValid(slot)) {
+      // the copies from this home may be revoked behind our back: wait for a renewal (or for the
+      // session to end, which revokes the attachment), then let the access try again
+      await d.waitLease(home, d.requestTimeoutMs);
+      return;
+    }
     const c = d.cache.get(key);
     if (c && (!f.write || c.access === 'w')) {
       const w = c.access === 'w' && att.grant.access === 'rw';
+      if (att.mapped[i] === (w ? 2 : 1) || (att.mapped[i] === 2 && !f.write)) {
+        // the PTE is already what the copy allows: the access faulted on its lease, now renewed
+        return;
+      }
       if (att.mapped[i] !== 0) {
         // an existing PTE that is not good enough (read-only after an upgrade): replace it
         att.mapped[i] = 0;
         await k.zapDriverRange(att.mm, f.address, f.address + ps);
         continue;
       }
-      if (k.installPte(att.mm, f.address, c.pfn, { write: w })) att.mapped[i] = w ? 2 : 1;
+      if (k.installPte(att.mm, f.address, c.pfn, { write: w, lease: slot })) att.mapped[i] = w ? 2 : 1;
       return;
     }
     await fetchPage(d, att, p, f.write ? 'rw' : 'r');
@@ -110,35 +122,80 @@ async function requestPages(
   if (detach) await detach;
   if (att.gone || att.detached) return;
   let pages: PageData[];
+  let grants: number[];
   let granted: 'r' | 'rw';
-  try {
-    const reply = await d.request<MapReq>(g.home, { t: 'map', apid: g.apid, page: p, count, access });
-    pages = reply.pages;
-    granted = reply.access;
-  } catch (e) {
-    const code = codeOf(e);
-    if (code === 'E_BUSY') return; // the access faults again
-    throw new KernelError('SIGBUS', `map ${g.segid} page ${p}: ${code}`);
+  // invalidations that overtake the reply are noted per page (see handleInvalidate)
+  const notes: Array<[string, InflightMap]> = [];
+  for (let q = p; q < p + count; q++) {
+    const key = pageKey(g.segid, q);
+    if (d.inflightMaps.has(key)) continue; // a request of the same page is already noting it
+    const rec: InflightMap = { dropUpTo: -1, downgradeUpTo: -1 };
+    d.inflightMaps.set(key, rec);
+    notes.push([key, rec]);
   }
+  const inflight = new Map(notes);
+  try {
+    try {
+      const reply = await d.request<MapReq>(g.home, { t: 'map', apid: g.apid, page: p, count, access });
+      pages = reply.pages;
+      grants = reply.grants;
+      granted = reply.access;
+    } catch (e) {
+      const code = codeOf(e);
+      if (code === 'E_BUSY') return; // the access faults again
+      throw new KernelError('SIGBUS', `map ${g.segid} page ${p}: ${code}`);
+    }
+    if (grants.length !== pages.length) {
+      d.log.warn({ segid: g.segid, page: p }, 'xpmem: map-ok without a grant id per page; ignored');
+      return;
+    }
+    installGranted(d, att, pages, grants, granted, inflight);
+  } finally {
+    for (const [key, rec] of notes) if (d.inflightMaps.get(key) === rec) d.inflightMaps.delete(key);
+  }
+}
+
+function installGranted(
+  d: XpmemDriver,
+  att: Attachment,
+  pages: PageData[],
+  grants: number[],
+  granted: 'r' | 'rw',
+  inflight: Map<string, InflightMap>,
+): void {
+  const k = d.kernel;
+  const g = att.grant;
   if (att.gone) return;
   if (att.detached) {
     // detached while the grant was in flight: give the pages straight back
-    await giveBack(
-      d,
-      att,
-      pages.map((pd) => pd.page),
+    void d.guard('give back', () =>
+      giveBack(
+        d,
+        att,
+        pages.map((pd) => pd.page),
+      ),
     );
     return;
   }
-  for (const pd of pages) {
+  for (let j = 0; j < pages.length; j++) {
+    const pd = pages[j];
+    const grant = grants[j];
     const key = pageKey(g.segid, pd.page);
-    const acc = granted === 'rw' ? 'w' : 'r';
+    let acc: 'r' | 'w' = granted === 'rw' ? 'w' : 'r';
+    const note = inflight.get(key);
+    if (note && grant <= note.dropUpTo) {
+      // the home invalidated this grant before its reply got here (and we acked having nothing)
+      d.counters.overtakenGrants++;
+      continue;
+    }
+    if (note && grant <= note.downgradeUpTo) acc = 'r'; // recalled for reading meanwhile
     const c = d.cache.get(key);
     if (c) {
       if (c.access === 'w' && acc === 'r') continue;
       k.writePageData(c.pfn, pd.data);
       c.access = acc;
       c.version = pd.version;
+      c.grant = Math.max(c.grant, grant);
     } else {
       const pfn = k.allocPage();
       k.writePageData(pfn, pd.data);
@@ -149,6 +206,7 @@ async function requestPages(
         pfn,
         access: acc,
         version: pd.version,
+        grant,
       });
     }
   }
@@ -207,19 +265,21 @@ export async function handleInvalidate(
     throw { code: 'E_STATE', message: `${from.node} is not the home of ${msg.segid}` };
   const pages = new Set<number>();
   for (const [first, count] of msg.ranges) for (let p = first; p < first + count; p++) pages.add(p);
-  // Order. Links are FIFO, and the home grants a page only after every invalidation of it is acked,
-  // so an invalidate that arrives while our map request for the page is unanswered is older than
-  // the grant: the grant that follows is fresh. But a reply is consumed in a promise continuation
-  // (microtasks) while a request handler is called at once: a map-ok and the invalidate behind it
-  // in one batch would be applied in the wrong order. Yielding one macrotask first lets every reply
-  // that arrived before this invalidate be installed; then cached copies are forgotten
-  // synchronously, before anything else awaits, so no local fault can install them again.
-  await new Promise<void>((resolve) => setImmediate(resolve));
+  // Order. The invalidate covers every grant with an id ≤ upTo. A map-ok still on its way (it may be
+  // behind this message) is noted so that the copy it carries is dropped (or installed read-only)
+  // when it arrives; copies already cached are forgotten synchronously, before anything awaits, so
+  // no local fault can install them again. A copy granted after upTo is not ours to drop.
   const work: Array<{ page: number; pfn: number; version: number; wasWrite: boolean; drop: boolean }> = [];
   for (const p of pages) {
     const key = pageKey(msg.segid, p);
+    const note = d.inflightMaps.get(key);
+    if (note) {
+      if (msg.downgrade) note.downgradeUpTo = Math.max(note.downgradeUpTo, msg.upTo);
+      else note.dropUpTo = Math.max(note.dropUpTo, msg.upTo);
+    }
     const c = d.cache.get(key);
     if (!c) continue;
+    if (c.grant > msg.upTo) continue;
     const wasWrite = c.access === 'w';
     if (msg.downgrade) {
       if (!wasWrite) continue;

@@ -48,6 +48,16 @@ export interface XpmemDriverOptions {
   requestTimeoutMs?: number;
   /** Pages fetched by one remote fault (1 = no prefault; default 1, max 64). */
   prefault?: number;
+  /**
+   * Lease on remote copies (default 2000 ms; must exceed the heartbeat interval, normally
+   * heartbeat × missed beats). An attacher uses a copy only while its lease from the home is valid:
+   * renewed by every ping the home's session answers (a lease runs basis + leaseMs). A home that
+   * ends a session (fence) waits leaseMs + leaseMarginMs before it treats that instance's copies as
+   * gone, so a live but cut-off, slow or paused instance can no longer read or write them by then.
+   */
+  leaseMs?: number;
+  /** Extra wait for clock-rate drift and scheduling (default max(50, leaseMs / 10)). */
+  leaseMarginMs?: number;
 }
 
 export interface DriverCounters {
@@ -62,6 +72,10 @@ export interface DriverCounters {
   invalidationsSent: number;
   invalidationsAcked: number;
   fences: number;
+  /** Copies revoked because an invalidation overtook the map-ok that granted them. */
+  overtakenGrants: number;
+  /** Accesses that found their lease expired and waited for renewal. */
+  leaseWaits: number;
   lostDirtyPages: number;
   reclaimRefusals: number;
   staleMessages: number;
@@ -116,6 +130,8 @@ export class XpmemDriver implements KernelModule {
   readonly ackTimeoutMs: number;
   readonly requestTimeoutMs: number;
   readonly prefault: number;
+  readonly leaseMs: number;
+  readonly leaseMarginMs: number;
 
   private k: KernelModuleApi | undefined;
   deviceOwner = -1;
@@ -130,6 +146,10 @@ export class XpmemDriver implements KernelModule {
   readonly rmap = new ReverseMap();
   nextSeg = 1;
   nextPermit = 1;
+  /** Latest grant id (MapOk.grants, Invalidate.upTo). */
+  grantSeq = 0;
+  /** Fences whose lease wait is running, by node: callers for the same node share it. */
+  readonly fencing = new Map<string, { epoch: number; done: Promise<void> }>();
 
   // ---- attacher side
   readonly grants = new Map<string, Grant>();
@@ -143,6 +163,14 @@ export class XpmemDriver implements KernelModule {
    * home could grant the page first and then drop the new copy when the older detach reaches it.
    */
   readonly detachInFlight = new Map<string, Promise<void>>();
+  /** Pages with a map request in flight (invalidations that overtake the reply are noted). */
+  readonly inflightMaps = new Map<string, import('./state.js').InflightMap>();
+  /** Lease slot in the kernel per home instance whose copies we hold. */
+  readonly leaseSlot = new Map<string, number>();
+  /** Homes whose copies are being revoked: no lease renewal until that is done. */
+  readonly leaseHold = new Set<string>();
+  /** Waiters for a lease renewal, by home. */
+  readonly leaseWaiters = new Map<string, Array<() => void>>();
   nextAttachment = 1;
 
   // ---- peers
@@ -164,6 +192,8 @@ export class XpmemDriver implements KernelModule {
     invalidationsSent: 0,
     invalidationsAcked: 0,
     fences: 0,
+    overtakenGrants: 0,
+    leaseWaits: 0,
     lostDirtyPages: 0,
     reclaimRefusals: 0,
     staleMessages: 0,
@@ -173,13 +203,22 @@ export class XpmemDriver implements KernelModule {
   };
   private cidSeq = 0;
   private readonly onDown = (peer: PeerSession, why: string) => {
+    this.expireLease(peer.node);
+    this.leaseHold.add(peer.node);
     void this.guard('down', async () => {
-      await attacherDown(this, peer.node, why);
+      try {
+        await attacherDown(this, peer.node, why);
+      } finally {
+        this.leaseHold.delete(peer.node);
+      }
       await fenceNode(this, peer.node, peer.epoch, `down: ${why}`, false);
     });
   };
   private readonly onUp = (peer: PeerSession) => {
     void this.guard('up', () => peerUp(this, peer));
+  };
+  private readonly onLease = (peer: PeerSession, ageMs: number) => {
+    this.renewLease(peer.node, ageMs);
   };
   private readonly onMessage = (from: PeerSession, msg: OneWayMessage) => {
     this.emitMessage('in', msg.t, from.node, msg.cid);
@@ -198,6 +237,9 @@ export class XpmemDriver implements KernelModule {
     this.ackTimeoutMs = opts.ackTimeoutMs ?? 2000;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
     this.prefault = Math.max(1, Math.min(MAX_PREFAULT, Math.floor(opts.prefault ?? 1)));
+    this.leaseMs = opts.leaseMs ?? 2000;
+    this.leaseMarginMs = opts.leaseMarginMs ?? Math.max(50, this.leaseMs / 10);
+    if (!(this.leaseMs > 0) || !(this.leaseMarginMs >= 0)) fail('EINVAL', 'leaseMs must be > 0');
     this.nodeIdx(this.net.self);
   }
 
@@ -225,6 +267,7 @@ export class XpmemDriver implements KernelModule {
     this.net.on('down', this.onDown);
     this.net.on('up', this.onUp);
     this.net.on('message', this.onMessage);
+    this.net.on('lease', this.onLease);
     for (const s of this.net.sessions()) this.epochs.set(s.node, s.epoch);
   }
 
@@ -239,6 +282,7 @@ export class XpmemDriver implements KernelModule {
     this.net.off('down', this.onDown);
     this.net.off('up', this.onUp);
     this.net.off('message', this.onMessage);
+    this.net.off('lease', this.onLease);
     await this.rmapReg?.unregister();
     for (const rec of this.mms.values()) await rec.reg?.unregister();
     this.mms.clear();
@@ -353,10 +397,15 @@ export class XpmemDriver implements KernelModule {
     this.events.emit('page-state', { segid: seg.segid, page, from, to, event });
   }
 
-  /** Wait (bounded) until no invalidation of the page is in flight. */
+  /** Longest an invalidation can take: ack deadline, then the lease wait of a fence. */
+  get invalidationBoundMs(): number {
+    return this.ackTimeoutMs + this.leaseMs + this.leaseMarginMs;
+  }
+
+  /** Wait (bounded) until no invalidation or notifier bracket of the page is in flight. */
   async waitIdle(seg: Segment, page: number): Promise<void> {
-    const deadline = this.ackTimeoutMs * 3 + 1000;
-    while (seg.inval[page] > 0) {
+    const deadline = this.invalidationBoundMs * 3 + 1000;
+    while (seg.inval[page] > 0 || seg.busy[page] > 0) {
       await new Promise<void>((resolve, reject) => {
         const list = seg.idle.get(page) ?? [];
         seg.idle.set(page, list);
@@ -374,9 +423,73 @@ export class XpmemDriver implements KernelModule {
 
   wakeIdle(seg: Segment, page: number): void {
     const list = seg.idle.get(page);
-    if (!list || seg.inval[page] > 0) return;
+    if (!list || seg.inval[page] > 0 || seg.busy[page] > 0) return;
     seg.idle.delete(page);
     for (const w of list) w();
+  }
+
+  // ---- leases (attacher side) --------------------------------------------------------------------
+
+  /** The kernel lease slot for copies from `home` (allocated on first use), or 0 if none is free. */
+  leaseSlotOf(home: string): number {
+    let slot = this.leaseSlot.get(home);
+    if (slot !== undefined) return slot;
+    const k = this.kernel;
+    const used = new Set(this.leaseSlot.values());
+    slot = 0;
+    for (let i = 1; i < k.leaseSlots; i++) {
+      if (!used.has(i)) {
+        slot = i;
+        break;
+      }
+    }
+    if (slot === 0) fail('E_BUSY', 'no free lease slot');
+    this.leaseSlot.set(home, slot);
+    const age = this.net.leaseAge(home);
+    k.setLease(slot, age === undefined ? 0 : this.leaseMs - age);
+    return slot;
+  }
+
+  /** A ping sent `ageMs` ago was answered by `home`: our copies from it are good for L - ageMs. */
+  renewLease(home: string, ageMs: number): void {
+    const slot = this.leaseSlot.get(home);
+    if (slot === undefined || !this.k || this.leaseHold.has(home)) return;
+    this.k.setLease(slot, this.leaseMs - ageMs);
+    const ws = this.leaseWaiters.get(home);
+    if (ws && this.k.leaseValid(slot)) {
+      this.leaseWaiters.delete(home);
+      for (const w of ws) w();
+    }
+  }
+
+  /** The session with `home` ended: its copies are unusable from now on. */
+  expireLease(home: string): void {
+    const slot = this.leaseSlot.get(home);
+    if (slot !== undefined && this.k) this.k.setLease(slot, 0);
+    const ws = this.leaseWaiters.get(home);
+    this.leaseWaiters.delete(home);
+    for (const w of ws ?? []) w();
+  }
+
+  /** Resolve when the lease from `home` is valid again, or after `timeoutMs` (the caller re-checks). */
+  waitLease(home: string, timeoutMs: number): Promise<void> {
+    const slot = this.leaseSlot.get(home);
+    if (slot === undefined || this.kernel.leaseValid(slot)) return Promise.resolve();
+    this.counters.leaseWaits++;
+    return new Promise<void>((resolve) => {
+      const list = this.leaseWaiters.get(home) ?? [];
+      this.leaseWaiters.set(home, list);
+      const t = this.clock.setTimeout(done, timeoutMs);
+      const self = this;
+      function done() {
+        self.clock.clearTimeout(t);
+        const l = self.leaseWaiters.get(home);
+        const i = l?.indexOf(done) ?? -1;
+        if (l && i >= 0) l.splice(i, 1);
+        resolve();
+      }
+      list.push(done);
+    });
   }
 
   newCid(): string {

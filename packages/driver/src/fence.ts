@@ -1,15 +1,20 @@
 /**
  * Fencing. An instance whose session ends ('down': missed heartbeats or closed), or that misses an
- * ack deadline, is fenced: PeerNetwork.fence (epoch bump: it must come back as a new session), every
- * reverse-map entry of it is dropped (waiting invalidations complete without it), its permits are
- * revoked, and anything from its old session is refused (minEpoch). A page it held for writing
- * reverts to the last written-back data at the home: counted in lostDirtyPages, event 'lost-dirty'.
+ * ack deadline, is fenced: PeerNetwork.fence (epoch bump: it must come back as a new session), its
+ * permits are revoked and anything from its old session is refused (minEpoch) at once. Its
+ * reverse-map entries are dropped only when its lease has certainly run out: the instance may be
+ * alive (cut off, slow, paused) and it uses its copies until basis + leaseMs, where basis is a ping
+ * of its that our side of the session answered, so before the close. We wait leaseMs + margin from
+ * the close; then no copy of it can be in use and waiting invalidations complete without it. A page
+ * it held for writing reverts to the last written-back data at the home: counted in
+ * lostDirtyPages, event 'lost-dirty'.
  */
 import type { PeerSession } from '@xpmesh/protocol';
 import { attacherDown } from './attacher.js';
 import type { XpmemDriver } from './driver.js';
 import { syncHomePte } from './home.js';
 import { unexportIfEmpty } from './invalidate.js';
+import { epochAtMost } from './rmap.js';
 import type { Segment } from './state.js';
 
 export async function fenceNode(
@@ -40,9 +45,10 @@ export async function fenceNode(
       d.permitBySlot.delete(p.slot);
     }
   }
+  await leaseExpiry(d, node, epoch);
   const idx = d.nodeIndex.get(node);
   if (idx === undefined) return;
-  const dropped = d.rmap.filter((e) => e.node === idx && e.epoch <= epoch);
+  const dropped = d.rmap.filter((e) => e.node === idx && epochAtMost(e.epoch, epoch));
   const touched = new Map<Segment, Set<number>>();
   const frames = new Set<number>();
   for (const e of dropped) {
@@ -66,12 +72,38 @@ export async function fenceNode(
   }
 }
 
+/**
+ * Resolves when every lease `node` took from us in sessions up to `epoch` has run out: leaseMs +
+ * margin after now (the session is closed by the time we are called). Concurrent fences of one node
+ * share the wait.
+ */
+function leaseExpiry(d: XpmemDriver, node: string, epoch: number): Promise<void> {
+  const cur = d.fencing.get(node);
+  if (cur && cur.epoch >= epoch) return cur.done;
+  const done = new Promise<void>((resolve) => {
+    d.clock.setTimeout(resolve, d.leaseMs + d.leaseMarginMs);
+  });
+  const rec = { epoch, done };
+  d.fencing.set(node, rec);
+  void done.then(() => {
+    if (d.fencing.get(node) === rec) d.fencing.delete(node);
+  });
+  return done;
+}
+
 /** A peer's (new) session is up. A larger epoch than we knew means the old session is over. */
 export async function peerUp(d: XpmemDriver, peer: PeerSession): Promise<void> {
   const prev = d.epochs.get(peer.node);
   d.epochs.set(peer.node, peer.epoch);
   if (prev !== undefined && prev < peer.epoch) {
-    await attacherDown(d, peer.node, 'new session');
+    d.leaseHold.add(peer.node);
+    try {
+      await attacherDown(d, peer.node, 'new session');
+    } finally {
+      d.leaseHold.delete(peer.node);
+    }
+    const age = d.net.leaseAge(peer.node);
+    if (age !== undefined) d.renewLease(peer.node, age);
     await fenceNode(d, peer.node, prev, 'new session', false);
   }
 }

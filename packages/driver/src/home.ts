@@ -30,12 +30,26 @@ export function pageAddr(d: XpmemDriver, seg: Segment, p: number): number {
   return seg.vaddr + p * d.kernel.pageSize;
 }
 
+/**
+ * The device mode (DEV_*) of the source PTE as it is now, read from the page table: reclaim,
+ * migration and their failure paths replace or restore device entries without telling us, so
+ * `seg.dev` is only a hint and every decision that matters reads the real entry.
+ */
+export function devModeAt(d: XpmemDriver, seg: Segment, p: number, pfn?: number): number {
+  if (seg.mm.exiting) return DEV_CLEAR;
+  const e = d.kernel.deviceEntryAt(seg.mm, pageAddr(d, seg, p));
+  if (!e || e.owner !== d.deviceOwner || (pfn !== undefined && e.pfn !== pfn)) return DEV_CLEAR;
+  return e.mode === 'none' ? DEV_NONE : DEV_READONLY;
+}
+
 /** Put the source PTE of a page in device mode `mode` (DEV_*). */
 export async function setHomeDevice(d: XpmemDriver, seg: Segment, p: number, mode: number): Promise<void> {
-  if (seg.dev[p] === mode) return;
+  const cur = devModeAt(d, seg, p);
+  seg.dev[p] = cur;
+  if (cur === mode) return;
   const k = d.kernel;
   const addr = pageAddr(d, seg, p);
-  if (seg.dev[p] !== DEV_CLEAR) {
+  if (cur !== DEV_CLEAR) {
     k.clearDeviceEntry(seg.mm, addr);
     seg.dev[p] = DEV_CLEAR;
   }
@@ -139,7 +153,7 @@ export function grantPage(
   p: number,
   permit: Permit,
   write: boolean,
-): Promise<PageData> {
+): Promise<{ pd: PageData; grant: number }> {
   const k = d.kernel;
   const node = d.nodeIdx(permit.node);
   const addr = pageAddr(d, seg, p);
@@ -168,7 +182,7 @@ export function grantPage(
       d.counters.pins++;
       let granted = false;
       try {
-        if (seg.gen[p] !== gen || seg.inval[p] > 0) continue;
+        if (seg.gen[p] !== gen || seg.inval[p] > 0 || seg.busy[p] > 0) continue;
         if (seg.pfn[p] !== pfn) {
           if (!d.rmap.entries(seg.pfn[p], seg.slot, p).length) seg.pfn[p] = pfn;
           else continue; // stale entries on an old frame: an invalidation is coming (gen will move)
@@ -180,10 +194,12 @@ export function grantPage(
         }
         await k.lockPage(pfn, d.ackTimeoutMs);
         try {
-          const devOk = seg.dev[p] === (write ? DEV_NONE : DEV_READONLY);
+          // the page lock keeps reclaim and migration off the entry from here to the rmap entry
+          const devOk = devModeAt(d, seg, p, pfn) === (write ? DEV_NONE : DEV_READONLY);
           if (
             seg.gen[p] !== gen ||
             seg.inval[p] > 0 ||
+            seg.busy[p] > 0 ||
             k.mmuIntervalReadRetry(seg.mm, seq) ||
             seg.removed ||
             !devOk
@@ -192,12 +208,13 @@ export function grantPage(
           }
           if (!k.pageExported(pfn)) k.exportPage(pfn); // PG_external_rmap first, lock held
           d.rmap.add(pfn, node, seg.slot, p, permit.slot, permit.epoch, write);
+          const grant = ++d.grantSeq;
           d.transition(seg, p, write ? 'grant-write' : 'grant-read');
           const data = new Uint8Array(k.pageSize);
           data.set(k.pageBytes(pfn));
           granted = true;
           d.counters.mapsGranted++;
-          return { page: p, version: seg.version[p], data };
+          return { pd: { page: p, version: seg.version[p], data }, grant };
         } finally {
           k.unlockPage(pfn);
         }
@@ -246,11 +263,13 @@ export async function handleMap(d: XpmemDriver, from: PeerSession, msg: MapReq):
     throw first.reason;
   }
   const pages: PageData[] = [];
+  const grants: number[] = [];
   for (const r of results) {
     if (r.status === 'rejected') break;
-    pages.push(r.value);
+    pages.push(r.value.pd);
+    grants.push(r.value.grant);
   }
-  return { t: 'map-ok', access: msg.access, pages };
+  return { t: 'map-ok', access: msg.access, pages, grants };
 }
 
 /** An attacher dropped pages (detach, exit, eviction): write its dirty data back, shrink the map. */
@@ -302,7 +321,7 @@ export async function handleDeviceFault(d: XpmemDriver, f: DriverFault): Promise
   for (const seg of segs) {
     const p = (f.address - seg.vaddr) / k.pageSize;
     const gupWrite = inGup.get(seg)?.get(p);
-    if (gupWrite !== undefined && (gupWrite || seg.dev[p] === DEV_NONE)) {
+    if (gupWrite !== undefined && (gupWrite || devModeAt(d, seg, p) === DEV_NONE)) {
       // Our own getUserPage inside a grant (which holds the page mutex) touched the device entry. Only
       // possible when no other instance holds a copy (a write grant invalidated them all; a read grant
       // meets 'none' only for the requester's own stale entry): clearing is safe, the grant then sets
@@ -347,7 +366,13 @@ export async function localAttachFault(
       }
       d.counters.pins++;
       try {
-        if (seg.gen[p] !== gen || seg.inval[p] > 0 || seg.removed || k.mmuIntervalReadRetry(seg.mm, seq))
+        if (
+          seg.gen[p] !== gen ||
+          seg.inval[p] > 0 ||
+          seg.busy[p] > 0 ||
+          seg.removed ||
+          k.mmuIntervalReadRetry(seg.mm, seq)
+        )
           continue;
         if (d.rmap.entries(seg.pfn[p], seg.slot, p).some((e) => e.write || write)) continue;
         if (k.installPte(mmAttacher, address, pfn, { write })) return write ? 2 : 1;
@@ -390,7 +415,7 @@ export async function teardownSegment(d: XpmemDriver, seg: Segment, why: 'remove
     }
   }
   for (let p = 0; p < seg.npages; p++) {
-    if (seg.dev[p] !== DEV_CLEAR) {
+    if (seg.dev[p] !== DEV_CLEAR || devModeAt(d, seg, p) !== DEV_CLEAR) {
       if (!seg.mm.exiting) {
         try {
           k.clearDeviceEntry(seg.mm, pageAddr(d, seg, p));

@@ -10,6 +10,7 @@ import type { Invalidate, InvalidateReason, PageRange } from '@xpmesh/protocol';
 import type { XpmemDriver } from './driver.js';
 import { codeOf } from './errors.js';
 import { fenceNode } from './fence.js';
+import { epochAtMost } from './rmap.js';
 import type { Segment } from './state.js';
 
 export interface InvalidateOptions {
@@ -54,7 +55,10 @@ export async function invalidatePages(
   o: InvalidateOptions,
 ): Promise<InvalidateResult> {
   const byNode = new Map<number, number[]>();
+  /** Entries of sessions that are over (the node came back with a new epoch): fenced, not asked. */
+  const staleSessions = new Map<number, number>();
   const touched: number[] = [];
+  let sessions: Map<string, number> | undefined;
   for (const p of pages) {
     const es = d.rmap
       .entries(seg.pfn[p], seg.slot, p)
@@ -62,12 +66,22 @@ export async function invalidatePages(
     if (es.length === 0) continue;
     touched.push(p);
     for (const e of es) {
+      sessions ??= new Map(d.net.sessions().map((x) => [x.node, x.epoch]));
+      const cur = sessions.get(d.nodeNames[e.node]) ?? d.epochs.get(d.nodeNames[e.node]);
+      if (cur !== undefined && epochAtMost(e.epoch, cur - 1)) {
+        // an entry of a session before the current one: fence everything up to the one before
+        staleSessions.set(e.node, cur - 1);
+        continue;
+      }
       const list = byNode.get(e.node) ?? [];
       byNode.set(e.node, list);
       list.push(p);
     }
   }
   if (touched.length === 0) return { ok: true, dirty: false };
+  // Every copy granted so far (also one whose map-ok is still on the wire behind this invalidate)
+  // is covered; grants cannot happen for these pages until this invalidation ends.
+  const upTo = d.grantSeq;
   const frames = new Set(touched.map((p) => seg.pfn[p]));
   for (const p of touched) {
     seg.inval[p]++;
@@ -77,12 +91,8 @@ export async function invalidatePages(
   let dirty = false;
   const t0 = d.clock.now();
   try {
-    // Order on the wire. A grant that completed before this invalidation returns its map-ok to the
-    // protocol layer through a chain of promise continuations; the link sends in enqueue order. One
-    // macrotask here lets every such reply be enqueued first, so a mapper never sees the invalidate
-    // of a copy before the map-ok that granted it (it would ack "nothing" and then install a copy
-    // the home believes gone). The attacher keeps the matching rule on its side (handleInvalidate).
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    // Order on the wire needs no care: a map-ok may reach the mapper after this invalidate (its reply
+    // travels through promise continuations); `upTo` tells the mapper that the grant is covered.
     const batches: Array<[number, number[]]> = [];
     for (const [node, ps] of byNode) {
       // an ack carries at most MAX_PAGES dirty pages: a write-back round is split so that no message
@@ -102,10 +112,14 @@ export async function invalidatePages(
       }
       if (cur.length) batches.push([node, cur]);
     }
-    await Promise.all(
-      batches.map(async ([node, ps]) => {
+    const work: Array<Promise<void>> = [...staleSessions].map(([node, epoch]) =>
+      fenceNode(d, d.nodeNames[node], epoch, 'entries of an ended session', false),
+    );
+    await Promise.all([
+      ...work,
+      ...batches.map(async ([node, ps]) => {
         const name = d.nodeNames[node];
-        const epoch = d.epochs.get(name) ?? 0;
+        const epoch = sessions?.get(name) ?? d.epochs.get(name) ?? 0;
         d.counters.invalidationsSent++;
         try {
           const ack = await d.request<Invalidate>(
@@ -117,6 +131,7 @@ export async function invalidatePages(
               reason: o.reason,
               writeback: o.writeback,
               downgrade: o.downgrade,
+              upTo,
             },
             d.ackTimeoutMs,
           );
@@ -143,7 +158,7 @@ export async function invalidatePages(
           await fenceNode(d, name, epoch, `invalidate not acked: ${codeOf(err)}`, true);
         }
       }),
-    );
+    ]);
   } finally {
     for (const p of touched) {
       seg.inval[p]--;

@@ -23,7 +23,7 @@ import type {
 } from '@xpmesh/node/kernel';
 import type { InvalidateReason } from '@xpmesh/protocol';
 import type { XpmemDriver } from './driver.js';
-import { fenceLocalAttachers, pageAddr, teardownSegment } from './home.js';
+import { devModeAt, fenceLocalAttachers, pageAddr, teardownSegment } from './home.js';
 import { invalidatePages } from './invalidate.js';
 import { DEV_CLEAR, type Segment } from './state.js';
 
@@ -42,7 +42,7 @@ const REASON: Record<InvalidateEvent, InvalidateReason> = {
 const FRAME_CHANGES = new Set<InvalidateEvent>(['unmap', 'cow', 'release', 'migrate', 'reclaim']);
 
 function needsWork(d: XpmemDriver, seg: Segment, p: number): boolean {
-  if (seg.dev[p] !== DEV_CLEAR) return true;
+  if (devModeAt(d, seg, p) !== DEV_CLEAR) return true;
   if (d.rmap.entries(seg.pfn[p], seg.slot, p).length) return true;
   for (const a of d.attachments.values()) {
     if (a.grant.local && a.grant.segid === seg.segid) {
@@ -76,9 +76,9 @@ export function mmNotifierOps(d: XpmemDriver, mm: MmHandle): MmuNotifierOps {
       }
       if (hits.length === 0) return undefined;
       if (!range.blockable) return 'again';
-      return (async () => {
+      return bracket(d, hits, async () => {
         for (const [seg, pages] of hits) await invalidateSourcePages(d, seg, pages, range.event);
-      })();
+      });
     },
     release(m) {
       if (m.id !== mm.id) return undefined;
@@ -92,13 +92,36 @@ export function mmNotifierOps(d: XpmemDriver, mm: MmHandle): MmuNotifierOps {
   };
 }
 
+/**
+ * Run a notifier's work with its pages marked busy: no grant or local map of them can start or
+ * finish until the work, including the bookkeeping after the acks, is done.
+ */
+async function bracket<T>(d: XpmemDriver, hits: Iterable<[Segment, Iterable<number>]>, fn: () => Promise<T>) {
+  const held: Array<[Segment, number[]]> = [];
+  for (const [seg, pages] of hits) {
+    const ps = [...pages];
+    for (const p of ps) seg.busy[p]++;
+    held.push([seg, ps]);
+  }
+  try {
+    return await fn();
+  } finally {
+    for (const [seg, ps] of held) {
+      for (const p of ps) {
+        seg.busy[p]--;
+        d.wakeIdle(seg, p);
+      }
+    }
+  }
+}
+
 async function invalidateSourcePages(d: XpmemDriver, seg: Segment, pages: number[], event: InvalidateEvent) {
   const k = d.kernel;
   const writeback = event !== 'unmap' && event !== 'release';
   await invalidatePages(d, seg, pages, { reason: REASON[event], writeback, downgrade: false });
   for (const p of pages) {
     if (event !== 'reclaim' && event !== 'migrate') await fenceLocalAttachers(d, seg, p, true);
-    if (seg.dev[p] !== DEV_CLEAR) {
+    if (seg.dev[p] !== DEV_CLEAR || devModeAt(d, seg, p) !== DEV_CLEAR) {
       try {
         if (!seg.mm.exiting) k.clearDeviceEntry(seg.mm, pageAddr(d, seg, p));
       } catch (e) {
@@ -130,50 +153,60 @@ export function rmapNotifierOps(d: XpmemDriver): RmapNotifierOps {
         if (!list.includes(e.page)) list.push(e.page);
         seg.gen[e.page]++;
       }
-      let ok = true;
-      let dirty = false;
-      await Promise.all(
-        [...groups].map(async ([seg, pages]) => {
-          const r = await invalidatePages(d, seg, pages, {
-            reason,
-            writeback: true,
-            downgrade: false,
-            lockHeld: true,
-          });
-          ok &&= r.ok;
-          dirty ||= r.dirty;
-        }),
-      );
-      for (const [seg, pages] of groups) {
-        for (const p of pages) {
-          if (reason === 'clean') {
-            // the page stays: no copy is left, so the source PTE goes back to normal (our device entry
-            // would keep it unevictable); a grant racing with this retries (it checks seg.dev)
-            if (
-              seg.pfn[p] === pfn &&
-              seg.dev[p] !== DEV_CLEAR &&
-              d.rmap.entries(pfn, seg.slot, p).length === 0
-            ) {
-              try {
-                if (!seg.mm.exiting) k.clearDeviceEntry(seg.mm, pageAddr(d, seg, p));
-              } catch (e) {
-                d.log.debug({ err: e }, 'xpmem: clearDeviceEntry after clean');
-              }
-              seg.dev[p] = DEV_CLEAR;
-            }
-            continue;
-          }
-          if (seg.pfn[p] !== pfn) continue;
-          seg.pfn[p] = -1;
-          seg.dev[p] = DEV_CLEAR; // the kernel's own rmap walk replaced the source PTE
-          if (ok && reason === 'reclaim' && seg.pageState(p) === 'home') d.transition(seg, p, 'swap-out');
-        }
-      }
-      if (!ok) {
-        d.counters.reclaimRefusals++;
-        return { ok: false, reason: 'a remote mapper missed the ack deadline and was fenced' };
-      }
-      return { ok: true, dirty };
+      return bracket(d, [...groups], () => invalidateFrame(d, pfn, reason, groups));
     },
   };
+}
+
+async function invalidateFrame(
+  d: XpmemDriver,
+  pfn: number,
+  reason: InvalidateReason,
+  groups: Map<Segment, number[]>,
+): Promise<RmapInvalidateResult> {
+  const k = d.kernel;
+  let ok = true;
+  let dirty = false;
+  await Promise.all(
+    [...groups].map(async ([seg, pages]) => {
+      const r = await invalidatePages(d, seg, pages, {
+        reason,
+        writeback: true,
+        downgrade: false,
+        lockHeld: true,
+      });
+      ok &&= r.ok;
+      dirty ||= r.dirty;
+    }),
+  );
+  for (const [seg, pages] of groups) {
+    for (const p of pages) {
+      if (reason === 'clean') {
+        // the page stays: no copy is left, so the source PTE goes back to normal (our device entry
+        // would keep it unevictable); a grant racing with this retries (it checks seg.dev)
+        if (
+          seg.pfn[p] === pfn &&
+          devModeAt(d, seg, p, pfn) !== DEV_CLEAR &&
+          d.rmap.entries(pfn, seg.slot, p).length === 0
+        ) {
+          try {
+            if (!seg.mm.exiting) k.clearDeviceEntry(seg.mm, pageAddr(d, seg, p));
+          } catch (e) {
+            d.log.debug({ err: e }, 'xpmem: clearDeviceEntry after clean');
+          }
+          seg.dev[p] = DEV_CLEAR;
+        }
+        continue;
+      }
+      if (seg.pfn[p] !== pfn) continue;
+      seg.pfn[p] = -1;
+      seg.dev[p] = DEV_CLEAR; // the kernel's own rmap walk replaced the source PTE
+      if (ok && reason === 'reclaim' && seg.pageState(p) === 'home') d.transition(seg, p, 'swap-out');
+    }
+  }
+  if (!ok) {
+    d.counters.reclaimRefusals++;
+    return { ok: false, reason: 'a remote mapper missed the ack deadline and was fenced' };
+  }
+  return { ok: true, dirty };
 }

@@ -8,7 +8,8 @@
  *   seg    Uint32  4 B   segment slot (driver-wide index)
  *   page   Uint32  4 B   page index within the segment
  *   apid   Uint32  4 B   permit slot
- *   epoch  Uint32  4 B   the mapper's session epoch when the entry was made
+ *   epoch  Uint32  4 B   the mapper's session epoch when the entry was made, modulo 2^32 (compare
+ *                        with epochAtMost: epochs of one node only grow, by far less than 2^31)
  *   node   Uint16  2 B   instance index (up to 65535 peers)
  *   flags  Uint8   1 B   bit 0: write access
  * = 27 bytes per entry, plus `head`, an Int32 per frame number seen (4 B per frame, shared by all
@@ -201,4 +202,13 @@ export class ReverseMap {
     }
     this.cap = n;
   }
+}
+
+/**
+ * True if the stored (32-bit) entry epoch is at most `epoch` (a full session epoch), in serial-number
+ * arithmetic: session epochs of one node only grow (a Date.now()-based first epoch exceeds 2^32, so
+ * the entry keeps the low 32 bits), and two live epochs of one node differ by far less than 2^31.
+ */
+export function epochAtMost(entryEpoch: number, epoch: number): boolean {
+  return ((entryEpoch - (epoch >>> 0)) | 0) <= 0;
 }

@@ -23,6 +23,12 @@ export class Segment {
   readonly gen: Uint32Array;
   /** Invalidations of the page in flight; no grant while > 0. */
   readonly inval: Uint16Array;
+  /**
+   * Kernel notifier brackets (per-mm range or rmap invalidatePage) working on the page; no grant
+   * while > 0. Wider than `inval`: it also covers the bookkeeping after the acks (source PTE, frame
+   * number), so a grant can never interleave with it.
+   */
+  readonly busy: Uint16Array;
   /** Device-entry mode currently installed in the source PTE (DEV_*). */
   readonly dev: Uint8Array;
   readonly mutex = new KeyedMutex<number>();
@@ -46,6 +52,7 @@ export class Segment {
     this.pfn = new Int32Array(this.npages).fill(-1);
     this.gen = new Uint32Array(this.npages);
     this.inval = new Uint16Array(this.npages);
+    this.busy = new Uint16Array(this.npages);
     this.dev = new Uint8Array(this.npages);
   }
 
@@ -102,6 +109,16 @@ export interface CachedPage {
   pfn: number;
   access: 'r' | 'w';
   version: number;
+  /** Grant id of the home's latest grant of this copy (an invalidate with upTo ≥ it covers it). */
+  grant: number;
+}
+
+/** A map request in flight for a page: invalidations that overtake its reply are recorded here. */
+export interface InflightMap {
+  /** Highest `upTo` of an invalidate (drop) of the page seen while the request was in flight. */
+  dropUpTo: number;
+  /** Highest `upTo` of a downgrade of the page seen meanwhile (a write grant arrives as read). */
+  downgradeUpTo: number;
 }
 
 export interface MmRecord {

@@ -234,9 +234,9 @@ export class TransportPeerNetwork implements PeerNetwork {
     }));
   }
 
-  leaseBasis(node: string): number | undefined {
+  leaseAge(node: string): number | undefined {
     const link = this.peers.get(node)?.link;
-    return link?.state === 'up' ? link.leaseBasis : undefined;
+    return link?.state === 'up' ? this.clock.now() - link.leaseBasis : undefined;
   }
 
   request<T extends RequestMessage>(
@@ -344,7 +344,7 @@ export class TransportPeerNetwork implements PeerNetwork {
       onUp: (l) => this.linkUp(l),
       onLease: (l, basis) => {
         if (this.peers.get(l.peerNode)?.link === l)
-          this.emit('lease', { node: l.peerNode, epoch: l.peerEpoch }, basis);
+          this.emit('lease', { node: l.peerNode, epoch: l.peerEpoch }, this.clock.now() - basis);
       },
       onClose: (l, code, reason, byUs) => this.linkClosed(l, code, reason, byUs),
       onRequest: (l, msg) => this.incomingRequest(l, msg),

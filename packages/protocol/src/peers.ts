@@ -57,12 +57,12 @@ export interface PeerNetworkEvents {
   /** A one-way message arrived. */
   message: (from: PeerSession, msg: OneWayMessage) => void;
   /**
-   * The peer's session answered a ping we sent at `basis` (clock ms of this network): the peer had
-   * not closed (fenced) the session at that time or later. A lease taken from the peer may run
-   * until basis + L; the peer, once it closes the session, waits L (plus drift) before it treats
-   * what it leased to us as free. See docs/protocol.md "Leases".
+   * The peer's session answered a ping we sent `ageMs` ago: the peer had not closed (fenced) the
+   * session at that time or later. A lease taken from the peer may run for L - ageMs from now; the
+   * peer, once it closes the session, waits L (plus drift) before it treats what it leased to us as
+   * free. See docs/protocol.md "Leases".
    */
-  lease: (peer: PeerSession, basis: number) => void;
+  lease: (peer: PeerSession, ageMs: number) => void;
 }
 
 export interface PeerNetwork {
@@ -78,8 +78,9 @@ export interface PeerNetwork {
     msg: Omit<T, 'id'>,
     opts?: RequestOptions,
   ): Promise<RequestReplyMap[T['t']]>;
-  /** The lease basis of `node`'s current session (see the 'lease' event), undefined if not up. */
-  leaseBasis(node: string): number | undefined;
+  /** Age in ms of the lease basis of `node`'s current session (see the 'lease' event): how long
+   * ago we sent the latest ping it answered (or opened the session). Undefined if not up. */
+  leaseAge(node: string): number | undefined;
   /** Send a one-way message (dropped if the peer is down). */
   send(node: string, msg: OneWayMessage): void;
   /** Install the handler for incoming requests (one handler). */

@@ -161,7 +161,8 @@ async function main() {
       await b.waitUp('pa', 10_000);
       const data = new Uint8Array(PAGE);
       b.onRequest(
-        async () => ({ t: 'map-ok', access: 'r', pages: [{ page: 0, version: 0, data }] }) as never,
+        async () =>
+          ({ t: 'map-ok', access: 'r', pages: [{ page: 0, version: 0, data }], grants: [1] }) as never,
       );
       const lat: number[] = [];
       for (let i = 0; i < N + 200; i++) {

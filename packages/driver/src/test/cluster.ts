@@ -41,6 +41,8 @@ export interface ClusterOptions {
   faults?: LinkFaults;
   heartbeatMs?: number;
   missedBeats?: number;
+  /** Lease on remote copies (default heartbeat × missed beats). */
+  leaseMs?: number;
   seed?: number;
 }
 
@@ -72,6 +74,7 @@ export async function makeCluster(o: ClusterOptions = {}): Promise<Cluster> {
     const driver = createXpmemDriver({
       net,
       ackTimeoutMs: o.ackTimeoutMs ?? 1500,
+      leaseMs: o.leaseMs ?? (o.heartbeatMs ?? 200) * (o.missedBeats ?? 5),
       requestTimeoutMs: o.requestTimeoutMs ?? 5000,
       prefault: o.prefault,
     });

@@ -196,6 +196,16 @@ test(
     }),
 );
 
+test(
+  'random schedules with reordered frames (no FIFO on a link): grant ids keep map-ok and invalidate apart',
+  { timeout: 120_000 },
+  (t) =>
+    withCluster({ delayMs: 0, jitterMs: 3, reorder: true }, 2000, () => {
+      diag = (x) => t.diagnostic(x);
+      return property(12, 4242);
+    }),
+);
+
 async function runSchedule(ops: Op[]): Promise<void> {
   run++;
   const [A, B, C] = nodes;

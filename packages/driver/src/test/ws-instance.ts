@@ -17,6 +17,12 @@ let driver: XpmemDriver;
 let net: TransportPeerNetwork;
 const dir = mkdtempSync(join(tmpdir(), 'xpmesh-ws-instance-'));
 const lost: unknown[] = [];
+const consoleLogger = {
+  debug: () => {},
+  info: () => {},
+  warn: (o: unknown, m?: string) => console.error('WARN', m, JSON.stringify(o)),
+  error: (o: unknown, m?: string) => console.error('ERROR', m, JSON.stringify(o)),
+};
 const fences: unknown[] = [];
 
 const ops: Record<string, (c: Cmd) => Promise<unknown>> = {
@@ -33,7 +39,12 @@ const ops: Record<string, (c: Cmd) => Promise<unknown>> = {
       frames: 2048,
       swapPath: join(dir, 'swap'),
     });
-    driver = createXpmemDriver({ net, ackTimeoutMs: 1000 });
+    driver = createXpmemDriver({
+      net,
+      ackTimeoutMs: 1000,
+      leaseMs: 500,
+      logger: process.env.XPMESH_TEST_DEBUG ? consoleLogger : undefined,
+    });
     driver.events.on('lost-dirty', (e) => lost.push(e));
     driver.events.on('fence', (e) => fences.push(e));
     await kernel.loadModule(driver);

@@ -23,6 +23,7 @@ interface DriverModule {
     net: PeerNetwork;
     logger?: Logger;
     ackTimeoutMs?: number;
+    leaseMs?: number;
     requestTimeoutMs?: number;
     prefault?: number;
   }): DriverPort & KernelModule;
@@ -44,6 +45,8 @@ export async function bootLayers(config: NodeConfig, logger: Logger): Promise<In
     frames: config.frames,
     swapPath: config.swapPath,
     logger: logger.child({ layer: 'kernel' }),
+    // the rmap notifier may wait for an ack deadline and then a fenced instance's lease
+    rmapNotifierTimeoutMs: config.ackTimeoutMs + Math.ceil(config.leaseMs * 1.1) + 2000,
   });
   const scheme = config.tlsCert ? 'wss' : 'ws';
   let net: Awaited<ReturnType<typeof createWsPeerNetwork>>;
@@ -71,6 +74,7 @@ export async function bootLayers(config: NodeConfig, logger: Logger): Promise<In
     logger: logger.child({ layer: 'driver' }),
     ackTimeoutMs: config.ackTimeoutMs,
     requestTimeoutMs: config.requestTimeoutMs,
+    leaseMs: config.leaseMs,
     prefault: config.prefault + 1,
   });
   await kernel.loadModule(driver);

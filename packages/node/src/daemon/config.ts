@@ -38,6 +38,8 @@ export interface NodeConfig {
   missedBeats: number;
   requestTimeoutMs: number;
   ackTimeoutMs: number;
+  /** Lease on remote copies (resolved: never 0). */
+  leaseMs: number;
   /** Pages to map ahead on a remote fault (0 = one page at a time). */
   prefault: number;
   /** Grace period for SIGTERM: detach, answer pending invalidations, close links. */
@@ -207,6 +209,14 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     help: 'deadline for invalidation acks; a peer missing it is fenced',
   },
   {
+    key: 'leaseMs',
+    flag: 'lease-ms',
+    env: 'XPMESH_LEASE_MS',
+    kind: 'int',
+    default: '0',
+    help: "lease on remote copies: an attacher stops using copies it has not had renewed for this long, and a home waits this long (plus a margin) before it treats a fenced instance's copies as gone (0 = heartbeat-ms × missed-beats; must exceed heartbeat-ms)",
+  },
+  {
     key: 'prefault',
     flag: 'prefault',
     env: 'XPMESH_PREFAULT',
@@ -346,6 +356,12 @@ export function resolveConfig(
   ] as const) {
     if (v < 1) throw new ConfigError(`--${name} must be at least 1`);
   }
+  const leaseRaw = int('leaseMs');
+  const leaseMs = leaseRaw === 0 ? heartbeatMs * missedBeats : leaseRaw;
+  if (leaseMs <= heartbeatMs)
+    throw new ConfigError(
+      `--lease-ms ${leaseMs} must exceed --heartbeat-ms ${heartbeatMs} (renewals come once per heartbeat)`,
+    );
   const tlsCert = raw.get('tlsCert');
   const tlsKey = raw.get('tlsKey');
   if ((tlsCert === undefined) !== (tlsKey === undefined))
@@ -367,6 +383,7 @@ export function resolveConfig(
     missedBeats,
     requestTimeoutMs,
     ackTimeoutMs,
+    leaseMs,
     prefault: int('prefault'),
     shutdownMs: int('shutdownMs'),
     tlsCert,

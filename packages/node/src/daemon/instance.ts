@@ -174,6 +174,21 @@ export async function startInstance(
       logger.info({ pid: i.pid, addr: i.addr, pfn, outcome, ms: performance.now() - t0 }, 'forced reclaim');
       return { pfn, outcome, result };
     },
+    pressure: async (i) => {
+      if (typeof kernel.shrink !== 'function') throw new AdminError('EINVAL', 'this kernel cannot reclaim');
+      const free = () => num((kernel.stats() as Record<string, unknown> | undefined)?.freeFrames);
+      const before = free();
+      const t0 = performance.now();
+      const r = await kernel.shrink(i.pages, { budgetMs: i.budgetMs, concurrency: i.concurrency });
+      const ms = performance.now() - t0;
+      for (const [outcome, n] of Object.entries(r.outcomes)) metrics.reclaim.inc({ outcome }, n);
+      logger.info(
+        { pages: i.pages, reclaimed: r.reclaimed, scanned: r.scanned, stoppedBy: r.stoppedBy, ms },
+        'memory pressure',
+      );
+      const memory = process.memoryUsage();
+      return { requested: i.pages, ...r, ms, freeFrames: { before, after: free() }, memory };
+    },
     migrate: async (i) => {
       const from = pfnOf(i.pid, i.addr);
       const result = await kernel.migratePage(from);

@@ -17,14 +17,17 @@ const addr = z.union([
     .transform((s) => Number(s)),
 ]);
 const pid = z.number().int().positive();
+/** A length in bytes: up to 1 GiB (262,144 pages; the scale runs export 100,000-page segments). */
 const len = z
   .number()
   .int()
   .positive()
-  .max(1 << 26);
+  .max(1 << 30);
 const access = z.enum(['r', 'rw']);
 const prot = z.enum(['none', 'r', 'rw']);
 const segid = z.string().min(1).max(128);
+/** Longest `pressure` budget: the answer comes within `xpmesh ctl`'s 20 s request timeout. */
+export const PRESSURE_MAX_BUDGET_MS = 15_000;
 
 export const OP_SCHEMAS = {
   /** Start a process (a worker thread). Signals are caught by default so SIGBUS is reported, not fatal. */
@@ -96,6 +99,23 @@ export const OP_SCHEMAS = {
   detach: z.object({ pid, addr }),
   /** Force reclaim (swap out) of the page backing pid:addr; returns the outcome. */
   reclaim: z.object({ pid, addr }),
+  /**
+   * Memory pressure: the kernel's LRU reclaim (as background reclaim does it: young pages get a
+   * second chance; an exported page goes through the rmap notifiers, invalidate → every ack → swap
+   * out) until `pages` pages are reclaimed, `budgetMs` has passed (a page in flight completes) or
+   * 2 × the LRU size pages were looked at; `concurrency` pages at once. Returns { requested,
+   * scanned, reclaimed, outcomes, stoppedBy, ms, freeFrames: { before, after }, memory } (memory:
+   * the instance process's memoryUsage()).
+   */
+  pressure: z.object({
+    pages: z
+      .number()
+      .int()
+      .positive()
+      .max(1 << 24),
+    budgetMs: z.number().int().positive().max(PRESSURE_MAX_BUDGET_MS).default(5000),
+    concurrency: z.number().int().min(1).max(64).default(1),
+  }),
   /** Force migration of the page backing pid:addr; returns { from, to }. */
   migrate: z.object({ pid, addr }),
   /** Which frame backs pid:addr, and its descriptor. */

@@ -23,6 +23,16 @@ export interface KernelPort {
   process(pid: number): ProcessPort | undefined;
   processes(): Iterable<ProcessPort> | ProcessPort[];
   reclaimPage(pfn: number): MaybePromise<unknown>;
+  /** LRU reclaim of up to nrPages pages, bounded (the admin `pressure` operation). */
+  shrink?(
+    nrPages: number,
+    limits: { budgetMs?: number; concurrency?: number },
+  ): MaybePromise<{
+    scanned: number;
+    reclaimed: number;
+    outcomes: Record<string, number>;
+    stoppedBy: string;
+  }>;
   migratePage(pfn: number): MaybePromise<unknown>;
   pfnOf(pid: number, vaddr: number): number | undefined;
   pageInfo(pfn: number): unknown;

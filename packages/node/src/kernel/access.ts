@@ -8,12 +8,22 @@
  * kernel path that changed a PTE waits (tlb.ts) until C_SEQ is even or has moved on, so no access
  * that could have used the old entry is still running when it frees, reuses, copies or writes out
  * the frame. A window never spans a page fault (the fault is taken with the window closed).
+ *
+ * Leases: an entry with PTE_LEASED (a driver frame held under a lease from its home instance) is used
+ * only if the lease recorded in the frame's descriptor (D_PRIVATE = slot) is valid on this thread's
+ * own clock; otherwise the access leaves its window and takes the page fault exactly as for a missing
+ * entry (the driver's fault op waits for renewal). Checked inside the window, so it holds even when
+ * the kernel thread has not run since the lease ran out (a stopped and continued instance). Only
+ * leased entries pay for it: one descriptor load, the table read (lease.ts) and one clock read.
  */
 import { KernelError, PAGE_SIZE } from './api.js';
+import { readLeaseDeadline } from './lease.js';
+import { D_PRIVATE, DESC_WORDS } from './page.js';
 import {
   L1_SHIFT,
   PT_ENTRIES,
   PTE_DIRTY,
+  PTE_LEASED,
   PTE_PFN_SHIFT,
   PTE_PRESENT,
   PTE_WRITE,
@@ -51,6 +61,10 @@ export class UserAccess {
   private readonly words: Int32Array;
   private readonly ctl: Int32Array;
   private readonly rootBase: number;
+  private readonly desc: Int32Array;
+  private readonly leaseDeadlines: Float64Array;
+  private readonly leaseEpoch: Int32Array;
+  private readonly clockOrigin = performance.timeOrigin;
 
   constructor(
     mem: SharedArrayBuffer,
@@ -58,11 +72,28 @@ export class UserAccess {
     rootPfn: number,
     private readonly postFault: FaultPoster,
     private readonly faultTimeoutMs: number,
+    desc: SharedArrayBuffer,
+    leases: SharedArrayBuffer,
   ) {
     this.bytes = new Uint8Array(mem);
     this.words = new Int32Array(mem);
     this.ctl = new Int32Array(ctl);
     this.rootBase = rootPfn * PT_ENTRIES;
+    this.desc = new Int32Array(desc);
+    this.leaseDeadlines = new Float64Array(leases);
+    this.leaseEpoch = new Int32Array(leases, 0, 1);
+  }
+
+  /**
+   * The lease of a PTE_LEASED entry is valid now (on this thread's clock; see lease.ts). The slot is
+   * a plain (not Atomics) read of the descriptor: the kernel stores it before the PTE that refers to
+   * it, and this thread read that PTE with Atomics.load, so the store happens-before this read (and
+   * int32 reads do not tear). Cost: this read, the lease-table read, one clock read.
+   */
+  private leaseHeld(pte: number): boolean {
+    const slot = this.desc[(pte >>> PTE_PFN_SHIFT) * DESC_WORDS + D_PRIVATE];
+    const deadline = readLeaseDeadline(this.leaseDeadlines, this.leaseEpoch, slot);
+    return deadline > this.clockOrigin + performance.now();
   }
 
   /**
@@ -79,6 +110,7 @@ export class UserAccess {
         const pi = (r >>> PTE_PFN_SHIFT) * PT_ENTRIES + ((va >>> 12) & (PT_ENTRIES - 1));
         let pte = Atomics.load(words, pi);
         while (pte & PTE_PRESENT && (!write || pte & PTE_WRITE)) {
+          if (pte & PTE_LEASED && !this.leaseHeld(pte)) break; // expired: fault as if not present
           const want = pte | PTE_YOUNG | (write ? PTE_DIRTY : 0);
           if (want === pte) return (pte >>> PTE_PFN_SHIFT) * PAGE_SIZE + (va & (PAGE_SIZE - 1));
           const prev = Atomics.compareExchange(words, pi, pte, want);

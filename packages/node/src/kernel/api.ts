@@ -160,7 +160,9 @@ export interface DriverFault {
  * A driver VMA: an address range whose page faults the driver resolves (XPMEM attachments).
  * - fault: resolve the fault by calling `installPte` (or throw KernelError SIGBUS / SIGSEGV, which is
  *   delivered to the process). The kernel retries the access after the promise resolves; resolving
- *   without installing anything just makes the access fault again.
+ *   without installing anything just makes the access fault again. Every fault in the VMA comes
+ *   here, also one on a present entry: a write to a read-only entry, or an access through a leased
+ *   entry whose lease has expired (wait for renewal, or zap, then resolve).
  * - close: the VMA (or the part [start,end)) is going away (munmap, exit). Called after the kernel
  *   zapped the PTEs of the range and completed the TLB shootdown; the driver drops its references.
  */
@@ -253,8 +255,21 @@ export interface KernelModuleApi {
    * Install a PTE for `pfn` at `address` in a driver VMA (takes a frame reference and adds the rmap
    * entry). If `seq` is given and an invalidation of mm began since mmuIntervalReadBegin returned it,
    * installs nothing and returns false (the caller retries). EINVAL outside a driver VMA.
+   *
+   * `lease` (a slot 1 .. leaseSlots-1, else EINVAL): the entry is leased. A process uses it only while
+   * `leaseValid(lease)`; once the lease has expired, an access faults into the VMA's `fault` op even
+   * though the entry is present (the op waits for renewal, or zaps, and returns; the access then
+   * retries). The slot is recorded in the FRAME: every leased entry of `pfn` follows the slot of the
+   * latest installPte with a lease. Only driver frames (allocPage) can be leased (EINVAL otherwise).
+   * Installing the frame already mapped at `address` again: `write` upgrades the entry to writable,
+   * `lease` makes it leased; without `lease` an existing lease is kept (only a zap drops it).
    */
-  installPte(mm: MmHandle, address: number, pfn: Pfn, opts: { write: boolean; seq?: number }): boolean;
+  installPte(
+    mm: MmHandle,
+    address: number,
+    pfn: Pfn,
+    opts: { write: boolean; seq?: number; lease?: number },
+  ): boolean;
   /**
    * Remove PTEs in [start,end) of a driver VMA, complete the TLB shootdown (no process can still
    * access the old frames when this resolves), drop the frame references, and return what was
@@ -271,6 +286,28 @@ export interface KernelModuleApi {
     start: number,
     end: number,
   ): Promise<Array<{ address: number; pfn: Pfn; dirty: boolean }>>;
+  /**
+   * Remove [start,end) of a driver VMA as munmap would (xpmem_detach): zap its PTEs with a full TLB
+   * shootdown (dropping the frame references), release the address range (a later mmap/mmapDriver may
+   * reuse it; a touch meanwhile gets SIGSEGV), and call the VMA's `close` op for the range. EINVAL if
+   * the range is unaligned or not covered by driver VMAs. If the mm is exiting or gone, resolves
+   * without doing anything (exit removes and closes the VMAs itself). Takes the mmap lock for write:
+   * do not call it from a fault op of the same mm.
+   */
+  munmapDriver(mm: MmHandle, start: number, end: number): Promise<void>;
+
+  // ---- leases (remote copies held under a lease from their home instance) -----------------------
+  /** Lease slots available to drivers: valid slot numbers are 1 .. leaseSlots-1 (0 = not leased). */
+  readonly leaseSlots: number;
+  /**
+   * Set when the lease of `slot` expires: `remainingMs` from now (≤ 0: expired now; Infinity: never).
+   * Takes effect for every access that starts after it returns, in every process, even before the
+   * kernel thread runs again. An access already past its lease check completes; to be sure no
+   * process still uses a frame, zap its entries (zapDriverRange). EINVAL for a bad slot or NaN.
+   */
+  setLease(slot: number, remainingMs: number): void;
+  /** Whether the lease of `slot` is valid now. EINVAL for a bad slot. */
+  leaseValid(slot: number): boolean;
 
   // ---- device entries in ordinary VMAs (HMM device-private analogue) ----------------------------
   /** Register a device; returns its owner id used in device entries. */
@@ -287,6 +324,14 @@ export interface KernelModuleApi {
   /** Turn a device entry back into a normal PTE (writable if the VMA allows). No-op if none (also
    * when reclaim or migration already replaced the entry: a swap/migration entry or a fresh PTE). */
   clearDeviceEntry(mm: MmHandle, address: number): void;
+  /**
+   * The device entry currently at `address` in an ordinary VMA of mm: its frame, mode and owner (the
+   * device that set it), or null if the entry there is not a device entry (a normal, swap or
+   * migration entry, none, no VMA, or a driver VMA). Reclaim, migration and their failure paths
+   * replace or restore device entries behind the driver's back: ask here rather than trusting a
+   * record of what was installed.
+   */
+  deviceEntryAt(mm: MmHandle, address: number): { pfn: Pfn; mode: 'none' | 'readonly'; owner: number } | null;
 
   // ---- notifiers -------------------------------------------------------------------------------
   mmuNotifierRegister(mm: MmHandle, ops: MmuNotifierOps): NotifierRegistration;

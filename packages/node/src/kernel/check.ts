@@ -7,7 +7,9 @@
  */
 import type { Pfn } from './api.js';
 import type { Kernel } from './kernel.js';
+import { LEASE_SLOTS } from './lease.js';
 import {
+  PG_anon,
   PG_device,
   PG_driver,
   PG_external_rmap,
@@ -23,6 +25,7 @@ import {
   KIND_NORMAL,
   KIND_SWAP,
   PT_ENTRIES,
+  PTE_LEASED,
   PTE_PFN_SHIFT,
   PTE_PRESENT,
   pteKind,
@@ -68,6 +71,15 @@ export function checkKernel(k: Kernel, opts: CheckOptions = {}): string[] {
           if (!ph.valid(pfn) || ph.isFree(pfn)) {
             errs.push(`mm ${mm.id}: 0x${va.toString(16)} maps free/invalid frame ${pfn}`);
             continue;
+          }
+          if (pte & PTE_LEASED) {
+            const slot = ph.getPrivate(pfn);
+            if (kind !== KIND_NORMAL || !vma?.driver || ph.flags(pfn) & (PG_anon | PG_pagetable))
+              errs.push(
+                `mm ${mm.id}: leased entry at 0x${va.toString(16)} not a driver frame in a driver VMA`,
+              );
+            else if (!(slot >= 1 && slot < LEASE_SLOTS))
+              errs.push(`mm ${mm.id}: leased entry at 0x${va.toString(16)}: pfn ${pfn} records slot ${slot}`);
           }
           maps.set(pfn, (maps.get(pfn) ?? 0) + 1);
           rmapSeen.add(`${pfn}:${mm.id}:${va}`);

@@ -2,7 +2,7 @@
  * Page faults (handle_mm_fault): anonymous first touch, write to a read-only PTE (COW break or
  * reuse), swap-in (from the swap cache or the swap file), device entries (the owning driver brings
  * the page home), migration entries (wait for the migration's page lock), driver VMAs (the driver
- * installs the PTE).
+ * installs the PTE, or, for a present PTE_LEASED entry whose lease expired, waits for renewal).
  *
  * Every path snapshots the PTE, may await (allocation, I/O, notifiers, drivers), and then
  * re-validates the PTE inside one synchronous section before installing: the kernel thread runs
@@ -12,6 +12,7 @@
 import { FAULT_KILLED, FAULT_RETRY, FAULT_SIGBUS, FAULT_SIGSEGV } from './access.js';
 import { KernelError, PAGE_SIZE, PROT_WRITE } from './api.js';
 import type { Kernel } from './kernel.js';
+import { LEASE_SLOTS } from './lease.js';
 import { type Mm, protAllows, pteIndex, type Vma } from './mm.js';
 import {
   mmuNotifierInvalidatePage,
@@ -26,6 +27,7 @@ import {
   KIND_SWAP,
   mkPte,
   PTE_DIRTY,
+  PTE_LEASED,
   PTE_PRESENT,
   PTE_WRITE,
   PTE_YOUNG,
@@ -35,6 +37,15 @@ import {
 import { flushTlb } from './tlb.js';
 
 export type FaultStep = 'done' | 'retry';
+
+/** True if `va` has a present PTE_LEASED entry whose lease is not valid now (for the statistics). */
+function leaseExpiredAt(k: Kernel, mm: Mm, va: number): boolean {
+  const pi = pteIndex(k.phys, mm, va, false);
+  const pte = pi >= 0 ? Atomics.load(k.phys.words, pi) : 0;
+  if (!(pte & PTE_PRESENT && pte & PTE_LEASED)) return false;
+  const slot = k.phys.getPrivate(ptePfn(pte));
+  return !(slot >= 1 && slot < LEASE_SLOTS && k.leases.valid(slot));
+}
 
 /** The fault entry for a process: returns the FAULT_* code the process receives. */
 export async function handleMmFault(k: Kernel, mm: Mm, address: number, write: boolean): Promise<number> {
@@ -56,7 +67,11 @@ export async function handleMmFault(k: Kernel, mm: Mm, address: number, write: b
         return FAULT_SIGSEGV;
       }
       if (vma.driver) {
+        // Every fault in a driver VMA goes to the driver, including one on a present entry: a
+        // PTE_LEASED entry whose lease expired (the driver waits for renewal and returns; the access
+        // then retries) or a write to a read-only entry.
         k.stats.driverFaults++;
+        if (leaseExpiredAt(k, mm, va)) k.stats.leaseFaults++;
         await vma.driver.fault({ mm: mm.handle, address: va, write });
         return FAULT_RETRY;
       }

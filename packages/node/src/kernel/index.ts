@@ -21,7 +21,14 @@ import { createModuleApi, pageInfoOf } from './module-api.js';
 import { PhysMem } from './page.js';
 import { KIND_DEVICE, KIND_NORMAL, pteKind, ptePfn, walk } from './pagetable.js';
 import { Process, type SpawnOptions } from './process.js';
-import { pageMkclean, type ReclaimOutcome, reclaimPage, type ShrinkResult, shrink } from './reclaim.js';
+import {
+  pageMkclean,
+  type ReclaimOutcome,
+  reclaimPage,
+  type ShrinkLimits,
+  type ShrinkResult,
+  shrink,
+} from './reclaim.js';
 import { SwapArea } from './swap.js';
 
 export * from './api.js';
@@ -30,7 +37,7 @@ export type { Logger, Watermarks } from './kernel.js';
 export type { MigrateOutcome } from './migrate.js';
 export type { ExitStatus, Process, SpawnOptions } from './process.js';
 export type { ProcessContext, Program } from './process-messages.js';
-export type { ReclaimOutcome, ShrinkResult } from './reclaim.js';
+export type { ReclaimOutcome, ShrinkLimits, ShrinkResult } from './reclaim.js';
 export type { RmapNotifierIntrospection } from './rmap-notifier.js';
 
 export interface KernelOptions {
@@ -74,8 +81,11 @@ export interface Kernel {
   processes(): Process[];
   /** Force reclaim (swap-out) of one page, ignoring its young bits. */
   reclaimPage(pfn: Pfn): Promise<ReclaimOutcome>;
-  /** Reclaim pressure: try to free `nrPages` pages from the LRU. */
-  shrink(nrPages: number): Promise<ShrinkResult>;
+  /**
+   * Reclaim pressure: try to free `nrPages` pages from the LRU (blockable, like background reclaim),
+   * bounded by a scan limit and optionally by `limits.budgetMs`, `limits.concurrency` pages at once.
+   */
+  shrink(nrPages: number, limits?: ShrinkLimits): Promise<ShrinkResult>;
   /** Move a page to another frame; the new pfn, or why not. */
   migratePage(pfn: Pfn): Promise<Pfn | MigrateOutcome>;
   /** page_mkclean on one page (takes and releases the page lock). */
@@ -135,8 +145,8 @@ class InstanceKernel implements Kernel {
     return reclaimPage(this.k, pfn, { force: true, blockable: true });
   }
 
-  shrink(nrPages: number): Promise<ShrinkResult> {
-    return shrink(this.k, nrPages, true);
+  shrink(nrPages: number, limits?: ShrinkLimits): Promise<ShrinkResult> {
+    return shrink(this.k, nrPages, true, limits);
   }
 
   migratePage(pfn: Pfn): Promise<Pfn | MigrateOutcome> {

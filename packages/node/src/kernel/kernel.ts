@@ -5,6 +5,7 @@
  * all use (frame references, LRU membership, frame allocation with reclaim).
  */
 import { type DeviceOps, KernelError, type Pfn } from './api.js';
+import { LeaseTable } from './lease.js';
 import type { Mm } from './mm.js';
 import type { NotifierEnv } from './mmu-notifier.js';
 import { PG_anon, PG_driver, PG_external_rmap, PG_lru, PG_swapcache, type PhysMem } from './page.js';
@@ -51,6 +52,8 @@ export function newStats() {
     swapCacheHits: 0,
     deviceFaults: 0,
     driverFaults: 0,
+    /** Driver-VMA faults taken on a present PTE_LEASED entry whose lease had expired. */
+    leaseFaults: 0,
     segv: 0,
     sigbus: 0,
     swapOuts: 0,
@@ -101,6 +104,8 @@ export class Kernel implements TlbEnv, NotifierEnv {
   readonly devices = new Map<number, DeviceOps>();
   /** Number of device entries per frame. */
   readonly deviceEntries = new Map<Pfn, number>();
+  /** Lease deadlines, shared with every process worker (lease.ts). */
+  readonly leases = new LeaseTable();
   /** Invariant breaches detected as they happen (reported by check()). */
   readonly violations: string[] = [];
   /** Test-only fault injection (see tlb.ts). Never set outside tests. */

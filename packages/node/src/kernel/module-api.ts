@@ -20,6 +20,7 @@ import {
 } from './api.js';
 import { faultAnon } from './fault.js';
 import type { Kernel } from './kernel.js';
+import { LEASE_SLOTS, LeaseTable } from './lease.js';
 import { protAllows, pteIndex } from './mm.js';
 import {
   mmuIntervalReadBegin,
@@ -27,20 +28,32 @@ import {
   mmuNotifierInvalidateRangeEnd,
   mmuNotifierInvalidateRangeStart,
 } from './mmu-notifier.js';
-import { flagNames, PG_device, PG_dirty, PG_driver, PG_external_rmap, PG_free, PG_locked } from './page.js';
+import {
+  flagNames,
+  PG_anon,
+  PG_device,
+  PG_dirty,
+  PG_driver,
+  PG_external_rmap,
+  PG_free,
+  PG_locked,
+  PG_pagetable,
+} from './page.js';
 import {
   KIND_DEVICE,
   KIND_NORMAL,
   mkDevicePte,
   mkPte,
   PTE_DIRTY,
+  PTE_LEASED,
   PTE_PRESENT,
   PTE_WRITE,
   PTE_YOUNG,
   pteKind,
   ptePfn,
+  VA_LIMIT,
 } from './pagetable.js';
-import { doMmap, dropDeviceEntry, zapPteRange } from './syscalls.js';
+import { doMmap, doMunmapDriver, dropDeviceEntry, zapPteRange } from './syscalls.js';
 import { flushTlb } from './tlb.js';
 
 export function pageInfoOf(k: Kernel, pfn: Pfn): PageInfo {
@@ -185,31 +198,57 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       return doMmap(mm, length, prot, address, ops);
     },
 
-    installPte(mmH, address, pfn, { write, seq }) {
+    installPte(mmH, address, pfn, { write, seq, lease }) {
       const mm = k.mmOf(mmH);
       requireUserPage(pfn);
       if (address % PAGE_SIZE) throw new KernelError('EINVAL', 'unaligned address');
       const vma = driverVmaCovering(mm, address, address + PAGE_SIZE);
       if (write && !(vma.prot & PROT_WRITE)) throw new KernelError('EACCES', 'driver VMA is not writable');
+      if (lease !== undefined) {
+        LeaseTable.checkSlot(lease);
+        // The slot lives in the frame's D_PRIVATE word, which an anonymous page may use for its
+        // device owner: leases are for driver frames (allocPage) only.
+        if (ph.testFlag(pfn, PG_anon | PG_pagetable))
+          throw new KernelError(
+            'EINVAL',
+            `lease on pfn ${pfn}: only driver frames (allocPage) can be leased`,
+          );
+      }
       if (seq !== undefined && mmuIntervalReadRetry(mm, seq)) return false;
       if (mm.exiting) return false;
       const pi = pteIndex(ph, mm, address, true);
       if (pi < 0) throw new KernelError('ENOMEM', 'no memory for a page table');
       const old = Atomics.load(words, pi);
-      const bits = PTE_PRESENT | PTE_YOUNG | (write ? PTE_WRITE : 0);
+      const leased = lease !== undefined ? PTE_LEASED : 0;
+      // The slot is stored (in the frame's D_PRIVATE) before any PTE that refers to it: a process
+      // that sees PTE_LEASED finds it.
       if (old !== 0) {
         if (pteKind(old) === KIND_NORMAL && ptePfn(old) === pfn) {
-          // Same frame: upgrade to writable (downgrades need wrprotectDriverRange's shootdown).
-          if (write) Atomics.or(words, pi, PTE_WRITE);
+          // Same frame: upgrade to writable (downgrades need wrprotectDriverRange's shootdown); with
+          // `lease` the entry becomes leased; without, an existing lease bit is kept (a lease is only
+          // dropped by zapping the entry).
+          if (lease !== undefined) ph.setPrivate(pfn, lease);
+          const add = (write ? PTE_WRITE : 0) | leased;
+          if (add) Atomics.or(words, pi, add);
           return true;
         }
         throw new KernelError('EBUSY', 'a different frame is mapped there: zapDriverRange first');
       }
+      if (lease !== undefined) ph.setPrivate(pfn, lease);
       ph.getRef(pfn);
       ph.addMapcount(pfn, 1);
       k.rmap.add(pfn, mm, address);
-      Atomics.store(words, pi, mkPte(pfn, bits));
+      Atomics.store(words, pi, mkPte(pfn, PTE_PRESENT | PTE_YOUNG | (write ? PTE_WRITE : 0) | leased));
       return true;
+    },
+
+    munmapDriver(mmH, start, end) {
+      const mm = k.mms.get(mmH?.id);
+      if (!mm) {
+        if (mmH?.exiting) return Promise.resolve(); // exited: exit already removed and closed its VMAs
+        return Promise.reject(new KernelError('ESRCH', `no such mm ${mmH?.id}`));
+      }
+      return doMunmapDriver(k, mm, start, end);
     },
 
     async zapDriverRange(mmH, start, end) {
@@ -253,6 +292,10 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
         mmuNotifierInvalidateRangeEnd(range);
       }
     },
+
+    leaseSlots: LEASE_SLOTS,
+    setLease: (slot, remainingMs) => k.leases.set(slot, remainingMs),
+    leaseValid: (slot) => k.leases.valid(slot),
 
     registerDevice(ops: DeviceOps) {
       if (!ops || typeof ops.fault !== 'function') throw new KernelError('EINVAL', 'device needs fault()');
@@ -315,6 +358,20 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       );
       if (old & PTE_DIRTY) ph.setFlag(pfn, PG_dirty);
       dropDeviceEntry(k, pfn);
+    },
+
+    deviceEntryAt(mmH, address) {
+      const mm = k.mmOf(mmH);
+      if (!Number.isInteger(address) || address < 0 || address >= VA_LIMIT)
+        throw new KernelError('EINVAL', `bad address ${String(address)}`);
+      const va = address - (address % PAGE_SIZE);
+      const vma = mm.findVma(va);
+      if (!vma || vma.driver) return null;
+      const pi = pteIndex(ph, mm, va, false);
+      const pte = pi >= 0 ? Atomics.load(words, pi) : 0;
+      if (pte === 0 || pteKind(pte) !== KIND_DEVICE) return null;
+      const pfn = ptePfn(pte);
+      return { pfn, mode: pte & PTE_PRESENT ? 'readonly' : 'none', owner: ph.getPrivate(pfn) };
     },
 
     mmuNotifierRegister(mmH: MmHandle, ops: MmuNotifierOps): NotifierRegistration {

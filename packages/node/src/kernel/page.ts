@@ -16,7 +16,11 @@ export const DESC_WORDS = 4;
 export const D_FLAGS = 0;
 export const D_REFCOUNT = 1;
 export const D_MAPCOUNT = 2;
-/** Device owner id (device entries) or swap slot (swap cache); meaning depends on flags. */
+/**
+ * Device owner id (a frame with device entries: always an anonymous page in ordinary VMAs) or lease
+ * slot (a driver frame, allocPage, mapped with PTE_LEASED in driver VMAs; read by process workers).
+ * The two never meet: device entries exist only in ordinary VMAs, leases only on driver frames.
+ */
 export const D_PRIVATE = 3;
 
 export const PG_locked = 1 << 0;

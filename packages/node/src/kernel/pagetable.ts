@@ -10,10 +10,13 @@
  *   bit 2      Y  young (accessed), set by the process with compareExchange
  *   bit 3      D  dirty, set by the process with compareExchange before it writes
  *   bits 4..6  kind: 0 normal, 1 swap entry, 2 device entry, 3 migration entry
+ *   bit 7      L  leased (normal entries in driver VMAs only): usable only while the lease recorded
+ *                 in the frame's descriptor (D_PRIVATE = lease slot, see lease.ts) is valid
  *   bits 8..31 frame number (normal, device, migration) or swap slot (swap): 24 bits, 2^24 frames
  * A value of 0 is "none". A normal entry with P clear and a frame is PROT_NONE (frame kept).
  * A device entry has P set only in mode 'readonly' (reads proceed, writes fault).
- * Processes treat every entry without P (or without W, for a write) as a page fault.
+ * Processes treat every entry without P (or without W, for a write) as a page fault, and an entry
+ * with L whose lease has expired likewise.
  */
 import type { Pfn } from './api.js';
 
@@ -21,6 +24,8 @@ export const PTE_PRESENT = 1 << 0;
 export const PTE_WRITE = 1 << 1;
 export const PTE_YOUNG = 1 << 2;
 export const PTE_DIRTY = 1 << 3;
+/** Leased: the process checks the frame's lease (lease.ts) before using the entry. */
+export const PTE_LEASED = 1 << 7;
 export const PTE_KIND_SHIFT = 4;
 export const PTE_KIND_MASK = 7 << PTE_KIND_SHIFT;
 export const PTE_PFN_SHIFT = 8;
@@ -40,8 +45,11 @@ export function ptePfn(pte: number): Pfn {
 export function pteKind(pte: number): number {
   return (pte & PTE_KIND_MASK) >>> PTE_KIND_SHIFT;
 }
+/** Flag bits a normal PTE may carry (P W Y D L). */
+const PTE_FLAG_MASK = PTE_PRESENT | PTE_WRITE | PTE_YOUNG | PTE_DIRTY | PTE_LEASED;
+
 export function mkPte(pfn: Pfn, bits: number): number {
-  return (pfn << PTE_PFN_SHIFT) | (bits & 0xf) | 0;
+  return (pfn << PTE_PFN_SHIFT) | (bits & PTE_FLAG_MASK) | 0;
 }
 export function mkSwapPte(slot: number): number {
   return (slot << PTE_PFN_SHIFT) | (KIND_SWAP << PTE_KIND_SHIFT) | 0;

@@ -15,6 +15,10 @@ interface Init {
   root: number;
   pid: number;
   faultTimeoutMs: number;
+  /** Page descriptors (a PTE_LEASED entry's lease slot is in its frame's descriptor). */
+  desc: SharedArrayBuffer;
+  /** The lease table (lease.ts). */
+  leases: SharedArrayBuffer;
 }
 
 const init = workerData as Init;
@@ -27,6 +31,8 @@ const access = new UserAccess(
   init.root,
   (address, write) => post({ t: 'fault', address, write }),
   init.faultTimeoutMs,
+  init.desc,
+  init.leases,
 );
 
 class ProcessExit extends Error {}

@@ -102,7 +102,15 @@ export class Process {
     const ctlSab = new SharedArrayBuffer(CTL_WORDS * 4);
     const ctl = new Int32Array(ctlSab);
     const worker = new Worker(new URL('./process-worker.js', import.meta.url), {
-      workerData: { mem: k.phys.mem, ctl: ctlSab, root, pid, faultTimeoutMs: k.timeouts.faultTimeoutMs },
+      workerData: {
+        mem: k.phys.mem,
+        ctl: ctlSab,
+        root,
+        pid,
+        faultTimeoutMs: k.timeouts.faultTimeoutMs,
+        desc: k.phys.descSab,
+        leases: k.leases.sab,
+      },
       name: opts.name ?? `xpmesh-${k.name}-pid${pid}`,
     });
     const p = new Process(k, mm, worker, ctl, opts);

@@ -336,21 +336,90 @@ export interface ShrinkResult {
   scanned: number;
   reclaimed: number;
   outcomes: Record<string, number>;
+  /**
+   * Why the scan ended: `done` (nr pages reclaimed), `deadline` (budgetMs passed), `scan-limit`
+   * (2 × the LRU size + 8 pages looked at: the rest is referenced or refused), `empty` (no LRU page).
+   */
+  stoppedBy: 'done' | 'deadline' | 'scan-limit' | 'empty';
 }
 
-/** Reclaim up to `nr` pages from the LRU (oldest first, young pages get a second chance). */
-export async function shrink(k: Kernel, nr: number, blockable = true): Promise<ShrinkResult> {
-  const res: ShrinkResult = { scanned: 0, reclaimed: 0, outcomes: {} };
+export interface ShrinkLimits {
+  /** No new page is started once this many ms have passed (a page in flight completes). */
+  budgetMs?: number;
+  /** Pages reclaimed at once (1..64, default 1): independent pages, each under its own page lock. */
+  concurrency?: number;
+}
+
+export const MAX_SHRINK_CONCURRENCY = 64;
+
+/**
+ * Reclaim up to `nr` pages from the LRU (oldest first, young pages get a second chance), looking at
+ * no more than 2 × the LRU size + 8 pages, within `limits.budgetMs`, with up to `limits.concurrency`
+ * pages in flight (each page's swap-out waits for its notifiers and acks; several pages overlap
+ * those waits the way several reclaiming threads would).
+ */
+export async function shrink(
+  k: Kernel,
+  nr: number,
+  blockable = true,
+  limits: ShrinkLimits = {},
+): Promise<ShrinkResult> {
+  const res: ShrinkResult = { scanned: 0, reclaimed: 0, outcomes: {}, stoppedBy: 'done' };
   const budget = k.lru.size * 2 + 8;
-  while (res.reclaimed < nr && res.scanned < budget && k.lru.size > 0) {
-    const pfn = k.lru.values().next().value as Pfn;
-    k.lru.delete(pfn);
-    k.lru.add(pfn);
-    res.scanned++;
-    const o = await reclaimPage(k, pfn, { force: false, blockable });
-    res.outcomes[o] = (res.outcomes[o] ?? 0) + 1;
-    if (o === 'reclaimed') res.reclaimed++;
-  }
+  const deadline =
+    limits.budgetMs === undefined ? Number.POSITIVE_INFINITY : performance.now() + limits.budgetMs;
+  const width = Math.max(1, Math.min(MAX_SHRINK_CONCURRENCY, Math.floor(limits.concurrency ?? 1)));
+  // One live iterator over the LRU. Every page it yields is rotated to the tail at once, so its next
+  // entry is always the LRU head. (Taking the head with `lru.values().next()` on every step walks
+  // over the deleted slots at the front of the Set's table each time: quadratic in the LRU size.)
+  let it = k.lru.values();
+  /** Pages this call is reclaiming right now (already rotated to the tail). */
+  const inFlight = new Set<Pfn>();
+  let stop: ShrinkResult['stoppedBy'] | null = null;
+  const take = (): Pfn | null => {
+    let skipped = 0;
+    for (;;) {
+      if (stop) return null;
+      if (res.reclaimed + inFlight.size >= nr) return null; // enough reclaimed or on their way
+      if (res.scanned >= budget) stop = 'scan-limit';
+      else if (performance.now() >= deadline) stop = 'deadline';
+      else if (k.lru.size === 0) stop = 'empty';
+      else {
+        const n = it.next();
+        if (n.done) {
+          it = k.lru.values();
+          continue;
+        }
+        const pfn = n.value;
+        if (inFlight.has(pfn)) {
+          // The scan came round to a page another worker of this call holds: skip it; if only such
+          // pages are left, this worker ends (the others go on when their page is done).
+          if (++skipped > inFlight.size) return null;
+          continue;
+        }
+        k.lru.delete(pfn);
+        k.lru.add(pfn);
+        res.scanned++;
+        return pfn;
+      }
+    }
+  };
+  const worker = async (): Promise<void> => {
+    for (let pfn = take(); pfn !== null; pfn = take()) {
+      inFlight.add(pfn);
+      let o: ReclaimOutcome;
+      try {
+        o = await reclaimPage(k, pfn, { force: false, blockable });
+      } finally {
+        inFlight.delete(pfn);
+      }
+      res.outcomes[o] = (res.outcomes[o] ?? 0) + 1;
+      if (o === 'reclaimed') res.reclaimed++;
+    }
+  };
+  await Promise.all(Array.from({ length: width }, worker));
+  // Every worker has left take() for good, so either nr pages were reclaimed or `stop` says why not.
+  res.stoppedBy = res.reclaimed >= nr ? 'done' : (stop ?? 'done');
   return res;
 }
 

@@ -109,22 +109,69 @@ export async function doMunmap(k: Kernel, mm: Mm, addr: number, length: number):
   try {
     if (mm.exiting) throw new KernelError('ESRCH', 'address space is exiting');
     if (mm.overlaps(addr, addr + len).length === 0) return;
-    const range = { mm: mm.handle, start: addr, end: addr + len, event: 'unmap' as const, blockable: true };
-    await mmuNotifierInvalidateRangeStart(k, range);
-    let zapped: ZappedPte[] = [];
-    let removed: Vma[] = [];
-    try {
-      removed = mm.carve(addr, addr + len);
-      zapped = zapPteRange(k, mm, addr, addr + len);
-      await flushTlb(k, [mm]);
-      for (const z of zapped) k.putFrame(z.pfn);
-    } finally {
-      mmuNotifierInvalidateRangeEnd(range);
-    }
-    await closeDriverVmas(k, mm, removed);
+    await unmapRangeLocked(k, mm, addr, addr + len);
   } finally {
     unlock();
   }
+}
+
+/**
+ * munmap for drivers (xpmem_detach): remove [start,end), which must be covered by driver VMAs
+ * (EINVAL otherwise, or if unaligned), exactly as munmap would: PTEs zapped with a full TLB
+ * shootdown, frame references dropped, the address range released, the VMAs' close op called for
+ * the removed pieces. An exiting (or exited) mm: returns without doing anything (exit tears the VMAs
+ * down and closes them itself). Takes the mmap lock for write: never call it from a fault op of the
+ * same mm (that fault holds the lock for read).
+ */
+export async function doMunmapDriver(k: Kernel, mm: Mm, start: number, end: number): Promise<void> {
+  if (
+    !Number.isInteger(start) ||
+    !Number.isInteger(end) ||
+    start % PAGE_SIZE ||
+    end % PAGE_SIZE ||
+    end <= start
+  )
+    throw new KernelError('EINVAL', 'munmapDriver: unaligned or empty range');
+  if (mm.exiting || mm.dead) return;
+  const unlock = await mm.lock.write(k.timeouts.lockTimeoutMs);
+  try {
+    if (mm.exiting || mm.dead) return;
+    let cur = start;
+    for (const v of mm.overlaps(start, end)) {
+      if (v.start > cur || !v.driver) break;
+      cur = v.end;
+    }
+    if (cur < end) {
+      throw new KernelError(
+        'EINVAL',
+        `munmapDriver: 0x${start.toString(16)}..0x${end.toString(16)} is not covered by driver VMAs`,
+      );
+    }
+    await unmapRangeLocked(k, mm, start, end);
+  } finally {
+    unlock();
+  }
+}
+
+/**
+ * The body of munmap (mmap lock held for write): invalidateRangeStart('unmap'), remove the VMAs,
+ * zap the PTEs, TLB shootdown, drop the frame references, invalidateRangeEnd, then close the driver
+ * VMA pieces that went away.
+ */
+async function unmapRangeLocked(k: Kernel, mm: Mm, start: number, end: number): Promise<void> {
+  const range = { mm: mm.handle, start, end, event: 'unmap' as const, blockable: true };
+  await mmuNotifierInvalidateRangeStart(k, range);
+  let zapped: ZappedPte[] = [];
+  let removed: Vma[] = [];
+  try {
+    removed = mm.carve(start, end);
+    zapped = zapPteRange(k, mm, start, end);
+    await flushTlb(k, [mm]);
+    for (const z of zapped) k.putFrame(z.pfn);
+  } finally {
+    mmuNotifierInvalidateRangeEnd(range);
+  }
+  await closeDriverVmas(k, mm, removed);
 }
 
 async function closeDriverVmas(k: Kernel, mm: Mm, removed: Vma[]): Promise<void> {

@@ -55,7 +55,9 @@ async function rawSession(url: string, node: string, onMsg: (m: Record<string, u
     assert.ok(m, 'handshake reply');
     return m;
   };
-  ws.send(encodeFrame({ t: 'hello', versions: [...PROTOCOL_VERSIONS], node, epoch: Date.now(), nonce: cnonce }));
+  ws.send(
+    encodeFrame({ t: 'hello', versions: [...PROTOCOL_VERSIONS], node, epoch: Date.now(), nonce: cnonce }),
+  );
   const w = await next();
   assert.equal(w.t, 'welcome');
   const snode = w.node as string;

@@ -46,6 +46,43 @@ async function bandwidthAndFaults(): Promise<void> {
   }
 }
 
+/**
+ * The cost of the lease check: the same driver frames mapped twice in one driver VMA pair, once
+ * plainly and once with PTE_LEASED (a valid lease), read alternately in the same process. Reported
+ * as leased figures with the unleased ones as baseline (ratio = leased / unleased).
+ */
+async function leasedReads(): Promise<void> {
+  const k = await createKernel({ name: 'bench', frames: 4096, swapSlots: 0 });
+  try {
+    const p = await k.spawn();
+    const pages = 256;
+    const len = pages * 4096;
+    const ops = { fault: async () => {}, close: () => {} };
+    const plain = k.api.mmapDriver(p.mm, len, PROT_READ, ops);
+    const leased = k.api.mmapDriver(p.mm, len, PROT_READ, ops);
+    k.api.setLease(1, 3_600_000);
+    for (let i = 0; i < pages; i++) {
+      const pfn = k.api.allocPage();
+      k.api.writePageData(pfn, new Uint8Array(4096).fill(i));
+      k.api.installPte(p.mm, plain + i * 4096, pfn, { write: false });
+      k.api.installPte(p.mm, leased + i * 4096, pfn, { write: false, lease: 1 });
+    }
+    const rounds = QUICK ? 20 : 200;
+    const bw = { plain: [] as number[], leased: [] as number[] };
+    const word = { plain: [] as number[], leased: [] as number[] };
+    for (let i = 0; i < (QUICK ? 2 : 7); i++) {
+      bw.plain.push(await p.run<number>(PROGRAMS, 'readBandwidth', { addr: plain, len, rounds }));
+      bw.leased.push(await p.run<number>(PROGRAMS, 'readBandwidth', { addr: leased, len, rounds }));
+      word.plain.push(await p.run<number>(PROGRAMS, 'read32PerPage', { addr: plain, len, rounds }));
+      word.leased.push(await p.run<number>(PROGRAMS, 'read32PerPage', { addr: leased, len, rounds }));
+    }
+    emit('mapped_read_bandwidth_leased', median(bw.leased) / 1000, 'MB/s', median(bw.plain) / 1000);
+    emit('mapped_read32_leased', median(word.leased), 'ns/access', median(word.plain));
+  } finally {
+    await k.close();
+  }
+}
+
 async function reclaimThroughput(exported: boolean): Promise<number> {
   const n = QUICK ? 256 : 2048;
   const k = await createKernel({ name: 'bench', frames: n + 1024, swapSlots: n * 2 });
@@ -94,6 +131,7 @@ async function startup(): Promise<void> {
 }
 
 await bandwidthAndFaults();
+await leasedReads();
 // Alternate the two variants so machine noise hits both alike; report medians.
 const plainRuns: number[] = [];
 const exportedRuns: number[] = [];

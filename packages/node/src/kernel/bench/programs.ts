@@ -29,3 +29,15 @@ export function touchFresh(ctx: ProcessContext, a: { addr: number; pages: number
   for (let i = 0; i < a.pages; i++) ctx.write32(a.addr + i * 4096, i);
   return ((performance.now() - t0) * 1000) / a.pages;
 }
+
+/** Per-access cost: one read32 in each page of [addr, addr+len), `rounds` times; ns per access. */
+export function read32PerPage(ctx: ProcessContext, a: { addr: number; len: number; rounds: number }): number {
+  let s = 0;
+  for (let off = 0; off < a.len; off += 4096) s ^= ctx.read32(a.addr + off); // warm (faults)
+  const t0 = performance.now();
+  for (let r = 0; r < a.rounds; r++) {
+    for (let off = 0; off < a.len; off += 4096) s ^= ctx.read32(a.addr + off);
+  }
+  const ns = ((performance.now() - t0) * 1e6) / ((a.rounds * a.len) / 4096);
+  return s === 0x7fffffff ? ns + 0 : ns; // keep `s` alive
+}

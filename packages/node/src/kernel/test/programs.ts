@@ -90,3 +90,21 @@ export function stampVerify(ctx: ProcessContext, a: { base: number; pages: numbe
   }
   return errors;
 }
+
+/**
+ * Lease spin: read the word at `addr` in a tight loop and store the number of completed reads at
+ * `ctr` after each one, until the word reads `stop` or `max` reads were done. Returns the count.
+ */
+export function leaseSpin(
+  ctx: ProcessContext,
+  a: { addr: number; ctr: number; stop: number; max: number },
+): number {
+  let n = 0;
+  while (n < a.max) {
+    const v = ctx.read32(a.addr);
+    n++;
+    ctx.write32(a.ctr, n);
+    if (v === a.stop) break;
+  }
+  return n;
+}

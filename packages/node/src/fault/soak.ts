@@ -1,0 +1,386 @@
+#!/usr/bin/env node
+/**
+ * The soak: random real faults of every kind, every few seconds, under a mixed background load, on a
+ * lab of instances in network namespaces (netns.ts). Bounded in time and in number of faults.
+ * Prints one JSON summary on stdout (progress on stderr) and exits 0 when everything held:
+ *
+ *   node packages/node/dist/fault/soak.js --duration-ms 600000
+ *
+ * Fault kinds: partition (the victim cut from everyone, both ways), one-way (its frames, or the
+ * frames to it, dropped), pair (two instances cut apart, both ways, the rest untouched), link-down,
+ * crash (link down, SIGKILL, restart), pause (SIGSTOP … SIGCONT). The victim may be the home of the
+ * shared segment: a crashed home loses the segment and the workload starts a new one.
+ *
+ * Summary: faults by kind and target, fences seen and time-to-fence percentiles (first and last
+ * survivor), rejoins, operations, the history check of every round, lost dirty pages (counted by the
+ * homes), new segments after home crashes, calls that waited past their deadline outside a fault
+ * window, and the leak checks at the end (kernel invariants, pins == unpins, empty reverse maps and
+ * caches, nothing left of the lab).
+ */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { prng } from '../load/program.js';
+import type { InstanceStatus } from './controller.js';
+import { DEFAULT_TIMINGS, Lab, leftovers, now, probeCapabilities, sleep, sweepOrphans } from './netns.js';
+import type { FaultWindow, LoadSummary } from './workload.js';
+
+const KINDS = ['partition', 'one-way', 'pair', 'link-down', 'crash', 'pause'] as const;
+type Kind = (typeof KINDS)[number];
+
+export const SOAK_LIMITS = { maxDurationMs: 3_600_000, maxFaults: 10_000 } as const;
+
+export interface SoakOptions {
+  durationMs: number;
+  faultEveryMs: number;
+  maxFaults: number;
+  seed: number;
+  nodes: number;
+  procsPerNode: number;
+  json?: string;
+  keepLogs: boolean;
+  quiet: boolean;
+}
+
+function pct(xs: number[], p: number): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return Math.round(s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]);
+}
+
+function percentiles(xs: number[]) {
+  return { count: xs.length, p50: pct(xs, 50), p90: pct(xs, 90), p99: pct(xs, 99), max: pct(xs, 100) };
+}
+
+export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
+  const log = (s: string) => {
+    if (!o.quiet) process.stderr.write(`${new Date().toISOString()} soak: ${s}\n`);
+  };
+  const cap = probeCapabilities();
+  if (!cap.ok) return { ok: false, skipped: true, reason: cap.reason };
+  const swept = sweepOrphans();
+  if (swept.length) log(`removed leftovers of dead runs: ${swept.join(', ')}`);
+  const rnd = prng(o.seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
+  const timings = DEFAULT_TIMINGS;
+  const lab = await Lab.create({ ...timings, nodes: o.nodes, sse: false, pollMs: 50 });
+  const b = lab.bounds;
+  const ids = lab.nodes.map((n) => n.id);
+  const home = ids[0];
+  const problems: string[] = [];
+  const byKind: Record<string, number> = {};
+  const byTarget: Record<string, number> = {};
+  const firstFence: number[] = [];
+  const lastFence: number[] = [];
+  const rejoinMs: number[] = [];
+  let fencesMissed = 0;
+  let overBound = 0;
+  let rejoinFailed = 0;
+  let faults = 0;
+  const windows: FaultWindow[] = [];
+  const lostByPid = new Map<number, number>();
+  const fencesByPid = new Map<number, number>();
+  const checkpointFailures: unknown[] = [];
+  let summary: LoadSummary | undefined;
+  const leaks: Record<string, unknown> = {};
+  const sampleCounters = async () => {
+    for (const id of ids) {
+      const r = await lab.ctl.get<InstanceStatus>(id, '/status', 2000);
+      if (!r.ok || !r.value) continue;
+      const c = r.value.driver.counters;
+      lostByPid.set(r.value.pid, Math.max(lostByPid.get(r.value.pid) ?? 0, c.lostDirtyPages ?? 0));
+      fencesByPid.set(r.value.pid, Math.max(fencesByPid.get(r.value.pid) ?? 0, c.fences ?? 0));
+    }
+  };
+  const t0 = now();
+  try {
+    await lab.ctl.request('load.start', {
+      nodes: ids,
+      home,
+      procsPerNode: o.procsPerNode,
+      pages: 8,
+      segmentPages: 16,
+      wordsPerPage: 2,
+      writeFraction: 0.3,
+      chunkMs: 100,
+      chunkOps: 100,
+      pauseMs: 20,
+      reclaimEveryMs: 50,
+      roundMs: 15_000,
+      seed: o.seed,
+      callBoundMs: b.opMs,
+      callTimeoutMs: b.opMs * 3,
+    });
+    log(`lab ${lab.tag} up (${ids.join(', ')}; logs in ${lab.dir}); load running`);
+    const end = t0 + o.durationMs;
+    while (now() < end && faults < o.maxFaults) {
+      await sleep(o.faultEveryMs * (0.5 + rnd()));
+      if (now() >= end) break;
+      await sampleCounters();
+      const kind: Kind = pick(KINDS);
+      const victim = pick(ids);
+      const other = pick(ids.filter((x) => x !== victim));
+      const cut = kind === 'pair' ? [victim, other] : [victim];
+      const survivors = ids.filter((x) => !cut.includes(x));
+      const before: Record<string, Record<string, number>> = {};
+      for (const s of ids) {
+        const st = await lab.ctl.get<InstanceStatus>(s, '/status', 2000);
+        before[s] = {};
+        for (const p of st.value?.peers ?? []) before[s][p.node] = p.epoch;
+      }
+      faults++;
+      byKind[kind] = (byKind[kind] ?? 0) + 1;
+      byTarget[victim] = (byTarget[victim] ?? 0) + 1;
+      let tFault: number;
+      let heal: () => Promise<number>;
+      let detail = '';
+      switch (kind) {
+        case 'partition':
+          tFault = await lab.isolate(victim, 'both');
+          heal = () => lab.heal();
+          break;
+        case 'one-way': {
+          const dir = rnd() < 0.5 ? 'out' : 'in';
+          detail = dir;
+          tFault = await lab.isolate(victim, dir);
+          heal = () => lab.heal();
+          break;
+        }
+        case 'pair':
+          detail = other;
+          tFault = await lab.partition(victim, other);
+          heal = () => lab.heal();
+          break;
+        case 'link-down':
+          tFault = await lab.linkDown(victim);
+          heal = () => lab.linkUp(victim);
+          break;
+        case 'crash':
+          tFault = await lab.crash(victim);
+          heal = () => lab.restart(victim);
+          break;
+        case 'pause':
+          tFault = lab.pause(victim);
+          heal = async () => lab.resume(victim);
+          break;
+      }
+      // Time to fence: who must fence whom. For a pair, each fences the other; otherwise every
+      // survivor fences the victim.
+      const expect: Array<[string, string]> = kind === 'pair' ? [[victim, other], [other, victim]] : survivors.map((s) => [s, victim] as [string, string]);
+      const hold = 500 + rnd() * 2000;
+      const times: number[] = [];
+      await Promise.all(
+        expect.map(async ([observer, fenced]) => {
+          try {
+            const f = await lab.ctl.request('waitFor', { kind: 'fence', observer, node: fenced, after: tFault, timeoutMs: b.fenceMs * 3 }, b.fenceMs * 3 + 10_000);
+            times.push(f.t - tFault);
+          } catch {
+            fencesMissed++;
+            problems.push(`fault ${faults} (${kind} ${victim}${detail ? ` ${detail}` : ''}): ${observer} did not fence ${fenced} within ${b.fenceMs * 3} ms`);
+          }
+        }),
+      );
+      if (times.length) {
+        firstFence.push(Math.min(...times));
+        lastFence.push(Math.max(...times));
+        for (const x of times) if (x > b.fenceMs) overBound++;
+      }
+      const left = tFault + hold - now();
+      if (left > 0) await sleep(left);
+      if (kind === 'crash') await sampleCounters();
+      const tHeal = await heal();
+      let rejoined = false;
+      try {
+        await lab.ctl.request('waitMesh', { timeoutMs: b.rejoinMs }, b.rejoinMs + 10_000);
+        rejoined = true;
+        rejoinMs.push(now() - tHeal);
+      } catch (e) {
+        rejoinFailed++;
+        problems.push(`fault ${faults} (${kind} ${victim}): no mesh ${b.rejoinMs} ms after the heal: ${(e as Error).message}`);
+      }
+      windows.push(...cut.map((node) => ({ node, from: tFault, to: now() })));
+      if (rejoined) {
+        // the healed instance is back in a new session with a higher epoch, as every peer it lost sees it
+        for (const [observer, fenced] of expect) {
+          const st = await lab.ctl.get<InstanceStatus>(observer, '/status', 2000);
+          const p = st.value?.peers.find((x) => x.node === fenced);
+          if (!p || p.state !== 'up' || !(p.epoch > (before[observer]?.[fenced] ?? -1)))
+            problems.push(`fault ${faults} (${kind} ${victim}): ${observer} sees ${fenced} ${p?.state}@${p?.epoch}, not a new session above ${before[observer]?.[fenced]}`);
+        }
+        await sleep(b.heartbeatTimeoutMs);
+        const cp = await lab.ctl.request('load.checkpoint', {});
+        if (cp.failed.length) checkpointFailures.push(...cp.failed);
+      }
+      await sampleCounters();
+      log(
+        `fault ${faults}: ${kind} ${victim}${detail ? ` (${detail})` : ''} held ${Math.round(hold)} ms, fenced after ${times.map((x) => Math.round(x)).join('/') || 'never'} ms, ${rejoined ? `rejoined ${Math.round(now() - tHeal)} ms after the heal` : 'NO REJOIN'}`,
+      );
+    }
+    summary = await lab.ctl.request('load.stop', { windows }, 600_000);
+    await sampleCounters();
+    // leak checks at quiescence, on every instance
+    for (const id of ids) {
+      const chk = await lab.ctl.call<{ ok: boolean; violations: string[] }>(id, 'check', {}, 10_000);
+      let st: InstanceStatus | undefined;
+      const until = now() + 5000;
+      while (now() < until) {
+        st = (await lab.ctl.get<InstanceStatus>(id, '/status', 2000)).value;
+        const c = st?.driver.counters;
+        if (st && c?.pins === c?.unpins && st.driver.rmap.entries === 0 && st.driver.cachedPages === 0) break;
+        await sleep(100);
+      }
+      const c = st?.driver.counters;
+      leaks[id] = {
+        invariantsOk: chk.ok && chk.value?.ok === true,
+        violations: chk.value?.violations.slice(0, 5),
+        pins: c?.pins,
+        unpins: c?.unpins,
+        rmapEntries: st?.driver.rmap.entries,
+        cachedPages: st?.driver.cachedPages,
+        processes: st?.processes.length,
+      };
+    }
+  } catch (e) {
+    problems.push(`soak aborted: ${(e as Error).stack ?? e}`);
+  } finally {
+    await lab.destroy({ keepLogs: o.keepLogs || problems.length > 0 });
+  }
+  const left = leftovers();
+  const lostPages = [...lostByPid.values()].reduce((a, x) => a + x, 0);
+  const driverFences = [...fencesByPid.values()].reduce((a, x) => a + x, 0);
+  const leakOk = Object.values(leaks).every((l) => {
+    const x = l as { invariantsOk: boolean; pins: number; unpins: number; rmapEntries: number; cachedPages: number };
+    return x.invariantsOk && x.pins === x.unpins && x.rmapEntries === 0 && x.cachedPages === 0;
+  });
+  const historyOk = summary !== undefined && summary.history.ok && checkpointFailures.length === 0;
+  const deadlinesOk = summary !== undefined && summary.deadlines.slow.length === 0;
+  const ok = problems.length === 0 && historyOk && deadlinesOk && leakOk && left.length === 0 && overBound === 0 && Object.keys(leaks).length === ids.length;
+  const elapsed = now() - t0;
+  return {
+    ok,
+    tool: 'xpmesh fault soak',
+    seed: o.seed,
+    durationMs: Math.round(elapsed),
+    nodes: ids,
+    home,
+    timings,
+    bounds: b,
+    faults: { total: faults, byKind, byTarget },
+    fences: {
+      expected: faults === 0 ? 0 : firstFence.length + fencesMissed,
+      missed: fencesMissed,
+      overBound,
+      boundMs: b.fenceMs,
+      timeToFirstFenceMs: percentiles(firstFence),
+      timeToLastFenceMs: percentiles(lastFence),
+      driverFenceCounters: driverFences,
+    },
+    rejoin: { failed: rejoinFailed, afterHealMs: percentiles(rejoinMs) },
+    ops: summary
+      ? {
+          total: summary.ops.total,
+          reads: summary.ops.reads,
+          writes: summary.ops.writes,
+          perSec: Math.round((summary.ops.total * 1000) / Math.max(1, summary.elapsedMs)),
+          byNode: summary.ops.byNode,
+          errors: summary.ops.errors,
+          chunks: summary.chunks,
+          incarnations: summary.incarnations,
+          reclaims: summary.reclaims,
+        }
+      : null,
+    history: summary ? { ...summary.history, ok: historyOk, checkpointFailures: checkpointFailures.slice(0, 5) } : null,
+    lostPages,
+    segments: summary ? { generations: summary.generations, segids: summary.segids } : null,
+    deadlines: summary ? summary.deadlines : null,
+    leaks: { ok: leakOk && left.length === 0, instances: leaks, quiescence: summary?.quiescence && { ...summary.quiescence, pages: undefined }, leftovers: left },
+    problems: problems.slice(0, 50),
+    logs: o.keepLogs || problems.length > 0 ? lab.dir : undefined,
+  };
+}
+
+const HELP = `usage: node packages/node/dist/fault/soak.js [options]
+
+Random real faults (partition, one-way, pair, link-down, crash, pause) every few seconds under a
+mixed read/write load with forced reclaims, on instances in network namespaces. Needs root,
+iproute2 and nftables. Prints a JSON summary; exit 0 when everything held, 1 otherwise, 2 on bad
+usage or a machine that cannot build namespaces.
+
+  --duration-ms N     run time (default 60000, at most ${SOAK_LIMITS.maxDurationMs})
+  --fault-every-ms N  mean gap between faults (default 3000)
+  --max-faults N      stop after N faults (default: duration / gap, at most ${SOAK_LIMITS.maxFaults})
+  --nodes N           instances (default 3, 2..9)
+  --procs N           processes per instance (default 2)
+  --seed N            random seed (default 1)
+  --json FILE         also write the summary to FILE
+  --keep-logs         keep the instances' logs (kept anyway when something failed)
+  --quiet             no progress on stderr`;
+
+export async function main(argv = process.argv.slice(2)): Promise<number> {
+  let v: Record<string, string | boolean | undefined>;
+  try {
+    v = parseArgs({
+      args: argv,
+      options: {
+        'duration-ms': { type: 'string' },
+        'fault-every-ms': { type: 'string' },
+        'max-faults': { type: 'string' },
+        nodes: { type: 'string' },
+        procs: { type: 'string' },
+        seed: { type: 'string' },
+        json: { type: 'string' },
+        'keep-logs': { type: 'boolean' },
+        quiet: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }).values;
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n${HELP}\n`);
+    return 2;
+  }
+  if (v.help) {
+    process.stdout.write(`${HELP}\n`);
+    return 0;
+  }
+  const int = (name: string, def: number, min: number, max: number): number => {
+    const s = v[name];
+    if (s === undefined) return def;
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name} must be an integer in ${min}..${max}`);
+    return n;
+  };
+  let o: SoakOptions;
+  try {
+    const durationMs = int('duration-ms', 60_000, 1000, SOAK_LIMITS.maxDurationMs);
+    const faultEveryMs = int('fault-every-ms', 3000, 200, 600_000);
+    o = {
+      durationMs,
+      faultEveryMs,
+      maxFaults: int('max-faults', Math.min(SOAK_LIMITS.maxFaults, Math.ceil(durationMs / faultEveryMs)), 0, SOAK_LIMITS.maxFaults),
+      nodes: int('nodes', 3, 2, 9),
+      procsPerNode: int('procs', 2, 1, 8),
+      seed: int('seed', 1, 0, 2 ** 31),
+      json: typeof v.json === 'string' ? v.json : undefined,
+      keepLogs: v['keep-logs'] === true,
+      quiet: v.quiet === true,
+    };
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n`);
+    return 2;
+  }
+  const summary = await soak(o);
+  const text = JSON.stringify(summary, null, 2);
+  process.stdout.write(`${text}\n`);
+  if (o.json) writeFileSync(o.json, `${text}\n`);
+  if (summary.skipped) return 2;
+  return summary.ok ? 0 : 1;
+}
+
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  main().then(
+    (code) => process.exit(code),
+    (e) => {
+      process.stderr.write(`${(e as Error).stack ?? e}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -40,8 +40,7 @@ export async function attachmentFault(d: XpmemDriver, att: Attachment, f: Driver
     d.counters.localFaults++;
     const seg = d.segments.get(att.grant.segid);
     if (!seg || seg.removed) throw new KernelError('SIGBUS', `segment ${att.grant.segid} is gone`);
-    const m = await localAttachFault(d, seg, p, att.mm, f.address, f.write);
-    if (m) att.mapped[i] = m;
+    await localAttachFault(d, seg, p, att, i, f.address, f.write);
     return;
   }
   d.counters.remoteFaults++;

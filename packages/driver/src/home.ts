@@ -164,6 +164,10 @@ export function grantPage(
       await d.waitIdle(seg, p);
       await resolveConflicts(d, seg, p, node, write);
       await fenceLocalAttachers(d, seg, p, write);
+      // the source PTE must agree with the copies that are left BEFORE getUserPage: after a recall with
+      // downgrade the former writer still reads, and a 'none' entry cleared by our own getUserPage
+      // would leave the home writable under that read copy
+      await syncHomePte(d, seg, p);
       // mainline order: the sequence number is read BEFORE getUserPage, so an invalidation that
       // starts or ends while we resolve the page (a migration that moves it, a munmap) forces a retry
       const seq = await k.mmuIntervalReadBegin(seg.mm);
@@ -321,13 +325,18 @@ export async function handleDeviceFault(d: XpmemDriver, f: DriverFault): Promise
   for (const seg of segs) {
     const p = (f.address - seg.vaddr) / k.pageSize;
     const gupWrite = inGup.get(seg)?.get(p);
-    if (gupWrite !== undefined && (gupWrite || devModeAt(d, seg, p) === DEV_NONE)) {
-      // Our own getUserPage inside a grant (which holds the page mutex) touched the device entry. Only
-      // possible when no other instance holds a copy (a write grant invalidated them all; a read grant
-      // meets 'none' only for the requester's own stale entry): clearing is safe, the grant then sets
-      // the final mode before copying the data.
-      k.clearDeviceEntry(seg.mm, f.address);
-      seg.dev[p] = DEV_CLEAR;
+    if (gupWrite !== undefined) {
+      // A grant (which holds the page mutex) is inside getUserPage. The fault is its own, or one of
+      // the source's processes touching the page meanwhile. With no copy anywhere, clearing the
+      // entry is safe (the grant sets the final mode, with a shootdown, before it copies the data).
+      // With copies left it must not be cleared (the home would be writable under them): let the
+      // access try again shortly, after the grant.
+      if (d.rmap.entries(seg.pfn[p], seg.slot, p).length === 0) {
+        k.clearDeviceEntry(seg.mm, f.address);
+        seg.dev[p] = DEV_CLEAR;
+      } else {
+        await new Promise<void>((resolve) => d.clock.setTimeout(resolve, 1));
+      }
       continue;
     }
     await seg.mutex.run(p, async () => {
@@ -344,10 +353,12 @@ export async function localAttachFault(
   d: XpmemDriver,
   seg: Segment,
   p: number,
-  mmAttacher: import('@xpmesh/node/kernel').MmHandle,
+  att: import('./state.js').Attachment,
+  index: number,
   address: number,
   write: boolean,
 ): Promise<number> {
+  const mmAttacher = att.mm;
   const k = d.kernel;
   const addr = pageAddr(d, seg, p);
   return seg.mutex.run(p, async () => {
@@ -375,7 +386,13 @@ export async function localAttachFault(
         )
           continue;
         if (d.rmap.entries(seg.pfn[p], seg.slot, p).some((e) => e.write || write)) continue;
-        if (k.installPte(mmAttacher, address, pfn, { write })) return write ? 2 : 1;
+        if (k.installPte(mmAttacher, address, pfn, { write })) {
+          // recorded before the page mutex is released: the next grant's fenceLocalAttachers must
+          // see this PTE (it zaps or write-protects only what `mapped` says is there)
+          const m = write ? 2 : 1;
+          att.mapped[index] = Math.max(att.mapped[index], m);
+          return m;
+        }
       } finally {
         k.putPage(pfn);
         d.counters.unpins++;

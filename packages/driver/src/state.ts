@@ -99,6 +99,8 @@ export interface Attachment {
   /** The segment is gone or the home fenced us: next touch is SIGBUS. */
   gone: boolean;
   detached: boolean;
+  /** xpmem_detach gave the pages back already (the VMA's close has nothing left to do). */
+  released?: boolean;
 }
 
 /** A remote segment page cached at this instance (one frame per instance per page). */

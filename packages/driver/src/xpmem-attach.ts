@@ -45,7 +45,8 @@ export async function xpmemAttach(
     {
       fault: (f) => attachmentFault(d, att!, f),
       close: async (_mm, s, e) => {
-        if (!att) return;
+        // after xpmem_detach (which released the pages itself) munmapDriver only frees the range
+        if (!att || att.released) return;
         const from = Math.max(0, Math.floor((s - att.vaddr) / ps));
         const to = Math.min(att.npages, Math.ceil((e - att.vaddr) / ps));
         if (from <= 0 && to >= att.npages) {

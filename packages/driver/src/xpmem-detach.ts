@@ -1,6 +1,5 @@
 /** xpmem_detach: unmap an attachment. Remote pages go back to the home (detach, with dirty data). */
 
-import type { MmHandle } from '@xpmesh/node/kernel';
 import { releaseAttachmentPages } from './attacher.js';
 import type { XpmemDriver } from './driver.js';
 import { fail } from './errors.js';
@@ -11,6 +10,7 @@ export async function xpmemDetach(d: XpmemDriver, pid: number, vaddr: number): P
   att.detached = true;
   d.attachments.delete(att.id);
   await releaseAttachmentPages(d, att, 0, att.npages, false);
-  const k = d.kernel as { munmapDriver?: (mm: MmHandle, start: number, end: number) => Promise<void> | void };
-  if (k.munmapDriver && !att.mm.exiting) await k.munmapDriver(att.mm, att.vaddr, att.vaddr + att.size);
+  att.released = true;
+  // the range is free again: a later touch is SIGSEGV, a later attach may reuse the address
+  if (!att.mm.exiting) await d.kernel.munmapDriver(att.mm, att.vaddr, att.vaddr + att.size);
 }

@@ -118,6 +118,24 @@ export async function checkKernel(k: TestKernel): Promise<void> {
 }
 
 /**
+ * Wait (bounded) until the driver is quiescent: no fence waiting out a lease, no invalidation or
+ * notifier bracket in flight. Fences finish in the background (lease wait), so checks of "no entry
+ * for a dead instance" need this first.
+ */
+export async function quiesce(n: Inst, timeoutMs = 15_000): Promise<void> {
+  const d = n.driver;
+  await until(
+    () =>
+      d.fencing.size === 0 &&
+      [...d.segments.values()].every(
+        (seg) => seg.inval.every((x) => x === 0) && seg.busy.every((x) => x === 0),
+      ),
+    `${n.name} quiescent`,
+    timeoutMs,
+  );
+}
+
+/**
  * Driver-level BRIEF §5 checks at quiescence on one instance: PG_external_rmap iff the reverse map
  * is non-empty, no entry points at a fenced/dead session, pins == unpins, no invalidation in flight.
  */

@@ -23,6 +23,7 @@ import {
   PAGE,
   PROT_RW,
   type Proc,
+  quiesce,
   until,
 } from './cluster.js';
 
@@ -329,7 +330,8 @@ async function runSchedule(ops: Op[]): Promise<void> {
       const batch = [ops[i++]];
       while (i < ops.length && ops[i].par && batch.length < 3) batch.push(ops[i++]);
       await Promise.all(batch.map(exec));
-      // invariants after every step
+      // invariants after every step (fences finish in the background once a lease ran out)
+      await quiesce(A);
       const live = new Set(
         nodes.filter((n) => A.net.sessions().some((s) => s.node === n.name) || n === A).map((n) => n.name),
       );

@@ -102,6 +102,8 @@ export interface ControllerCommands {
   call: [{ node: string; op: string; body: object; timeoutMs: number }, CallResult];
   get: [{ node: string; path: string; timeoutMs: number }, CallResult];
   resubscribe: [{ node: string }, { ok: true }];
+  /** The orchestrator killed `node`: forget its process (pids of a restarted instance start at 1 again). */
+  nodeGone: [{ node: string }, { ok: true }];
   observations: [ObservationQuery, Observation[]];
   waitFor: [ObservationQuery & { timeoutMs: number }, Observation];
   waitMesh: [{ nodes?: string[]; timeoutMs: number }, Record<string, Record<string, number>>];
@@ -173,6 +175,9 @@ export class Controller {
   private readonly messages: Observation[] = [];
   private readonly waiters = new Set<{ q: ObservationQuery; resolve(o: Observation): void }>();
   private readonly lastStatus = new Map<string, InstanceStatus>();
+  /** OS pid of each instance's current process; undefined while it is known to be gone. */
+  private readonly osPids = new Map<string, number | undefined>();
+  private readonly gonePid = new Map<string, number>();
   private readonly fenced = new Map<string, Map<string, number>>();
   private readonly peerSeen = new Map<string, Map<string, string>>();
   private readonly polling = new Set<string>();
@@ -272,7 +277,22 @@ export class Controller {
     }
   }
 
+  /** The OS pid of `node`'s current process, as last seen (undefined: gone or not seen yet). */
+  osPid(node: string): number | undefined {
+    return this.osPids.get(node);
+  }
+
+  nodeGone(node: string): void {
+    const pid = this.osPids.get(node) ?? this.lastStatus.get(node)?.pid;
+    if (pid !== undefined) this.gonePid.set(node, pid);
+    this.osPids.set(node, undefined);
+  }
+
   private noteStatus(node: string, s: InstanceStatus, t: number): void {
+    // an answer of the old process that was in flight when it was killed changes nothing
+    if (this.gonePid.get(node) === s.pid) return;
+    this.gonePid.delete(node);
+    this.osPids.set(node, s.pid);
     const prev = this.lastStatus.get(node);
     this.lastStatus.set(node, s);
     if (prev && prev.pid !== s.pid) {
@@ -440,6 +460,9 @@ export class Controller {
       case 'resubscribe':
         this.subscribe(String(args.node));
         return { ok: true };
+      case 'nodeGone':
+        this.nodeGone(String(args.node));
+        return { ok: true };
       case 'observations':
         return this.query(raw as ObservationQuery);
       case 'waitFor':
@@ -454,6 +477,7 @@ export class Controller {
           call: (node, op, body, timeoutMs) => this.admin(node).op(op, body, timeoutMs),
           get: (node, path, timeoutMs) => this.admin(node).get(path, timeoutMs),
           status: (node) => this.status(node, true, 2000),
+          osPid: (node) => this.osPid(node),
           fencesOf: (node) => this.fencesOf(node),
           log: (m, d) => this.log(m, d),
         });

@@ -747,6 +747,7 @@ export class Lab {
     const n = this.node(x);
     const t = await this.linkDown(n.id);
     await this.kill(n.id, 'SIGKILL');
+    await this.ctl.request('nodeGone', { node: n.id });
     this.record('crash', n.id);
     return t;
   }

@@ -36,6 +36,11 @@ export interface SoakOptions {
   seed: number;
   nodes: number;
   procsPerNode: number;
+  /** Forced reclaim of a touched page at the home every … ms (0: none). */
+  reclaimEveryMs: number;
+  /** Only these fault kinds / victims (default: all). */
+  kinds?: Kind[];
+  victims?: string[];
   json?: string;
   keepLogs: boolean;
   quiet: boolean;
@@ -104,7 +109,7 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
       chunkMs: 100,
       chunkOps: 100,
       pauseMs: 20,
-      reclaimEveryMs: 50,
+      reclaimEveryMs: o.reclaimEveryMs,
       roundMs: 15_000,
       seed: o.seed,
       callBoundMs: b.opMs,
@@ -112,12 +117,16 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
     });
     log(`lab ${lab.tag} up (${ids.join(', ')}; logs in ${lab.dir}); load running`);
     const end = t0 + o.durationMs;
-    while (now() < end && faults < o.maxFaults) {
-      await sleep(o.faultEveryMs * (0.5 + rnd()));
+    while (now() < end) {
+      if (faults >= o.maxFaults) {
+        await sleep(Math.min(1000, end - now())); // no more faults: the load runs to the end
+        continue;
+      }
+      await sleep(Math.min(o.faultEveryMs * (0.5 + rnd()), Math.max(0, end - now())));
       if (now() >= end) break;
       await sampleCounters();
-      const kind: Kind = pick(KINDS);
-      const victim = pick(ids);
+      const kind: Kind = pick(o.kinds?.length ? o.kinds : KINDS);
+      const victim = pick(o.victims?.length ? ids.filter((x) => o.victims?.includes(x)) : ids);
       const other = pick(ids.filter((x) => x !== victim));
       const cut = kind === 'pair' ? [victim, other] : [victim];
       const survivors = ids.filter((x) => !cut.includes(x));
@@ -311,6 +320,9 @@ usage or a machine that cannot build namespaces.
   --nodes N           instances (default 3, 2..9)
   --procs N           processes per instance (default 2)
   --seed N            random seed (default 1)
+  --reclaim-every-ms N  forced reclaim at the home every N ms (default 50, 0 = none)
+  --kinds K,K         only these fault kinds (${KINDS.join(', ')})
+  --victims N,N       only these victims (n1 is the home of the shared segment)
   --json FILE         also write the summary to FILE
   --keep-logs         keep the instances' logs (kept anyway when something failed)
   --quiet             no progress on stderr`;
@@ -327,6 +339,9 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
         nodes: { type: 'string' },
         procs: { type: 'string' },
         seed: { type: 'string' },
+        'reclaim-every-ms': { type: 'string' },
+        kinds: { type: 'string' },
+        victims: { type: 'string' },
         json: { type: 'string' },
         'keep-logs': { type: 'boolean' },
         quiet: { type: 'boolean' },
@@ -348,6 +363,15 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name} must be an integer in ${min}..${max}`);
     return n;
   };
+  const list = (name: string): string[] | undefined => {
+    const s = v[name];
+    if (typeof s !== 'string') return undefined;
+    const xs = s.split(',').filter(Boolean);
+    if (name === 'kinds')
+      for (const k of xs) if (!(KINDS as readonly string[]).includes(k)) throw new Error(`--kinds: unknown kind ${k}`);
+    if (name === 'victims') for (const x of xs) if (!/^n[1-9]$/.test(x)) throw new Error(`--victims: ${x} is not n1..n9`);
+    return xs;
+  };
   let o: SoakOptions;
   try {
     const durationMs = int('duration-ms', 60_000, 1000, SOAK_LIMITS.maxDurationMs);
@@ -359,6 +383,9 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
       nodes: int('nodes', 3, 2, 9),
       procsPerNode: int('procs', 2, 1, 8),
       seed: int('seed', 1, 0, 2 ** 31),
+      reclaimEveryMs: int('reclaim-every-ms', 50, 0, 60_000),
+      kinds: list('kinds') as Kind[] | undefined,
+      victims: list('victims'),
       json: typeof v.json === 'string' ? v.json : undefined,
       keepLogs: v['keep-logs'] === true,
       quiet: v.quiet === true,

@@ -79,6 +79,8 @@ export interface EnginePorts {
   call(node: string, op: string, body: object, timeoutMs: number): Promise<CallResult>;
   get(node: string, path: string, timeoutMs: number): Promise<CallResult>;
   status(node: string): Promise<InstanceStatus | undefined>;
+  /** OS pid of the instance's current process (undefined: gone, or not seen yet). */
+  osPid(node: string): number | undefined;
   fencesOf(node: string): Observation[];
   log(msg: string, data?: unknown): void;
 }
@@ -119,6 +121,8 @@ export interface RoundCheck {
   syntheticWrites: number;
   lostChunks: number;
   violations: Array<{ rule: Violation['rule']; message: string }>;
+  /** For the first violation: every operation on its address around it, and the forced reclaims of its page. */
+  evidence?: { address: number; page: number; word: number; ops: string[]; reclaims: string[] };
 }
 
 export interface LoadSummary {
@@ -174,6 +178,8 @@ interface Slot {
   name: string;
   home: boolean;
   pid?: number;
+  /** OS pid of the instance process `pid` lives in (a restarted instance reuses small pids). */
+  osPid?: number;
   apid?: string;
   base?: number;
   inc?: Incarnation;
@@ -223,6 +229,8 @@ export class LoadEngine {
   private readonly errors: Record<string, number> = {};
   private readonly errorSamples: string[] = [];
   private readonly reclaims: Record<string, number> = {};
+  /** Recent forced reclaims (evidence for violations): page, gen, t0, t1, outcome. */
+  private readonly reclaimLog: Array<{ gen: number; page: number; t0: number; t1: number; outcome: string }> = [];
   private readonly totals = { ops: 0, reads: 0, writes: 0, okChunks: 0, lostChunks: 0 };
   private readonly byNode: Record<string, number> = {};
   private loops: Promise<void>[] = [];
@@ -277,6 +285,8 @@ export class LoadEngine {
   private async buildGeneration(): Promise<Generation | undefined> {
     const home = this.cfg.home;
     const size = this.cfg.segmentPages * PAGE;
+    const os0 = (await this.ports.status(home))?.pid;
+    if (os0 === undefined || this.ports.osPid(home) !== os0) return undefined;
     const sp = await this.call<{ pid: number }>(home, 'spawn', { name: 'fault-home' });
     if (!sp.ok || !sp.value) return undefined;
     const pid = sp.value.pid;
@@ -290,7 +300,7 @@ export class LoadEngine {
     const mk = await this.call<{ segid: string }>(home, 'make', { pid, addr: mm.value.addr, size, mode: 0o666 });
     if (!mk.ok || !mk.value) return fail('make', mk);
     const st = await this.ports.status(home);
-    if (!st) return fail('status', mk);
+    if (!st || st.pid !== os0) return fail('status', mk);
     const g: Generation = { n: ++this.genCount, segid: mk.value.segid, pid, base: mm.value.addr, homeOsPid: st.pid };
     this.segids.push(g.segid);
     this.ports.log('generation up', g);
@@ -345,9 +355,13 @@ export class LoadEngine {
       s.apid = undefined;
     }
     if (s.pid === undefined) {
+      const os0 = (await this.ports.status(s.node))?.pid;
+      if (os0 === undefined || this.ports.osPid(s.node) !== os0) return false;
       const sp = await this.call<{ pid: number }>(s.node, 'spawn', { name: `fault-${s.name.replace('/', '-')}` });
       if (!sp.ok || !sp.value) return false;
+      if ((await this.ports.status(s.node))?.pid !== os0) return false; // restarted meanwhile
       s.pid = sp.value.pid;
+      s.osPid = os0;
     }
     const remote = s.node !== this.cfg.home;
     const e1 = remote ? await this.epochAtHome(s.node, g) : undefined;
@@ -368,7 +382,10 @@ export class LoadEngine {
       // attached within one session? (else the next setup detaches and tries again)
       const e2 = await this.epochAtHome(s.node, g);
       if (e2 !== e1) return false;
+    } else if ((await this.ports.status(this.cfg.home))?.pid !== g.homeOsPid) {
+      return false; // the home restarted meanwhile: this may be a new segment with the same segid
     }
+    if (this.gen !== g) return false;
     s.inc = this.newInc(s, g, e1);
     s.needsSetup = false;
     return true;
@@ -467,9 +484,27 @@ export class LoadEngine {
         await sleep(50);
         continue;
       }
+      const os = this.ports.osPid(s.node);
+      if (os === undefined) {
+        await sleep(100); // the instance is down, or not seen since it came back
+        continue;
+      }
+      if (this.ports.osPid(this.cfg.home) !== g.homeOsPid) {
+        // the home restarted (or is down): its segment died with it; a new one has the same segid
+        if (this.ports.osPid(this.cfg.home) !== undefined) void this.rebuild();
+        await sleep(50);
+        continue;
+      }
+      if (!s.home && s.pid !== undefined && s.osPid !== os) {
+        s.pid = undefined; // the process died with the instance
+        s.base = undefined;
+        s.apid = undefined;
+        s.needsSetup = true;
+      }
       if (s.home) {
         if (!s.inc || s.inc.gen !== g.n) {
           s.pid = g.pid;
+          s.osPid = g.homeOsPid;
           s.base = g.base;
           s.inc = this.newInc(s, g, undefined);
           s.needsSetup = false;
@@ -499,11 +534,13 @@ export class LoadEngine {
     while (!this.stopping) {
       await sleep(this.cfg.reclaimEveryMs);
       const g = this.gen;
-      if (!g || this.stopping) continue;
+      if (!g || this.stopping || this.ports.osPid(this.cfg.home) !== g.homeOsPid) continue;
       const page = pages[Math.floor(rnd() * pages.length)];
       const r = await this.call<{ outcome: string }>(this.cfg.home, 'reclaim', { pid: g.pid, addr: g.base + page * PAGE });
       const outcome = r.ok ? String(r.value?.outcome) : `error:${r.code}`;
       this.reclaims[outcome] = (this.reclaims[outcome] ?? 0) + 1;
+      this.reclaimLog.push({ gen: g.n, page, t0: r.t0, t1: r.t1, outcome });
+      if (this.reclaimLog.length > 20_000) this.reclaimLog.splice(0, 5000);
     }
   }
 
@@ -541,7 +578,26 @@ export class LoadEngine {
       syntheticWrites: c.syntheticWrites,
       lostChunks: rd.lost.length,
       violations: c.result.violations.slice(0, 5).map((v) => ({ rule: v.rule, message: v.message.slice(0, 1200) })),
+      evidence: c.result.ok ? undefined : this.explain(rd, c.result.violations[0]),
     };
+  }
+
+  private explain(rd: RoundData, v: Violation | undefined): RoundCheck['evidence'] {
+    if (!v) return undefined;
+    const ts = v.ops.flatMap((o) => [o.invokeTs, o.responseTs]).filter((x) => Number.isFinite(x));
+    const lo = Math.min(...ts) - 30;
+    const hi = Math.max(...ts) + 30;
+    const k = this.keys[v.address % 1000];
+    const iso = (t: number) => new Date(t).toISOString().slice(11, 23) + (t % 1).toFixed(3).slice(1);
+    const ops = rd.ops
+      .filter((o) => o.address === v.address && o.responseTs >= lo && o.invokeTs <= hi)
+      .sort((a, b) => a.invokeTs - b.invokeTs)
+      .slice(0, 80)
+      .map((o) => `${iso(o.invokeTs)} .. ${iso(o.responseTs)} ${o.process} ${o.kind} ${o.value}`);
+    const reclaims = this.reclaimLog
+      .filter((r) => r.gen === rd.gen && r.page === k?.page && r.t1 >= lo - 100 && r.t0 <= hi)
+      .map((r) => `${iso(r.t0)} .. ${iso(r.t1)} reclaim page ${r.page}: ${r.outcome}`);
+    return { address: v.address, page: k?.page ?? -1, word: k ? (rd.round % this.maxRounds) * this.cfg.wordsPerPage + k.w : -1, ops, reclaims };
   }
 
   /** Check (and free) every round that is over and has no chunk in flight. */
@@ -596,7 +652,7 @@ export class LoadEngine {
     // The survivors' data: the home process reads every word of the current round last.
     const g = this.gen;
     const homeSlot = this.slots.find((s) => s.home);
-    if (g && homeSlot?.inc && homeSlot.inc.gen === g.n && homeSlot.pid === g.pid) {
+    if (g && homeSlot?.inc && homeSlot.inc.gen === g.n && homeSlot.pid === g.pid && this.ports.osPid(this.cfg.home) === g.homeOsPid) {
       await this.runChunk(homeSlot, g, { readOnly: true, maxOps: this.keys.length * 4, durationMs: 2000 });
     }
     // every fence so far must be observed before the last rounds are judged
@@ -605,7 +661,7 @@ export class LoadEngine {
     // Quiescence: every attacher exits, the home's directory empties, then the home exits.
     let attachersExited = true;
     for (const s of this.slots) {
-      if (s.home || s.pid === undefined) continue;
+      if (s.home || s.pid === undefined || s.osPid !== this.ports.osPid(s.node)) continue;
       const r = await this.call(s.node, 'exit', { pid: s.pid });
       if (!r.ok && r.code !== 'ESRCH') attachersExited = false;
       s.pid = undefined;
@@ -625,8 +681,10 @@ export class LoadEngine {
         }
         await sleep(100);
       }
-      const r = await this.call(this.cfg.home, 'exit', { pid: g.pid });
-      homeExited = r.ok;
+      if (this.ports.osPid(this.cfg.home) === g.homeOsPid) {
+        const r = await this.call(this.cfg.home, 'exit', { pid: g.pid });
+        homeExited = r.ok;
+      }
     }
     const excused = (c: SlowCall) => windows.some((w) => w.node === c.node && c.t0 <= w.to && c.t1 >= w.from);
     const slow = this.slow.filter((c) => !excused(c));

@@ -25,6 +25,11 @@ export interface InvalidateOptions {
   onlyWriters?: boolean;
   /** The caller holds the page lock (the rmap notifier path). */
   lockHeld?: boolean;
+  /**
+   * The frame the kernel is working on (the rmap notifier path): entries are looked up, and dirty
+   * data written back, on this frame, whatever the directory last recorded in seg.pfn.
+   */
+  pfn?: number;
 }
 
 export interface InvalidateResult {
@@ -54,6 +59,7 @@ export async function invalidatePages(
   pages: number[],
   o: InvalidateOptions,
 ): Promise<InvalidateResult> {
+  const pfnOf = (p: number): number => o.pfn ?? seg.pfn[p];
   const byNode = new Map<number, number[]>();
   /** Entries of sessions that are over (the node came back with a new epoch): fenced, not asked. */
   const staleSessions = new Map<number, number>();
@@ -61,7 +67,7 @@ export async function invalidatePages(
   let sessions: Map<string, number> | undefined;
   for (const p of pages) {
     const es = d.rmap
-      .entries(seg.pfn[p], seg.slot, p)
+      .entries(pfnOf(p), seg.slot, p)
       .filter((e) => e.node !== o.except && (!o.onlyWriters || e.write));
     if (es.length === 0) continue;
     touched.push(p);
@@ -82,7 +88,7 @@ export async function invalidatePages(
   // Every copy granted so far (also one whose map-ok is still on the wire behind this invalidate)
   // is covered; grants cannot happen for these pages until this invalidation ends.
   const upTo = d.grantSeq;
-  const frames = new Set(touched.map((p) => seg.pfn[p]));
+  const frames = new Set(touched.map((p) => pfnOf(p)));
   for (const p of touched) {
     seg.inval[p]++;
     d.transition(seg, p, 'invalidate-begin');
@@ -101,7 +107,7 @@ export async function invalidatePages(
       let writes = 0;
       for (const p of ps.sort((a, b) => a - b)) {
         const w =
-          o.writeback && d.rmap.entries(seg.pfn[p], seg.slot, p).some((e) => e.node === node && e.write);
+          o.writeback && d.rmap.entries(pfnOf(p), seg.slot, p).some((e) => e.node === node && e.write);
         if (w && writes === MAX_PAGES) {
           batches.push([node, cur]);
           cur = [];
@@ -139,15 +145,15 @@ export async function invalidatePages(
           const asked = new Set(ps);
           for (const pd of ack.dirty) {
             if (!asked.has(pd.page)) continue;
-            const i = d.rmap.find(seg.pfn[pd.page], node, seg.slot, pd.page);
+            const i = d.rmap.find(pfnOf(pd.page), node, seg.slot, pd.page);
             if (i < 0 || !d.rmap.entry(i).write) continue; // only a writer's data counts
-            if (writeBack(d, seg, pd.page, pd.data)) dirty = true;
+            if (writeBack(d, seg, pd.page, pd.data, pfnOf(pd.page))) dirty = true;
           }
           for (const p of ps) {
-            const i = d.rmap.find(seg.pfn[p], node, seg.slot, p);
+            const i = d.rmap.find(pfnOf(p), node, seg.slot, p);
             if (i < 0) continue;
             if (o.downgrade) d.rmap.setWrite(i, false);
-            else d.rmap.remove(seg.pfn[p], node, seg.slot, p);
+            else d.rmap.remove(pfnOf(p), node, seg.slot, p);
           }
         } catch (err) {
           ok = false;
@@ -163,7 +169,7 @@ export async function invalidatePages(
     for (const p of touched) {
       seg.inval[p]--;
       if (seg.inval[p] === 0) {
-        const left = d.rmap.entries(seg.pfn[p], seg.slot, p);
+        const left = d.rmap.entries(pfnOf(p), seg.slot, p);
         d.transition(seg, p, left.length ? 'downgrade-end' : 'invalidate-end');
         d.wakeIdle(seg, p);
       }
@@ -182,9 +188,14 @@ export async function invalidatePages(
 }
 
 /** Write a writer's data back into the home frame; the page's version moves on. */
-export function writeBack(d: XpmemDriver, seg: Segment, page: number, data: Uint8Array): boolean {
+export function writeBack(
+  d: XpmemDriver,
+  seg: Segment,
+  page: number,
+  data: Uint8Array,
+  pfn = seg.pfn[page],
+): boolean {
   const k = d.kernel;
-  const pfn = seg.pfn[page];
   if (pfn < 0 || data.byteLength !== k.pageSize) return false;
   k.writePageData(pfn, data);
   k.setPageDirty(pfn);
@@ -212,12 +223,24 @@ export async function unexportIfEmpty(d: XpmemDriver, pfn: number, lockHeld: boo
     }
     return;
   }
-  void d.guard('deferred unexport', async () => {
-    await k.lockPage(pfn, d.ackTimeoutMs);
-    try {
-      if (d.rmap.isEmpty(pfn) && k.pageExported(pfn)) k.unexportPage(pfn);
-    } finally {
-      k.unlockPage(pfn);
+  // Someone (usually the kernel: reclaim or migration walking the page) holds the lock. Never sleep
+  // on the lock of a frame we hold no reference to: it may be freed and reused meanwhile, and a
+  // lock taken on the reused frame would collide with its new owner. Poll with trylock instead;
+  // each attempt checks and unexports in one synchronous section. If the kernel holds the lock for
+  // reclaim or migration it calls our rmap notifier anyway, which unexports an empty page.
+  let tries = 0;
+  const retry = () => {
+    if (!d.loaded || !d.rmap.isEmpty(pfn) || !k.pageExported(pfn)) return;
+    if (k.trylockPage(pfn)) {
+      try {
+        if (d.rmap.isEmpty(pfn) && k.pageExported(pfn)) k.unexportPage(pfn);
+      } finally {
+        k.unlockPage(pfn);
+      }
+      return;
     }
-  });
+    if (++tries < 200) d.clock.setTimeout(retry, 5);
+    else d.log.warn({ pfn }, 'xpmem: page stayed locked; PG_external_rmap left for the rmap notifier');
+  };
+  d.clock.setTimeout(retry, 1);
 }

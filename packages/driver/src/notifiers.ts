@@ -174,6 +174,7 @@ async function invalidateFrame(
         writeback: true,
         downgrade: false,
         lockHeld: true,
+        pfn,
       });
       ok &&= r.ok;
       dirty ||= r.dirty;
@@ -198,7 +199,11 @@ async function invalidateFrame(
         }
         continue;
       }
-      if (seg.pfn[p] !== pfn) continue;
+      if (seg.pfn[p] !== pfn) {
+        // the directory had lost track of this frame (its entries were found through the kernel's pfn)
+        if (d.rmap.entries(seg.pfn[p], seg.slot, p).length === 0) seg.pfn[p] = -1;
+        continue;
+      }
       seg.pfn[p] = -1;
       seg.dev[p] = DEV_CLEAR; // the kernel's own rmap walk replaced the source PTE
       if (ok && reason === 'reclaim' && seg.pageState(p) === 'home') d.transition(seg, p, 'swap-out');

@@ -8,6 +8,7 @@
  *   XPMESH_FAULT_ONLY=name,name   run only the scenarios whose name contains one of these
  *   XPMESH_FAULT_REPORT=FILE      write every scenario's result (checks, evidence, notes) as JSON
  *   XPMESH_FAULT_VERBOSE=1        print each check as it happens (stderr)
+ *   XPMESH_FAULT_RECLAIM_MS=N     forced reclaims every N ms in the load scenarios (default none)
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -37,7 +38,11 @@ describe('real hosts, real faults (network namespaces, nft, signals)', { skip },
 
   for (const s of selected) {
     it(s.name, { skip: !cap.ok, timeout: 180_000 }, async (t) => {
-      const r = await runScenario(s, { verbose: process.env.XPMESH_FAULT_VERBOSE === '1' });
+      const reclaim = Number(process.env.XPMESH_FAULT_RECLAIM_MS ?? 0);
+      const r = await runScenario(s, {
+        verbose: process.env.XPMESH_FAULT_VERBOSE === '1',
+        load: reclaim > 0 ? { reclaimEveryMs: reclaim } : {},
+      });
       results.push(r);
       if (process.env.XPMESH_FAULT_REPORT) writeFileSync(process.env.XPMESH_FAULT_REPORT, JSON.stringify(results, null, 2));
       for (const line of formatResult(r).split('\n')) t.diagnostic(line);

@@ -103,7 +103,6 @@ async function requestPages(
   access: 'r' | 'rw',
   prefault = d.prefault,
 ): Promise<void> {
-  const k = d.kernel;
   const g = att.grant;
   let count = 1;
   while (

@@ -16,7 +16,14 @@
  */
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
-import { type FaultWindow, type LoadConfig, LoadEngine, type LoadSummary, type ProgressQuery, type RoundCheck } from './workload.js';
+import {
+  type FaultWindow,
+  type LoadConfig,
+  LoadEngine,
+  type LoadSummary,
+  type ProgressQuery,
+  type RoundCheck,
+} from './workload.js';
 
 const now = (): number => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -106,7 +113,15 @@ export interface ControllerCommands {
   nodeGone: [{ node: string }, { ok: true }];
   observations: [ObservationQuery, Observation[]];
   waitFor: [ObservationQuery & { timeoutMs: number }, Observation];
-  waitMesh: [{ nodes?: string[]; timeoutMs: number }, Record<string, Record<string, number>>];
+  /**
+   * Wait until every pair of `nodes` has a session up, and the sessions stayed the same for
+   * `stableMs` (right after start both sides dial; the rule "the lower id's dial wins" can replace a
+   * session, which fences it, a moment after it came up).
+   */
+  waitMesh: [
+    { nodes?: string[]; timeoutMs: number; stableMs?: number },
+    Record<string, Record<string, number>>,
+  ];
   'load.start': [Partial<LoadConfig> & { nodes: string[]; home: string }, { segid: string }];
   'load.progress': [ProgressQuery, { ok: boolean; opsByNode: Record<string, number> }];
   /** Check the rounds that are over (call it when no fault is active: fences are all observed). */
@@ -123,7 +138,12 @@ export class Admin {
     private readonly token: string,
   ) {}
 
-  private async request<T>(method: string, path: string, body: unknown, timeoutMs: number): Promise<CallResult<T>> {
+  private async request<T>(
+    method: string,
+    path: string,
+    body: unknown,
+    timeoutMs: number,
+  ): Promise<CallResult<T>> {
     const t0 = now();
     const done = (r: Omit<CallResult<T>, 't0' | 't1' | 'ms'>): CallResult<T> => {
       const t1 = now();
@@ -144,13 +164,22 @@ export class Admin {
       const value = json ? JSON.parse(text) : text;
       if (!res.ok) {
         const e = (value ?? {}) as { code?: string; message?: string };
-        return done({ ok: false, code: e.code ?? `HTTP_${res.status}`, message: e.message ?? String(text).slice(0, 300), status: res.status });
+        return done({
+          ok: false,
+          code: e.code ?? `HTTP_${res.status}`,
+          message: e.message ?? String(text).slice(0, 300),
+          status: res.status,
+        });
       }
       return done({ ok: true, value: value as T, status: res.status });
     } catch (err) {
       const e = err as Error & { cause?: { code?: string } };
       const timeout = e.name === 'TimeoutError' || e.name === 'AbortError';
-      return done({ ok: false, code: timeout ? 'E_DEADLINE' : 'E_CONNECT', message: `${method} ${path}: ${e.cause?.code ?? e.message}` });
+      return done({
+        ok: false,
+        code: timeout ? 'E_DEADLINE' : 'E_CONNECT',
+        message: `${method} ${path}: ${e.cause?.code ?? e.message}`,
+      });
     }
   }
 
@@ -189,7 +218,9 @@ export class Controller {
   private closing = false;
 
   log(msg: string, data?: unknown): void {
-    process.stderr.write(`${new Date().toISOString()} controller: ${msg}${data === undefined ? '' : ` ${JSON.stringify(data)}`}\n`);
+    process.stderr.write(
+      `${new Date().toISOString()} controller: ${msg}${data === undefined ? '' : ` ${JSON.stringify(data)}`}\n`,
+    );
   }
 
   admin(node: string): Admin {
@@ -204,9 +235,12 @@ export class Controller {
     this.sse = a.sse;
     this.wantMessages = a.messages;
     if (this.pollTimer) clearInterval(this.pollTimer);
-    this.pollTimer = setInterval(() => {
-      for (const n of this.nodes) void this.poll(n.id);
-    }, Math.max(10, a.pollMs));
+    this.pollTimer = setInterval(
+      () => {
+        for (const n of this.nodes) void this.poll(n.id);
+      },
+      Math.max(10, a.pollMs),
+    );
     if (this.sse) for (const n of this.nodes) this.subscribe(n.id);
   }
 
@@ -225,7 +259,8 @@ export class Controller {
   private observe(o: Observation): void {
     const list = o.kind === 'message' ? this.messages : this.observations;
     list.push(o);
-    if (list.length > (o.kind === 'message' ? MAX_MESSAGES : MAX_OBSERVATIONS)) list.splice(0, list.length >> 2);
+    if (list.length > (o.kind === 'message' ? MAX_MESSAGES : MAX_OBSERVATIONS))
+      list.splice(0, list.length >> 2);
     for (const w of [...this.waiters]) {
       if (this.matches(o, w.q)) {
         this.waiters.delete(w);
@@ -235,7 +270,12 @@ export class Controller {
   }
 
   query(q: ObservationQuery): Observation[] {
-    const list = q.kind === 'message' ? this.messages : q.kind ? this.observations : [...this.observations, ...this.messages];
+    const list =
+      q.kind === 'message'
+        ? this.messages
+        : q.kind
+          ? this.observations
+          : [...this.observations, ...this.messages];
     return list.filter((o) => this.matches(o, q)).sort((a, b) => a.t - b.t);
   }
 
@@ -257,7 +297,11 @@ export class Controller {
       };
       const timer = setTimeout(() => {
         this.waiters.delete(w);
-        reject(Object.assign(new Error(`nothing matching ${JSON.stringify(q)} within ${q.timeoutMs} ms`), { code: 'E_TIMEOUT' }));
+        reject(
+          Object.assign(new Error(`nothing matching ${JSON.stringify(q)} within ${q.timeoutMs} ms`), {
+            code: 'E_TIMEOUT',
+          }),
+        );
       }, q.timeoutMs);
       this.waiters.add(w);
     });
@@ -298,7 +342,14 @@ export class Controller {
     if (prev && prev.pid !== s.pid) {
       this.fenced.delete(node);
       this.peerSeen.delete(node);
-      this.observe({ kind: 'restart', observer: node, observerPid: s.pid, t, src: 'poll', data: { before: prev.pid } });
+      this.observe({
+        kind: 'restart',
+        observer: node,
+        observerPid: s.pid,
+        t,
+        src: 'poll',
+        data: { before: prev.pid },
+      });
     }
     const fenced = this.fenced.get(node) ?? new Map<string, number>();
     this.fenced.set(node, fenced);
@@ -307,7 +358,15 @@ export class Controller {
       fenced.set(p.node, p.fencedBelow);
       // The first sight of a peer records its fence level without an event; later moves are fences.
       if (before !== undefined && p.fencedBelow > before)
-        this.observe({ kind: 'fence', observer: node, observerPid: s.pid, node: p.node, epoch: p.fencedBelow - 1, t, src: 'poll' });
+        this.observe({
+          kind: 'fence',
+          observer: node,
+          observerPid: s.pid,
+          node: p.node,
+          epoch: p.fencedBelow - 1,
+          t,
+          src: 'poll',
+        });
     }
     const seen = this.peerSeen.get(node) ?? new Map<string, string>();
     this.peerSeen.set(node, seen);
@@ -315,7 +374,16 @@ export class Controller {
       const key = `${p.state}@${p.epoch}`;
       if (seen.get(p.node) === key) continue;
       seen.set(p.node, key);
-      this.observe({ kind: 'peer', observer: node, observerPid: s.pid, node: p.node, epoch: p.epoch, state: p.state, t, src: 'poll' });
+      this.observe({
+        kind: 'peer',
+        observer: node,
+        observerPid: s.pid,
+        node: p.node,
+        epoch: p.epoch,
+        state: p.state,
+        t,
+        src: 'poll',
+      });
     }
   }
 
@@ -388,24 +456,87 @@ export class Controller {
     const observerPid = this.lastStatus.get(node)?.pid ?? 0;
     switch (event) {
       case 'fence':
-        this.observe({ kind: 'fence', observer: node, observerPid, node: String(d.node), epoch: Number(d.epoch), why: String(d.why ?? ''), t, src: 'sse' });
+        this.observe({
+          kind: 'fence',
+          observer: node,
+          observerPid,
+          node: String(d.node),
+          epoch: Number(d.epoch),
+          why: String(d.why ?? ''),
+          t,
+          src: 'sse',
+        });
         return;
       case 'lost-dirty':
-        this.observe({ kind: 'lost-dirty', observer: node, observerPid, node: String(d.node ?? d.peer), t, src: 'sse', data: d });
+        this.observe({
+          kind: 'lost-dirty',
+          observer: node,
+          observerPid,
+          node: String(d.node ?? d.peer),
+          t,
+          src: 'sse',
+          data: d,
+        });
         return;
       case 'peer':
-        this.observe({ kind: 'peer', observer: node, observerPid, node: String(d.peer), epoch: Number(d.epoch), state: String(d.state), why: d.why === undefined ? undefined : String(d.why), t, src: 'sse' });
+        this.observe({
+          kind: 'peer',
+          observer: node,
+          observerPid,
+          node: String(d.peer),
+          epoch: Number(d.epoch),
+          state: String(d.state),
+          why: d.why === undefined ? undefined : String(d.why),
+          t,
+          src: 'sse',
+        });
         return;
       case 'message':
-        this.observe({ kind: 'message', observer: node, observerPid, node: String(d.peer), t, src: 'sse', data: d });
+        this.observe({
+          kind: 'message',
+          observer: node,
+          observerPid,
+          node: String(d.peer),
+          t,
+          src: 'sse',
+          data: d,
+        });
         return;
     }
   }
 
   // ---- mesh -------------------------------------------------------------------------------------
 
+  /** Wait until each of `nodes` has had the same session up with each other one for `stableMs`. */
+  async waitMesh(
+    nodes: string[] | undefined,
+    timeoutMs: number,
+    stableMs = 0,
+  ): Promise<Record<string, Record<string, number>>> {
+    const end = now() + timeoutMs;
+    let since = 0;
+    let sig = '';
+    for (;;) {
+      const epochs = await this.meshOnce(nodes, Math.max(0, end - now()));
+      const s = JSON.stringify(epochs);
+      if (s !== sig) {
+        sig = s;
+        since = now();
+      }
+      if (now() - since >= stableMs) return epochs;
+      if (now() > end)
+        throw Object.assign(new Error(`mesh not stable for ${stableMs} ms within ${timeoutMs} ms`), {
+          code: 'E_TIMEOUT',
+        });
+      await sleep(100);
+    }
+  }
+
   /** Wait until each of `nodes` has a session up with each other one; returns the epochs seen. */
-  async waitMesh(nodes: string[] | undefined, timeoutMs: number): Promise<Record<string, Record<string, number>>> {
+  private async meshOnce(
+    nodes: string[] | undefined,
+    timeoutMs: number,
+  ): Promise<Record<string, Record<string, number>>> {
     const ids = nodes ?? this.nodes.map((n) => n.id);
     const end = now() + timeoutMs;
     let last = '';
@@ -422,7 +553,7 @@ export class Controller {
         for (const o of ids) {
           if (o === id) continue;
           const p = s.peers.find((x) => x.node === o);
-          if (!p || p.state !== 'up') {
+          if (p?.state !== 'up') {
             missing = `${id} has no session with ${o} (${p?.state ?? 'unknown'})`;
             break;
           }
@@ -432,7 +563,8 @@ export class Controller {
       }
       if (!missing) return epochs;
       last = missing;
-      if (now() > end) throw Object.assign(new Error(`mesh not up after ${timeoutMs} ms: ${last}`), { code: 'E_TIMEOUT' });
+      if (now() > end)
+        throw Object.assign(new Error(`mesh not up after ${timeoutMs} ms: ${last}`), { code: 'E_TIMEOUT' });
       await sleep(100);
     }
   }
@@ -469,7 +601,7 @@ export class Controller {
         return this.waitFor(raw as ControllerCommands['waitFor'][0]);
       case 'waitMesh': {
         const a = raw as ControllerCommands['waitMesh'][0];
-        return this.waitMesh(a.nodes, a.timeoutMs);
+        return this.waitMesh(a.nodes, a.timeoutMs, a.stableMs);
       }
       case 'load.start': {
         if (this.load) throw Object.assign(new Error('a workload is running'), { code: 'E_STATE' });
@@ -490,7 +622,11 @@ export class Controller {
         if (!this.load) throw Object.assign(new Error('no workload'), { code: 'E_STATE' });
         for (const n of this.nodes) await this.status(n.id, true, 2000);
         const checked = this.load.checkFinishedRounds();
-        return { rounds: checked.length, failed: checked.filter((c) => !c.ok), ops: checked.reduce((a, c) => a + c.ops, 0) };
+        return {
+          rounds: checked.length,
+          failed: checked.filter((c) => !c.ok),
+          ops: checked.reduce((a, c) => a + c.ops, 0),
+        };
       }
       case 'load.stop': {
         if (!this.load) throw Object.assign(new Error('no workload'), { code: 'E_STATE' });
@@ -516,7 +652,10 @@ export class Controller {
 
 export function main(): void {
   const c = new Controller();
-  const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o, (_k, v) => (v === Number.POSITIVE_INFINITY ? 'Infinity' : v))}\n`);
+  const out = (o: unknown) =>
+    process.stdout.write(
+      `${JSON.stringify(o, (_k, v) => (v === Number.POSITIVE_INFINITY ? 'Infinity' : v))}\n`,
+    );
   const rl = createInterface({ input: process.stdin });
   rl.on('line', (line) => {
     let m: { id: number; cmd: string; args?: Record<string, unknown> };
@@ -528,7 +667,15 @@ export function main(): void {
     }
     c.handle(m.cmd, m.args ?? {}).then(
       (value) => out({ id: m.id, ok: true, value }),
-      (e) => out({ id: m.id, ok: false, error: { code: (e as { code?: string }).code ?? 'E_CONTROLLER', message: String((e as Error).message ?? e) } }),
+      (e) =>
+        out({
+          id: m.id,
+          ok: false,
+          error: {
+            code: (e as { code?: string }).code ?? 'E_CONTROLLER',
+            message: String((e as Error).message ?? e),
+          },
+        }),
     );
   });
   rl.on('close', () => {

@@ -44,7 +44,8 @@ describe('real hosts, real faults (network namespaces, nft, signals)', { skip },
         load: reclaim > 0 ? { reclaimEveryMs: reclaim } : {},
       });
       results.push(r);
-      if (process.env.XPMESH_FAULT_REPORT) writeFileSync(process.env.XPMESH_FAULT_REPORT, JSON.stringify(results, null, 2));
+      if (process.env.XPMESH_FAULT_REPORT)
+        writeFileSync(process.env.XPMESH_FAULT_REPORT, JSON.stringify(results, null, 2));
       for (const line of formatResult(r).split('\n')) t.diagnostic(line);
       assert.ok(r.ok, formatResult(r));
     });

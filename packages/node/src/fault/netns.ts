@@ -24,7 +24,16 @@
  */
 import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -83,6 +92,8 @@ export function boundsOf(t: NodeTimings) {
     rmapClearMs: 3 * (heartbeatTimeoutMs + t.heartbeatMs + leaseWaitMs) + 2000,
     /** A healed instance is back (reconnect backoff is capped at 5 s, plus the handshake). */
     rejoinMs: 20_000,
+    /** Sessions unchanged this long: the mesh has settled (the dials of both sides are resolved). */
+    meshStableMs: Math.max(1500, 5 * t.heartbeatMs),
   };
 }
 
@@ -102,16 +113,32 @@ export class CommandError extends Error {
 /** Run a tool (ip, nft), async; rejects with its stderr. */
 export function run(cmd: string, args: string[], input?: string, timeoutMs = 15_000): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = execFile(cmd, args, { env: ENV, timeout: timeoutMs, maxBuffer: 4 << 20 }, (err, out, errOut) => {
-      if (err) reject(new CommandError(`${cmd} ${args.join(' ')}`, String(errOut || err.message), (err as { code?: number }).code ?? null));
-      else resolve(String(out));
-    });
+    const child = execFile(
+      cmd,
+      args,
+      { env: ENV, timeout: timeoutMs, maxBuffer: 4 << 20 },
+      (err, out, errOut) => {
+        if (err)
+          reject(
+            new CommandError(
+              `${cmd} ${args.join(' ')}`,
+              String(errOut || err.message),
+              (err as { code?: number }).code ?? null,
+            ),
+          );
+        else resolve(String(out));
+      },
+    );
     if (input !== undefined) child.stdin?.end(input);
   });
 }
 
 /** Synchronous variant for probes and the exit-time sweep. */
-export function runSync(cmd: string, args: string[], input?: string): { ok: boolean; out: string; err: string } {
+export function runSync(
+  cmd: string,
+  args: string[],
+  input?: string,
+): { ok: boolean; out: string; err: string } {
   const r = spawnSync(cmd, args, { env: ENV, input, encoding: 'utf8', timeout: 15_000 });
   return { ok: r.status === 0, out: r.stdout ?? '', err: r.stderr || (r.error ? String(r.error) : '') };
 }
@@ -132,8 +159,10 @@ export function probeCapabilities(): Capability {
   if (process.platform !== 'linux') return { ok: false, reason: `not Linux (${process.platform})` };
   if (typeof process.getuid !== 'function' || process.getuid() !== 0)
     return { ok: false, reason: 'not root (network namespaces, veths and nft need CAP_NET_ADMIN)' };
-  if (!runSync('ip', ['-V']).ok) return { ok: false, reason: 'iproute2 `ip` not found (apt-get install -y iproute2)' };
-  if (!runSync('nft', ['--version']).ok) return { ok: false, reason: '`nft` not found (apt-get install -y nftables)' };
+  if (!runSync('ip', ['-V']).ok)
+    return { ok: false, reason: 'iproute2 `ip` not found (apt-get install -y iproute2)' };
+  if (!runSync('nft', ['--version']).ok)
+    return { ok: false, reason: '`nft` not found (apt-get install -y nftables)' };
   const t = `${process.pid}z`;
   const ns = `xpm${t}1`;
   const br = `xpb${t}`;
@@ -142,7 +171,11 @@ export function probeCapabilities(): Capability {
   const steps: Array<[string, string[], string]> = [
     ['ip', ['netns', 'add', ns], '`ip netns add` failed'],
     ['ip', ['link', 'add', br, 'type', 'bridge'], 'cannot create a bridge'],
-    ['ip', ['link', 'add', veth, 'type', 'veth', 'peer', 'name', `xpq${t}1`, 'netns', ns], 'cannot create a veth pair'],
+    [
+      'ip',
+      ['link', 'add', veth, 'type', 'veth', 'peer', 'name', `xpq${t}1`, 'netns', ns],
+      'cannot create a veth pair',
+    ],
     ['nft', ['add', 'table', 'bridge', table], 'nft bridge family unavailable'],
   ];
   try {
@@ -183,7 +216,8 @@ export function leftovers(pid = process.pid): string[] {
     if (m && mine(m[2])) out.push(`nft ${m[1]} ${m[2]}`);
   }
   try {
-    for (const name of runSync('ls', ['/etc/netns']).out.split('\n')) if (name && mine(name)) out.push(`/etc/netns/${name}`);
+    for (const name of runSync('ls', ['/etc/netns']).out.split('\n'))
+      if (name && mine(name)) out.push(`/etc/netns/${name}`);
   } catch {
     // no /etc/netns
   }
@@ -210,7 +244,8 @@ export function sweepOrphans(): string[] {
   };
   for (const line of runSync('nft', ['list', 'tables']).out.split('\n')) {
     const m = /^table\s+bridge\s+(\S+)/.exec(line.trim());
-    if (m && dead(m[1]) && runSync('nft', ['delete', 'table', 'bridge', m[1]]).ok) removed.push(`nft ${m[1]}`);
+    if (m && dead(m[1]) && runSync('nft', ['delete', 'table', 'bridge', m[1]]).ok)
+      removed.push(`nft ${m[1]}`);
   }
   for (const line of runSync('ip', ['netns', 'list']).out.split('\n')) {
     const name = line.split(' ')[0];
@@ -261,7 +296,10 @@ function installHandlers(): void {
 /** JSON-lines RPC with the controller process (it runs inside the controller namespace). */
 export class ControllerClient {
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<
+    number,
+    { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }
+  >();
   private closedWith: Error | undefined;
   readonly exited: Promise<number | string>;
 
@@ -294,7 +332,9 @@ export class ControllerClient {
     clearTimeout(p.timer);
     if (msg.ok) p.resolve(msg.value);
     else {
-      const e = new Error(`${msg.error?.code ?? 'E_CONTROLLER'}: ${msg.error?.message ?? 'failed'}`) as Error & { code?: string };
+      const e = new Error(
+        `${msg.error?.code ?? 'E_CONTROLLER'}: ${msg.error?.message ?? 'failed'}`,
+      ) as Error & { code?: string };
       e.code = msg.error?.code;
       p.reject(e);
     }
@@ -328,7 +368,12 @@ export class ControllerClient {
   }
 
   /** An admin operation on `node`, executed by the controller; never rejects (see CallResult). */
-  call<T = Record<string, unknown>>(node: string, op: string, body: object, timeoutMs: number): Promise<CallResult<T>> {
+  call<T = Record<string, unknown>>(
+    node: string,
+    op: string,
+    body: object,
+    timeoutMs: number,
+  ): Promise<CallResult<T>> {
     return this.request('call', { node, op, body, timeoutMs }, timeoutMs + 30_000) as Promise<CallResult<T>>;
   }
 
@@ -338,7 +383,12 @@ export class ControllerClient {
   }
 
   /** Like call/get but throws unless the result is ok. */
-  async must<T = Record<string, unknown>>(node: string, op: string, body: object, timeoutMs = 10_000): Promise<T> {
+  async must<T = Record<string, unknown>>(
+    node: string,
+    op: string,
+    body: object,
+    timeoutMs = 10_000,
+  ): Promise<T> {
     const r = await this.call<T>(node, op, body, timeoutMs);
     if (!r.ok) throw new Error(`${node} ${op} ${JSON.stringify(body)}: ${r.code} ${r.message}`);
     return r.value as T;
@@ -428,7 +478,12 @@ export class Lab {
   ctl!: ControllerClient;
   /** How long the set-up took, by phase (ms). */
   setupMs: Record<string, number> = {};
-  private readonly created = { netns: [] as string[], links: [] as string[], table: false, etc: [] as string[] };
+  private readonly created = {
+    netns: [] as string[],
+    links: [] as string[],
+    table: false,
+    etc: [] as string[],
+  };
   private readonly cut = new Set<string>();
   private destroyed = false;
   private readonly ownDir: boolean;
@@ -482,7 +537,7 @@ export class Lab {
         messages: opts.messages ?? false,
       });
       const t3 = now();
-      await lab.ctl.request('waitMesh', { timeoutMs: 30_000 }, 40_000);
+      await lab.ctl.request('waitMesh', { timeoutMs: 30_000, stableMs: lab.bounds.meshStableMs }, 40_000);
       lab.setupMs = { build: t1 - t0, controller: t2 - t1, nodes: t3 - t2, mesh: now() - t3 };
       return lab;
     } catch (e) {
@@ -533,27 +588,61 @@ export class Lab {
     await run('ip', ['link', 'add', this.bridge, 'type', 'bridge']);
     // Our bridge only: keep the host's iptables (e.g. docker's FORWARD DROP) out of bridged traffic
     // when br_netfilter is loaded. Older kernels lack the options; then nothing changes.
-    await run('ip', ['link', 'set', this.bridge, 'type', 'bridge', 'nf_call_iptables', '0', 'nf_call_ip6tables', '0', 'nf_call_arptables', '0']).catch(() => undefined);
+    await run('ip', [
+      'link',
+      'set',
+      this.bridge,
+      'type',
+      'bridge',
+      'nf_call_iptables',
+      '0',
+      'nf_call_ip6tables',
+      '0',
+      'nf_call_arptables',
+      '0',
+    ]).catch(() => undefined);
     await run('ip', ['link', 'set', this.bridge, 'up']);
     this.created.table = true;
-    await run('nft', ['-f', '-'], [
-      `table bridge ${this.table} {`,
-      '  set cut { type ifname . ifname; }',
-      '  chain forward { type filter hook forward priority 0; policy accept; iifname . oifname @cut counter drop; }',
-      '}',
-    ].join('\n'));
+    await run(
+      'nft',
+      ['-f', '-'],
+      [
+        `table bridge ${this.table} {`,
+        '  set cut { type ifname . ifname; }',
+        '  chain forward { type filter hook forward priority 0; policy accept; iifname . oifname @cut counter drop; }',
+        '}',
+      ].join('\n'),
+    );
     await this.addHost(this.controllerNs, this.controllerVeth, CONTROLLER_IP);
     for (const n of this.nodes) await this.addHost(n.ns, n.veth, n.ip);
     // Static neighbour entries: a one-way cut must stay one-way (ARP replies would be cut too).
-    const hosts = [{ ns: this.controllerNs, ip: CONTROLLER_IP }, ...this.nodes.map((n) => ({ ns: n.ns, ip: n.ip }))];
+    const hosts = [
+      { ns: this.controllerNs, ip: CONTROLLER_IP },
+      ...this.nodes.map((n) => ({ ns: n.ns, ip: n.ip })),
+    ];
     const macs = new Map<string, string>();
     for (const h of hosts) {
-      const info = JSON.parse(await run('ip', ['-n', h.ns, '-j', 'link', 'show', 'eth0'])) as Array<{ address: string }>;
+      const info = JSON.parse(await run('ip', ['-n', h.ns, '-j', 'link', 'show', 'eth0'])) as Array<{
+        address: string;
+      }>;
       macs.set(h.ip, info[0].address);
     }
     for (const h of hosts)
       for (const o of hosts)
-        if (o !== h) await run('ip', ['-n', h.ns, 'neigh', 'replace', o.ip, 'lladdr', macs.get(o.ip)!, 'dev', 'eth0', 'nud', 'permanent']);
+        if (o !== h)
+          await run('ip', [
+            '-n',
+            h.ns,
+            'neigh',
+            'replace',
+            o.ip,
+            'lladdr',
+            macs.get(o.ip)!,
+            'dev',
+            'eth0',
+            'nud',
+            'permanent',
+          ]);
   }
 
   private async startController(): Promise<void> {
@@ -789,7 +878,11 @@ export class Lab {
     const out: string[] = [];
     for (const file of n.logs) {
       try {
-        out.push(...readFileSync(file, 'utf8').split('\n').filter((l) => l && (!filter || filter.test(l))));
+        out.push(
+          ...readFileSync(file, 'utf8')
+            .split('\n')
+            .filter((l) => l && (!filter || filter.test(l))),
+        );
       } catch {}
     }
     return out.slice(-lines);
@@ -833,7 +926,8 @@ export class Lab {
       for (const p of runSync('ip', ['netns', 'pids', ns]).out.split(/\s+/).filter(Boolean)) kill(Number(p));
     if (this.created.table) runSync('nft', ['delete', 'table', 'bridge', this.table]);
     for (const ns of this.created.netns) runSync('ip', ['netns', 'del', ns]);
-    for (const link of this.created.links) if (existsSync(`/sys/class/net/${link}`)) runSync('ip', ['link', 'del', link]);
+    for (const link of this.created.links)
+      if (existsSync(`/sys/class/net/${link}`)) runSync('ip', ['link', 'del', link]);
     for (const ns of this.created.etc) rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
     if (this.ownDir && !o.keepLogs) rmSync(this.dir, { recursive: true, force: true });
     else {

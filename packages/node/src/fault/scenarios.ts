@@ -20,7 +20,15 @@
  * is lost.
  */
 import type { CallResult, InstanceStatus, Observation } from './controller.js';
-import { boundsOf, DEFAULT_TIMINGS, Lab, type LabOptions, type NodeTimings, now, sleep } from './netns.js';
+import {
+  type boundsOf,
+  DEFAULT_TIMINGS,
+  Lab,
+  type LabOptions,
+  type NodeTimings,
+  now,
+  sleep,
+} from './netns.js';
 import type { FaultWindow, LoadConfig, LoadSummary } from './workload.js';
 
 const PAGE = 4096;
@@ -73,13 +81,19 @@ export class ScenarioContext {
 
   check(name: string, ok: boolean, evidence?: unknown): boolean {
     this.checks.push({ name, ok, evidence });
-    if (this.verbose) process.stderr.write(`    ${ok ? 'ok  ' : 'FAIL'} ${name}${ok ? '' : ` ${JSON.stringify(evidence)?.slice(0, 2000)}`}\n`);
+    if (this.verbose)
+      process.stderr.write(
+        `    ${ok ? 'ok  ' : 'FAIL'} ${name}${ok ? '' : ` ${JSON.stringify(evidence)?.slice(0, 2000)}`}\n`,
+      );
     return ok;
   }
 
   note(msg: string, data?: unknown): void {
     this.notes.push({ t: now(), msg, data });
-    if (this.verbose) process.stderr.write(`    .... ${msg}${data === undefined ? '' : ` ${JSON.stringify(data).slice(0, 300)}`}\n`);
+    if (this.verbose)
+      process.stderr.write(
+        `    .... ${msg}${data === undefined ? '' : ` ${JSON.stringify(data).slice(0, 300)}`}\n`,
+      );
   }
 
   /** Generous timeout for one admin call: twice the bound, so an overrun is measured, not cut. */
@@ -88,9 +102,19 @@ export class ScenarioContext {
   }
 
   /** An admin call that must return within the deadline bound (checked), whatever it returns. */
-  async bounded<T = Record<string, unknown>>(label: string, node: string, op: string, body: object): Promise<CallResult<T>> {
+  async bounded<T = Record<string, unknown>>(
+    label: string,
+    node: string,
+    op: string,
+    body: object,
+  ): Promise<CallResult<T>> {
     const r = await this.ctl.call<T>(node, op, body, this.opTimeout);
-    this.check(`${label} returns within ${this.b.opMs} ms`, r.ms <= this.b.opMs && r.code !== 'E_DEADLINE', { ms: Math.round(r.ms), ok: r.ok, code: r.code, message: r.message });
+    this.check(`${label} returns within ${this.b.opMs} ms`, r.ms <= this.b.opMs && r.code !== 'E_DEADLINE', {
+      ms: Math.round(r.ms),
+      ok: r.ok,
+      code: r.code,
+      message: r.message,
+    });
     return r;
   }
 
@@ -132,22 +156,38 @@ export async function makeSegment(ctx: ScenarioContext, node: string, pages: num
     pattern.push(`P${p}-${rand()}`);
     await ctx.ctl.must(node, 'write', { pid, addr: base + p * PAGE, text: pattern[p] });
   }
-  const segid = (await ctx.ctl.must<{ segid: string }>(node, 'make', { pid, addr: base, size: pages * PAGE, mode: 0o666 })).segid;
+  const segid = (
+    await ctx.ctl.must<{ segid: string }>(node, 'make', { pid, addr: base, size: pages * PAGE, mode: 0o666 })
+  ).segid;
   return { node, pid, base, segid, pages, pattern };
 }
 
 /** A process on `node` that attaches the whole segment (read-write). */
-export async function attachSegment(ctx: ScenarioContext, node: string, seg: Seg, pid?: number): Promise<Att> {
+export async function attachSegment(
+  ctx: ScenarioContext,
+  node: string,
+  seg: Seg,
+  pid?: number,
+): Promise<Att> {
   const p = pid ?? (await ctx.ctl.must<{ pid: number }>(node, 'spawn', { name: 'attacher' })).pid;
   if (pid === undefined) ctx.procs.push({ node, pid: p });
-  const apid = (await ctx.ctl.must<{ apid: string }>(node, 'get', { pid: p, segid: seg.segid, access: 'rw' })).apid;
-  const base = (await ctx.ctl.must<{ addr: number }>(node, 'attach', { pid: p, apid, offset: 0, size: seg.pages * PAGE })).addr;
+  const apid = (await ctx.ctl.must<{ apid: string }>(node, 'get', { pid: p, segid: seg.segid, access: 'rw' }))
+    .apid;
+  const base = (
+    await ctx.ctl.must<{ addr: number }>(node, 'attach', { pid: p, apid, offset: 0, size: seg.pages * PAGE })
+  ).addr;
   return { node, pid: p, base, apid };
 }
 
 type ReadValue = { text: string; hex: string };
 
-export async function readText(ctx: ScenarioContext, node: string, pid: number, addr: number, len = 24): Promise<CallResult<ReadValue>> {
+export async function readText(
+  ctx: ScenarioContext,
+  node: string,
+  pid: number,
+  addr: number,
+  len = 24,
+): Promise<CallResult<ReadValue>> {
   return ctx.ctl.call<ReadValue>(node, 'read', { pid, addr, len }, ctx.opTimeout);
 }
 
@@ -160,12 +200,25 @@ export async function peerEpoch(ctx: ScenarioContext, observer: string, peer: st
 }
 
 /** Wait for `observer` to fence `victim` after `after`; check it happened within the fence bound. */
-export async function expectFence(ctx: ScenarioContext, observer: string, victim: string, after: number): Promise<Observation | undefined> {
+export async function expectFence(
+  ctx: ScenarioContext,
+  observer: string,
+  victim: string,
+  after: number,
+): Promise<Observation | undefined> {
   const bound = ctx.b.fenceMs;
   try {
-    const o = await ctx.ctl.request('waitFor', { kind: 'fence', observer, node: victim, after, timeoutMs: bound * 3 }, bound * 3 + 10_000);
+    const o = await ctx.ctl.request(
+      'waitFor',
+      { kind: 'fence', observer, node: victim, after, timeoutMs: bound * 3 },
+      bound * 3 + 10_000,
+    );
     const ms = Math.round(o.t - after);
-    ctx.check(`${observer} fences ${victim} within ${bound} ms (heartbeat ${ctx.t.heartbeatMs} × ${ctx.t.missedBeats} + slack)`, ms <= bound, { ms, why: o.why, src: o.src });
+    ctx.check(
+      `${observer} fences ${victim} within ${bound} ms (heartbeat ${ctx.t.heartbeatMs} × ${ctx.t.missedBeats} + slack)`,
+      ms <= bound,
+      { ms, why: o.why, src: o.src },
+    );
     return o;
   } catch (e) {
     ctx.check(`${observer} fences ${victim} within ${bound} ms`, false, { error: (e as Error).message });
@@ -176,7 +229,13 @@ export async function expectFence(ctx: ScenarioContext, observer: string, victim
 type PageView = { page: number; state: string; sharers: string[]; writer: string | null; version: number };
 
 /** GET /pages at the home until no entry names `victim` (bounded: the lease wait comes first). */
-export async function expectRmapClear(ctx: ScenarioContext, home: string, segid: string, victim: string, after: number): Promise<PageView[] | undefined> {
+export async function expectRmapClear(
+  ctx: ScenarioContext,
+  home: string,
+  segid: string,
+  victim: string,
+  after: number,
+): Promise<PageView[] | undefined> {
   const bound = ctx.b.rmapClearMs;
   let last: PageView[] | undefined;
   for (;;) {
@@ -185,12 +244,17 @@ export async function expectRmapClear(ctx: ScenarioContext, home: string, segid:
       last = r.value;
       const bad = last.filter((p) => p.sharers.includes(victim) || p.writer === victim);
       if (bad.length === 0) {
-        ctx.check(`no reverse-map entry at ${home} points at fenced ${victim} (within ${bound} ms)`, true, { ms: Math.round(now() - after) });
+        ctx.check(`no reverse-map entry at ${home} points at fenced ${victim} (within ${bound} ms)`, true, {
+          ms: Math.round(now() - after),
+        });
         return last;
       }
     }
     if (now() - after > bound) {
-      ctx.check(`no reverse-map entry at ${home} points at fenced ${victim} (within ${bound} ms)`, false, { pages: last, lastError: r.ok ? undefined : r.code });
+      ctx.check(`no reverse-map entry at ${home} points at fenced ${victim} (within ${bound} ms)`, false, {
+        pages: last,
+        lastError: r.ok ? undefined : r.code,
+      });
       return last;
     }
     await sleep(50);
@@ -198,17 +262,32 @@ export async function expectRmapClear(ctx: ScenarioContext, home: string, segid:
 }
 
 /** After a heal: every survivor sees `victim` again, in a session with a larger epoch than before. */
-export async function expectRejoin(ctx: ScenarioContext, victim: string, before: Record<string, number>, survivors: string[]): Promise<void> {
+export async function expectRejoin(
+  ctx: ScenarioContext,
+  victim: string,
+  before: Record<string, number>,
+  survivors: string[],
+): Promise<void> {
   try {
-    await ctx.ctl.request('waitMesh', { timeoutMs: ctx.b.rejoinMs }, ctx.b.rejoinMs + 10_000);
+    await ctx.ctl.request(
+      'waitMesh',
+      { timeoutMs: ctx.b.rejoinMs, stableMs: ctx.b.meshStableMs },
+      ctx.b.rejoinMs + 10_000,
+    );
     ctx.check(`${victim} rejoins the mesh within ${ctx.b.rejoinMs} ms`, true);
   } catch (e) {
-    ctx.check(`${victim} rejoins the mesh within ${ctx.b.rejoinMs} ms`, false, { error: (e as Error).message });
+    ctx.check(`${victim} rejoins the mesh within ${ctx.b.rejoinMs} ms`, false, {
+      error: (e as Error).message,
+    });
     return;
   }
   for (const s of survivors) {
     const e = await peerEpoch(ctx, s, victim);
-    ctx.check(`${s} sees ${victim} in a new session with a higher epoch`, e.state === 'up' && e.epoch > before[s] && e.fencedBelow > before[s] && e.epoch >= e.fencedBelow, { before: before[s], ...e });
+    ctx.check(
+      `${s} sees ${victim} in a new session with a higher epoch`,
+      e.state === 'up' && e.epoch > before[s] && e.fencedBelow > before[s] && e.epoch >= e.fencedBelow,
+      { before: before[s], ...e },
+    );
   }
 }
 
@@ -218,7 +297,11 @@ export async function expectQuiescence(ctx: ScenarioContext, nodes: string[]): P
   ctx.procs.length = 0;
   for (const node of nodes) {
     const chk = await ctx.ctl.call<{ ok: boolean; violations: string[] }>(node, 'check', {}, 10_000);
-    ctx.check(`${node}: kernel invariants hold at quiescence (admin check)`, chk.ok && chk.value?.ok === true, chk.ok ? chk.value?.violations.slice(0, 10) : chk);
+    ctx.check(
+      `${node}: kernel invariants hold at quiescence (admin check)`,
+      chk.ok && chk.value?.ok === true,
+      chk.ok ? chk.value?.violations.slice(0, 10) : chk,
+    );
     // detach messages and deferred clean-ups settle quickly; poll a little before judging
     let s: InstanceStatus | undefined;
     let clean = false;
@@ -231,11 +314,18 @@ export async function expectQuiescence(ctx: ScenarioContext, nodes: string[]): P
       await sleep(100);
     }
     const c = s?.driver.counters;
-    ctx.check(`${node}: pinned == unpinned at quiescence`, !!c && c.pins === c.unpins, { pins: c?.pins, unpins: c?.unpins });
-    ctx.check(`${node}: reverse map and page cache empty at quiescence`, !!s && s.driver.rmap.entries === 0 && s.driver.cachedPages === 0, {
-      rmapEntries: s?.driver.rmap.entries,
-      cachedPages: s?.driver.cachedPages,
+    ctx.check(`${node}: pinned == unpinned at quiescence`, !!c && c.pins === c.unpins, {
+      pins: c?.pins,
+      unpins: c?.unpins,
     });
+    ctx.check(
+      `${node}: reverse map and page cache empty at quiescence`,
+      !!s && s.driver.rmap.entries === 0 && s.driver.cachedPages === 0,
+      {
+        rmapEntries: s?.driver.rmap.entries,
+        cachedPages: s?.driver.cachedPages,
+      },
+    );
   }
 }
 
@@ -255,9 +345,21 @@ async function lostDirty(ctx: ScenarioContext, node: string): Promise<number> {
   return (await ctx.status(node)).driver.counters.lostDirtyPages ?? 0;
 }
 
-async function messageSeen(ctx: ScenarioContext, observer: string, msg: string, direction: 'in' | 'out', peer: string, after: number, timeoutMs = 5000) {
+async function messageSeen(
+  ctx: ScenarioContext,
+  observer: string,
+  msg: string,
+  direction: 'in' | 'out',
+  peer: string,
+  after: number,
+  timeoutMs = 5000,
+) {
   try {
-    return await ctx.ctl.request('waitFor', { kind: 'message', observer, msg, direction, node: peer, after, timeoutMs }, timeoutMs + 10_000);
+    return await ctx.ctl.request(
+      'waitFor',
+      { kind: 'message', observer, msg, direction, node: peer, after, timeoutMs },
+      timeoutMs + 10_000,
+    );
   } catch {
     return undefined;
   }
@@ -287,10 +389,22 @@ const remoteFault: Scenario = {
     const a2 = await attachSegment(ctx, 'n2', seg);
     const before = { n1: (await peerEpoch(ctx, 'n1', 'n2')).epoch };
     const tCut = await ctx.lab.cutOneWay([['n1', 'n2']]);
-    const r = await ctx.bounded('the remote fault during the cut', 'n2', 'read', { pid: a2.pid, addr: a2.base + PAGE, len: 24 });
-    ctx.check('the remote fault fails (its reply was lost) instead of returning data', !r.ok, show(r as CallResult<ReadValue>));
+    const r = await ctx.bounded('the remote fault during the cut', 'n2', 'read', {
+      pid: a2.pid,
+      addr: a2.base + PAGE,
+      len: 24,
+    });
+    ctx.check(
+      'the remote fault fails (its reply was lost) instead of returning data',
+      !r.ok,
+      show(r as CallResult<ReadValue>),
+    );
     const map = await messageSeen(ctx, 'n1', 'map', 'in', 'n2', tCut);
-    ctx.check('the map request reached the home after the cut (the fault landed during a remote fault)', map !== undefined, map);
+    ctx.check(
+      'the map request reached the home after the cut (the fault landed during a remote fault)',
+      map !== undefined,
+      map,
+    );
     const reply = await messageSeen(ctx, 'n1', 'map-ok', 'out', 'n2', tCut, 2000);
     ctx.note('home answered the lost map', reply ?? 'no map-ok seen (refused or fenced first)');
     await expectFence(ctx, 'n1', 'n2', tCut);
@@ -298,17 +412,26 @@ const remoteFault: Scenario = {
     await ctx.lab.heal();
     await expectRejoin(ctx, 'n2', before, ['n1']);
     const old = await readText(ctx, 'n2', a2.pid, a2.base + PAGE);
-    ctx.check('the old attachment is revoked (SIGBUS), not served from a copy', !old.ok && old.code === 'SIGBUS', show(old));
+    ctx.check(
+      'the old attachment is revoked (SIGBUS), not served from a copy',
+      !old.ok && old.code === 'SIGBUS',
+      show(old),
+    );
     const a2b = await attachSegment(ctx, 'n2', seg, a2.pid);
     const fresh = await readText(ctx, 'n2', a2b.pid, a2b.base + PAGE);
-    ctx.check('a new attachment in the new session reads the right data', fresh.ok && fresh.value?.text === seg.pattern[1], show(fresh));
+    ctx.check(
+      'a new attachment in the new session reads the right data',
+      fresh.ok && fresh.value?.text === seg.pattern[1],
+      show(fresh),
+    );
     await expectQuiescence(ctx, ['n1', 'n2', 'n3']);
   },
 };
 
 const invalidation: Scenario = {
   name: 'invalidation-ack-lost',
-  title: 'an invalidation whose ack is lost (cut remote → home, then the home reclaims a page the remote maps)',
+  title:
+    'an invalidation whose ack is lost (cut remote → home, then the home reclaims a page the remote maps)',
   proves:
     "the invalidate reaches the remote and its ack is lost; the reclaim completes within its deadline without the ack because the remote is fenced, the reverse map drops it, the page's data survives the swap-out, and the remote can never read its old copy after the home wrote a new value",
   lab: TARGETED,
@@ -319,32 +442,56 @@ const invalidation: Scenario = {
     ctx.check('the remote maps page 2 (read fault)', r0.ok && r0.value?.text === seg.pattern[2], show(r0));
     const before = { n1: (await peerEpoch(ctx, 'n1', 'n2')).epoch };
     const tCut = await ctx.lab.cutOneWay([['n2', 'n1']]);
-    const rc = await ctx.bounded('the reclaim during the cut', 'n1', 'reclaim', { pid: seg.pid, addr: seg.base + 2 * PAGE });
+    const rc = await ctx.bounded('the reclaim during the cut', 'n1', 'reclaim', {
+      pid: seg.pid,
+      addr: seg.base + 2 * PAGE,
+    });
     ctx.note('reclaim outcome', rc.value ?? rc.code);
     const inv = await messageSeen(ctx, 'n2', 'invalidate', 'in', 'n1', tCut);
-    ctx.check('the invalidate reached the remote after the cut (the fault landed during an invalidation)', inv !== undefined, inv);
+    ctx.check(
+      'the invalidate reached the remote after the cut (the fault landed during an invalidation)',
+      inv !== undefined,
+      inv,
+    );
     const ack = await messageSeen(ctx, 'n2', 'invalidate-ack', 'out', 'n1', tCut, 2000);
     ctx.check('the remote sent its ack (which the cut drops)', ack !== undefined, ack);
     await expectFence(ctx, 'n1', 'n2', tCut);
     await expectRmapClear(ctx, 'n1', seg.segid, 'n2', tCut);
     const home = await readText(ctx, 'n1', seg.pid, seg.base + 2 * PAGE);
-    ctx.check("the page's data survives (read back at the home)", home.ok && home.value?.text === seg.pattern[2], show(home));
+    ctx.check(
+      "the page's data survives (read back at the home)",
+      home.ok && home.value?.text === seg.pattern[2],
+      show(home),
+    );
     const newer = `H2-${Math.random().toString(36).slice(2, 8)}`;
-    await ctx.bounded('a home write after the fence', 'n1', 'write', { pid: seg.pid, addr: seg.base + 2 * PAGE, text: newer });
+    await ctx.bounded('a home write after the fence', 'n1', 'write', {
+      pid: seg.pid,
+      addr: seg.base + 2 * PAGE,
+      text: newer,
+    });
     const r2 = await readText(ctx, 'n2', a2.pid, a2.base + 2 * PAGE);
-    ctx.check('the fenced remote never reads its old copy after the home wrote', notStale(r2, seg.pattern[2], newer), show(r2));
+    ctx.check(
+      'the fenced remote never reads its old copy after the home wrote',
+      notStale(r2, seg.pattern[2], newer),
+      show(r2),
+    );
     await ctx.lab.heal();
     await expectRejoin(ctx, 'n2', before, ['n1']);
     const a2b = await attachSegment(ctx, 'n2', seg, a2.pid);
     const fresh = await readText(ctx, 'n2', a2b.pid, a2b.base + 2 * PAGE);
-    ctx.check('after rejoining, a new attachment reads the home write', fresh.ok && fresh.value?.text === newer, show(fresh));
+    ctx.check(
+      'after rejoining, a new attachment reads the home write',
+      fresh.ok && fresh.value?.text === newer,
+      show(fresh),
+    );
     await expectQuiescence(ctx, ['n1', 'n2', 'n3']);
   },
 };
 
 const upgrade: Scenario = {
   name: 'upgrade-reader-ack-lost',
-  title: "an upgrade whose reader's ack is lost (two remote readers; cut reader → home; the other remote writes)",
+  title:
+    "an upgrade whose reader's ack is lost (two remote readers; cut reader → home; the other remote writes)",
   proves:
     'the upgrade invalidates the reader, whose ack is lost; the write completes within its deadline once the reader is fenced, the directory shows the writer alone, the home sees the new data (recall), and the fenced reader never returns the old value',
   lab: TARGETED,
@@ -354,34 +501,55 @@ const upgrade: Scenario = {
     const a3 = await attachSegment(ctx, 'n3', seg);
     const r2 = await readText(ctx, 'n2', a2.pid, a2.base + PAGE);
     const r3 = await readText(ctx, 'n3', a3.pid, a3.base + PAGE);
-    ctx.check('both remotes hold page 1 for reading', r2.ok && r3.ok && r2.value?.text === seg.pattern[1] && r3.value?.text === seg.pattern[1], { r2: show(r2), r3: show(r3) });
+    ctx.check(
+      'both remotes hold page 1 for reading',
+      r2.ok && r3.ok && r2.value?.text === seg.pattern[1] && r3.value?.text === seg.pattern[1],
+      { r2: show(r2), r3: show(r3) },
+    );
     const before = { n1: (await peerEpoch(ctx, 'n1', 'n3')).epoch };
     const tCut = await ctx.lab.cutOneWay([['n3', 'n1']]);
     const data = `W2-${Math.random().toString(36).slice(2, 8)}`;
-    const w = await ctx.bounded('the upgrading write during the cut', 'n2', 'write', { pid: a2.pid, addr: a2.base + PAGE, text: data });
+    const w = await ctx.bounded('the upgrading write during the cut', 'n2', 'write', {
+      pid: a2.pid,
+      addr: a2.base + PAGE,
+      text: data,
+    });
     ctx.check('the upgrading write succeeds', w.ok, w);
     const inv = await messageSeen(ctx, 'n3', 'invalidate', 'in', 'n1', tCut);
-    ctx.check("the upgrade's invalidate reached the reader (the fault landed during an upgrade)", inv !== undefined, inv);
+    ctx.check(
+      "the upgrade's invalidate reached the reader (the fault landed during an upgrade)",
+      inv !== undefined,
+      inv,
+    );
     await expectFence(ctx, 'n1', 'n3', tCut);
     const pages = await expectRmapClear(ctx, 'n1', seg.segid, 'n3', tCut);
     const p1 = pages?.find((p) => p.page === 1);
     ctx.check('the directory shows the writer alone', p1?.writer === 'n2' && p1.sharers.length === 0, p1);
     const stale3 = await readText(ctx, 'n3', a3.pid, a3.base + PAGE);
-    ctx.check('the fenced reader never returns the old value after the write', notStale(stale3, seg.pattern[1], data), show(stale3));
+    ctx.check(
+      'the fenced reader never returns the old value after the write',
+      notStale(stale3, seg.pattern[1], data),
+      show(stale3),
+    );
     const home = await readText(ctx, 'n1', seg.pid, seg.base + PAGE);
     ctx.check('the home reads the new data (recall)', home.ok && home.value?.text === data, show(home));
     await ctx.lab.heal();
     await expectRejoin(ctx, 'n3', before, ['n1']);
     const a3b = await attachSegment(ctx, 'n3', seg, a3.pid);
     const fresh = await readText(ctx, 'n3', a3b.pid, a3b.base + PAGE);
-    ctx.check('after rejoining, the reader sees the new data', fresh.ok && fresh.value?.text === data, show(fresh));
+    ctx.check(
+      'after rejoining, the reader sees the new data',
+      fresh.ok && fresh.value?.text === data,
+      show(fresh),
+    );
     await expectQuiescence(ctx, ['n1', 'n2', 'n3']);
   },
 };
 
 const recall: Scenario = {
   name: 'recall-writer-ack-lost',
-  title: 'a recall whose ack (with the dirty data) is lost (cut writer → home, then the home writes the page)',
+  title:
+    'a recall whose ack (with the dirty data) is lost (cut writer → home, then the home writes the page)',
   proves:
     "the recall reaches the writer and its ack with the dirty data is lost; the home's write completes within its deadline, the writer is fenced, the loss is counted (lost-dirty), the page reverts to the last written-back version plus the home's write, and the writer's lost data never shows up",
   lab: TARGETED,
@@ -389,38 +557,66 @@ const recall: Scenario = {
     const seg = await makeSegment(ctx, 'n1', 4);
     const a2 = await attachSegment(ctx, 'n2', seg);
     const dirty = `W2-${Math.random().toString(36).slice(2, 8)}`;
-    const w2 = await ctx.bounded('the remote write', 'n2', 'write', { pid: a2.pid, addr: a2.base + 3 * PAGE, text: dirty });
+    const w2 = await ctx.bounded('the remote write', 'n2', 'write', {
+      pid: a2.pid,
+      addr: a2.base + 3 * PAGE,
+      text: dirty,
+    });
     ctx.check('the remote holds page 3 for writing (dirty)', w2.ok, w2);
     const lostBefore = await lostDirty(ctx, 'n1');
     const before = { n1: (await peerEpoch(ctx, 'n1', 'n2')).epoch };
     const tCut = await ctx.lab.cutOneWay([['n2', 'n1']]);
     const mine = `H1-${Math.random().toString(36).slice(2, 8)}`;
-    const hw = await ctx.bounded('the home write during the cut', 'n1', 'write', { pid: seg.pid, addr: seg.base + 3 * PAGE + 2048, text: mine });
+    const hw = await ctx.bounded('the home write during the cut', 'n1', 'write', {
+      pid: seg.pid,
+      addr: seg.base + 3 * PAGE + 2048,
+      text: mine,
+    });
     ctx.check('the home write succeeds', hw.ok, hw);
     const inv = await messageSeen(ctx, 'n2', 'invalidate', 'in', 'n1', tCut);
     ctx.check('the recall reached the writer (the fault landed during a recall)', inv !== undefined, inv);
     await expectFence(ctx, 'n1', 'n2', tCut);
     await expectRmapClear(ctx, 'n1', seg.segid, 'n2', tCut);
     const lost = await ctx.ctl.request('observations', { kind: 'lost-dirty', observer: 'n1', after: tCut });
-    ctx.check('the lost dirty page is reported (lost-dirty event)', lost.some((o) => o.node === 'n2' && o.data?.page === 3), lost);
-    ctx.check('the lost dirty page is counted', (await lostDirty(ctx, 'n1')) === lostBefore + 1, { before: lostBefore, after: await lostDirty(ctx, 'n1') });
+    ctx.check(
+      'the lost dirty page is reported (lost-dirty event)',
+      lost.some((o) => o.node === 'n2' && o.data?.page === 3),
+      lost,
+    );
+    ctx.check('the lost dirty page is counted', (await lostDirty(ctx, 'n1')) === lostBefore + 1, {
+      before: lostBefore,
+      after: await lostDirty(ctx, 'n1'),
+    });
     const head = await readText(ctx, 'n1', seg.pid, seg.base + 3 * PAGE);
-    ctx.check('the page reverted to the last written-back version (the lost write is not there)', head.ok && head.value?.text === seg.pattern[3], show(head));
+    ctx.check(
+      'the page reverted to the last written-back version (the lost write is not there)',
+      head.ok && head.value?.text === seg.pattern[3],
+      show(head),
+    );
     const tail = await readText(ctx, 'n1', seg.pid, seg.base + 3 * PAGE + 2048);
     ctx.check("the home's own write is there", tail.ok && tail.value?.text === mine, show(tail));
     const r2 = await readText(ctx, 'n2', a2.pid, a2.base + 3 * PAGE);
-    ctx.check('the fenced writer no longer reads its lost data', notStale(r2, dirty, seg.pattern[3]), show(r2));
+    ctx.check(
+      'the fenced writer no longer reads its lost data',
+      notStale(r2, dirty, seg.pattern[3]),
+      show(r2),
+    );
     await ctx.lab.heal();
     await expectRejoin(ctx, 'n2', before, ['n1']);
     const again = await readText(ctx, 'n1', seg.pid, seg.base + 3 * PAGE);
-    ctx.check('after the heal, the lost write still never shows up at the home', again.ok && again.value?.text === seg.pattern[3], show(again));
+    ctx.check(
+      'after the heal, the lost write still never shows up at the home',
+      again.ok && again.value?.text === seg.pattern[3],
+      show(again),
+    );
     await expectQuiescence(ctx, ['n1', 'n2', 'n3']);
   },
 };
 
 const pauseStale: Scenario = {
   name: 'pause-stale-write',
-  title: 'a paused writer (SIGSTOP) is fenced; after SIGCONT its write through the old mapping is not accepted',
+  title:
+    'a paused writer (SIGSTOP) is fenced; after SIGCONT its write through the old mapping is not accepted',
   proves:
     'a paused instance is fenced within the heartbeat timeout and its dirty page reverts (counted); after SIGCONT a write through its old mapping never becomes visible at the home, it comes back as a new session with a higher epoch, holds nothing in the directory until it faults again, and a write after re-attaching in the new session is visible',
   lab: TARGETED,
@@ -428,40 +624,79 @@ const pauseStale: Scenario = {
     const seg = await makeSegment(ctx, 'n1', 4);
     const a2 = await attachSegment(ctx, 'n2', seg);
     const dirty = `W2-${Math.random().toString(36).slice(2, 8)}`;
-    const w2 = await ctx.bounded('the remote write', 'n2', 'write', { pid: a2.pid, addr: a2.base + PAGE, text: dirty });
+    const w2 = await ctx.bounded('the remote write', 'n2', 'write', {
+      pid: a2.pid,
+      addr: a2.base + PAGE,
+      text: dirty,
+    });
     ctx.check('the remote holds page 1 for writing (dirty)', w2.ok, w2);
     const lostBefore = await lostDirty(ctx, 'n1');
-    const before = { n1: (await peerEpoch(ctx, 'n1', 'n2')).epoch, n3: (await peerEpoch(ctx, 'n3', 'n2')).epoch };
+    const before = {
+      n1: (await peerEpoch(ctx, 'n1', 'n2')).epoch,
+      n3: (await peerEpoch(ctx, 'n3', 'n2')).epoch,
+    };
     const tStop = ctx.lab.pause('n2');
     await expectFence(ctx, 'n1', 'n2', tStop);
     await expectFence(ctx, 'n3', 'n2', tStop);
     await expectRmapClear(ctx, 'n1', seg.segid, 'n2', tStop);
     const lostNow = await lostDirty(ctx, 'n1');
-    ctx.check('the dirty page held by the paused instance is counted as lost', lostNow === lostBefore + 1, { before: lostBefore, after: lostNow });
+    ctx.check('the dirty page held by the paused instance is counted as lost', lostNow === lostBefore + 1, {
+      before: lostBefore,
+      after: lostNow,
+    });
     const rev = await readText(ctx, 'n1', seg.pid, seg.base + PAGE);
-    ctx.check('the page reverted to the last written-back version', rev.ok && rev.value?.text === seg.pattern[1], show(rev));
+    ctx.check(
+      'the page reverted to the last written-back version',
+      rev.ok && rev.value?.text === seg.pattern[1],
+      show(rev),
+    );
     // The stale write is sent while the instance is stopped (its kernel queues the request), so it
     // is among the first things the instance does when it runs again.
     const staleText = `STALE-${Math.random().toString(36).slice(2, 8)}`;
-    const stale = ctx.ctl.call('n2', 'write', { pid: a2.pid, addr: a2.base + PAGE, text: staleText }, ctx.opTimeout);
+    const stale = ctx.ctl.call(
+      'n2',
+      'write',
+      { pid: a2.pid, addr: a2.base + PAGE, text: staleText },
+      ctx.opTimeout,
+    );
     await sleep(300);
     ctx.lab.resume('n2');
     const sr = await stale;
-    ctx.note('write through the old mapping after SIGCONT', { ok: sr.ok, code: sr.code, message: sr.message });
+    ctx.note('write through the old mapping after SIGCONT', {
+      ok: sr.ok,
+      code: sr.code,
+      message: sr.message,
+    });
     await expectRejoin(ctx, 'n2', before, ['n1', 'n3']);
     await sleep(ctx.t.heartbeatMs * 2);
     const home = await readText(ctx, 'n1', seg.pid, seg.base + PAGE);
-    ctx.check('the stale write is not visible at the home', home.ok && home.value?.text === seg.pattern[1], show(home));
+    ctx.check(
+      'the stale write is not visible at the home',
+      home.ok && home.value?.text === seg.pattern[1],
+      show(home),
+    );
     const pages = await ctx.ctl.mustGet<PageView[]>('n1', `/pages?segid=${encodeURIComponent(seg.segid)}`);
-    ctx.check('the resumed instance holds nothing in the directory before it faults again', pages.every((p) => !p.sharers.includes('n2') && p.writer !== 'n2'), pages);
+    ctx.check(
+      'the resumed instance holds nothing in the directory before it faults again',
+      pages.every((p) => !p.sharers.includes('n2') && p.writer !== 'n2'),
+      pages,
+    );
     const old = await readText(ctx, 'n2', a2.pid, a2.base + PAGE);
     ctx.check('its old attachment is revoked', !old.ok, show(old));
     const a2b = await attachSegment(ctx, 'n2', seg, a2.pid);
     const fresh = `NEW-${Math.random().toString(36).slice(2, 8)}`;
-    const nw = await ctx.bounded('a write in the new session', 'n2', 'write', { pid: a2b.pid, addr: a2b.base + PAGE, text: fresh });
+    const nw = await ctx.bounded('a write in the new session', 'n2', 'write', {
+      pid: a2b.pid,
+      addr: a2b.base + PAGE,
+      text: fresh,
+    });
     ctx.check('a write in the new session succeeds', nw.ok, nw);
     const seen = await readText(ctx, 'n1', seg.pid, seg.base + PAGE);
-    ctx.check('a write made after re-faulting in the new session is visible at the home', seen.ok && seen.value?.text === fresh, show(seen));
+    ctx.check(
+      'a write made after re-faulting in the new session is visible at the home',
+      seen.ok && seen.value?.text === fresh,
+      show(seen),
+    );
     await expectQuiescence(ctx, ['n1', 'n2', 'n3']);
   },
 };
@@ -477,40 +712,72 @@ const crash: Scenario = {
     const a2 = await attachSegment(ctx, 'n2', seg);
     const a3 = await attachSegment(ctx, 'n3', seg);
     const dirty = `W2-${Math.random().toString(36).slice(2, 8)}`;
-    ctx.check('the victim holds page 1 for writing', (await ctx.ctl.call('n2', 'write', { pid: a2.pid, addr: a2.base + PAGE, text: dirty }, ctx.opTimeout)).ok);
+    ctx.check(
+      'the victim holds page 1 for writing',
+      (await ctx.ctl.call('n2', 'write', { pid: a2.pid, addr: a2.base + PAGE, text: dirty }, ctx.opTimeout))
+        .ok,
+    );
     const r3 = await readText(ctx, 'n3', a3.pid, a3.base + 2 * PAGE);
     ctx.check('a survivor holds page 2 for reading', r3.ok && r3.value?.text === seg.pattern[2], show(r3));
     const lostBefore = await lostDirty(ctx, 'n1');
-    const before = { n1: (await peerEpoch(ctx, 'n1', 'n2')).epoch, n3: (await peerEpoch(ctx, 'n3', 'n2')).epoch };
+    const before = {
+      n1: (await peerEpoch(ctx, 'n1', 'n2')).epoch,
+      n3: (await peerEpoch(ctx, 'n3', 'n2')).epoch,
+    };
     const tCrash = await ctx.lab.crash('n2');
     ctx.procs.splice(0, ctx.procs.length, ...ctx.procs.filter((p) => p.node !== 'n2'));
     for (const s of ['n1', 'n3']) {
       const f = await expectFence(ctx, s, 'n2', tCrash);
-      if (f) ctx.check(`${s} detected the crash by missed heartbeats (no FIN/RST)`, /HEARTBEAT|heartbeat/.test(f.why ?? ''), f.why);
+      if (f)
+        ctx.check(
+          `${s} detected the crash by missed heartbeats (no FIN/RST)`,
+          /HEARTBEAT|heartbeat/.test(f.why ?? ''),
+          f.why,
+        );
     }
     await expectRmapClear(ctx, 'n1', seg.segid, 'n2', tCrash);
-    ctx.check('the dirty page of the crashed instance is counted as lost', (await lostDirty(ctx, 'n1')) === lostBefore + 1);
+    ctx.check(
+      'the dirty page of the crashed instance is counted as lost',
+      (await lostDirty(ctx, 'n1')) === lostBefore + 1,
+    );
     const h1 = await readText(ctx, 'n1', seg.pid, seg.base + PAGE);
-    ctx.check('its page reverted to the last written-back version', h1.ok && h1.value?.text === seg.pattern[1], show(h1));
+    ctx.check(
+      'its page reverted to the last written-back version',
+      h1.ok && h1.value?.text === seg.pattern[1],
+      show(h1),
+    );
     const s3 = await readText(ctx, 'n3', a3.pid, a3.base + 2 * PAGE);
     ctx.check("a survivor's data is intact", s3.ok && s3.value?.text === seg.pattern[2], show(s3));
     const w3 = `W3-${Math.random().toString(36).slice(2, 8)}`;
-    await ctx.bounded('a survivor write while the victim is dead', 'n3', 'write', { pid: a3.pid, addr: a3.base + 3 * PAGE, text: w3 });
+    await ctx.bounded('a survivor write while the victim is dead', 'n3', 'write', {
+      pid: a3.pid,
+      addr: a3.base + 3 * PAGE,
+      text: w3,
+    });
     const h3 = await readText(ctx, 'n1', seg.pid, seg.base + 3 * PAGE);
-    ctx.check('survivors keep working (the home reads the survivor write)', h3.ok && h3.value?.text === w3, show(h3));
+    ctx.check(
+      'survivors keep working (the home reads the survivor write)',
+      h3.ok && h3.value?.text === w3,
+      show(h3),
+    );
     await ctx.lab.restart('n2');
     await expectRejoin(ctx, 'n2', before, ['n1', 'n3']);
     const a2b = await attachSegment(ctx, 'n2', seg);
     const n2p1 = await readText(ctx, 'n2', a2b.pid, a2b.base + PAGE);
     const n2p3 = await readText(ctx, 'n2', a2b.pid, a2b.base + 3 * PAGE);
-    ctx.check("the restarted instance reads the survivors' data", n2p1.value?.text === seg.pattern[1] && n2p3.value?.text === w3, { p1: show(n2p1), p3: show(n2p3) });
+    ctx.check(
+      "the restarted instance reads the survivors' data",
+      n2p1.value?.text === seg.pattern[1] && n2p3.value?.text === w3,
+      { p1: show(n2p1), p3: show(n2p3) },
+    );
     await expectQuiescence(ctx, ['n1', 'n2', 'n3']);
   },
 };
 
 const lease: Scenario = {
   name: 'fenced-reader-lease',
-  title: 'a reader cut off from its home (home → reader cut) is fenced on the ack deadline while it is still alive',
+  title:
+    'a reader cut off from its home (home → reader cut) is fenced on the ack deadline while it is still alive',
   proves:
     'the home fences a reader that misses the ack deadline of an upgrade although the reader still believes its session alive; once the write completes, the reader must not return the old value (its lease on the copy has run out before the home moved on)',
   // The ack deadline is shorter than the heartbeat timeout, so the home fences the reader before the
@@ -522,11 +789,18 @@ const lease: Scenario = {
     const a3 = await attachSegment(ctx, 'n3', seg);
     const r2 = await readText(ctx, 'n2', a2.pid, a2.base + PAGE);
     const r3 = await readText(ctx, 'n3', a3.pid, a3.base + PAGE);
-    ctx.check('both remotes hold page 1 for reading', r2.ok && r3.ok && r3.value?.text === seg.pattern[1], { r2: show(r2), r3: show(r3) });
+    ctx.check('both remotes hold page 1 for reading', r2.ok && r3.ok && r3.value?.text === seg.pattern[1], {
+      r2: show(r2),
+      r3: show(r3),
+    });
     const before = { n1: (await peerEpoch(ctx, 'n1', 'n3')).epoch };
     const tCut = await ctx.lab.cutOneWay([['n1', 'n3']]);
     const data = `W2-${Math.random().toString(36).slice(2, 8)}`;
-    const w = await ctx.bounded('the upgrading write while the reader is cut off', 'n2', 'write', { pid: a2.pid, addr: a2.base + PAGE, text: data });
+    const w = await ctx.bounded('the upgrading write while the reader is cut off', 'n2', 'write', {
+      pid: a2.pid,
+      addr: a2.base + PAGE,
+      text: data,
+    });
     ctx.check('the write succeeds', w.ok, w);
     const fence = await expectFence(ctx, 'n1', 'n3', tCut);
     ctx.note('fence of the reader', fence);
@@ -540,11 +814,15 @@ const lease: Scenario = {
       await sleep(20);
     }
     const stale = reads.filter((r) => r.ok && r.text === seg.pattern[1]);
-    ctx.check('after the write completed, the fenced reader never returns the old value', stale.length === 0, {
-      writeCompletedAfterCutMs: Math.round(w.t1 - tCut),
-      staleReads: stale.length,
-      reads: reads.slice(0, 10),
-    });
+    ctx.check(
+      'after the write completed, the fenced reader never returns the old value',
+      stale.length === 0,
+      {
+        writeCompletedAfterCutMs: Math.round(w.t1 - tCut),
+        staleReads: stale.length,
+        reads: reads.slice(0, 10),
+      },
+    );
     await ctx.lab.heal();
     await expectRejoin(ctx, 'n3', before, ['n1']);
     await expectQuiescence(ctx, ['n1', 'n2', 'n3']);
@@ -556,7 +834,11 @@ const lease: Scenario = {
 export type FaultKind = 'partition' | 'one-way' | 'link-down' | 'crash' | 'pause';
 
 /** Inject a fault on `victim`; returns the time it took effect and how to heal it. */
-export async function inject(lab: Lab, kind: FaultKind, victim: string): Promise<{ t: number; heal: () => Promise<number> }> {
+export async function inject(
+  lab: Lab,
+  kind: FaultKind,
+  victim: string,
+): Promise<{ t: number; heal: () => Promise<number> }> {
   switch (kind) {
     case 'partition':
       return { t: await lab.isolate(victim, 'both'), heal: () => lab.heal() };
@@ -605,9 +887,16 @@ function underLoad(kind: FaultKind, how: string): Scenario {
         callTimeoutMs: b.opMs * 3,
       });
       const t0 = now();
-      const warm = await ctx.ctl.request('load.progress', { nodes: ['n1', 'n2', 'n3'], after: t0, minOps: 50, timeoutMs: 30_000 }, 40_000);
+      const warm = await ctx.ctl.request(
+        'load.progress',
+        { nodes: ['n1', 'n2', 'n3'], after: t0, minOps: 50, timeoutMs: 30_000 },
+        40_000,
+      );
       ctx.check('the load runs on every instance before the fault', warm.ok, warm.opsByNode);
-      const before = { n1: (await peerEpoch(ctx, 'n1', victim)).epoch, n3: (await peerEpoch(ctx, 'n3', victim)).epoch };
+      const before = {
+        n1: (await peerEpoch(ctx, 'n1', victim)).epoch,
+        n3: (await peerEpoch(ctx, 'n3', victim)).epoch,
+      };
       const lostBefore = await lostDirty(ctx, 'n1');
       const fault = await inject(ctx.lab, kind, victim);
       const fences: number[] = [];
@@ -617,12 +906,28 @@ function underLoad(kind: FaultKind, how: string): Scenario {
       }
       await expectRmapClear(ctx, 'n1', started.segid, victim, fault.t);
       const after = Math.max(fault.t, ...fences);
-      const going = await ctx.ctl.request('load.progress', { nodes: survivors, after, minOps: 20, timeoutMs: 30_000 }, 40_000);
-      ctx.check('the survivors keep completing operations while the victim is fenced', going.ok, going.opsByNode);
+      const going = await ctx.ctl.request(
+        'load.progress',
+        { nodes: survivors, after, minOps: 20, timeoutMs: 30_000 },
+        40_000,
+      );
+      ctx.check(
+        'the survivors keep completing operations while the victim is fenced',
+        going.ok,
+        going.opsByNode,
+      );
       const tHeal = await fault.heal();
       await expectRejoin(ctx, victim, before, survivors);
-      const back = await ctx.ctl.request('load.progress', { nodes: [victim], after: tHeal, minOps: 20, timeoutMs: 30_000 }, 40_000);
-      ctx.check('the healed instance works again (new attachment, operations complete)', back.ok, back.opsByNode);
+      const back = await ctx.ctl.request(
+        'load.progress',
+        { nodes: [victim], after: tHeal, minOps: 20, timeoutMs: 30_000 },
+        40_000,
+      );
+      ctx.check(
+        'the healed instance works again (new attachment, operations complete)',
+        back.ok,
+        back.opsByNode,
+      );
       const windows: FaultWindow[] = [{ node: victim, from: fault.t, to: now() }];
       const s: LoadSummary = await ctx.ctl.request('load.stop', { windows }, 300_000);
       const lostAfter = await lostDirty(ctx, 'n1');
@@ -638,9 +943,21 @@ function underLoad(kind: FaultKind, how: string): Scenario {
         lostDirtyPages: lostAfter - lostBefore,
         excusedSlowCalls: s.deadlines.excused,
       });
-      ctx.check('the recorded history is linearizable', s.history.ok && s.history.checkedOps > 0, s.history.failedRounds);
-      ctx.check('no call to an instance outside its fault window waited past its deadline', s.deadlines.slow.length === 0, s.deadlines.slow.slice(0, 10));
-      ctx.check("at quiescence the home's directory is empty", s.quiescence.pagesCleared && s.quiescence.attachersExited && s.quiescence.homeExited, s.quiescence);
+      ctx.check(
+        'the recorded history is linearizable',
+        s.history.ok && s.history.checkedOps > 0,
+        s.history.failedRounds,
+      );
+      ctx.check(
+        'no call to an instance outside its fault window waited past its deadline',
+        s.deadlines.slow.length === 0,
+        s.deadlines.slow.slice(0, 10),
+      );
+      ctx.check(
+        "at quiescence the home's directory is empty",
+        s.quiescence.pagesCleared && s.quiescence.attachersExited && s.quiescence.homeExited,
+        s.quiescence,
+      );
       await expectQuiescence(ctx, ['n1', 'n2', 'n3']);
     },
   };
@@ -706,7 +1023,10 @@ export async function runScenario(
 /** One line per check, for reports. */
 export function formatResult(r: ScenarioResult): string {
   const lines = [`${r.ok ? 'PASS' : 'FAIL'} ${r.name} (${(r.ms / 1000).toFixed(1)} s): ${r.title}`];
-  for (const c of r.checks) lines.push(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${c.ok ? '' : `\n         evidence: ${JSON.stringify(c.evidence)?.slice(0, 3000)}`}`);
+  for (const c of r.checks)
+    lines.push(
+      `  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${c.ok ? '' : `\n         evidence: ${JSON.stringify(c.evidence)?.slice(0, 3000)}`}`,
+    );
   if (r.error) lines.push(`  ERROR ${r.error}`);
   if (r.logDir) lines.push(`  logs: ${r.logDir}`);
   return lines.join('\n');

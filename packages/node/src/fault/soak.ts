@@ -174,17 +174,29 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
       }
       // Time to fence: who must fence whom. For a pair, each fences the other; otherwise every
       // survivor fences the victim.
-      const expect: Array<[string, string]> = kind === 'pair' ? [[victim, other], [other, victim]] : survivors.map((s) => [s, victim] as [string, string]);
+      const expect: Array<[string, string]> =
+        kind === 'pair'
+          ? [
+              [victim, other],
+              [other, victim],
+            ]
+          : survivors.map((s) => [s, victim] as [string, string]);
       const hold = 500 + rnd() * 2000;
       const times: number[] = [];
       await Promise.all(
         expect.map(async ([observer, fenced]) => {
           try {
-            const f = await lab.ctl.request('waitFor', { kind: 'fence', observer, node: fenced, after: tFault, timeoutMs: b.fenceMs * 3 }, b.fenceMs * 3 + 10_000);
+            const f = await lab.ctl.request(
+              'waitFor',
+              { kind: 'fence', observer, node: fenced, after: tFault, timeoutMs: b.fenceMs * 3 },
+              b.fenceMs * 3 + 10_000,
+            );
             times.push(f.t - tFault);
           } catch {
             fencesMissed++;
-            problems.push(`fault ${faults} (${kind} ${victim}${detail ? ` ${detail}` : ''}): ${observer} did not fence ${fenced} within ${b.fenceMs * 3} ms`);
+            problems.push(
+              `fault ${faults} (${kind} ${victim}${detail ? ` ${detail}` : ''}): ${observer} did not fence ${fenced} within ${b.fenceMs * 3} ms`,
+            );
           }
         }),
       );
@@ -202,9 +214,16 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
         await lab.ctl.request('waitMesh', { timeoutMs: b.rejoinMs }, b.rejoinMs + 10_000);
         rejoined = true;
         rejoinMs.push(now() - tHeal);
+        await lab.ctl.request(
+          'waitMesh',
+          { timeoutMs: b.rejoinMs, stableMs: b.meshStableMs },
+          b.rejoinMs + 10_000,
+        );
       } catch (e) {
         rejoinFailed++;
-        problems.push(`fault ${faults} (${kind} ${victim}): no mesh ${b.rejoinMs} ms after the heal: ${(e as Error).message}`);
+        problems.push(
+          `fault ${faults} (${kind} ${victim}): no mesh ${b.rejoinMs} ms after the heal: ${(e as Error).message}`,
+        );
       }
       windows.push(...cut.map((node) => ({ node, from: tFault, to: now() })));
       if (rejoined) {
@@ -212,8 +231,10 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
         for (const [observer, fenced] of expect) {
           const st = await lab.ctl.get<InstanceStatus>(observer, '/status', 2000);
           const p = st.value?.peers.find((x) => x.node === fenced);
-          if (!p || p.state !== 'up' || !(p.epoch > (before[observer]?.[fenced] ?? -1)))
-            problems.push(`fault ${faults} (${kind} ${victim}): ${observer} sees ${fenced} ${p?.state}@${p?.epoch}, not a new session above ${before[observer]?.[fenced]}`);
+          if (p?.state !== 'up' || !(p.epoch > (before[observer]?.[fenced] ?? -1)))
+            problems.push(
+              `fault ${faults} (${kind} ${victim}): ${observer} sees ${fenced} ${p?.state}@${p?.epoch}, not a new session above ${before[observer]?.[fenced]}`,
+            );
         }
         await sleep(b.heartbeatTimeoutMs);
         const cp = await lab.ctl.request('load.checkpoint', {});
@@ -257,12 +278,25 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
   const lostPages = [...lostByPid.values()].reduce((a, x) => a + x, 0);
   const driverFences = [...fencesByPid.values()].reduce((a, x) => a + x, 0);
   const leakOk = Object.values(leaks).every((l) => {
-    const x = l as { invariantsOk: boolean; pins: number; unpins: number; rmapEntries: number; cachedPages: number };
+    const x = l as {
+      invariantsOk: boolean;
+      pins: number;
+      unpins: number;
+      rmapEntries: number;
+      cachedPages: number;
+    };
     return x.invariantsOk && x.pins === x.unpins && x.rmapEntries === 0 && x.cachedPages === 0;
   });
-  const historyOk = summary !== undefined && summary.history.ok && checkpointFailures.length === 0;
+  const historyOk = summary?.history.ok === true && checkpointFailures.length === 0;
   const deadlinesOk = summary !== undefined && summary.deadlines.slow.length === 0;
-  const ok = problems.length === 0 && historyOk && deadlinesOk && leakOk && left.length === 0 && overBound === 0 && Object.keys(leaks).length === ids.length;
+  const ok =
+    problems.length === 0 &&
+    historyOk &&
+    deadlinesOk &&
+    leakOk &&
+    left.length === 0 &&
+    overBound === 0 &&
+    Object.keys(leaks).length === ids.length;
   const elapsed = now() - t0;
   return {
     ok,
@@ -297,11 +331,18 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
           reclaims: summary.reclaims,
         }
       : null,
-    history: summary ? { ...summary.history, ok: historyOk, checkpointFailures: checkpointFailures.slice(0, 5) } : null,
+    history: summary
+      ? { ...summary.history, ok: historyOk, checkpointFailures: checkpointFailures.slice(0, 5) }
+      : null,
     lostPages,
     segments: summary ? { generations: summary.generations, segids: summary.segids } : null,
     deadlines: summary ? summary.deadlines : null,
-    leaks: { ok: leakOk && left.length === 0, instances: leaks, quiescence: summary?.quiescence && { ...summary.quiescence, pages: undefined }, leftovers: left },
+    leaks: {
+      ok: leakOk && left.length === 0,
+      instances: leaks,
+      quiescence: summary?.quiescence && { ...summary.quiescence, pages: undefined },
+      leftovers: left,
+    },
     problems: problems.slice(0, 50),
     logs: o.keepLogs || problems.length > 0 ? lab.dir : undefined,
   };
@@ -360,7 +401,8 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     const s = v[name];
     if (s === undefined) return def;
     const n = Number(s);
-    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name} must be an integer in ${min}..${max}`);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new Error(`--${name} must be an integer in ${min}..${max}`);
     return n;
   };
   const list = (name: string): string[] | undefined => {
@@ -368,8 +410,10 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     if (typeof s !== 'string') return undefined;
     const xs = s.split(',').filter(Boolean);
     if (name === 'kinds')
-      for (const k of xs) if (!(KINDS as readonly string[]).includes(k)) throw new Error(`--kinds: unknown kind ${k}`);
-    if (name === 'victims') for (const x of xs) if (!/^n[1-9]$/.test(x)) throw new Error(`--victims: ${x} is not n1..n9`);
+      for (const k of xs)
+        if (!(KINDS as readonly string[]).includes(k)) throw new Error(`--kinds: unknown kind ${k}`);
+    if (name === 'victims')
+      for (const x of xs) if (!/^n[1-9]$/.test(x)) throw new Error(`--victims: ${x} is not n1..n9`);
     return xs;
   };
   let o: SoakOptions;
@@ -379,7 +423,12 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     o = {
       durationMs,
       faultEveryMs,
-      maxFaults: int('max-faults', Math.min(SOAK_LIMITS.maxFaults, Math.ceil(durationMs / faultEveryMs)), 0, SOAK_LIMITS.maxFaults),
+      maxFaults: int(
+        'max-faults',
+        Math.min(SOAK_LIMITS.maxFaults, Math.ceil(durationMs / faultEveryMs)),
+        0,
+        SOAK_LIMITS.maxFaults,
+      ),
       nodes: int('nodes', 3, 2, 9),
       procsPerNode: int('procs', 2, 1, 8),
       seed: int('seed', 1, 0, 2 ** 31),

@@ -230,7 +230,8 @@ export class LoadEngine {
   private readonly errorSamples: string[] = [];
   private readonly reclaims: Record<string, number> = {};
   /** Recent forced reclaims (evidence for violations): page, gen, t0, t1, outcome. */
-  private readonly reclaimLog: Array<{ gen: number; page: number; t0: number; t1: number; outcome: string }> = [];
+  private readonly reclaimLog: Array<{ gen: number; page: number; t0: number; t1: number; outcome: string }> =
+    [];
   private readonly totals = { ops: 0, reads: 0, writes: 0, okChunks: 0, lostChunks: 0 };
   private readonly byNode: Record<string, number> = {};
   private loops: Promise<void>[] = [];
@@ -266,7 +267,12 @@ export class LoadEngine {
 
   // ---- calls with deadline accounting -----------------------------------------------------------
 
-  private async call<T = Record<string, unknown>>(node: string, op: string, body: object, extraBoundMs = 0): Promise<CallResult<T>> {
+  private async call<T = Record<string, unknown>>(
+    node: string,
+    op: string,
+    body: object,
+    extraBoundMs = 0,
+  ): Promise<CallResult<T>> {
     const r = (await this.ports.call(node, op, body, this.cfg.callTimeoutMs)) as CallResult<T>;
     this.calls++;
     const boundMs = this.cfg.callBoundMs + extraBoundMs;
@@ -297,11 +303,22 @@ export class LoadEngine {
     };
     const mm = await this.call<{ addr: number }>(home, 'mmap', { pid, len: size });
     if (!mm.ok || !mm.value) return fail('mmap', mm);
-    const mk = await this.call<{ segid: string }>(home, 'make', { pid, addr: mm.value.addr, size, mode: 0o666 });
+    const mk = await this.call<{ segid: string }>(home, 'make', {
+      pid,
+      addr: mm.value.addr,
+      size,
+      mode: 0o666,
+    });
     if (!mk.ok || !mk.value) return fail('make', mk);
     const st = await this.ports.status(home);
     if (!st || st.pid !== os0) return fail('status', mk);
-    const g: Generation = { n: ++this.genCount, segid: mk.value.segid, pid, base: mm.value.addr, homeOsPid: st.pid };
+    const g: Generation = {
+      n: ++this.genCount,
+      segid: mk.value.segid,
+      pid,
+      base: mm.value.addr,
+      homeOsPid: st.pid,
+    };
     this.segids.push(g.segid);
     this.ports.log('generation up', g);
     return g;
@@ -331,7 +348,15 @@ export class LoadEngine {
   // ---- attachments: incarnations ------------------------------------------------------------------
 
   private newInc(s: Slot, g: Generation, epoch: number | undefined): Incarnation {
-    const inc: Incarnation = { id: ++this.incSeq, slot: s.index, node: s.node, gen: g.n, epoch, homeOsPid: g.homeOsPid, createdTs: now() };
+    const inc: Incarnation = {
+      id: ++this.incSeq,
+      slot: s.index,
+      node: s.node,
+      gen: g.n,
+      epoch,
+      homeOsPid: g.homeOsPid,
+      createdTs: now(),
+    };
     this.incs.set(inc.id, inc);
     return inc;
   }
@@ -357,7 +382,9 @@ export class LoadEngine {
     if (s.pid === undefined) {
       const os0 = (await this.ports.status(s.node))?.pid;
       if (os0 === undefined || this.ports.osPid(s.node) !== os0) return false;
-      const sp = await this.call<{ pid: number }>(s.node, 'spawn', { name: `fault-${s.name.replace('/', '-')}` });
+      const sp = await this.call<{ pid: number }>(s.node, 'spawn', {
+        name: `fault-${s.name.replace('/', '-')}`,
+      });
       if (!sp.ok || !sp.value) return false;
       if ((await this.ports.status(s.node))?.pid !== os0) return false; // restarted meanwhile
       s.pid = sp.value.pid;
@@ -372,7 +399,12 @@ export class LoadEngine {
       return false;
     }
     s.apid = gr.value.apid;
-    const at = await this.call<{ addr: number }>(s.node, 'attach', { pid: s.pid, apid: s.apid, offset: 0, size: this.cfg.segmentPages * PAGE });
+    const at = await this.call<{ addr: number }>(s.node, 'attach', {
+      pid: s.pid,
+      apid: s.apid,
+      offset: 0,
+      size: this.cfg.segmentPages * PAGE,
+    });
     if (!at.ok || !at.value) {
       if (at.code === 'ESRCH') s.pid = undefined;
       return false;
@@ -405,14 +437,27 @@ export class LoadEngine {
 
   private keysOf(g: Generation, round: number) {
     const r = round % this.maxRounds;
-    return this.keys.map((k) => ({ address: g.n * 1_000_000 + round * 1000 + k.i, page: k.page, word: r * this.cfg.wordsPerPage + k.w }));
+    return this.keys.map((k) => ({
+      address: g.n * 1_000_000 + round * 1000 + k.i,
+      page: k.page,
+      word: r * this.cfg.wordsPerPage + k.w,
+    }));
   }
 
   private seedOf(slot: number, chunk: number): number {
-    return (Math.imul(this.cfg.seed ^ 0x9e3779b9, 2654435761) ^ Math.imul(slot + 1, 0x85ebca6b) ^ Math.imul(chunk + 1, 0xc2b2ae35)) >>> 0;
+    return (
+      (Math.imul(this.cfg.seed ^ 0x9e3779b9, 2654435761) ^
+        Math.imul(slot + 1, 0x85ebca6b) ^
+        Math.imul(chunk + 1, 0xc2b2ae35)) >>>
+      0
+    );
   }
 
-  private async runChunk(s: Slot, g: Generation, o: { readOnly?: boolean; maxOps?: number; durationMs?: number } = {}): Promise<void> {
+  private async runChunk(
+    s: Slot,
+    g: Generation,
+    o: { readOnly?: boolean; maxOps?: number; durationMs?: number } = {},
+  ): Promise<void> {
     const inc = s.inc!;
     const base = s.base!;
     const round = this.round;
@@ -437,7 +482,12 @@ export class LoadEngine {
     const t0 = now();
     let r: CallResult<{ result: LoadProgramResult }>;
     try {
-      r = await this.call<{ result: LoadProgramResult }>(s.node, 'run', { pid: s.pid, module: PROGRAM, export: 'loadProgram', args }, args.durationMs);
+      r = await this.call<{ result: LoadProgramResult }>(
+        s.node,
+        'run',
+        { pid: s.pid, module: PROGRAM, export: 'loadProgram', args },
+        args.durationMs,
+      );
     } finally {
       rd.inflight--;
     }
@@ -459,7 +509,15 @@ export class LoadEngine {
     let n = 0;
     for (let i = 0; i < res.kinds.length; i++) {
       const kind = res.kinds[i] as 'r' | 'w';
-      rd.ops.push({ process: who, address: res.keys[i], kind, value: res.values[i], invokeTs: res.invoke[i], responseTs: res.response[i], inc: inc.id });
+      rd.ops.push({
+        process: who,
+        address: res.keys[i],
+        kind,
+        value: res.values[i],
+        invokeTs: res.invoke[i],
+        responseTs: res.response[i],
+        inc: inc.id,
+      });
       if (kind === 'r') this.totals.reads++;
       else this.totals.writes++;
       n++;
@@ -470,7 +528,8 @@ export class LoadEngine {
     const errs = Object.entries(res.errors);
     for (const [code, c] of errs) {
       this.errors[code] = (this.errors[code] ?? 0) + c;
-      for (const e of res.errorSamples) if (this.errorSamples.length < 20) this.errorSamples.push(`${s.name}: ${e}`);
+      for (const e of res.errorSamples)
+        if (this.errorSamples.length < 20) this.errorSamples.push(`${s.name}: ${e}`);
     }
     // a refused access: the attachment may be gone (fenced, segment gone); start a new incarnation
     if (errs.length > 0 && !s.home) s.needsSetup = true;
@@ -536,7 +595,10 @@ export class LoadEngine {
       const g = this.gen;
       if (!g || this.stopping || this.ports.osPid(this.cfg.home) !== g.homeOsPid) continue;
       const page = pages[Math.floor(rnd() * pages.length)];
-      const r = await this.call<{ outcome: string }>(this.cfg.home, 'reclaim', { pid: g.pid, addr: g.base + page * PAGE });
+      const r = await this.call<{ outcome: string }>(this.cfg.home, 'reclaim', {
+        pid: g.pid,
+        addr: g.base + page * PAGE,
+      });
       const outcome = r.ok ? String(r.value?.outcome) : `error:${r.code}`;
       this.reclaims[outcome] = (this.reclaims[outcome] ?? 0) + 1;
       this.reclaimLog.push({ gen: g.n, page, t0: r.t0, t1: r.t1, outcome });
@@ -552,7 +614,13 @@ export class LoadEngine {
     const epoch = inc.epoch;
     return this.ports
       .fencesOf(inc.node)
-      .some((o) => o.observer === this.cfg.home && (o.observerPid === inc.homeOsPid || o.observerPid === 0) && o.epoch !== undefined && o.epoch >= epoch);
+      .some(
+        (o) =>
+          o.observer === this.cfg.home &&
+          (o.observerPid === inc.homeOsPid || o.observerPid === 0) &&
+          o.epoch !== undefined &&
+          o.epoch >= epoch,
+      );
   }
 
   private checkRound(rd: RoundData): RoundCheck {
@@ -577,7 +645,9 @@ export class LoadEngine {
       indeterminateWrites: c.indeterminateWrites,
       syntheticWrites: c.syntheticWrites,
       lostChunks: rd.lost.length,
-      violations: c.result.violations.slice(0, 5).map((v) => ({ rule: v.rule, message: v.message.slice(0, 1200) })),
+      violations: c.result.violations
+        .slice(0, 5)
+        .map((v) => ({ rule: v.rule, message: v.message.slice(0, 1200) })),
       evidence: c.result.ok ? undefined : this.explain(rd, c.result.violations[0]),
     };
   }
@@ -597,7 +667,13 @@ export class LoadEngine {
     const reclaims = this.reclaimLog
       .filter((r) => r.gen === rd.gen && r.page === k?.page && r.t1 >= lo - 100 && r.t0 <= hi)
       .map((r) => `${iso(r.t0)} .. ${iso(r.t1)} reclaim page ${r.page}: ${r.outcome}`);
-    return { address: v.address, page: k?.page ?? -1, word: k ? (rd.round % this.maxRounds) * this.cfg.wordsPerPage + k.w : -1, ops, reclaims };
+    return {
+      address: v.address,
+      page: k?.page ?? -1,
+      word: k ? (rd.round % this.maxRounds) * this.cfg.wordsPerPage + k.w : -1,
+      ops,
+      reclaims,
+    };
   }
 
   /** Check (and free) every round that is over and has no chunk in flight. */
@@ -620,7 +696,8 @@ export class LoadEngine {
   async start(): Promise<{ segid: string }> {
     this.startedAt = now();
     const g = await this.buildGeneration();
-    if (!g) throw Object.assign(new Error('cannot create the shared segment at the home'), { code: 'E_SETUP' });
+    if (!g)
+      throw Object.assign(new Error('cannot create the shared segment at the home'), { code: 'E_SETUP' });
     this.gen = g;
     this.loops = this.slots.map((s) => this.driveSlot(s));
     if (this.cfg.reclaimEveryMs > 0) this.loops.push(this.reclaimLoop());
@@ -652,7 +729,13 @@ export class LoadEngine {
     // The survivors' data: the home process reads every word of the current round last.
     const g = this.gen;
     const homeSlot = this.slots.find((s) => s.home);
-    if (g && homeSlot?.inc && homeSlot.inc.gen === g.n && homeSlot.pid === g.pid && this.ports.osPid(this.cfg.home) === g.homeOsPid) {
+    if (
+      g &&
+      homeSlot?.inc &&
+      homeSlot.inc.gen === g.n &&
+      homeSlot.pid === g.pid &&
+      this.ports.osPid(this.cfg.home) === g.homeOsPid
+    ) {
       await this.runChunk(homeSlot, g, { readOnly: true, maxOps: this.keys.length * 4, durationMs: 2000 });
     }
     // every fence so far must be observed before the last rounds are judged
@@ -675,7 +758,13 @@ export class LoadEngine {
         const r = await this.ports.get(this.cfg.home, `/pages?segid=${encodeURIComponent(g.segid)}`, 5000);
         const p = r.value;
         pages = r.ok ? p : `${r.code}: ${r.message}`;
-        if (Array.isArray(p) && p.every((x: { sharers?: string[]; writer?: string | null }) => (x.sharers?.length ?? 0) === 0 && !x.writer)) {
+        if (
+          Array.isArray(p) &&
+          p.every(
+            (x: { sharers?: string[]; writer?: string | null }) =>
+              (x.sharers?.length ?? 0) === 0 && !x.writer,
+          )
+        ) {
           pagesCleared = true;
           break;
         }
@@ -702,7 +791,14 @@ export class LoadEngine {
       generations: this.genCount,
       segids: this.segids,
       elapsedMs: Math.round(now() - this.startedAt),
-      ops: { total: this.totals.ops, reads: this.totals.reads, writes: this.totals.writes, byNode: this.byNode, errors: this.errors, errorSamples: this.errorSamples },
+      ops: {
+        total: this.totals.ops,
+        reads: this.totals.reads,
+        writes: this.totals.writes,
+        byNode: this.byNode,
+        errors: this.errors,
+        errorSamples: this.errorSamples,
+      },
       chunks: { ok: this.totals.okChunks, lost: this.totals.lostChunks },
       incarnations: this.incs.size,
       reclaims: this.reclaims,
@@ -759,7 +855,12 @@ export function checkFaultHistory(
   incOf: (id: number) => IncInfo | undefined,
   slackMs: number,
   maxViolations = 10,
-): { result: ReturnType<typeof checkHistory>; droppedReads: number; indeterminateWrites: number; syntheticWrites: number } {
+): {
+  result: ReturnType<typeof checkHistory>;
+  droppedReads: number;
+  indeterminateWrites: number;
+  syntheticWrites: number;
+} {
   const nodeOf = (id: number) => incOf(id)?.node ?? '?';
   const tainted = (id: number) => incOf(id)?.tainted ?? true;
   interface W {
@@ -769,7 +870,8 @@ export function checkFaultHistory(
     synthetic: boolean;
   }
   const writes = new Map<number, W>();
-  for (const op of recorded) if (op.kind === 'w') writes.set(op.value, { op, inc: op.inc, node: nodeOf(op.inc), synthetic: false });
+  for (const op of recorded)
+    if (op.kind === 'w') writes.set(op.value, { op, inc: op.inc, node: nodeOf(op.inc), synthetic: false });
   let syntheticWrites = 0;
   for (const op of recorded) {
     if (op.kind !== 'r' || op.value === 0 || writes.has(op.value)) continue;
@@ -820,5 +922,10 @@ export function checkFaultHistory(
     }
     ops.push(plain(op));
   }
-  return { result: checkHistory(ops, maxViolations, slackMs), droppedReads, indeterminateWrites, syntheticWrites };
+  return {
+    result: checkHistory(ops, maxViolations, slackMs),
+    droppedReads,
+    indeterminateWrites,
+    syntheticWrites,
+  };
 }

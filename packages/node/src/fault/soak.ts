@@ -22,7 +22,7 @@ import { parseArgs } from 'node:util';
 import { prng } from '../load/program.js';
 import type { InstanceStatus } from './controller.js';
 import { DEFAULT_TIMINGS, Lab, leftovers, now, probeCapabilities, sleep, sweepOrphans } from './netns.js';
-import type { FaultWindow, LoadSummary } from './workload.js';
+import type { FaultWindow, LoadSummary, RoundCheck } from './workload.js';
 
 const KINDS = ['partition', 'one-way', 'pair', 'link-down', 'crash', 'pause'] as const;
 type Kind = (typeof KINDS)[number];
@@ -82,9 +82,10 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
   let rejoinFailed = 0;
   let faults = 0;
   const windows: FaultWindow[] = [];
+  const deck: Kind[] = [];
   const lostByPid = new Map<number, number>();
   const fencesByPid = new Map<number, number>();
-  const checkpointFailures: unknown[] = [];
+  const checkpointFailures: RoundCheck[] = [];
   let summary: LoadSummary | undefined;
   const leaks: Record<string, unknown> = {};
   const sampleCounters = async () => {
@@ -125,7 +126,15 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
       await sleep(Math.min(o.faultEveryMs * (0.5 + rnd()), Math.max(0, end - now())));
       if (now() >= end) break;
       await sampleCounters();
-      const kind: Kind = pick(o.kinds?.length ? o.kinds : KINDS);
+      // kinds come from a shuffled deck: every kind occurs in each run of |kinds| faults
+      if (deck.length === 0) {
+        deck.push(...(o.kinds?.length ? o.kinds : KINDS));
+        for (let i = deck.length - 1; i > 0; i--) {
+          const j = Math.floor(rnd() * (i + 1));
+          [deck[i], deck[j]] = [deck[j], deck[i]];
+        }
+      }
+      const kind: Kind = deck.pop()!;
       const victim = pick(o.victims?.length ? ids.filter((x) => o.victims?.includes(x)) : ids);
       const other = pick(ids.filter((x) => x !== victim));
       const cut = kind === 'pair' ? [victim, other] : [victim];
@@ -210,6 +219,7 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
       if (kind === 'crash') await sampleCounters();
       const tHeal = await heal();
       let rejoined = false;
+      let settledMs = 0;
       try {
         await lab.ctl.request('waitMesh', { timeoutMs: b.rejoinMs }, b.rejoinMs + 10_000);
         rejoined = true;
@@ -219,6 +229,7 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
           { timeoutMs: b.rejoinMs, stableMs: b.meshStableMs },
           b.rejoinMs + 10_000,
         );
+        settledMs = now() - tHeal;
       } catch (e) {
         rejoinFailed++;
         problems.push(
@@ -242,7 +253,7 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
       }
       await sampleCounters();
       log(
-        `fault ${faults}: ${kind} ${victim}${detail ? ` (${detail})` : ''} held ${Math.round(hold)} ms, fenced after ${times.map((x) => Math.round(x)).join('/') || 'never'} ms, ${rejoined ? `rejoined ${Math.round(now() - tHeal)} ms after the heal` : 'NO REJOIN'}`,
+        `fault ${faults}: ${kind} ${victim}${detail ? ` (${detail})` : ''} held ${Math.round(hold)} ms, fenced after ${times.map((x) => Math.round(x)).join('/') || 'never'} ms, ${rejoined ? `rejoined ${Math.round(rejoinMs[rejoinMs.length - 1])} ms after the heal (stable after ${Math.round(settledMs)} ms)` : 'NO REJOIN'}`,
       );
     }
     summary = await lab.ctl.request('load.stop', { windows }, 600_000);
@@ -332,7 +343,11 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
         }
       : null,
     history: summary
-      ? { ...summary.history, ok: historyOk, checkpointFailures: checkpointFailures.slice(0, 5) }
+      ? {
+          ...summary.history,
+          ok: historyOk,
+          checkpointFailures: checkpointFailures.slice(0, 5),
+        }
       : null,
     lostPages,
     segments: summary ? { generations: summary.generations, segids: summary.segids } : null,

@@ -147,6 +147,9 @@ export interface LoadSummary {
     droppedReads: number;
     indeterminateWrites: number;
     syntheticWrites: number;
+    /** Rounds that failed, and how many of them had a forced reclaim of the violating page nearby. */
+    failedCount: number;
+    failedWithReclaimNearby: number;
     failedRounds: RoundCheck[];
   };
   deadlines: { calls: number; slow: SlowCall[]; excused: number };
@@ -809,6 +812,9 @@ export class LoadEngine {
         droppedReads,
         indeterminateWrites,
         syntheticWrites,
+        failedCount: this.checks.filter((c) => !c.ok).length,
+        failedWithReclaimNearby: this.checks.filter((c) => !c.ok && (c.evidence?.reclaims.length ?? 0) > 0)
+          .length,
         failedRounds: this.checks.filter((c) => !c.ok).slice(0, 5),
       },
       deadlines: { calls: this.calls, slow: slow.slice(0, 50), excused: this.slow.length - slow.length },

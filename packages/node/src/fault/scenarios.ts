@@ -814,6 +814,10 @@ const lease: Scenario = {
       await sleep(20);
     }
     const stale = reads.filter((r) => r.ok && r.text === seg.pattern[1]);
+    ctx.note('reads at the cut-off reader after the write completed', {
+      writeCompletedAfterCutMs: Math.round(w.t1 - tCut),
+      reads,
+    });
     ctx.check(
       'after the write completed, the fenced reader never returns the old value',
       stale.length === 0,

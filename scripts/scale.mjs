@@ -7,6 +7,7 @@
 //   node scripts/scale.mjs reclaim [--pages 100000] [--frames 1048576] [--concurrency 1]
 //                                  [--attachers 2] [--prefault 63] [--profile DIR]   (c)
 //   node scripts/scale.mjs load    [--instances 8] [--duration 2000] [--workloads mixed,ping-pong]  (a)
+//   node scripts/scale.mjs lru     [--pages 100000,250000]                  shrink() vs the old LRU loop
 //   node scripts/scale.mjs profile FILE.cpuprofile [--from US --to US]      top self time of a profile
 //
 // Build first (`npx tsc -b`). Options: --json FILE, --logs DIR, --max-ms (a hard cap on the whole
@@ -584,6 +585,66 @@ async function runReclaim() {
   return result;
 }
 
+// ---- the LRU scan alone: shrink() vs the loop it replaced ----------------------------------------
+
+/**
+ * The shrink loop before the live LRU iterator (kept here only as the baseline of `lru`): it took
+ * the head with `lru.values().next()` on every step.
+ */
+async function headTakingShrink(k, reclaimPage, nr) {
+  const res = { scanned: 0, reclaimed: 0 };
+  const budget = k.lru.size * 2 + 8;
+  while (res.reclaimed < nr && res.scanned < budget && k.lru.size > 0) {
+    const pfn = k.lru.values().next().value;
+    k.lru.delete(pfn);
+    k.lru.add(pfn);
+    res.scanned++;
+    if ((await reclaimPage(k, pfn, { force: false, blockable: true })) === 'reclaimed') res.reclaimed++;
+  }
+  return res;
+}
+
+/** One kernel in this process, N stamped pages on its LRU, one full shrink; both loops. */
+async function runLru() {
+  const m = await machine();
+  const { createKernel } = await import(join(dist, 'kernel/index.js'));
+  const { reclaimPage, shrink } = await import(join(dist, 'kernel/reclaim.js'));
+  const sizes = (opt.pages ?? '100000,250000').split(',').map(Number);
+  const runs = [];
+  for (const n of sizes) {
+    if (!Number.isInteger(n) || n < 1 || n > 800_000) throw new Error('--pages: 1..800000 each');
+    for (const variant of ['live-iterator', 'head-taking']) {
+      log(`lru: ${n} pages, ${variant}`);
+      const kern = await createKernel({ name: 'lru', frames: n + 5120 });
+      try {
+        const p = await kern.spawn();
+        const a = await p.mmap(n * PAGE, 3);
+        const args = { base: a, first: 0, count: n, durationMs: 600_000 };
+        const st = await p.run(join(dist, SCALE_PROGRAM), 'stampPages', args);
+        const k = kern.k;
+        const lruPages = k.lru.size;
+        const t0 = performance.now();
+        const r =
+          variant === 'live-iterator' ? await shrink(k, n, true) : await headTakingShrink(k, reclaimPage, n);
+        const ms = performance.now() - t0;
+        runs.push({
+          variant,
+          pages: n,
+          stamped: st.touched,
+          lruPages,
+          scanned: r.scanned,
+          reclaimed: r.reclaimed,
+          ms: Math.round(ms),
+          usPerScanned: r2((ms * 1000) / Math.max(1, r.scanned)),
+        });
+      } finally {
+        await kern.close();
+      }
+    }
+  }
+  return { run: 'lru', machine: m, runs, loadavgEnd: loadavg().map(r2) };
+}
+
 // ---- (a) xpmesh load with 8 instances -----------------------------------------------------------
 
 async function runLoad() {
@@ -679,6 +740,7 @@ let out;
 if (cmd === 'boot') out = await runBoot();
 else if (cmd === 'reclaim') out = await runReclaim();
 else if (cmd === 'load') out = await runLoad();
+else if (cmd === 'lru') out = await runLru();
 else if (cmd === 'profile') {
   if (!positionals[1]) {
     console.error('profile needs a .cpuprofile file');
@@ -691,7 +753,7 @@ else if (cmd === 'profile') {
     25,
   );
 } else {
-  console.error(`unknown run "${cmd}" (boot, reclaim, load, profile)`);
+  console.error(`unknown run "${cmd}" (boot, reclaim, load, lru, profile)`);
   process.exit(2);
 }
 const text = JSON.stringify(out, null, 2);

@@ -18,6 +18,7 @@
  * caches, nothing left of the lab).
  */
 import { writeFileSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { prng } from '../load/program.js';
 import type { InstanceStatus } from './controller.js';
@@ -98,6 +99,7 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
     }
   };
   const t0 = now();
+  let keep = o.keepLogs;
   try {
     await lab.ctl.request('load.start', {
       nodes: ids,
@@ -283,7 +285,13 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
   } catch (e) {
     problems.push(`soak aborted: ${(e as Error).stack ?? e}`);
   } finally {
-    await lab.destroy({ keepLogs: o.keepLogs || problems.length > 0 });
+    const failed =
+      problems.length > 0 ||
+      summary?.history.ok !== true ||
+      checkpointFailures.length > 0 ||
+      (summary?.deadlines.slow.length ?? 0) > 0;
+    keep = o.keepLogs || failed;
+    await lab.destroy({ keepLogs: keep });
   }
   const left = leftovers();
   const lostPages = [...lostByPid.values()].reduce((a, x) => a + x, 0);
@@ -359,7 +367,7 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
       leftovers: left,
     },
     problems: problems.slice(0, 50),
-    logs: o.keepLogs || problems.length > 0 ? lab.dir : undefined,
+    logs: keep ? lab.dir : undefined,
   };
 }
 
@@ -466,7 +474,7 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   return summary.ok ? 0 : 1;
 }
 
-if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   main().then(
     (code) => process.exit(code),
     (e) => {

@@ -11,7 +11,8 @@
 //   node scripts/scale.mjs profile FILE.cpuprofile [--from US --to US]      top self time of a profile
 //
 // Build first (`npx tsc -b`). Options: --json FILE, --logs DIR, --max-ms (a hard cap on the whole
-// run, default 1,200,000).
+// run, default 1,200,000), --wait-quiet (first wait, up to 10 min, until the machine is < 25% busy;
+// every report records how busy it was: machine.busyBefore).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -724,12 +725,17 @@ async function runLoad() {
 
 // ---- main --------------------------------------------------------------------------------------
 
-const HELP = readFileSync(new URL(import.meta.url), 'utf8')
-  .split('\n')
-  .filter((l) => l.startsWith('//'))
-  .slice(0, 12)
-  .map((l) => l.slice(3))
-  .join('\n');
+/** The comment block at the top of this file. */
+const HELP = (() => {
+  const lines = readFileSync(new URL(import.meta.url), 'utf8')
+    .split('\n')
+    .slice(1);
+  const end = lines.findIndex((l) => !l.startsWith('//'));
+  return lines
+    .slice(0, end)
+    .map((l) => l.slice(3))
+    .join('\n');
+})();
 
 const cmd = positionals[0];
 if (opt.help || !cmd) {

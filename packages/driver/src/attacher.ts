@@ -235,13 +235,23 @@ async function unmapPages(
   const ps = k.pageSize;
   const work: Promise<unknown>[] = [];
   for (const att of attachmentsOf(d, segid)) {
+    // walk the smaller of the two: an invalidate of one page must not cost a walk of the whole
+    // attachment (reclaiming n pages one by one was O(n²) at the attacher)
     const idx: number[] = [];
-    for (let i = 0; i < att.npages; i++) {
+    const take = (i: number) => {
       const m = att.mapped[i];
-      if (m !== 0 && pages.has(att.firstPage + i) && (!wrprotect || m === 2)) {
+      if (m !== 0 && (!wrprotect || m === 2)) {
         idx.push(i);
         att.mapped[i] = wrprotect ? 1 : 0;
       }
+    };
+    if (pages.size < att.npages) {
+      for (const p of pages) {
+        const i = p - att.firstPage;
+        if (i >= 0 && i < att.npages) take(i);
+      }
+    } else {
+      for (let i = 0; i < att.npages; i++) if (pages.has(att.firstPage + i)) take(i);
     }
     for (const [first, n] of toRanges(idx)) {
       const a = att.vaddr + first * ps;

@@ -7,7 +7,14 @@
  */
 import { EventEmitter } from 'node:events';
 import type { KernelModule, KernelModuleApi, NotifierRegistration } from '@xpmesh/node/kernel';
-import type { Access, OneWayMessage, PeerNetwork, PeerSession, RequestMessage } from '@xpmesh/protocol';
+import {
+  type Access,
+  isWireErrorCode,
+  type OneWayMessage,
+  type PeerNetwork,
+  type PeerSession,
+  type RequestMessage,
+} from '@xpmesh/protocol';
 import { attacherDown, handleSegmentGone } from './attacher.js';
 import { DriverError, fail } from './errors.js';
 import { fenceNode, peerUp } from './fence.js';
@@ -553,7 +560,7 @@ export class XpmemDriver implements KernelModule {
       return reply as never;
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'E_INTERNAL';
-      const wire = WIRE_CODES.has(code) ? code : (KERNEL_TO_WIRE[code] ?? 'E_INTERNAL');
+      const wire = isWireErrorCode(code) ? code : (KERNEL_TO_WIRE[code] ?? 'E_INTERNAL');
       if (wire === 'E_INTERNAL') this.log.error({ err: e, msg }, 'xpmem: request handler failed');
       this.emitMessage('out', 'error', from.node, msg.cid);
       throw { code: wire, message: String((e as Error).message ?? e).slice(0, 500) };
@@ -577,21 +584,6 @@ export class XpmemDriver implements KernelModule {
     return PAGE_STATES;
   }
 }
-
-const WIRE_CODES = new Set([
-  'E_MALFORMED',
-  'E_STATE',
-  'E_TIMEOUT',
-  'E_STALE_EPOCH',
-  'E_NO_SEGMENT',
-  'E_NO_PERMIT',
-  'E_PERM',
-  'E_RANGE',
-  'E_ACCESS',
-  'E_FAULT',
-  'E_BUSY',
-  'E_INTERNAL',
-]);
 
 /** Kernel errno codes that can escape a handler (bounded waits, races) and what the peer sees. */
 const KERNEL_TO_WIRE: Record<string, string> = {

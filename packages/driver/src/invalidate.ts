@@ -215,14 +215,18 @@ export async function unexportIfEmpty(d: XpmemDriver, pfn: number, lockHeld: boo
     k.unexportPage(pfn);
     return;
   }
-  if (k.trylockPage(pfn)) {
+  /** One synchronous attempt: true when done (unexported, or nothing left to do). */
+  const attempt = (): boolean => {
+    if (!d.loaded || !d.rmap.isEmpty(pfn) || !k.pageExported(pfn)) return true;
+    if (!k.trylockPage(pfn)) return false;
     try {
       if (d.rmap.isEmpty(pfn) && k.pageExported(pfn)) k.unexportPage(pfn);
     } finally {
       k.unlockPage(pfn);
     }
-    return;
-  }
+    return true;
+  };
+  if (attempt()) return;
   // Someone (usually the kernel: reclaim or migration walking the page) holds the lock. Never sleep
   // on the lock of a frame we hold no reference to: it may be freed and reused meanwhile, and a
   // lock taken on the reused frame would collide with its new owner. Poll with trylock instead;
@@ -230,15 +234,7 @@ export async function unexportIfEmpty(d: XpmemDriver, pfn: number, lockHeld: boo
   // reclaim or migration it calls our rmap notifier anyway, which unexports an empty page.
   let tries = 0;
   const retry = () => {
-    if (!d.loaded || !d.rmap.isEmpty(pfn) || !k.pageExported(pfn)) return;
-    if (k.trylockPage(pfn)) {
-      try {
-        if (d.rmap.isEmpty(pfn) && k.pageExported(pfn)) k.unexportPage(pfn);
-      } finally {
-        k.unlockPage(pfn);
-      }
-      return;
-    }
+    if (attempt()) return;
     if (++tries < 200) d.clock.setTimeout(retry, 5);
     else d.log.warn({ pfn }, 'xpmem: page stayed locked; PG_external_rmap left for the rmap notifier');
   };

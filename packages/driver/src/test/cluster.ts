@@ -117,6 +117,13 @@ export async function checkKernel(k: TestKernel): Promise<void> {
   }
 }
 
+/** A new process on `n` that gets `segid` read-write and attaches its first `pages` pages. */
+export async function attachOn(n: Inst, segid: string, pages: number) {
+  const q = await n.kernel.spawn({ catchSignals: true });
+  const apid = await n.driver.get(q.pid, segid, 'rw');
+  return { q, apid, va: await n.driver.attach(q.pid, apid, 0, pages * PAGE) };
+}
+
 /**
  * Wait (bounded) until the driver is quiescent: no fence waiting out a lease, no invalidation or
  * notifier bracket in flight. Fences finish in the background (lease wait), so checks of "no entry

@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
+  attachOn,
   type Cluster,
   checkDriver,
   expectCode,
@@ -40,12 +41,6 @@ async function exported(value: number) {
   return { p, va, segid };
 }
 
-async function attachOn(n: Inst, segid: string) {
-  const q = await n.kernel.spawn({ catchSignals: true });
-  const apid = await n.driver.get(q.pid, segid, 'rw');
-  return { q, apid, va: await n.driver.attach(q.pid, apid, 0, PAGE) };
-}
-
 async function allUp() {
   await until(
     () => c.nodes.every((n) => n.net.sessions().length === c.nodes.length - 1),
@@ -57,7 +52,7 @@ async function allUp() {
 test('a partitioned reader never reads its old copy after the home write completed', async (t) => {
   await allUp();
   const s = await exported(0x1000);
-  const b = await attachOn(B, s.segid);
+  const b = await attachOn(B, s.segid, 1);
   assert.equal(await b.q.read32(b.va), 0x1000, 'b holds a read copy');
   c.sw.partition('a', 'b');
   t.after(() => c.sw.heal('a', 'b'));
@@ -90,7 +85,7 @@ test('a partitioned reader never reads its old copy after the home write complet
   assert.ok(B.driver.status().counters.leaseWaits > 0 || after.every((r) => r.value === 'SIGBUS'));
   c.sw.heal('a', 'b');
   await allUp();
-  const b2 = await attachOn(B, s.segid);
+  const b2 = await attachOn(B, s.segid, 1);
   assert.equal(await b2.q.read32(b2.va), 0x2000, 'the new session reads the new value');
   await A.driver.remove(s.segid);
 });
@@ -98,7 +93,7 @@ test('a partitioned reader never reads its old copy after the home write complet
 test('a reclaim refused because a mapper was fenced leaves a device entry the driver still handles', async (t) => {
   await allUp();
   const s = await exported(0x3000);
-  const b = await attachOn(B, s.segid);
+  const b = await attachOn(B, s.segid, 1);
   assert.equal(await b.q.read32(b.va), 0x3000);
   const pfn = A.kernel.pfnOf(s.p.pid, s.va) as number;
   assert.deepEqual(A.kernel.api.deviceEntryAt(s.p.mm, s.va)?.mode, 'readonly', 'home PTE: readonly device');
@@ -121,7 +116,7 @@ test('a reclaim refused because a mapper was fenced leaves a device entry the dr
   c.sw.heal('a', 'b');
   await allUp();
   await expectCode(B.driver.attach(b.q.pid, b.apid, 0, PAGE), 'E_NO_PERMIT');
-  const b2 = await attachOn(B, s.segid);
+  const b2 = await attachOn(B, s.segid, 1);
   assert.equal(await b2.q.read32(b2.va), 0x3001);
   checkDriver(A, new Set(['a', 'b']));
   await A.driver.remove(s.segid);

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
+  attachOn,
   type Cluster,
   checkDriver,
   countSent,
@@ -35,12 +36,6 @@ async function setup(pages: number, value: number) {
   for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE, value + i);
   const segid = await A.driver.make(p.pid, va, pages * PAGE, 0o600);
   return { p, va, segid };
-}
-
-async function attachOn(n: Inst, segid: string, pages: number) {
-  const q = await n.kernel.spawn({ catchSignals: true });
-  const apid = await n.driver.get(q.pid, segid, 'rw');
-  return { q, apid, va: await n.driver.attach(q.pid, apid, 0, pages * PAGE) };
 }
 
 /**

@@ -81,6 +81,8 @@ export interface DriverCounters {
   fences: number;
   /** Copies revoked because an invalidation overtook the map-ok that granted them. */
   overtakenGrants: number;
+  /** Invalidations that waited for an earlier invalidation of the same page to end first. */
+  serializedInvalidations: number;
   /** Accesses that found their lease expired and waited for renewal. */
   leaseWaits: number;
   lostDirtyPages: number;
@@ -200,6 +202,7 @@ export class XpmemDriver implements KernelModule {
     invalidationsAcked: 0,
     fences: 0,
     overtakenGrants: 0,
+    serializedInvalidations: 0,
     leaseWaits: 0,
     lostDirtyPages: 0,
     reclaimRefusals: 0,
@@ -426,6 +429,47 @@ export class XpmemDriver implements KernelModule {
         });
       });
     }
+  }
+
+  /**
+   * Wait (bounded) until no invalidation of any of `pages` is in flight. Invalidations of one page
+   * are serialised: two in flight to the same mapper would race their acks (the mapper answers the
+   * second one "nothing here" once the first took the copy, and that empty ack may be processed
+   * first, removing the entry the dirty data of the other ack still needs). The in-flight one is
+   * itself bounded (ack deadline, then fence and lease), so this wait is too; past the bound it
+   * logs and goes on rather than hang a notifier.
+   */
+  async waitInvalidations(seg: Segment, pages: readonly number[]): Promise<void> {
+    const deadline = this.clock.now() + this.invalidationBoundMs * 3 + 1000;
+    let waited = false;
+    for (;;) {
+      const p = pages.find((q) => seg.inval[q] > 0);
+      if (p === undefined) break;
+      const left = deadline - this.clock.now();
+      if (left <= 0) {
+        this.log.error({ segid: seg.segid, page: p }, 'xpmem: earlier invalidation did not end in its bound');
+        break;
+      }
+      waited = true;
+      await new Promise<void>((resolve) => {
+        const list = seg.invalDone.get(p) ?? [];
+        seg.invalDone.set(p, list);
+        const t = this.clock.setTimeout(resolve, left);
+        list.push(() => {
+          this.clock.clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    if (waited) this.counters.serializedInvalidations++;
+  }
+
+  /** The last invalidation of `page` ended: wake the invalidations waiting for it. */
+  wakeInvalidations(seg: Segment, page: number): void {
+    const list = seg.invalDone.get(page);
+    if (!list || seg.inval[page] > 0) return;
+    seg.invalDone.delete(page);
+    for (const w of list) w();
   }
 
   wakeIdle(seg: Segment, page: number): void {

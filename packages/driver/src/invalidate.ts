@@ -60,6 +60,8 @@ export async function invalidatePages(
   o: InvalidateOptions,
 ): Promise<InvalidateResult> {
   const pfnOf = (p: number): number => o.pfn ?? seg.pfn[p];
+  // one invalidation of a page at a time (see waitInvalidations); the entries are read after it
+  await d.waitInvalidations(seg, pages);
   const byNode = new Map<number, number[]>();
   /** Entries of sessions that are over (the node came back with a new epoch): fenced, not asked. */
   const staleSessions = new Map<number, number>();
@@ -171,6 +173,7 @@ export async function invalidatePages(
       if (seg.inval[p] === 0) {
         const left = d.rmap.entries(pfnOf(p), seg.slot, p);
         d.transition(seg, p, left.length ? 'downgrade-end' : 'invalidate-end');
+        d.wakeInvalidations(seg, p);
         d.wakeIdle(seg, p);
       }
     }

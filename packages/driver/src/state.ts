@@ -33,6 +33,8 @@ export class Segment {
   readonly dev: Uint8Array;
   readonly mutex = new KeyedMutex<number>();
   readonly idle = new Map<number, Array<() => void>>();
+  /** Invalidations waiting for the one in flight on the page to end (see waitInvalidations). */
+  readonly invalDone = new Map<number, Array<() => void>>();
   /** Instances (node index) that hold or held a permit: they get segment-gone. */
   readonly permitNodes = new Set<string>();
   removed = false;

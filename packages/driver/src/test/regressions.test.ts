@@ -4,16 +4,28 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { type Cluster, checkKernel, type Inst, makeCluster, PAGE, PROT_RW, type Proc } from './cluster.js';
+import type { MessageEvent } from '../index.js';
+import {
+  attachOn,
+  type Cluster,
+  checkKernel,
+  type Inst,
+  makeCluster,
+  PAGE,
+  PROT_RW,
+  type Proc,
+  quiesce,
+} from './cluster.js';
 
 let c: Cluster;
 let A: Inst;
 let B: Inst;
+let C: Inst;
 const procs: Proc[] = [];
 
 before(async () => {
-  c = await makeCluster({ names: ['a', 'b'] });
-  [A, B] = c.nodes;
+  c = await makeCluster({ names: ['a', 'b', 'c'] });
+  [A, B, C] = c.nodes;
 });
 after(async () => {
   for (const p of procs) await p.exit(0).catch(() => undefined);
@@ -68,4 +80,41 @@ test('attach-churn: a grant made after a detach was sent is not dropped by that 
   assert.equal(A.driver.status().rmap.entries, 0);
   await checkKernel(A.kernel);
   await checkKernel(B.kernel);
+});
+
+test('reclaim-storm: an invalidation racing an upgrade of the same page does not lose the writer’s data', async () => {
+  // B holds the page for writing (dirty). C's write upgrades: the home invalidates B's copy. While
+  // that invalidation is in flight, reclaim of the frame starts and invalidates the page again. B
+  // answers the first with its data and the second with "nothing here"; if both were in flight at
+  // once, the empty ack (B's second handler has nothing to zap, so it answers first) removed B's
+  // entry and the data in the other ack was thrown away: the frame went to swap without B's write.
+  const p = await spawn(A);
+  const va = await p.mmap(PAGE, PROT_RW);
+  await p.write32(va, 0xa0);
+  const segid = await A.driver.make(p.pid, va, PAGE, 0o600);
+  const b = await attachOn(B, segid, 1);
+  const cc = await attachOn(C, segid, 1);
+  procs.push(b.q, cc.q);
+  await b.q.write32(b.va, 0xb0); // B: remote-exclusive, dirty
+  const pfn = A.kernel.pfnOf(p.pid, va) as number;
+  let reclaim: Promise<unknown> | undefined;
+  const onMsg = (m: MessageEvent) => {
+    if (m.dir === 'out' && m.type === 'invalidate' && m.peer === 'b' && !reclaim) {
+      reclaim = A.kernel.reclaimPage(pfn);
+    }
+  };
+  A.driver.events.on('message', onMsg);
+  try {
+    await cc.q.write32(cc.va + 4, 0xc1); // another word of the same page: B's word must survive
+  } finally {
+    A.driver.events.off('message', onMsg);
+  }
+  assert.ok(reclaim, 'the upgrade sent an invalidate to b');
+  const outcome = await reclaim;
+  assert.equal(await p.read32(va), 0xb0, `B's write survives (reclaim outcome ${String(outcome)})`);
+  assert.equal(await p.read32(va + 4), 0xc1);
+  assert.equal(await b.q.read32(b.va), 0xb0);
+  await quiesce(A);
+  await A.driver.remove(segid);
+  await checkKernel(A.kernel);
 });

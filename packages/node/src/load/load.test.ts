@@ -65,17 +65,8 @@ describe('xpmesh load against a local cluster', { timeout: 180_000 }, () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  // A known open race (issues 4 and 6, docs/load.md "Known failures"): with forced reclaims, a
-  // process of the home instance sometimes reads or writes without faulting after another
-  // instance's write completed. These tests still run and report; they are todo until it is fixed.
-  const KNOWN_RACES: Partial<Record<string, string>> = {
-    'reclaim-storm':
-      'open race under reclaim: a home-instance process reads without faulting after a remote write (see docs/load.md)',
-    mixed:
-      'the same race (mixed forces reclaims too); failed 1 of 2 fresh-clone CI rehearsals (see docs/load.md)',
-  };
   for (const workload of WORKLOADS) {
-    it(`${workload}: runs and passes its history check`, { todo: KNOWN_RACES[workload] }, async () => {
+    it(`${workload}: runs and passes its history check`, async () => {
       const o = {
         workload,
         procsPerInstance: 2,

@@ -146,8 +146,48 @@ export async function fenceLocalAttachers(
 /** Pages the grant protocol is resolving right now (getUserPage may touch our own device entry). */
 const inGup = new WeakMap<Segment, Map<number, boolean>>();
 
-/** Steps 1-6 above for one page, for remote instance `node` holding `permit`. */
+/**
+ * Steps 1-6 above for one page, for remote instance `node` holding `permit`. The returned promise
+ * settles with the grant; the page itself stays held (its mutex) until `hold` settles (bounded by
+ * the request timeout): handleMap releases it once the map-ok is queued on the link. Safety does
+ * not depend on this (a grant overtaken by an invalidation is dropped by its grant id), liveness
+ * does: released at once, the next conflicting request's invalidate was queued BEFORE the map-ok it
+ * covers, so the copy was dropped on arrival, the fault retried and invalidated the next grant in
+ * turn — with 8 instances writing one page almost no grant was ever used.
+ */
 export function grantPage(
+  d: XpmemDriver,
+  seg: Segment,
+  p: number,
+  permit: Permit,
+  write: boolean,
+  hold: Promise<void> = Promise.resolve(),
+): Promise<{ pd: PageData; grant: number }> {
+  return new Promise((resolve, reject) => {
+    seg.mutex
+      .run(p, async () => {
+        let r: { pd: PageData; grant: number };
+        try {
+          r = await grantPageLocked(d, seg, p, permit, write);
+        } catch (e) {
+          reject(e);
+          return;
+        }
+        resolve(r);
+        await new Promise<void>((done) => {
+          const t = d.clock.setTimeout(done, d.requestTimeoutMs);
+          void hold.finally(() => {
+            d.clock.clearTimeout(t);
+            done();
+          });
+        });
+      })
+      .catch(reject);
+  });
+}
+
+/** grantPage's work, with the page mutex held by the caller. */
+async function grantPageLocked(
   d: XpmemDriver,
   seg: Segment,
   p: number,
@@ -157,79 +197,77 @@ export function grantPage(
   const k = d.kernel;
   const node = d.nodeIdx(permit.node);
   const addr = pageAddr(d, seg, p);
-  return seg.mutex.run(p, async () => {
-    for (let attempt = 0; attempt < GRANT_RETRIES; attempt++) {
-      if (seg.removed) fail('E_NO_SEGMENT', `segment ${seg.segid} removed`);
-      if (d.permits.get(permit.apid) !== permit) fail('E_NO_PERMIT', `permit ${permit.apid} revoked`);
-      await d.waitIdle(seg, p);
-      await resolveConflicts(d, seg, p, node, write);
-      await fenceLocalAttachers(d, seg, p, write);
-      // the source PTE must agree with the copies that are left BEFORE getUserPage: after a recall with
-      // downgrade the former writer still reads, and a 'none' entry cleared by our own getUserPage
-      // would leave the home writable under that read copy
-      await syncHomePte(d, seg, p);
-      // mainline order: the sequence number is read BEFORE getUserPage, so an invalidation that
-      // starts or ends while we resolve the page (a migration that moves it, a munmap) forces a retry
-      const seq = await k.mmuIntervalReadBegin(seg.mm);
-      const gen = seg.gen[p];
-      let pfn: number;
-      const busy = inGup.get(seg) ?? new Map<number, boolean>();
-      inGup.set(seg, busy);
-      busy.set(p, write);
-      try {
-        pfn = await k.getUserPage(seg.mm, addr, { write });
-      } catch (e) {
-        throw gupError(e, seg, p);
-      } finally {
-        busy.delete(p);
+  for (let attempt = 0; attempt < GRANT_RETRIES; attempt++) {
+    if (seg.removed) fail('E_NO_SEGMENT', `segment ${seg.segid} removed`);
+    if (d.permits.get(permit.apid) !== permit) fail('E_NO_PERMIT', `permit ${permit.apid} revoked`);
+    await d.waitIdle(seg, p);
+    await resolveConflicts(d, seg, p, node, write);
+    await fenceLocalAttachers(d, seg, p, write);
+    // the source PTE must agree with the copies that are left BEFORE getUserPage: after a recall with
+    // downgrade the former writer still reads, and a 'none' entry cleared by our own getUserPage
+    // would leave the home writable under that read copy
+    await syncHomePte(d, seg, p);
+    // mainline order: the sequence number is read BEFORE getUserPage, so an invalidation that
+    // starts or ends while we resolve the page (a migration that moves it, a munmap) forces a retry
+    const seq = await k.mmuIntervalReadBegin(seg.mm);
+    const gen = seg.gen[p];
+    let pfn: number;
+    const busy = inGup.get(seg) ?? new Map<number, boolean>();
+    inGup.set(seg, busy);
+    busy.set(p, write);
+    try {
+      pfn = await k.getUserPage(seg.mm, addr, { write });
+    } catch (e) {
+      throw gupError(e, seg, p);
+    } finally {
+      busy.delete(p);
+    }
+    d.counters.pins++;
+    let granted = false;
+    try {
+      if (seg.gen[p] !== gen || seg.inval[p] > 0 || seg.busy[p] > 0) continue;
+      if (seg.pfn[p] !== pfn) {
+        if (!d.rmap.entries(seg.pfn[p], seg.slot, p).length) seg.pfn[p] = pfn;
+        else continue; // stale entries on an old frame: an invalidation is coming (gen will move)
       }
-      d.counters.pins++;
-      let granted = false;
       try {
-        if (seg.gen[p] !== gen || seg.inval[p] > 0 || seg.busy[p] > 0) continue;
-        if (seg.pfn[p] !== pfn) {
-          if (!d.rmap.entries(seg.pfn[p], seg.slot, p).length) seg.pfn[p] = pfn;
-          else continue; // stale entries on an old frame: an invalidation is coming (gen will move)
-        }
-        try {
-          await setHomeDevice(d, seg, p, write ? DEV_NONE : DEV_READONLY);
-        } catch {
+        await setHomeDevice(d, seg, p, write ? DEV_NONE : DEV_READONLY);
+      } catch {
+        continue;
+      }
+      await k.lockPage(pfn, d.ackTimeoutMs);
+      try {
+        // the page lock keeps reclaim and migration off the entry from here to the rmap entry
+        const devOk = devModeAt(d, seg, p, pfn) === (write ? DEV_NONE : DEV_READONLY);
+        if (
+          seg.gen[p] !== gen ||
+          seg.inval[p] > 0 ||
+          seg.busy[p] > 0 ||
+          k.mmuIntervalReadRetry(seg.mm, seq) ||
+          seg.removed ||
+          !devOk
+        ) {
           continue;
         }
-        await k.lockPage(pfn, d.ackTimeoutMs);
-        try {
-          // the page lock keeps reclaim and migration off the entry from here to the rmap entry
-          const devOk = devModeAt(d, seg, p, pfn) === (write ? DEV_NONE : DEV_READONLY);
-          if (
-            seg.gen[p] !== gen ||
-            seg.inval[p] > 0 ||
-            seg.busy[p] > 0 ||
-            k.mmuIntervalReadRetry(seg.mm, seq) ||
-            seg.removed ||
-            !devOk
-          ) {
-            continue;
-          }
-          if (!k.pageExported(pfn)) k.exportPage(pfn); // PG_external_rmap first, lock held
-          d.rmap.add(pfn, node, seg.slot, p, permit.slot, permit.epoch, write);
-          const grant = ++d.grantSeq;
-          d.transition(seg, p, write ? 'grant-write' : 'grant-read');
-          const data = new Uint8Array(k.pageSize);
-          data.set(k.pageBytes(pfn));
-          granted = true;
-          d.counters.mapsGranted++;
-          return { pd: { page: p, version: seg.version[p], data }, grant };
-        } finally {
-          k.unlockPage(pfn);
-        }
+        if (!k.pageExported(pfn)) k.exportPage(pfn); // PG_external_rmap first, lock held
+        d.rmap.add(pfn, node, seg.slot, p, permit.slot, permit.epoch, write);
+        const grant = ++d.grantSeq;
+        d.transition(seg, p, write ? 'grant-write' : 'grant-read');
+        const data = new Uint8Array(k.pageSize);
+        data.set(k.pageBytes(pfn));
+        granted = true;
+        d.counters.mapsGranted++;
+        return { pd: { page: p, version: seg.version[p], data }, grant };
       } finally {
-        k.putPage(pfn);
-        d.counters.unpins++;
-        if (!granted) await syncHomePte(d, seg, p);
+        k.unlockPage(pfn);
       }
+    } finally {
+      k.putPage(pfn);
+      d.counters.unpins++;
+      if (!granted) await syncHomePte(d, seg, p);
     }
-    fail('E_BUSY', `page ${p} of ${seg.segid} stayed contended`);
-  });
+  }
+  fail('E_BUSY', `page ${p} of ${seg.segid} stayed contended`);
 }
 
 function gupError(e: unknown, seg: Segment, p: number): DriverError {
@@ -257,10 +295,19 @@ export async function handleMap(d: XpmemDriver, from: PeerSession, msg: MapReq):
   if (msg.page + msg.count > seg.npages)
     fail('E_RANGE', `pages ${msg.page}+${msg.count} outside ${seg.npages}`);
   // Pages are independent (one mutex each): grant them concurrently, reply with the run that
-  // succeeded from the first page (the faulting one; the rest is prefault and best effort).
+  // succeeded from the first page (the faulting one; the rest is prefault and best effort). The
+  // pages stay held until the reply is queued: the protocol queues it in the continuations of this
+  // handler's promise (microtasks), so a macrotask later it is on the link, ahead of any invalidate
+  // of these pages.
+  let release!: () => void;
+  const queued = new Promise<void>((r) => {
+    release = r;
+  });
   const results = await Promise.allSettled(
-    Array.from({ length: msg.count }, (_, i) => grantPage(d, seg, msg.page + i, permit, msg.access === 'rw')),
-  );
+    Array.from({ length: msg.count }, (_, i) =>
+      grantPage(d, seg, msg.page + i, permit, msg.access === 'rw', queued),
+    ),
+  ).finally(() => setImmediate(release));
   const first = results[0];
   if (first.status === 'rejected') {
     // later pages may have been granted: they stay in the map as if prefetched and dropped

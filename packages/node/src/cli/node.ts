@@ -1,5 +1,5 @@
 /** `xpmesh node`: run one instance until SIGTERM / SIGINT. */
-import { bootLayers } from '../daemon/boot.js';
+import { bootLayers, closeLayers } from '../daemon/boot.js';
 import { CONFIG_SETTINGS, ConfigError, configArgOptions, resolveConfig } from '../daemon/config.js';
 import { startInstance } from '../daemon/instance.js';
 import { createLogger } from '../daemon/logger.js';
@@ -39,10 +39,18 @@ export async function runNode(argv: string[], env: Env, io: Io): Promise<number>
     { listen: `${config.listenHost}:${config.listenPort}`, peers: config.peers, frames: config.frames },
     'starting',
   );
+  // bootLayers removes the swap file's name once the kernel has it open (see unlinkSwapFile), so no
+  // exit path below leaves it in the directory; on its own errors it closes what it started.
   const parts = await bootLayers(config, logger);
-  const instance = await startInstance(config, logger, parts);
-  logger.info({ admin: instance.adminUrl }, 'ready');
-
+  let instance: Awaited<ReturnType<typeof startInstance>>;
+  try {
+    instance = await startInstance(config, logger, parts);
+  } catch (err) {
+    // e.g. the admin port is taken: close the kernel's workers and the peer links, or they would
+    // keep the process alive after the error is reported.
+    await closeLayers(parts, logger);
+    throw err;
+  }
   return new Promise<number>((resolve) => {
     let exiting = false;
     const shutdown = (why: string) => {
@@ -71,5 +79,8 @@ export async function runNode(argv: string[], env: Env, io: Io): Promise<number>
       process.on('disconnect', () => shutdown('launcher gone'));
       process.channel.unref();
     }
+    // Only now: whoever waits for this line (or for /healthz) may signal at once, and the signal
+    // must find the handlers above (without them SIGTERM kills the process outright, no shutdown).
+    logger.info({ admin: instance.adminUrl }, 'ready');
   });
 }

@@ -2,6 +2,7 @@
  * Boots the layers of one instance from its configuration: the kernel, the peer network, and the
  * XPmem driver loaded into the kernel as a module. Returns them as the daemon's ports.
  */
+import { access, unlink } from 'node:fs/promises';
 import { createWsPeerNetwork, type PeerNetwork } from '@xpmesh/protocol';
 import type { KernelModule } from '../kernel/api.js';
 import { createKernel } from '../kernel/index.js';
@@ -39,15 +40,44 @@ export function messageFirst(l: Logger) {
   };
 }
 
+/**
+ * The swap file's name is removed as soon as the kernel has opened it: the kernel reads and writes
+ * the swap area only through its open file descriptor (`SwapArea`), so the file stays usable until
+ * the kernel closes it, and no way out of the process (signal, shutdown, an error during start-up,
+ * a crash, SIGKILL) can leave it behind. Its space is freed when the descriptor is closed.
+ */
+export async function unlinkSwapFile(path: string, logger: Logger): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+      logger.warn({ err, swapFile: path }, 'cannot remove the swap file; it stays after exit');
+  }
+}
+
 export async function bootLayers(config: NodeConfig, logger: Logger): Promise<InstanceParts> {
-  const kernel = await createKernel({
-    name: config.node,
-    frames: config.frames,
-    swapPath: config.swapPath,
-    logger: logger.child({ layer: 'kernel' }),
-    // the rmap notifier may wait for an ack deadline and then a fenced instance's lease
-    rmapNotifierTimeoutMs: config.ackTimeoutMs + Math.ceil(config.leaseMs * 1.1) + 2000,
-  });
+  const existed = await access(config.swapPath).then(
+    () => true,
+    () => false,
+  );
+  let kernel: Awaited<ReturnType<typeof createKernel>>;
+  try {
+    kernel = await createKernel({
+      name: config.node,
+      frames: config.frames,
+      swapPath: config.swapPath,
+      logger: logger.child({ layer: 'kernel' }),
+      // the rmap notifier may wait for an ack deadline and then a fenced instance's lease
+      rmapNotifierTimeoutMs: config.ackTimeoutMs + Math.ceil(config.leaseMs * 1.1) + 2000,
+    });
+  } catch (err) {
+    // The kernel may have created the file before it failed (e.g. sizing it): remove it, but never
+    // a file that was there before.
+    if (!existed) await unlink(config.swapPath).catch(() => undefined);
+    throw err;
+  }
+  // a file the operator put there stays (the kernel overwrites its contents, the name is theirs)
+  if (!existed) await unlinkSwapFile(config.swapPath, logger);
   const scheme = config.tlsCert ? 'wss' : 'ws';
   let net: Awaited<ReturnType<typeof createWsPeerNetwork>>;
   try {
@@ -65,18 +95,41 @@ export async function bootLayers(config: NodeConfig, logger: Logger): Promise<In
       logger: messageFirst(logger.child({ layer: 'protocol' })),
     });
   } catch (err) {
-    await kernel.close();
+    await closeLayers({ kernel }, logger);
     throw err;
   }
-  const { createXpmemDriver } = (await import(DRIVER_MODULE)) as DriverModule;
-  const driver = createXpmemDriver({
-    net,
-    logger: logger.child({ layer: 'driver' }),
-    ackTimeoutMs: config.ackTimeoutMs,
-    requestTimeoutMs: config.requestTimeoutMs,
-    leaseMs: config.leaseMs,
-    prefault: config.prefault + 1,
-  });
-  await kernel.loadModule(driver);
-  return { kernel, net, driver };
+  try {
+    const { createXpmemDriver } = (await import(DRIVER_MODULE)) as DriverModule;
+    const driver = createXpmemDriver({
+      net,
+      logger: logger.child({ layer: 'driver' }),
+      ackTimeoutMs: config.ackTimeoutMs,
+      requestTimeoutMs: config.requestTimeoutMs,
+      leaseMs: config.leaseMs,
+      prefault: config.prefault + 1,
+    });
+    await kernel.loadModule(driver);
+    return { kernel, net, driver };
+  } catch (err) {
+    await closeLayers({ kernel, net }, logger);
+    throw err;
+  }
+}
+
+/**
+ * Close what `bootLayers` started when the instance cannot start after all (e.g. the admin port is
+ * taken), in the shutdown order: driver, peer links, kernel (its workers end, the swap area is
+ * closed). Failures are logged, not thrown: the caller is already failing.
+ */
+export async function closeLayers(parts: Partial<InstanceParts>, logger: Logger): Promise<void> {
+  const step = async (name: string, f: () => unknown) => {
+    try {
+      await f();
+    } catch (err) {
+      logger.warn({ err, step: name }, 'closing after a failed start: step failed');
+    }
+  };
+  await step('driver', () => parts.driver?.unload?.());
+  await step('net', () => parts.net?.close());
+  await step('kernel', () => parts.kernel?.close());
 }

@@ -134,7 +134,7 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     env: 'XPMESH_SWAP_FILE',
     kind: 'string',
     default: '<tmpdir>/xpmesh-<id>-<pid>.swap',
-    help: 'swap file (created; removed at exit)',
+    help: 'swap file (created at start-up; its name is removed at once, nothing is left at exit)',
   },
   {
     key: 'adminHost',

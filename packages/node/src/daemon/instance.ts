@@ -265,14 +265,18 @@ export async function startInstance(
   return { adminUrl, metrics, stop };
 }
 
+/**
+ * The `outcome` label of a reclaim result. The kernel answers its `ReclaimOutcome` string (listed in
+ * docs/metrics.md), which passes through; other shapes (stand-in kernels) map onto the same names.
+ */
 export function reclaimOutcome(result: unknown): string {
   if (typeof result === 'string') return result;
-  if (typeof result === 'boolean') return result ? 'swapped' : 'kept';
+  if (typeof result === 'boolean') return result ? 'reclaimed' : 'kept';
   if (result && typeof result === 'object') {
     const r = result as Record<string, unknown>;
     if (typeof r.outcome === 'string') return r.outcome;
     if (typeof r.result === 'string') return r.result;
-    if (typeof r.ok === 'boolean') return r.ok ? 'swapped' : String(r.reason ?? 'kept');
+    if (typeof r.ok === 'boolean') return r.ok ? 'reclaimed' : String(r.reason ?? 'kept');
   }
   return 'unknown';
 }

@@ -64,7 +64,7 @@ export class InstanceMetrics {
     });
     this.reclaim = new Counter({
       name: 'xpmesh_reclaim_total',
-      help: 'Reclaim attempts on pages by outcome (swapped, kept_notifier_failed, busy, ...)',
+      help: 'Reclaim attempts forced through the admin API (reclaim, pressure) by outcome (reclaimed, or why the page was kept: referenced, external_failed, busy, pinned, unevictable, no_swap, again, io_error)',
       labelNames: ['outcome'],
       registers,
     });

@@ -44,13 +44,59 @@ export interface Violation {
   ops: HistoryOp[];
 }
 
+/**
+ * Operations missing from the history: a chunk of one process whose result never came back (e.g.
+ * the `run` call timed out). Its operations may have taken effect, so reads elsewhere may have
+ * returned values it wrote.
+ */
+export interface LostChunk {
+  /** The process, as in {@link HistoryOp.process}. */
+  process: string;
+  /** Index of the chunk in that process's sequence (0 = its first). */
+  chunk: number;
+  /** Why it was lost (e.g. "run:E_TIMEOUT"). */
+  error: string;
+  /** At most this many operations were lost with it; null when unknown. */
+  maxOps: number | null;
+  /** Every value its writes could have written (inclusive range); null when unknown. */
+  writeValues: { from: number; to: number } | null;
+}
+
+/** The history lacks operations: linearizability cannot be decided for the whole run. */
+export interface Incomplete {
+  rule: 'history-incomplete';
+  message: string;
+  /** Processes that lost chunks. */
+  processes: string[];
+  chunks: LostChunk[];
+  /** Upper bound on the operations missing; null when some chunk's bound is unknown. */
+  maxLostOps: number | null;
+  /**
+   * Reads that returned a value only a lost chunk can have written: consequences of the missing
+   * operations, not violations (the first few are in `CheckResult.consequences`).
+   */
+  readsOfLostWrites: number;
+}
+
 export interface CheckResult {
+  /** True only for a complete history with no violation. */
   ok: boolean;
+  /**
+   * `linearizable`; `violated` (the recorded operations alone prove a violation, complete history
+   * or not); `incomplete` (operations are missing and the recorded ones show no violation: the run
+   * cannot be certified, but nothing is known to be wrong).
+   */
+  verdict: 'linearizable' | 'violated' | 'incomplete';
   ops: number;
   addresses: number;
   reads: number;
   writes: number;
+  /** Violations proven by the recorded operations (never a consequence of lost ones). */
   violations: Violation[];
+  /** Set when the history lacks operations (lost chunks). */
+  incomplete?: Incomplete;
+  /** With `incomplete`: the first findings explained by the missing operations (`unknown-value`). */
+  consequences?: Violation[];
 }
 
 interface Cluster {
@@ -70,13 +116,19 @@ function describe(op: HistoryOp): string {
   return `${op.kind === 'w' ? 'write' : 'read'} ${op.value} by ${op.process} [${op.invokeTs.toFixed(3)}, ${op.responseTs.toFixed(3)}]`;
 }
 
-/** Check one address's operations. At most `maxViolations` are returned. */
+/**
+ * Check one address's operations. At most `maxViolations` are returned. A read of a value that no
+ * recorded write wrote but that `lostValue` says a lost operation may have written is not a
+ * violation: it goes to `lost` (counted in `lost.count`, the first `lost.max` kept).
+ */
 export function checkAddress(
   address: number,
   rawOps: HistoryOp[],
   maxViolations = 10,
   slackMs = 0,
   writtenElsewhere?: (value: number) => HistoryOp | undefined,
+  lostValue?: (value: number) => boolean,
+  lost?: { findings: Violation[]; count: number; max: number },
 ): Violation[] {
   // Widen every interval by the clock slack: only orderings clearer than the slack count.
   const ops =
@@ -121,6 +173,17 @@ export function checkAddress(
   for (const op of ops) {
     if (op.kind !== 'r') continue;
     const c = clusters.get(op.value);
+    if (!c && lost && lostValue?.(op.value) && !writtenElsewhere?.(op.value)) {
+      lost.count++;
+      if (lost.findings.length < lost.max)
+        lost.findings.push({
+          address,
+          rule: 'unknown-value',
+          message: `address ${address}: ${describe(op)} returned a value no recorded write wrote, which a lost chunk may have written: a consequence of the incomplete history, not a violation`,
+          ops: [op],
+        });
+      continue;
+    }
     if (!c) {
       add({
         address,
@@ -219,8 +282,19 @@ function dedupe(ops: HistoryOp[]): HistoryOp[] {
   return [...new Set(ops)];
 }
 
-/** Check a whole history (all addresses). */
-export function checkHistory(ops: HistoryOp[], maxViolations = 20, slackMs = 0): CheckResult {
+/**
+ * Check a whole history (all addresses). `lostChunks` names operations missing from it: the result
+ * is then not `ok` (verdict `incomplete` unless the recorded operations prove a violation anyway),
+ * and reads of values only those operations can have written are reported as consequences, not as
+ * `unknown-value` violations. Every other finding stands: dropping some writes, and the reads that
+ * returned them, from a linearizable history leaves a linearizable history.
+ */
+export function checkHistory(
+  ops: HistoryOp[],
+  maxViolations = 20,
+  slackMs = 0,
+  lostChunks: readonly LostChunk[] = [],
+): CheckResult {
   const by = new Map<number, HistoryOp[]>();
   let reads = 0;
   for (const op of ops) {
@@ -241,16 +315,60 @@ export function checkHistory(ops: HistoryOp[], maxViolations = 20, slackMs = 0):
     }
     return writes.get(value);
   };
+  // A chunk whose written values are unknown may explain any unknown value.
+  const lostValue =
+    lostChunks.length === 0
+      ? undefined
+      : (value: number) =>
+          lostChunks.some(
+            (c) => c.writeValues === null || (value >= c.writeValues.from && value <= c.writeValues.to),
+          );
+  const lost = lostChunks.length ? { findings: [] as Violation[], count: 0, max: maxViolations } : undefined;
   for (const [address, list] of [...by].sort((a, b) => a[0] - b[0])) {
-    if (violations.length >= maxViolations) break;
-    violations.push(...checkAddress(address, list, maxViolations - violations.length, slackMs, elsewhere));
+    // Past the cap, go on only to count the reads of lost writes.
+    if (violations.length >= maxViolations && !lost) break;
+    const found = checkAddress(
+      address,
+      list,
+      Math.max(0, maxViolations - violations.length),
+      slackMs,
+      elsewhere,
+      lostValue,
+      lost,
+    );
+    violations.push(...found.slice(0, Math.max(0, maxViolations - violations.length)));
+  }
+  const base = { ops: ops.length, addresses: by.size, reads, writes: ops.length - reads, violations };
+  if (!lost) {
+    const ok = violations.length === 0;
+    return { ok, verdict: ok ? 'linearizable' : 'violated', ...base };
   }
   return {
-    ok: violations.length === 0,
-    ops: ops.length,
-    addresses: by.size,
-    reads,
-    writes: ops.length - reads,
-    violations,
+    ok: false,
+    verdict: violations.length ? 'violated' : 'incomplete',
+    ...base,
+    incomplete: describeIncomplete(lostChunks, lost.count),
+    consequences: lost.findings,
+  };
+}
+
+function describeIncomplete(chunks: readonly LostChunk[], readsOfLostWrites: number): Incomplete {
+  const processes = [...new Set(chunks.map((c) => c.process))];
+  const bounds = chunks.map((c) => c.maxOps);
+  const maxLostOps = bounds.every((b) => b !== null)
+    ? bounds.reduce((a: number, b) => a + (b ?? 0), 0)
+    : null;
+  const errors = [...new Set(chunks.map((c) => c.error))].join(', ');
+  const message =
+    `history incomplete: ${chunks.length} chunk(s) of ${processes.join(', ')} lost (${errors}), ` +
+    `${maxLostOps === null ? 'an unknown number of' : `at most ${maxLostOps}`} operation(s) missing; ` +
+    `${readsOfLostWrites} read(s) returned values only the missing operations can have written (not violations)`;
+  return {
+    rule: 'history-incomplete',
+    message,
+    processes,
+    chunks: [...chunks],
+    maxLostOps,
+    readsOfLostWrites,
   };
 }

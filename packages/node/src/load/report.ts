@@ -100,7 +100,9 @@ export function buildReport(
     lat.push(us);
     (op.kind === 'r' ? rl : wl).push(us);
   }
-  const history = checkHistory(h, 20, CLOCK_SLACK_MS);
+  // Lost `run` chunks make the history incomplete: the check says so instead of reporting the reads
+  // of their writes as unknown values.
+  const history = checkHistory(h, 20, CLOCK_SLACK_MS, run.lostChunks ?? []);
   const sumCounters: Record<string, number> = {};
   let msgs = 0;
   let bytes = 0;
@@ -231,17 +233,41 @@ export function textReport(r: LoadReport): string {
   if (ev.reattaches) rows.push(['detach+attach cycles', String(ev.reattaches)]);
   const inv = r.invariants.filter((i) => !i.ok);
   rows.push(['kernel invariants', inv.length ? `VIOLATED on ${inv.map((i) => i.node).join(', ')}` : 'ok']);
-  rows.push([
-    'history check',
-    r.history.ok
-      ? `ok: linearizable (${fmt(r.history.ops)} ops on ${r.history.addresses} addresses)`
-      : `FAILED: ${r.history.violations.length} violation(s)`,
-  ]);
+  rows.push(['history check', historyVerdict(r.history)]);
   const w = Math.max(...rows.map(([k]) => k.length));
   const lines = rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`);
   for (const v of r.history.violations) lines.push(`  ✘ ${v.rule}: ${v.message}`);
+  const inc = r.history.incomplete;
+  if (inc) {
+    lines.push(`  ${INCOMPLETE_MARK} ${inc.rule}: ${inc.message}`);
+    for (const c of inc.chunks)
+      lines.push(
+        `    lost: ${c.process} chunk ${c.chunk} (${c.error}), at most ${c.maxOps ?? '?'} op(s)` +
+          (c.writeValues ? `, writes of values ${c.writeValues.from}..${c.writeValues.to}` : ''),
+      );
+    for (const v of (r.history.consequences ?? []).slice(0, 5)) lines.push(`    consequence: ${v.message}`);
+  }
   for (const i of inv) for (const v of i.violations) lines.push(`  ✘ ${i.node}: ${v}`);
   return lines.join('\n');
+}
+
+const INCOMPLETE_MARK = '⚠';
+
+/** The one-line verdict of the history check (text and HTML reports). */
+export function historyVerdict(h: CheckResult): string {
+  const inc = h.incomplete;
+  const lost = inc
+    ? `${inc.chunks.length} chunk(s) of ${inc.processes.join(', ')} lost, ` +
+      `${inc.maxLostOps === null ? 'an unknown number of' : `at most ${fmt(inc.maxLostOps)}`} operation(s) missing`
+    : '';
+  if (h.violations.length)
+    return `FAILED: ${h.violations.length} violation(s)${inc ? ` (and incomplete: ${lost})` : ''}`;
+  if (inc)
+    return (
+      `INCOMPLETE: ${lost}; no violation among the ${fmt(h.ops)} recorded ops` +
+      (inc.readsOfLostWrites ? `; ${fmt(inc.readsOfLostWrites)} read(s) of lost writes (not violations)` : '')
+    );
+  return `ok: linearizable (${fmt(h.ops)} ops on ${h.addresses} addresses)`;
 }
 
 // ---- HTML ---------------------------------------------------------------------------------------
@@ -318,7 +344,7 @@ export function svgLine(
 export function htmlReport(r: LoadReport): string {
   const rows = textReport(r)
     .split('\n')
-    .filter((l) => !l.startsWith('  ✘'))
+    .filter((l) => !/^ {2}[✘⚠]|^ {4}(lost|consequence):/.test(l))
     .map((l) => {
       const m = /^(\S.*?)\s{2,}(.*)$/.exec(l) ?? /^(\s+\S+)\s{2,}(.*)$/.exec(l);
       return m
@@ -338,6 +364,28 @@ export function htmlReport(r: LoadReport): string {
   const violations = r.history.violations
     .map((v) => `<li><b>${esc(v.rule)}</b>: ${esc(v.message)}</li>`)
     .join('');
+  const inc = r.history.incomplete;
+  const incomplete = inc
+    ? `<h2>Incomplete history</h2><div id="incomplete"><p><b>${esc(inc.rule)}</b>: ${esc(inc.message)}</p><ul>${inc.chunks
+        .map(
+          (c) =>
+            `<li>${esc(c.process)} chunk ${c.chunk} (${esc(c.error)}), at most ${c.maxOps ?? '?'} op(s)${
+              c.writeValues ? `, writes of values ${c.writeValues.from}..${c.writeValues.to}` : ''
+            }</li>`,
+        )
+        .join('')}</ul>${
+        r.history.consequences?.length
+          ? `<p>Consequences (not violations):</p><ul>${r.history.consequences
+              .map((v) => `<li>${esc(v.message)}</li>`)
+              .join('')}</ul>`
+          : ''
+      }</div>`
+    : '';
+  const verdict = r.ok
+    ? 'linearizable'
+    : r.history.verdict === 'incomplete'
+      ? 'INCOMPLETE (operations lost)'
+      : 'VIOLATED';
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>xpmesh load: ${esc(r.workload)}</title>
 <style>
@@ -348,9 +396,10 @@ svg .bar{fill:#2563eb}svg text{font:11px system-ui,sans-serif;fill:#333}svg .t{f
 .ok{color:#15803d}.bad{color:#b91c1c}
 </style></head><body>
 <h1>xpmesh load — ${esc(r.workload)}</h1>
-<p id="verdict" class="${r.ok ? 'ok' : 'bad'}">History check: ${r.ok ? 'linearizable' : 'VIOLATED'} · started ${esc(r.startedAt)} · ${esc(r.cluster.mode)} cluster of ${r.params.instances} instance(s)</p>
+<p id="verdict" class="${r.ok ? 'ok' : 'bad'}">History check: ${verdict} · started ${esc(r.startedAt)} · ${esc(r.cluster.mode)} cluster of ${r.params.instances} instance(s)</p>
 <table id="summary">${rows}</table>
 ${violations ? `<h2>Violations</h2><ul id="violations">${violations}</ul>` : ''}
+${incomplete}
 <h2>Throughput over time</h2>
 ${svgLine('throughput', 'operations per second (100 ms bins)', tp, 's', 'ops/s')}
 <h2>Latency histograms</h2>

@@ -6,8 +6,8 @@
  * history and the instances' counters.
  */
 import { AdminCallError, type AdminClient } from '../daemon/admin-client.js';
-import type { HistoryOp } from './history.js';
-import { type LoadProgramArgs, type LoadProgramResult, MAX_PROCS, prng } from './program.js';
+import type { HistoryOp, LostChunk } from './history.js';
+import { type LoadProgramArgs, type LoadProgramResult, MAX_PROCS, MAX_SEQ, prng } from './program.js';
 import { type InstanceSnapshot, snapshot } from './stats.js';
 import { plan as makePlan, type Plan, type Workload } from './workloads.js';
 
@@ -54,6 +54,11 @@ export interface RunOutcome {
   opsByProc: number[];
   errors: Record<string, number>;
   errorSamples: string[];
+  /**
+   * `run` chunks whose result never came back (timeout, lost connection, process killed…): their
+   * operations may have happened but are not in `history`, which is therefore incomplete.
+   */
+  lostChunks: LostChunk[];
   events: {
     reclaims: Record<string, number>;
     forks: number;
@@ -64,6 +69,47 @@ export interface RunOutcome {
   before: InstanceSnapshot[];
   after: InstanceSnapshot[];
   invariants: Array<{ node: string; ok: boolean; violations: string[] }>;
+}
+
+/**
+ * Admin answers that refuse a call before its handler runs: a `run` refused so started no program
+ * and lost no operation. Any other failure (E_TIMEOUT, E_CONNECT, a killed process…) may have come
+ * after the program ran, in part or in full.
+ */
+const REFUSED_BEFORE_RUN = new Set([
+  'E_BAD_REQUEST',
+  'E_UNAUTHORIZED',
+  'E_NOT_FOUND',
+  'E_METHOD',
+  'E_SHUTTING_DOWN',
+]);
+
+/** The most the load program can do in one call (its own hard cap, program.ts). */
+const PROGRAM_MAX_OPS = 1_000_000;
+
+/**
+ * A chunk of process `proc` that started at sequence number `seqBase` with an op cap of `maxOps`
+ * and whose result was lost: at most that many operations, and its writes wrote values
+ * `(proc << 20) | s` for seqBase < s <= seqBase + maxOps (program.ts).
+ */
+export function lostChunk(
+  process: string,
+  proc: number,
+  chunk: number,
+  seqBase: number,
+  maxOps: number,
+  error: string,
+): LostChunk {
+  const n = Math.max(0, Math.min(maxOps, PROGRAM_MAX_OPS));
+  const hi = (proc & (MAX_PROCS - 1)) << 20;
+  const last = Math.min(seqBase + n, MAX_SEQ);
+  return {
+    process,
+    chunk,
+    error,
+    maxOps: n,
+    writeValues: last > seqBase ? { from: hi | (seqBase + 1), to: hi | last } : null,
+  };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -103,6 +149,7 @@ export async function runWorkload(clients: AdminClient[], o: LoadOptions): Promi
   const events: RunOutcome['events'] = { reclaims: {}, forks: 0, forkErrors: {}, reattaches: 0, chunks: 0 };
   const errors: Record<string, number> = {};
   const errorSamples: string[] = [];
+  const lostChunks: LostChunk[] = [];
   const history: HistoryOp[] = [];
   const opsByProc = new Array<number>(nProcs).fill(0);
   const forkChildren = new Set<number>();
@@ -207,6 +254,11 @@ export async function runWorkload(clients: AdminClient[], o: LoadOptions): Promi
           totalErrors++;
           if (errorSamples.length < 10)
             errorSamples.push(`${p.node}/pid${p.pid} run: ${(e as Error).message}`);
+          // The program may have run (it may even still be running): its operations are missing.
+          if (!REFUSED_BEFORE_RUN.has(code))
+            lostChunks.push(
+              lostChunk(`${p.node}/pid${p.pid}`, p.index, chunk, seq, args.maxOps, `run:${code}`),
+            );
           break;
         }
         chunk++;
@@ -333,6 +385,7 @@ export async function runWorkload(clients: AdminClient[], o: LoadOptions): Promi
     opsByProc,
     errors,
     errorSamples,
+    lostChunks,
     events,
     before,
     after,

@@ -45,6 +45,7 @@ const snapshot = () => ({
   exportedPages: 0,
   peers: { up: 2 },
   messages: { map: { msgsIn: 3, bytesIn: 90, msgsOut: 0, bytesOut: 0 } },
+  refusals: { peer_auth: 2 },
 });
 
 describe('admin token policy', () => {

@@ -72,6 +72,7 @@ describe('configuration', () => {
         exportedPages: 0,
         peers: {},
         messages: {},
+        refusals: {},
       })),
     );
     assert.ok(names.length >= 15);

@@ -39,6 +39,8 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
   const peers: Record<string, number> = { connecting: 0, up: 0, down: 0, fenced: 0 };
   for (const p of parts.net.status()) peers[p.state] = (peers[p.state] ?? 0) + 1;
   const rmap = ds.rmap as Record<string, unknown> | undefined;
+  const net = parts.net.metrics?.();
+  const refused = (ds.counters as { refused?: Record<string, unknown> } | undefined)?.refused;
   return {
     framesTotal: num(stats.frames ?? stats.framesTotal),
     framesFree: num(stats.freeFrames ?? stats.framesFree ?? stats.free),
@@ -48,7 +50,18 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
     rmapEntries: num(rmap?.entries ?? ds.rmapEntries),
     exportedPages: num(rmap?.pages ?? ds.exportedPages ?? stats.exportedPages),
     peers,
-    messages: parts.net.metrics?.().byType ?? {},
+    messages: net?.byType ?? {},
+    refusals: {
+      peer_auth: net?.authFailures ?? 0,
+      peer_handshake: net?.handshakeFailures ?? 0,
+      peer_version: net?.versionFailures ?? 0,
+      peer_stale_epoch: net?.staleRefused ?? 0,
+      frame_rejected: Object.values(net?.rejected ?? {}).reduce((a, b) => a + b, 0),
+      abuse_close: net?.abuseCloses ?? 0,
+      no_permit: num(refused?.no_permit),
+      access_denied: num(refused?.access_denied),
+      readonly_write: num(refused?.readonly_write),
+    },
   };
 }
 

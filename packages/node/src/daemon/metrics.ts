@@ -18,7 +18,26 @@ export interface GaugeSnapshot {
   peers: Record<string, number>;
   /** Protocol counters per message type (from the peer network), cumulative. */
   messages: Record<string, { msgsIn: number; bytesIn: number; msgsOut: number; bytesOut: number }>;
+  /** Refusals by kind (REFUSAL_KINDS), cumulative: peers (network) and processes (driver). */
+  refusals: Record<string, number>;
 }
+
+/**
+ * What `xpmesh_refusals_total` counts, by `kind` (docs/metrics.md): peers that did not get in, and
+ * local or remote requests the driver refused. Admin calls without a valid token are counted
+ * separately, in xpmesh_admin_refused_total.
+ */
+export const REFUSAL_KINDS = {
+  peer_auth: 'a peer failed the mutual challenge-response (wrong key, or a replayed proof)',
+  peer_handshake: 'a peer broke the handshake (talked before authenticating, bad hello)',
+  peer_version: 'a peer offered no protocol version we speak',
+  peer_stale_epoch: 'a peer session refused because its epoch was fenced or not newer',
+  frame_rejected: 'an incoming frame rejected by ingress validation (each answered with an error code)',
+  abuse_close: 'a link closed because its peer kept sending invalid frames',
+  no_permit: 'a request naming a permit (apid) the caller does not hold, or one revoked',
+  access_denied: "a get refused by the segment's mode bits (uid/gid, RDONLY/RDWR)",
+  readonly_write: 'a write fault on a read-only attachment (SIGSEGV)',
+} as const;
 
 const LATENCY_BUCKETS = [
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
@@ -122,6 +141,17 @@ export class InstanceMetrics {
       'msgs',
     );
     perType('xpmesh_message_bytes_total', 'Encoded protocol message bytes by type and direction', 'bytes');
+    new Counter({
+      name: 'xpmesh_refusals_total',
+      help: `Refusals by kind: ${Object.keys(REFUSAL_KINDS).join(', ')} (docs/metrics.md)`,
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        this.reset();
+        const r = read().refusals;
+        for (const kind of Object.keys(REFUSAL_KINDS)) this.inc({ kind }, Math.round(r[kind] ?? 0));
+      },
+    });
     gauge('xpmesh_frames_total', 'Physical page frames of this instance', (s) => s.framesTotal);
     gauge('xpmesh_frames_free', 'Free page frames', (s) => s.framesFree);
     gauge('xpmesh_processes', 'Live processes', (s) => s.processes);

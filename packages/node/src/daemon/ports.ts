@@ -65,9 +65,15 @@ export interface PeerStatusPort {
 
 export interface NetPort {
   status(): PeerStatusPort[];
-  /** Cumulative counters of the network (per message type). */
+  /** Cumulative counters of the network (per message type; refusals of peers and frames). */
   metrics?(): {
     byType: Record<string, { msgsIn: number; bytesIn: number; msgsOut: number; bytesOut: number }>;
+    authFailures?: number;
+    handshakeFailures?: number;
+    versionFailures?: number;
+    staleRefused?: number;
+    abuseCloses?: number;
+    rejected?: Record<string, number>;
   };
   on(event: 'up' | 'down', listener: (...args: never[]) => void): void;
   close(): Promise<void>;

@@ -52,7 +52,8 @@ export const CloseCode = Object.freeze({
   FENCED: 4007,
   /** A newer session (larger epoch) of the same peer replaced this one. */
   SUPERSEDED: 4008,
-  /** A session between these two nodes already exists (and is the one kept: lower node id dials). */
+  /** A session with this incarnation of the peer is up (or won a crossing dial): it is kept, this
+   * connection is dropped. docs/protocol.md §7. */
   DUPLICATE: 4009,
   /** The node id announced is our own, or not the one configured for this URL. */
   WRONG_NODE: 4010,

@@ -100,19 +100,21 @@ export function buildFastChecks(l: Limits): Record<MessageType, Check> {
       if (!Array.isArray(vs) || vs.length < 1 || vs.length > 16) return undefined;
       for (let i = 0; i < vs.length; i++) if (!intIn(vs[i], 1, 65535)) return undefined;
       if (!nodeId(v.node) || !u53(v.epoch) || !bytes(v.nonce, NONCE)) return undefined;
-      return { t: 'hello', versions: vs.slice(), node: v.node, epoch: v.epoch, nonce: v.nonce };
+      if (v.boot !== undefined && !u53(v.boot)) return undefined;
+      const o: Rec = { t: 'hello', versions: vs.slice(), node: v.node, epoch: v.epoch };
+      if ('boot' in v) o.boot = v.boot;
+      o.nonce = v.nonce;
+      return o as unknown as Message;
     },
     welcome: (v) => {
       if (!intIn(v.version, 1, 65535) || !nodeId(v.node) || !u53(v.epoch)) return undefined;
       if (!bytes(v.nonce, NONCE) || !bytes(v.proof, PROOF)) return undefined;
-      return {
-        t: 'welcome',
-        version: v.version,
-        node: v.node,
-        epoch: v.epoch,
-        nonce: v.nonce,
-        proof: v.proof,
-      };
+      if (v.boot !== undefined && !u53(v.boot)) return undefined;
+      const o: Rec = { t: 'welcome', version: v.version, node: v.node, epoch: v.epoch };
+      if ('boot' in v) o.boot = v.boot;
+      o.nonce = v.nonce;
+      o.proof = v.proof;
+      return o as unknown as Message;
     },
     auth: (v) => (bytes(v.proof, PROOF) ? { t: 'auth', proof: v.proof } : undefined),
     ready: (v) => (u53(v.epoch) ? { t: 'ready', epoch: v.epoch } : undefined),

@@ -28,6 +28,9 @@ import type { Clock, Conn, Logger } from './transport.js';
 
 export type LinkState = 'await-hello' | 'await-welcome' | 'await-auth' | 'await-ready' | 'up' | 'closed';
 
+/** The handshake step at which a link asks the network whether the session may proceed. */
+export type AdmitStage = 'hello' | 'welcome' | 'auth' | 'ready';
+
 /** Which reply type answers which request. */
 export const REPLY_TYPE: Readonly<Record<RequestMessage['t'], ReplyMessage['t']>> = Object.freeze({
   get: 'get-ok',
@@ -50,6 +53,8 @@ export interface LinkOptions {
   versions: readonly number[];
   /** Our epoch for this session. */
   epoch: number;
+  /** Our incarnation (the same in every session of this process), sent as `boot` in hello/welcome. */
+  boot: number;
   /** Client: the node id we expect at this address (if known). */
   expectNode?: string;
   limits: Limits;
@@ -62,8 +67,13 @@ export interface LinkOptions {
   clock: Clock;
   metrics: Metrics;
   logger: Logger;
-  /** Peer admission (called on hello / welcome): a close code to refuse, or null to accept. */
-  admit(link: Link, node: string, epoch: number): number | null;
+  /**
+   * Peer admission, at each step of the handshake where this end decides (see network.ts admit):
+   * 'hello' (server, before welcome), 'welcome' (client, before auth: accepting commits the client
+   * to this session), 'auth' (server, before ready: accepting brings the session up), 'ready'
+   * (client, before going up). A close code refuses, null accepts.
+   */
+  admit(link: Link, node: string, epoch: number, stage: AdmitStage): number | null;
   onUp(link: Link): void;
   /** The lease basis moved forward (see Link.leaseBasis). */
   onLease?(link: Link, basis: number): void;
@@ -102,6 +112,8 @@ export class Link {
   /** Peer node id and epoch, known after hello (server) / welcome (client). */
   peerNode = '';
   peerEpoch = -1;
+  /** The peer's incarnation (`boot` of its hello/welcome; its epoch if it sent none). */
+  peerBoot = -1;
   version = 0;
   readonly epoch: number;
   readonly role: 'client' | 'server';
@@ -167,6 +179,7 @@ export class Link {
         versions: [...o.versions],
         node: o.self,
         epoch: o.epoch,
+        boot: o.boot,
         nonce: this.myNonce,
       });
     }
@@ -522,6 +535,7 @@ export class Link {
     const o = this.o;
     this.peerNode = h.node;
     this.peerEpoch = h.epoch;
+    this.peerBoot = h.boot ?? h.epoch;
     const common = o.versions.filter((v) => h.versions.includes(v));
     if (common.length === 0) {
       o.metrics.c.versionFailures++;
@@ -534,7 +548,7 @@ export class Link {
       this.close(CloseCode.WRONG_NODE, 'peer uses our node id', 'handshakeFailures');
       return;
     }
-    const refuse = o.admit(this, h.node, h.epoch);
+    const refuse = o.admit(this, h.node, h.epoch, 'hello');
     if (refuse !== null) {
       this.close(refuse, `refused: ${closeCodeName(refuse)}`);
       return;
@@ -546,6 +560,7 @@ export class Link {
       version: this.version,
       node: o.self,
       epoch: o.epoch,
+      boot: o.boot,
       nonce: this.myNonce,
       proof,
     });
@@ -558,6 +573,7 @@ export class Link {
     const o = this.o;
     this.peerNode = w.node;
     this.peerEpoch = w.epoch;
+    this.peerBoot = w.boot ?? w.epoch;
     if (!o.versions.includes(w.version)) {
       o.metrics.c.versionFailures++;
       this.close(CloseCode.VERSION, `server chose version ${w.version} we do not speak`);
@@ -578,7 +594,7 @@ export class Link {
       this.close(CloseCode.AUTH, 'server proof does not match the cluster key');
       return;
     }
-    const refuse = o.admit(this, w.node, w.epoch);
+    const refuse = o.admit(this, w.node, w.epoch, 'welcome');
     if (refuse !== null) {
       this.close(refuse, `refused: ${closeCodeName(refuse)}`);
       return;
@@ -599,8 +615,9 @@ export class Link {
       this.close(CloseCode.AUTH, 'authentication failed');
       return;
     }
-    // Admission again: another session of this node may have come up while we waited for auth.
-    const refuse = o.admit(this, this.peerNode, this.peerEpoch);
+    // Admission again: another session of this node may have come up (or been committed to by us
+    // as its client) while we waited for auth. Accepting here brings this session up.
+    const refuse = o.admit(this, this.peerNode, this.peerEpoch, 'auth');
     if (refuse !== null) {
       this.close(refuse, `refused: ${closeCodeName(refuse)}`);
       return;
@@ -624,7 +641,7 @@ export class Link {
       this.reject('E_STATE', 'ready must be alone and echo our epoch');
       return;
     }
-    const refuse = this.o.admit(this, this.peerNode, this.peerEpoch);
+    const refuse = this.o.admit(this, this.peerNode, this.peerEpoch, 'ready');
     if (refuse !== null) {
       this.close(refuse, `refused: ${closeCodeName(refuse)}`);
       return;

@@ -76,6 +76,12 @@ export interface Hello {
   node: string;
   /** Client's session epoch (a new session after a fence or restart uses a larger epoch). */
   epoch: number;
+  /**
+   * Client's incarnation: the same in every session of one process lifetime, larger after a
+   * restart (ours: the start value of the epoch counter). Optional (added within version 2); absent means
+   * `epoch`. A second connection of the incarnation whose session is up is refused (4009).
+   */
+  boot?: number;
   /** Client challenge: 32 random bytes. */
   nonce: Uint8Array;
 }
@@ -89,6 +95,8 @@ export interface Welcome {
   node: string;
   /** Server's session epoch. */
   epoch: number;
+  /** Server's incarnation (see Hello.boot). */
+  boot?: number;
   /** Server challenge: 32 random bytes. */
   nonce: Uint8Array;
   /** HMAC-SHA256(clusterKey, "xpmesh-server" ‖ client nonce ‖ server nonce ‖ client node ‖ server node). */

@@ -1,13 +1,18 @@
 /**
- * PeerNetwork over any Transport: one session per pair of instances, dialed by the lower node id;
- * reconnect with exponential backoff and full jitter, every new session with a larger epoch; fencing;
- * per-type counters. The WebSocket and in-memory networks are this class with different transports.
+ * PeerNetwork over any Transport: one session per pair of instances; reconnect with exponential
+ * backoff and full jitter, every new session with a larger epoch; fencing; per-type counters. The
+ * WebSocket and in-memory networks are this class with different transports.
+ *
+ * One session per pair (docs/protocol.md §7): a session that is up is kept against any other
+ * connection of the same incarnation of the peer (refused 4009); a newer incarnation (the peer
+ * restarted) replaces it; of two connections that cross in the handshake, the one dialed by the
+ * lower node id is kept. See `admit`.
  */
 import { clusterKeyBytes } from './auth.js';
 import { FrameDecoder } from './codec.js';
 import { CloseCode, closeCodeName } from './errors.js';
 import { type Limits, resolveLimits } from './limits.js';
-import { Link } from './link.js';
+import { type AdmitStage, Link } from './link.js';
 import {
   type OneWayMessage,
   PROTOCOL_VERSIONS,
@@ -79,6 +84,11 @@ interface Peer {
   url?: string;
   /** The current session (up), if any. */
   link?: Link;
+  /**
+   * Our client link that has sent `auth` and waits for `ready`. We are committed to it: its server
+   * may be up already, so no other session of that incarnation may come up here meanwhile.
+   */
+  committed?: Link;
   /** Links in handshake. */
   pending: Set<Link>;
   state: PeerState;
@@ -86,6 +96,8 @@ interface Peer {
   fencedEpoch: number;
   /** Largest epoch of any session of this node we accepted (a new one must be larger). */
   lastEpoch: number;
+  /** Largest incarnation (`boot`) of any session of this node that came up; older ones are refused. */
+  boot: number;
 }
 
 interface DialTarget {
@@ -94,7 +106,7 @@ interface DialTarget {
   timer?: unknown;
   attempt: number;
   dialing: boolean;
-  /** Stopped: the peer dials us instead (it has the lower id), or the network is closing. */
+  /** Stopped: the network is closing. */
   stopped: boolean;
 }
 
@@ -124,6 +136,9 @@ export class TransportPeerNetwork implements PeerNetwork {
   private readonly onFrameTap: PeerNetworkOptions['onFrame'];
   private readonly metricsImpl = new Metrics();
   private epochCounter: number;
+  /** Our incarnation: the start value of the epoch counter (every epoch we announce is larger);
+   * sent as `boot` in every handshake of this network. */
+  private readonly boot: number;
   private readonly peers = new Map<string, Peer>();
   private readonly targets: DialTarget[] = [];
   private readonly links = new Set<Link>();
@@ -157,6 +172,7 @@ export class TransportPeerNetwork implements PeerNetwork {
       versions: opts.versions ?? PROTOCOL_VERSIONS,
     };
     this.epochCounter = opts.epoch ?? Date.now();
+    this.boot = this.epochCounter;
     for (const p of opts.peers ?? []) this.addPeer(p);
   }
 
@@ -232,6 +248,12 @@ export class TransportPeerNetwork implements PeerNetwork {
       lastSeenMs: p.link ? now - p.link.lastSeen : Number.POSITIVE_INFINITY,
       outstanding: p.link?.outstanding ?? 0,
     }));
+  }
+
+  /** Our epoch in the current session with `node` (the one the peer sees), if it is up. */
+  localEpoch(node: string): number | undefined {
+    const link = this.peers.get(node)?.link;
+    return link?.state === 'up' ? link.epoch : undefined;
   }
 
   leaseAge(node: string): number | undefined {
@@ -311,7 +333,7 @@ export class TransportPeerNetwork implements PeerNetwork {
   private peer(node: string): Peer {
     let p = this.peers.get(node);
     if (!p) {
-      p = { node, pending: new Set(), state: 'down', fencedEpoch: -1, lastEpoch: -1 };
+      p = { node, pending: new Set(), state: 'down', fencedEpoch: -1, lastEpoch: -1, boot: -1 };
       this.peers.set(node, p);
     }
     return p;
@@ -330,6 +352,7 @@ export class TransportPeerNetwork implements PeerNetwork {
       clusterKey: this.key,
       versions: this.o.versions,
       epoch: this.nextEpoch(),
+      boot: this.boot,
       expectNode,
       limits: this.limits,
       decoder: this.decoder,
@@ -340,7 +363,7 @@ export class TransportPeerNetwork implements PeerNetwork {
       clock: this.clock,
       metrics: this.metricsImpl,
       logger: this.logger,
-      admit: (l, node, epoch) => this.admit(l, node, epoch),
+      admit: (l, node, epoch, stage) => this.admit(l, node, epoch, stage),
       onUp: (l) => this.linkUp(l),
       onLease: (l, basis) => {
         if (this.peers.get(l.peerNode)?.link === l)
@@ -363,43 +386,75 @@ export class TransportPeerNetwork implements PeerNetwork {
     this.newLink('server', conn);
   }
 
-  /** Decides whether a session of `node` at `epoch` may proceed; a close code refuses it. */
-  private admit(link: Link, node: string, epoch: number): number | null {
+  /**
+   * Decides whether a session of `node` at `epoch` may proceed at a step of its handshake; a close
+   * code refuses it. The rule (docs/protocol.md §7), in the order checked:
+   *
+   * 1. fenced epoch, an incarnation older than one that came up, or an epoch not larger than the
+   *    last accepted one: 4005;
+   * 2. a session of the same incarnation is up here: 4009 (an up session is never replaced by a
+   *    duplicate; at 'hello' the refusal waits for 'auth', so the dialer learns who we are);
+   * 3. we committed to another connection of that incarnation (our client link, auth sent): at
+   *    'welcome' (a second client link of ours) 4009; at 'auth' the connection dialed by the lower
+   *    node id wins: ours → 4009, theirs → our committed link is closed 4009 and this one goes up.
+   *    A committed link of an older incarnation is closed 4008 instead;
+   * 4. at 'ready' nothing is checked: we committed when we sent auth and the server is up already.
+   *
+   * Why it converges: each end commits to at most one connection per incarnation (the server when
+   * it sends ready, the client when it sends auth), a client never backs out of its commitment on
+   * its own, and of two crossing commitments both ends drop the same one (the one the higher id
+   * dialed), which never came up on either end.
+   */
+  private admit(link: Link, node: string, epoch: number, stage: AdmitStage): number | null {
     if (this.closing) return CloseCode.NORMAL;
     const p = this.peer(node);
     p.pending.add(link);
-    if (epoch <= p.fencedEpoch || epoch <= p.lastEpoch) {
+    if (stage === 'ready') return null; // committed at 'welcome'; fence and close end the link themselves
+    const boot = link.peerBoot;
+    if (epoch <= p.fencedEpoch || boot < p.boot) {
       this.metricsImpl.c.staleRefused++;
       return CloseCode.STALE_EPOCH;
     }
     const cur = p.link;
-    if (cur && cur !== link && cur.state === 'up') {
-      // One session per pair. The one dialed by the lower node id wins; among those, the newer epoch.
-      const curByLower = (cur.role === 'client') === this.self < node;
-      const newByLower = (link.role === 'client') === this.self < node;
-      if (curByLower && !newByLower) return CloseCode.DUPLICATE;
-      if (curByLower === newByLower && epoch <= cur.peerEpoch) {
+    if (cur && cur !== link && cur.state === 'up' && boot <= cur.peerBoot) {
+      // The same incarnation while its session is up: a duplicate. (An older one was refused above.)
+      return stage === 'hello' ? null : CloseCode.DUPLICATE;
+    }
+    if (epoch <= p.lastEpoch) {
+      this.metricsImpl.c.staleRefused++;
+      return CloseCode.STALE_EPOCH;
+    }
+    const k = p.committed;
+    if (k && k !== link && k.state !== 'closed' && stage !== 'hello') {
+      if (k.peerBoot > boot) {
         this.metricsImpl.c.staleRefused++;
         return CloseCode.STALE_EPOCH;
       }
+      if (k.peerBoot < boot) k.close(CloseCode.SUPERSEDED, 'the peer restarted: a newer incarnation dialed');
+      else if (stage === 'welcome' || this.self < node) return CloseCode.DUPLICATE;
+      else k.close(CloseCode.DUPLICATE, 'crossing dials: the one dialed by the lower node id is kept');
     }
+    if (stage === 'welcome') p.committed = link;
     return null;
   }
 
   private linkUp(link: Link): void {
     const p = this.peer(link.peerNode);
     p.pending.delete(link);
+    if (p.committed === link) p.committed = undefined;
+    // Only an older incarnation can be here (admit refuses duplicates): it is over. Its `down` goes
+    // out before this session's `up`.
+    const why = 'the peer restarted: a newer incarnation replaced this session';
+    if (p.committed && p.committed.state !== 'closed') p.committed.close(CloseCode.SUPERSEDED, why);
     const old = p.link;
+    if (old && old !== link && old.state !== 'closed') old.close(CloseCode.SUPERSEDED, why);
     p.link = link;
     p.lastEpoch = link.peerEpoch;
+    p.boot = Math.max(p.boot, link.peerBoot);
     p.state = 'up';
-    if (old && old !== link && old.state !== 'closed')
-      old.close(CloseCode.SUPERSEDED, 'a newer session replaced this one');
     const t = this.targetOf(link);
-    if (t) {
-      t.attempt = 0;
-      t.node ??= link.peerNode;
-    }
+    if (t) t.node ??= link.peerNode;
+    for (const x of this.targets) if (x.node === p.node) x.attempt = 0;
     this.metricsImpl.c.sessionsUp++;
     this.logger.info('protocol: peer up', { peer: p.node, epoch: link.peerEpoch, version: link.version });
     this.emit('up', { node: p.node, epoch: link.peerEpoch });
@@ -418,6 +473,7 @@ export class TransportPeerNetwork implements PeerNetwork {
     const p = node ? this.peers.get(node) : undefined;
     if (p) {
       p.pending.delete(link);
+      if (p.committed === link) p.committed = undefined;
       if (p.link === link) {
         p.link = undefined;
         if (p.state !== 'fenced') p.state = 'down';
@@ -425,6 +481,8 @@ export class TransportPeerNetwork implements PeerNetwork {
         const why = `${byUs ? 'closed by us' : 'closed by peer'}: ${closeCodeName(code)} ${reason}`;
         this.logger.info('protocol: peer down', { peer: node, epoch: link.peerEpoch, why });
         this.emit('down', { node, epoch: link.peerEpoch }, why);
+        // Targets that idled while the session was up (whoever dialed it) dial again.
+        for (const x of this.targets) if (x.node === node && x !== this.targetOf(link)) this.scheduleDial(x);
       }
     }
     if (!byUs && !link.peerNode)
@@ -432,7 +490,9 @@ export class TransportPeerNetwork implements PeerNetwork {
     const t = this.targetOf(link);
     if (t) {
       t.dialing = false;
-      if (code === CloseCode.DUPLICATE && node && node < this.self) t.stopped = true; // it dials us
+      // Refused as a duplicate after the welcome (authenticated): now we know who is at this URL,
+      // and dial() idles while that session is up.
+      if (code === CloseCode.DUPLICATE && node) t.node ??= node;
       this.scheduleDial(t);
     }
   }
@@ -487,7 +547,7 @@ export class TransportPeerNetwork implements PeerNetwork {
     if (t.stopped || t.dialing || this.closing) return;
     if (t.node) {
       const p = this.peers.get(t.node);
-      if (p?.link?.state === 'up') return;
+      if (p?.link?.state === 'up') return; // idle: linkClosed re-arms it when that session ends
     }
     t.dialing = true;
     t.timer = undefined;

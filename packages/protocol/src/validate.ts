@@ -75,6 +75,7 @@ function buildSchemas(l: Limits) {
       versions: z.array(z.number().int().min(1).max(65535)).min(1).max(16),
       node: nodeId,
       epoch: uint53,
+      boot: uint53.optional(),
       nonce: bytes(NONCE_BYTES),
     }),
     welcome: z.object({
@@ -82,6 +83,7 @@ function buildSchemas(l: Limits) {
       version: z.number().int().min(1).max(65535),
       node: nodeId,
       epoch: uint53,
+      boot: uint53.optional(),
       nonce: bytes(NONCE_BYTES),
       proof: bytes(PROOF_BYTES),
     }),

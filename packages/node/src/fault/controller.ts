@@ -115,8 +115,8 @@ export interface ControllerCommands {
   waitFor: [ObservationQuery & { timeoutMs: number }, Observation];
   /**
    * Wait until every pair of `nodes` has a session up, and the sessions stayed the same for
-   * `stableMs` (right after start both sides dial; the rule "the lower id's dial wins" can replace a
-   * session, which fences it, a moment after it came up).
+   * `stableMs` (a restarted instance's new session can be up at one end a moment before it replaces
+   * the old incarnation's session at the other; duplicate dials never replace a session).
    */
   waitMesh: [
     { nodes?: string[]; timeoutMs: number; stableMs?: number },

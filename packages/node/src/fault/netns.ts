@@ -92,8 +92,12 @@ export function boundsOf(t: NodeTimings) {
     rmapClearMs: 3 * (heartbeatTimeoutMs + t.heartbeatMs + leaseWaitMs) + 2000,
     /** A healed instance is back (reconnect backoff is capped at 5 s, plus the handshake). */
     rejoinMs: 20_000,
-    /** Sessions unchanged this long: the mesh has settled (the dials of both sides are resolved). */
-    meshStableMs: Math.max(1500, 5 * t.heartbeatMs),
+    /**
+     * Sessions unchanged this long: the mesh has settled. A session that is up is never replaced by
+     * a crossing or duplicate dial (docs/protocol.md §7); this covers the one message between a
+     * restarted instance's new session coming up at one end and replacing the old one at the other.
+     */
+    meshStableMs: 2 * t.heartbeatMs,
   };
 }
 

@@ -16,14 +16,18 @@ complianceSuite((): Harness => {
   const extra: TransportPeerNetwork[] = [];
   return {
     name: 'memory (fake time)',
-    async create(nodes) {
+    async create(nodes, opts = {}) {
       const all = nodes.map((n) => n.node);
       const nets: Record<string, TransportPeerNetwork> = {};
-      for (const { node, ...o } of nodes)
-        nets[node] = await sw.join(node, { ...o, members: all, clock } as never, false);
-      for (const n of Object.values(nets)) n.connect();
+      for (const { node, ...o } of nodes) {
+        // mutual: dial every other node by address only, as the daemon does (both ends dial)
+        const peers = opts.mutual ? all.filter((m) => m !== node).map((url) => ({ url })) : undefined;
+        nets[node] = await sw.join(node, { ...o, members: all, peers, clock } as never, false);
+      }
+      if (opts.connect !== false) for (const n of Object.values(nets)) n.connect();
       return nets;
     },
+    address: (node) => node,
     async createDialer({ node, ...o }, target) {
       const net = new TransportPeerNetwork({
         ...(o as object),

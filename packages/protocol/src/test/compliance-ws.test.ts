@@ -44,25 +44,29 @@ complianceSuite((): Harness => {
     );
   return {
     name: 'ws (127.0.0.1, real time)',
-    async create(nodes) {
+    async create(nodes, opts = {}) {
       const out: Record<string, TransportPeerNetwork> = {};
-      // Higher ids first: they only listen; lower ids dial the ones already listening.
-      for (const { node, ...o } of [...nodes].sort((x, y) => (x.node < y.node ? 1 : -1))) {
-        const peers = [...addr].filter(([n]) => n > node).map(([n, url]) => ({ node: n, url }));
+      for (const { node, ...o } of nodes) {
         const net = new TransportPeerNetwork({
           ...o,
           clusterKey: o.clusterKey ?? KEY,
           self: node,
-          peers,
           transport: transportOf(node, resolveLimits(o.limits).maxFrameBytes),
         });
-        await net.start(true);
+        await net.listen();
         addr.set(node, net.address!);
         nets.push(net);
         out[node] = net;
       }
+      // Default: lower ids dial higher ones by node id. mutual: everyone dials everyone by URL only.
+      for (const x of nodes)
+        for (const y of nodes)
+          if (x.node !== y.node && (opts.mutual || x.node < y.node))
+            out[x.node].addPeer({ node: opts.mutual ? undefined : y.node, url: addr.get(y.node)! });
+      if (opts.connect !== false) for (const x of nodes) out[x.node].connect();
       return out;
     },
+    address: (node) => addr.get(node)!,
     async createDialer({ node, ...o }, target) {
       const net = new TransportPeerNetwork({
         ...o,

@@ -15,10 +15,20 @@ export const KEY = 'compliance-cluster-key-0123456789';
 
 export type NodeSpec = { node: string } & Partial<Omit<PeerNetworkOptions, 'self' | 'transport'>>;
 
+export interface CreateOptions {
+  /** Every node dials every other one by address only (node id unknown), like the daemon does:
+   * both ends of each pair dial. Default: only the lower node id dials, knowing the other's id. */
+  mutual?: boolean;
+  /** Start dialing at once (default true). False: the test calls connect() on each network. */
+  connect?: boolean;
+}
+
 export interface Harness {
   name: string;
-  /** Creates and starts networks; lower node ids dial higher ones. */
-  create(nodes: NodeSpec[]): Promise<Record<string, TransportPeerNetwork>>;
+  /** Creates networks, all listening, and (unless opts.connect is false) starts their dials. */
+  create(nodes: NodeSpec[], opts?: CreateOptions): Promise<Record<string, TransportPeerNetwork>>;
+  /** Where `node` (created by create) listens: what addPeer takes as url. */
+  address(node: string): string;
   /** An extra network dialing `target` (unknown node id), e.g. an impostor with an old epoch. */
   createDialer(spec: NodeSpec, target: string): Promise<TransportPeerNetwork>;
   /** `node` stops reading (its peers see a full pipe and no pongs). */
@@ -70,14 +80,41 @@ async function rejects(h: Harness, p: Promise<unknown>): Promise<RequestError> {
 
 const release = (apid = 'b:a1'): Omit<Release, 'id'> => ({ t: 'release', apid });
 
+type SessionEvent = { k: 'up' | 'down'; node: string; epoch: number; why?: string };
+
+/** Records a network's up and down events, in order. */
+function watch(net: TransportPeerNetwork): SessionEvent[] {
+  const ev: SessionEvent[] = [];
+  net.on('up', (p) => ev.push({ k: 'up', node: p.node, epoch: p.epoch }));
+  net.on('down', (p, why) => ev.push({ k: 'down', node: p.node, epoch: p.epoch, why }));
+  return ev;
+}
+
+/** Every pair has exactly one session up, and its two ends name the same one: the epoch each end
+ * sees for the other is the epoch the other announced in that session. */
+function assertOneSessionPerPair(nets: Record<string, TransportPeerNetwork>, what: string): void {
+  for (const [x, nx] of Object.entries(nets))
+    for (const [y, ny] of Object.entries(nets)) {
+      if (x === y) continue;
+      const s = nx.sessions().filter((p) => p.node === y);
+      assert.equal(s.length, 1, `${what}: ${x} has one session with ${y}`);
+      assert.equal(s[0].epoch, ny.localEpoch(x), `${what}: ${x} and ${y} are in the same session`);
+    }
+}
+
+const DUPLICATE = String(CloseCode.DUPLICATE);
+
 export function complianceSuite(makeHarness: () => Harness): void {
   const h0 = makeHarness();
   describe(`peer network compliance: ${h0.name}`, () => {
     let h: Harness;
-    const fresh = async (nodes: NodeSpec[]) => {
+    const fresh = async (nodes: NodeSpec[], opts?: CreateOptions) => {
       if (h) await h.closeAll();
       h = makeHarness();
-      return h.create(nodes.map((n) => ({ ...fast, clusterKey: KEY, ...n })));
+      return h.create(
+        nodes.map((n) => ({ ...fast, clusterKey: KEY, ...n })),
+        opts,
+      );
     };
     after(async () => {
       if (h) await h.closeAll();
@@ -94,6 +131,123 @@ export function complianceSuite(makeHarness: () => Harness): void {
       // Exactly one session per pair: only one connection was established.
       assert.equal(n.a.metrics().sessionsUp, 1);
       assert.equal(n.b.metrics().sessionsUp, 1);
+    });
+
+    it('crossing dials at start (both ends dial): one session per pair, both ends agree on it, no session that came up goes down', async () => {
+      // The nodes start dialing `skew` apart, so the dials cross at every step of the handshake,
+      // the higher id's dial first for two pairs (a-c, b-c) and the lower id's first for a-b.
+      for (const skew of [0, 1, 2, 3, 4, 5, 6, 8, 12]) {
+        const n = await fresh([{ node: 'a' }, { node: 'b' }, { node: 'c' }], {
+          mutual: true,
+          connect: false,
+        });
+        const ev = Object.fromEntries(Object.entries(n).map(([k, net]) => [k, watch(net)]));
+        for (const net of [n.c, n.a, n.b]) {
+          net.connect();
+          await h.advance(skew);
+        }
+        await until(
+          h,
+          () => Object.values(n).every((x) => x.sessions().length === 2),
+          `sessions up (skew ${skew})`,
+        );
+        await h.advance(500); // the dials that lost are refused and retried meanwhile: nothing may change
+        assertOneSessionPerPair(n, `skew ${skew}`);
+        for (const [k, e] of Object.entries(ev)) {
+          const what = `${k}, skew ${skew}: ${JSON.stringify(e)}`;
+          assert.deepEqual(
+            e.map((x) => x.k),
+            ['up', 'up'],
+            `${what}: one up per peer, no down`,
+          );
+          assert.equal(n[k].metrics().sessionsUp, 2, what);
+          assert.equal(n[k].metrics().sessionsDown, 0, what);
+        }
+      }
+    });
+
+    it('a second dial between the same two live processes is refused with 4009; the session that is up stays', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }]);
+      await until(h, () => n.a.sessions().length === 1 && n.b.sessions().length === 1, 'sessions up');
+      const before = { a: n.a.sessions(), b: n.b.sessions() };
+      const ev = { a: watch(n.a), b: watch(n.b) };
+      let handled = 0;
+      n.b.onRequest(async () => {
+        handled++;
+        return { t: 'ok' };
+      });
+      // Both dial again by address (as after a restart of the dial loop): the lower id's dial
+      // would win a crossing, the higher id's would lose one; neither may replace a session that is up.
+      n.a.addPeer({ url: h.address('b') });
+      n.b.addPeer({ url: h.address('a') });
+      const dupes = (x: TransportPeerNetwork) => x.metrics().closesByCode[DUPLICATE] ?? 0;
+      await until(h, () => dupes(n.a) >= 2 && dupes(n.b) >= 2, 'both duplicates refused');
+      assert.equal((await run(h, n.a.request<Release>('b', release()))).t, 'ok');
+      // The refused dialers learned whom they reached and do not dial while the session is up.
+      const closes = { a: dupes(n.a), b: dupes(n.b) };
+      await h.advance(1000);
+      assert.deepEqual({ a: dupes(n.a), b: dupes(n.b) }, closes, 'no more duplicate dials');
+      assert.deepEqual(ev, { a: [], b: [] }, 'no down, no new up');
+      assert.deepEqual({ a: n.a.sessions(), b: n.b.sessions() }, before);
+      assertOneSessionPerPair(n, 'after the duplicates');
+      assert.equal(handled, 1);
+    });
+
+    it('a peer that restarted (new incarnation) replaces its old session even while the old one still looks up: down, then up with the new epoch', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }]);
+      await until(h, () => n.a.sessions().length === 1 && n.b.sessions().length === 1, 'sessions up');
+      const old = n.a.sessions()[0];
+      const ev = watch(n.a);
+      const oldDowns: string[] = [];
+      n.b.on('down', (_p, why) => oldDowns.push(why));
+      // b restarts without its old connection closing (a crash nobody reported yet): the new
+      // process has a larger epoch (and incarnation) and dials a by address.
+      const epoch = n.b.currentEpoch + 1_000_000;
+      const b2 = await h.createDialer({ node: 'b', clusterKey: KEY, ...fast, epoch }, 'a');
+      await until(h, () => b2.sessions().length === 1, 'the new incarnation is up');
+      assert.deepEqual(
+        ev.map((e) => e.k),
+        ['down', 'up'],
+        JSON.stringify(ev),
+      );
+      assert.deepEqual({ node: ev[0].node, epoch: ev[0].epoch }, old, 'the old session went down first');
+      assert.match(ev[0].why ?? '', /SUPERSEDED/);
+      assert.ok(ev[1].epoch > epoch, 'the new session carries the new epoch');
+      assert.deepEqual(n.a.sessions(), [{ node: 'b', epoch: ev[1].epoch }]);
+      assert.equal(b2.localEpoch('a'), ev[1].epoch);
+      await until(h, () => oldDowns.length === 1, 'the old incarnation sees its session end');
+      assert.match(oldDowns[0], /SUPERSEDED/);
+      // The old incarnation can not come back: refused as stale, the new session untouched.
+      const stale = n.a.metrics().staleRefused;
+      n.b.addPeer({ url: h.address('a') });
+      await until(h, () => n.a.metrics().staleRefused > stale, 'the old incarnation refused');
+      assert.equal(n.b.sessions().length, 0);
+      assert.deepEqual(n.a.sessions(), [{ node: 'b', epoch: ev[1].epoch }]);
+      assert.equal(ev.length, 2);
+    });
+
+    it('after a session died on both ends, the crossing redials make exactly one new session', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }], { mutual: true });
+      await until(h, () => n.a.sessions().length === 1 && n.b.sessions().length === 1, 'sessions up');
+      const old = { a: n.a.sessions()[0], b: n.b.sessions()[0] };
+      const ev = { a: watch(n.a), b: watch(n.b) };
+      const down = (e: SessionEvent[]) => e.some((x) => x.k === 'down');
+      h.stall('b'); // nothing reaches b, b's pongs stop: both ends declare the session dead
+      await until(h, () => down(ev.a) && down(ev.b), 'both ends declare the session dead');
+      h.resume('b');
+      await until(h, () => n.a.sessions().length === 1 && n.b.sessions().length === 1, 'a new session');
+      await h.advance(500);
+      assertOneSessionPerPair(n, 'after the reconnect');
+      for (const k of ['a', 'b'] as const) {
+        const what = `${k}: ${JSON.stringify(ev[k])}`;
+        assert.deepEqual(
+          ev[k].map((x) => x.k),
+          ['down', 'up'],
+          what,
+        );
+        assert.equal(ev[k][0].epoch, old[k].epoch, what);
+        assert.ok(ev[k][1].epoch > old[k].epoch, what);
+      }
     });
 
     it('lease: answered pings move the lease basis forward (event), a stalled peer stops it, a fence ends it', async () => {

@@ -4,7 +4,7 @@
  * answering invalidations (zap or write-protect, then ack with dirty data), detach, segment-gone and
  * the loss of a home.
  */
-import type { DriverFault } from '@xpmesh/node/kernel';
+import type { DriverFault, KernelModuleApi } from '@xpmesh/node/kernel';
 import { KernelError } from '@xpmesh/node/kernel';
 import type {
   Detach,
@@ -12,6 +12,7 @@ import type {
   InvalidateAck,
   MapReq,
   PageData,
+  PageRange,
   PeerSession,
   SegmentGone,
 } from '@xpmesh/protocol';
@@ -20,6 +21,7 @@ import { codeOf } from './errors.js';
 import { localAttachFault } from './home.js';
 import { homeOf, pageKey } from './ids.js';
 import { MAX_PAGES, toRanges } from './invalidate.js';
+import { copyPage } from './page-copy.js';
 import type { Attachment, InflightMap } from './state.js';
 
 const FAULT_ROUNDS = 8;
@@ -44,7 +46,6 @@ export async function attachmentFault(d: XpmemDriver, att: Attachment, f: Driver
     return;
   }
   d.counters.remoteFaults++;
-  const key = pageKey(att.grant.segid, p);
   const home = att.grant.home;
   for (let round = 0; round < FAULT_ROUNDS; round++) {
     if (att.detached) throw new KernelError('SIGSEGV', `attachment at ${att.vaddr} detached`);
@@ -56,7 +57,7 @@ export async function attachmentFault(d: XpmemDriver, att: Attachment, f: Driver
       await d.waitLease(home, d.requestTimeoutMs);
       return;
     }
-    const c = d.cache.get(key);
+    const c = d.cache.get(att.grant.segid, p);
     if (c && (!f.write || c.access === 'w')) {
       const w = c.access === 'w' && att.grant.access === 'rw';
       if (att.mapped[i] === (w ? 2 : 1) || (att.mapped[i] === 2 && !f.write)) {
@@ -108,7 +109,7 @@ async function requestPages(
   while (
     count < prefault &&
     p + count < att.firstPage + att.npages &&
-    !d.cache.has(pageKey(g.segid, p + count)) &&
+    !d.cache.has(g.segid, p + count) &&
     !d.pendingFaults.has(pageKey(g.segid, p + count)) &&
     !d.detachInFlight.has(pageKey(g.segid, p + count))
   ) {
@@ -187,7 +188,7 @@ function installGranted(
       continue;
     }
     if (note && grant <= note.downgradeUpTo) acc = 'r'; // recalled for reading meanwhile
-    const c = d.cache.get(key);
+    const c = d.cache.get(g.segid, pd.page);
     if (c) {
       if (c.access === 'w' && acc === 'r') continue;
       k.writePageData(c.pfn, pd.data);
@@ -195,9 +196,8 @@ function installGranted(
       c.version = pd.version;
       c.grant = Math.max(c.grant, grant);
     } else {
-      const pfn = k.allocPage();
-      k.writePageData(pfn, pd.data);
-      d.cache.set(key, {
+      const pfn = k.allocPage(pd.data);
+      d.cache.set({
         segid: g.segid,
         home: g.home,
         page: pd.page,
@@ -220,47 +220,69 @@ export async function prefaultAttachment(d: XpmemDriver, att: Attachment): Promi
   }
 }
 
-function attachmentsOf(d: XpmemDriver, segid: string): Attachment[] {
-  return [...d.attachments.values()].filter((a) => a.grant.segid === segid && !a.grant.local);
+/**
+ * Sorted, disjoint, merged copy of `ranges` (returned as is when it already is: the home sends
+ * toRanges output). Pages are then visited once each, in order, with no per-page set.
+ */
+export function normalRanges(ranges: readonly PageRange[]): readonly PageRange[] {
+  let ok = true;
+  for (let j = 1; j < ranges.length && ok; j++) ok = ranges[j][0] > ranges[j - 1][0] + ranges[j - 1][1];
+  if (ok) return ranges;
+  const sorted = ranges.map((r): PageRange => [r[0], r[1]]).sort((a, b) => a[0] - b[0]);
+  const out: PageRange[] = [];
+  for (const [first, count] of sorted) {
+    const last = out[out.length - 1];
+    if (last && first <= last[0] + last[1]) last[1] = Math.max(last[1], first + count - last[0]);
+    else out.push([first, count]);
+  }
+  return out;
 }
 
-/** Zap (or write-protect) `pages` in every local attachment of `segid`, one call per run. */
+/**
+ * Zap (or write-protect) the pages of `ranges` (normalised) in every local attachment of `segid`,
+ * one kernel call per run of mapped pages. Cost: the attachment's overlap with the ranges, never a
+ * walk of the whole attachment for a small invalidate (reclaiming n pages one by one was O(n²)).
+ */
 async function unmapPages(
   d: XpmemDriver,
   segid: string,
-  pages: Set<number>,
+  ranges: readonly PageRange[],
   wrprotect: boolean,
 ): Promise<void> {
   const k = d.kernel;
   const ps = k.pageSize;
   const work: Promise<unknown>[] = [];
-  for (const att of attachmentsOf(d, segid)) {
-    // walk the smaller of the two: an invalidate of one page must not cost a walk of the whole
-    // attachment (reclaiming n pages one by one was O(n²) at the attacher)
-    const idx: number[] = [];
-    const take = (i: number) => {
-      const m = att.mapped[i];
-      if (m !== 0 && (!wrprotect || m === 2)) {
-        idx.push(i);
-        att.mapped[i] = wrprotect ? 1 : 0;
+  const run = (att: Attachment, first: number, n: number) => {
+    const a = att.vaddr + first * ps;
+    work.push(
+      wrprotect ? k.wrprotectDriverRange(att.mm, a, a + n * ps) : k.zapDriverRange(att.mm, a, a + n * ps),
+    );
+  };
+  for (const att of d.attachments.values()) {
+    if (att.grant.segid !== segid || att.grant.local) continue;
+    const mapped = att.mapped;
+    // indices come in ascending order (normalised ranges): runs are built as we go
+    let runStart = -1;
+    let runEnd = -1;
+    for (const [first, count] of ranges) {
+      const lo = Math.max(first - att.firstPage, 0);
+      const hi = Math.min(first + count - att.firstPage, att.npages);
+      for (let i = lo; i < hi; i++) {
+        const m = mapped[i];
+        if (m === 0 || (wrprotect && m !== 2)) continue;
+        mapped[i] = wrprotect ? 1 : 0;
+        if (i === runEnd) runEnd++;
+        else {
+          if (runStart >= 0) run(att, runStart, runEnd - runStart);
+          runStart = i;
+          runEnd = i + 1;
+        }
       }
-    };
-    if (pages.size < att.npages) {
-      for (const p of pages) {
-        const i = p - att.firstPage;
-        if (i >= 0 && i < att.npages) take(i);
-      }
-    } else {
-      for (let i = 0; i < att.npages; i++) if (pages.has(att.firstPage + i)) take(i);
     }
-    for (const [first, n] of toRanges(idx)) {
-      const a = att.vaddr + first * ps;
-      work.push(
-        wrprotect ? k.wrprotectDriverRange(att.mm, a, a + n * ps) : k.zapDriverRange(att.mm, a, a + n * ps),
-      );
-    }
+    if (runStart >= 0) run(att, runStart, runEnd - runStart);
   }
-  await Promise.all(work);
+  if (work.length === 1) await work[0];
+  else if (work.length > 1) await Promise.all(work);
 }
 
 export async function handleInvalidate(
@@ -271,50 +293,69 @@ export async function handleInvalidate(
   const k = d.kernel;
   if (homeOf(msg.segid) !== from.node)
     throw { code: 'E_STATE', message: `${from.node} is not the home of ${msg.segid}` };
-  const pages = new Set<number>();
-  for (const [first, count] of msg.ranges) for (let p = first; p < first + count; p++) pages.add(p);
+  const ranges = normalRanges(msg.ranges);
   // Order. The invalidate covers every grant with an id ≤ upTo. A map-ok still on its way (it may be
   // behind this message) is noted so that the copy it carries is dropped (or installed read-only)
   // when it arrives; copies already cached are forgotten synchronously, before anything awaits, so
   // no local fault can install them again. A copy granted after upTo is not ours to drop.
-  const work: Array<{ page: number; pfn: number; version: number; wasWrite: boolean; drop: boolean }> = [];
-  for (const p of pages) {
-    const key = pageKey(msg.segid, p);
-    const note = d.inflightMaps.get(key);
-    if (note) {
-      if (msg.downgrade) note.downgradeUpTo = Math.max(note.downgradeUpTo, msg.upTo);
-      else note.dropUpTo = Math.max(note.dropUpTo, msg.upTo);
-    }
-    const c = d.cache.get(key);
-    if (!c) continue;
-    if (c.grant > msg.upTo) continue;
-    const wasWrite = c.access === 'w';
-    if (msg.downgrade) {
-      if (!wasWrite) continue;
-      c.access = 'r';
-      work.push({ page: p, pfn: c.pfn, version: c.version, wasWrite, drop: false });
-    } else {
-      d.cache.delete(key);
-      work.push({ page: p, pfn: c.pfn, version: c.version, wasWrite, drop: true });
+  const notes = d.inflightMaps.size > 0;
+  const cached = d.cache.segment(msg.segid);
+  /** Copies held for writing: their data goes back in the ack (write-back). */
+  const written: Array<{ page: number; pfn: number; version: number }> = [];
+  /** Frames of dropped copies: freed once the ack is on its way. */
+  const drop: number[] = [];
+  for (const [first, count] of ranges) {
+    for (let p = first; p < first + count; p++) {
+      if (notes) {
+        const note = d.inflightMaps.get(pageKey(msg.segid, p));
+        if (note) {
+          if (msg.downgrade) note.downgradeUpTo = Math.max(note.downgradeUpTo, msg.upTo);
+          else note.dropUpTo = Math.max(note.dropUpTo, msg.upTo);
+        }
+      }
+      const c = cached?.get(p);
+      if (!c) continue;
+      if (c.grant > msg.upTo) continue;
+      const wasWrite = c.access === 'w';
+      if (msg.downgrade) {
+        if (!wasWrite) continue;
+        c.access = 'r';
+      } else {
+        d.cache.delete(msg.segid, p);
+        drop.push(c.pfn);
+      }
+      if (wasWrite && msg.writeback) written.push({ page: p, pfn: c.pfn, version: c.version });
     }
   }
-  await unmapPages(d, msg.segid, pages, msg.downgrade);
+  await unmapPages(d, msg.segid, ranges, msg.downgrade);
   const dirty: PageData[] = [];
-  if (msg.writeback) {
-    for (const p of pages) {
-      const pd = d.detaching.get(pageKey(msg.segid, p));
-      if (pd) dirty.push(pd);
+  if (msg.writeback && d.detaching.size > 0) {
+    for (const [first, count] of ranges) {
+      for (let p = first; p < first + count; p++) {
+        const pd = d.detaching.get(pageKey(msg.segid, p));
+        if (pd) dirty.push(pd);
+      }
     }
   }
-  for (const w of work) {
-    if (msg.writeback && w.wasWrite) {
-      const data = new Uint8Array(k.pageSize);
-      data.set(k.pageBytes(w.pfn));
-      dirty.push({ page: w.page, version: w.version, data });
-    }
-    if (w.drop) k.putPage(w.pfn);
-  }
+  for (const w of written)
+    dirty.push({ page: w.page, version: w.version, data: copyPage(k.pageBytes(w.pfn)) });
+  // The dropped frames are unreachable now (no cache entry, every PTE zapped with its shootdown
+  // complete, their data copied above): freeing them can wait until the ack is queued, which happens
+  // in this turn's microtasks, before any setImmediate callback.
+  if (drop.length === 1) k.putPage(drop[0]);
+  else if (drop.length > 1) setImmediate(() => freeFrames(d, k, drop));
   return { t: 'invalidate-ack', dirty };
+}
+
+/** Drop the driver's references to `pfns` (frames of cached copies no longer reachable). */
+function freeFrames(d: XpmemDriver, k: KernelModuleApi, pfns: number[]): void {
+  for (const pfn of pfns) {
+    try {
+      k.putPage(pfn);
+    } catch (e) {
+      d.log.warn({ err: e, pfn }, 'xpmem: freeing a dropped copy failed');
+    }
+  }
 }
 
 /**
@@ -344,15 +385,10 @@ export async function releaseAttachmentPages(
     const p = att.firstPage + i;
     if (others.some((a) => p >= a.firstPage && p < a.firstPage + a.npages)) continue;
     pages.push(p);
-    const key = pageKey(att.grant.segid, p);
-    const c = d.cache.get(key);
+    const c = d.cache.get(att.grant.segid, p);
     if (!c) continue;
-    d.cache.delete(key);
-    if (c.access === 'w') {
-      const data = new Uint8Array(ps);
-      data.set(k.pageBytes(c.pfn));
-      dirty.push({ page: p, version: c.version, data });
-    }
+    d.cache.delete(att.grant.segid, p);
+    if (c.access === 'w') dirty.push({ page: p, version: c.version, data: copyPage(k.pageBytes(c.pfn)) });
     k.putPage(c.pfn);
   }
   if (pages.length === 0 || att.gone) return;
@@ -443,9 +479,9 @@ export async function attacherDown(d: XpmemDriver, node: string, _why: string): 
 
 async function revoke(d: XpmemDriver, match: (segid: string) => boolean): Promise<void> {
   const k = d.kernel;
-  for (const [key, c] of [...d.cache]) {
+  for (const c of d.cache.all()) {
     if (!match(c.segid)) continue;
-    d.cache.delete(key);
+    d.cache.delete(c.segid, c.page);
     k.putPage(c.pfn);
   }
   const zaps: Promise<unknown>[] = [];

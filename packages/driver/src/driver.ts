@@ -24,7 +24,7 @@ import { homeOf } from './ids.js';
 import { rmapNotifierOps } from './notifiers.js';
 import { nextState, PAGE_STATES, type PageEvent, stateIndex } from './page-state.js';
 import { ReverseMap } from './rmap.js';
-import type { Attachment, CachedPage, Grant, MmRecord, Permit, Segment } from './state.js';
+import { type Attachment, type Grant, type MmRecord, PageCache, type Permit, type Segment } from './state.js';
 import { xpmemAttach } from './xpmem-attach.js';
 import { xpmemDetach } from './xpmem-detach.js';
 import { xpmemGet } from './xpmem-get.js';
@@ -83,6 +83,14 @@ export interface DriverCounters {
   overtakenGrants: number;
   /** Invalidations that waited for an earlier invalidation of the same page to end first. */
   serializedInvalidations: number;
+  /**
+   * Requests refused by a security check, by kind (exported as xpmesh_refusals_total{kind}):
+   * no_permit (an apid the caller does not hold, or a revoked one), access_denied (a get refused by
+   * the mode bits). Counted where the decision is made, so a refusal counts once, at the instance
+   * that refused. (A write to a read-only attachment never reaches the driver: the attachment's VMA
+   * has no PROT_WRITE and the kernel sends SIGSEGV, counted as kernel driverWriteDenied.)
+   */
+  refused: { no_permit: number; access_denied: number };
   /** Accesses that found their lease expired and waited for renewal. */
   leaseWaits: number;
   lostDirtyPages: number;
@@ -163,7 +171,7 @@ export class XpmemDriver implements KernelModule {
   // ---- attacher side
   readonly grants = new Map<string, Grant>();
   readonly attachments = new Map<number, Attachment>();
-  readonly cache = new Map<string, CachedPage>();
+  readonly cache = new PageCache();
   readonly pendingFaults = new Map<string, { access: Access; promise: Promise<void> }>();
   /** Dirty pages given back in a detach the home has not acknowledged yet. */
   readonly detaching = new Map<string, import('@xpmesh/protocol').PageData>();
@@ -203,6 +211,7 @@ export class XpmemDriver implements KernelModule {
     fences: 0,
     overtakenGrants: 0,
     serializedInvalidations: 0,
+    refused: { no_permit: 0, access_denied: 0 },
     leaseWaits: 0,
     lostDirtyPages: 0,
     reclaimRefusals: 0,
@@ -404,7 +413,9 @@ export class XpmemDriver implements KernelModule {
     const to = nextState(from, event);
     if (to === from) return;
     seg.state[page] = stateIndex(to);
-    this.events.emit('page-state', { segid: seg.segid, page, from, to, event });
+    // the event object is built only for listeners (a 1024-page invalidation makes 2048 of them)
+    if (this.events.listenerCount('page-state') > 0)
+      this.events.emit('page-state', { segid: seg.segid, page, from, to, event });
   }
 
   /** Longest an invalidation can take: ack deadline, then the lease wait of a fence. */
@@ -464,8 +475,15 @@ export class XpmemDriver implements KernelModule {
     if (waited) this.counters.serializedInvalidations++;
   }
 
+  /** Count a refusal (see DriverCounters.refused), then throw its error. */
+  refuse(kind: keyof DriverCounters['refused'], code: 'E_NO_PERMIT' | 'E_PERM', message: string): never {
+    this.counters.refused[kind]++;
+    fail(code, message);
+  }
+
   /** The last invalidation of `page` ended: wake the invalidations waiting for it. */
   wakeInvalidations(seg: Segment, page: number): void {
+    if (seg.invalDone.size === 0) return;
     const list = seg.invalDone.get(page);
     if (!list || seg.inval[page] > 0) return;
     seg.invalDone.delete(page);
@@ -473,6 +491,7 @@ export class XpmemDriver implements KernelModule {
   }
 
   wakeIdle(seg: Segment, page: number): void {
+    if (seg.idle.size === 0) return;
     const list = seg.idle.get(page);
     if (!list || seg.inval[page] > 0 || seg.busy[page] > 0) return;
     seg.idle.delete(page);
@@ -548,6 +567,7 @@ export class XpmemDriver implements KernelModule {
   }
 
   emitMessage(dir: 'in' | 'out', type: string, peer: string, cid?: string, latencyMs?: number): void {
+    if (this.events.listenerCount('message') === 0) return; // four per round trip: skip the object
     const ev: MessageEvent = { dir, type, peer, cid };
     if (latencyMs !== undefined) ev.latencyMs = latencyMs;
     this.events.emit('message', ev);

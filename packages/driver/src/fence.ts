@@ -66,7 +66,7 @@ export async function fenceNode(
     touched.set(seg, set);
     set.add(e.page);
   }
-  for (const pfn of frames) await unexportIfEmpty(d, pfn, false);
+  for (const pfn of frames) unexportIfEmpty(d, pfn, false);
   for (const [seg, pages] of touched) {
     for (const p of pages) if (seg.inval[p] === 0) await syncHomePte(d, seg, p);
   }

@@ -20,6 +20,8 @@ import type { Detach, MapOk, MapReq, Ok, PageData, PeerSession } from '@xpmesh/p
 import type { XpmemDriver } from './driver.js';
 import { codeOf, DriverError, fail } from './errors.js';
 import { invalidatePages, unexportIfEmpty, writeBack } from './invalidate.js';
+import { copyPage } from './page-copy.js';
+import { PM_ANY, PM_OTHER, PM_OTHER_WRITE, PM_WRITE } from './rmap.js';
 import { DEV_CLEAR, DEV_NONE, DEV_READONLY, type Permit, type Segment } from './state.js';
 
 const GRANT_RETRIES = 32;
@@ -42,39 +44,55 @@ export function devModeAt(d: XpmemDriver, seg: Segment, p: number, pfn?: number)
   return e.mode === 'none' ? DEV_NONE : DEV_READONLY;
 }
 
-/** Put the source PTE of a page in device mode `mode` (DEV_*). */
-export async function setHomeDevice(d: XpmemDriver, seg: Segment, p: number, mode: number): Promise<void> {
+/**
+ * Put the source PTE of a page in device mode `mode` (DEV_*). Synchronous (returns undefined) when
+ * no device entry has to be set: clearing one only adds access and needs no shootdown; setting one
+ * awaits the kernel's shootdown.
+ */
+export function setHomeDevice(
+  d: XpmemDriver,
+  seg: Segment,
+  p: number,
+  mode: number,
+): Promise<void> | undefined {
   const cur = devModeAt(d, seg, p);
   seg.dev[p] = cur;
-  if (cur === mode) return;
+  if (cur === mode) return undefined;
   const k = d.kernel;
   const addr = pageAddr(d, seg, p);
   if (cur !== DEV_CLEAR) {
     k.clearDeviceEntry(seg.mm, addr);
     seg.dev[p] = DEV_CLEAR;
   }
-  if (mode !== DEV_CLEAR) {
-    await k.setDeviceEntry(seg.mm, addr, d.deviceOwner, mode === DEV_NONE ? 'none' : 'readonly');
+  if (mode === DEV_CLEAR) return undefined;
+  return k.setDeviceEntry(seg.mm, addr, d.deviceOwner, mode === DEV_NONE ? 'none' : 'readonly').then(() => {
     seg.dev[p] = mode;
-  }
+  });
 }
 
-/** Make the source PTE agree with the directory: no copy → normal, readers → 'readonly', writer → 'none'. */
-export async function syncHomePte(d: XpmemDriver, seg: Segment, p: number): Promise<void> {
-  const es = d.rmap.entries(seg.pfn[p], seg.slot, p);
+/**
+ * Make the source PTE agree with the directory: no copy → normal, readers → 'readonly', writer →
+ * 'none'. Returns undefined when that was done synchronously (the usual case: nothing to change).
+ */
+export function syncHomePte(d: XpmemDriver, seg: Segment, p: number): Promise<void> | undefined {
+  const m = d.rmap.pageMask(seg.pfn[p], seg.slot, p);
   const want =
     seg.removed || seg.mm.exiting
       ? DEV_CLEAR
-      : es.some((e) => e.write)
+      : m & PM_WRITE
         ? DEV_NONE
-        : es.length
+        : m & PM_ANY
           ? DEV_READONLY
           : DEV_CLEAR;
-  try {
-    await setHomeDevice(d, seg, p, want);
-  } catch (e) {
+  const failed = (e: unknown) => {
     d.log.debug({ err: e, segid: seg.segid, page: p }, 'xpmem: source PTE not changed');
     if (want === DEV_CLEAR) seg.dev[p] = DEV_CLEAR;
+  };
+  try {
+    return setHomeDevice(d, seg, p, want)?.catch(failed);
+  } catch (e) {
+    failed(e);
+    return undefined;
   }
 }
 
@@ -82,35 +100,40 @@ export async function syncHomePte(d: XpmemDriver, seg: Segment, p: number): Prom
  * Copies held by other instances that conflict with an access by `requester` (SELF for the home's own
  * processes and local attachers): a write needs every other copy gone, a read needs no remote writer.
  */
-export async function resolveConflicts(
+export function resolveConflicts(
   d: XpmemDriver,
   seg: Segment,
   p: number,
   requester: number,
   write: boolean,
-) {
-  const all = d.rmap.entries(seg.pfn[p], seg.slot, p);
-  const es = all.filter((e) => e.node !== requester);
-  if (write && all.some((e) => e.node === requester && !e.write)) {
-    // upgrade of the requester's own read copy: it goes too (the grant brings the data back), so no
-    // instance can read a stale copy while the home frame is briefly writable during the COW break
-    d.counters.upgrades++;
-    await invalidatePages(d, seg, [p], { reason: 'upgrade', writeback: true, downgrade: false });
-    return;
+): Promise<unknown> | undefined {
+  const pfn = seg.pfn[p];
+  // no entry at all (the usual first grant): nothing to resolve, and no promise to wait for
+  if (d.rmap.isEmpty(pfn)) return undefined;
+  if (write) {
+    const own = d.rmap.find(pfn, requester, seg.slot, p);
+    if (own >= 0 && !d.rmap.isWrite(own)) {
+      // upgrade of the requester's own read copy: it goes too (the grant brings the data back), so no
+      // instance can read a stale copy while the home frame is briefly writable during the COW break
+      d.counters.upgrades++;
+      return invalidatePages(d, seg, [p], { reason: 'upgrade', writeback: true, downgrade: false });
+    }
   }
-  if (es.length === 0) return;
+  const m = d.rmap.pageMask(pfn, seg.slot, p, requester);
+  if (!(m & PM_OTHER)) return undefined;
   if (write) {
     if (requester === SELF) d.counters.recalls++;
     else d.counters.upgrades++;
-    await invalidatePages(d, seg, [p], {
+    return invalidatePages(d, seg, [p], {
       reason: requester === SELF ? 'recall' : 'upgrade',
       writeback: true,
       downgrade: false,
       except: requester,
     });
-  } else if (es.some((e) => e.write)) {
+  }
+  if (m & PM_OTHER_WRITE) {
     d.counters.recalls++;
-    await invalidatePages(d, seg, [p], {
+    return invalidatePages(d, seg, [p], {
       reason: 'recall',
       writeback: true,
       downgrade: true,
@@ -118,10 +141,29 @@ export async function resolveConflicts(
       onlyWriters: true,
     });
   }
+  return undefined;
 }
 
-/** Same-instance attachers map the source frame directly: a remote grant write-protects or zaps them. */
-export async function fenceLocalAttachers(
+/**
+ * Same-instance attachers map the source frame directly: a remote grant write-protects or zaps them.
+ * Returns undefined (no promise to wait for) when none maps the page.
+ */
+export function fenceLocalAttachers(
+  d: XpmemDriver,
+  seg: Segment,
+  p: number,
+  write: boolean,
+): Promise<void> | undefined {
+  for (const att of d.attachments.values()) {
+    if (!att.grant.local || att.grant.segid !== seg.segid) continue;
+    const i = p - att.firstPage;
+    if (i < 0 || i >= att.npages || att.mapped[i] === 0) continue;
+    if (write || att.mapped[i] === 2) return fenceLocalAttachersNow(d, seg, p, write);
+  }
+  return undefined;
+}
+
+async function fenceLocalAttachersNow(
   d: XpmemDriver,
   seg: Segment,
   p: number,
@@ -148,8 +190,9 @@ const inGup = new WeakMap<Segment, Map<number, boolean>>();
 
 /**
  * Steps 1-6 above for one page, for remote instance `node` holding `permit`. The returned promise
- * settles with the grant; the page itself stays held (its mutex) until `hold` settles (bounded by
- * the request timeout): handleMap releases it once the map-ok is queued on the link. Safety does
+ * settles with the grant; the page itself stays held (its mutex) until `hold` settles, which the
+ * caller guarantees: handleMap resolves it unconditionally (in the `finally` of an allSettled, one
+ * setImmediate later) once the map-ok is queued on the link. Safety does
  * not depend on this (a grant overtaken by an invalidation is dropped by its grant id), liveness
  * does: released at once, the next conflicting request's invalidate was queued BEFORE the map-ok it
  * covers, so the copy was dropped on arrival, the fault retried and invalidated the next grant in
@@ -161,7 +204,7 @@ export function grantPage(
   p: number,
   permit: Permit,
   write: boolean,
-  hold: Promise<void> = Promise.resolve(),
+  hold?: Promise<void>,
 ): Promise<{ pd: PageData; grant: number }> {
   return new Promise((resolve, reject) => {
     seg.mutex
@@ -174,13 +217,9 @@ export function grantPage(
           return;
         }
         resolve(r);
-        await new Promise<void>((done) => {
-          const t = d.clock.setTimeout(done, d.requestTimeoutMs);
-          void hold.finally(() => {
-            d.clock.clearTimeout(t);
-            done();
-          });
-        });
+        // no timer of its own: `hold` always settles (see above), and a timer per granted page was
+        // measurable on the fault path
+        if (hold) await hold;
       })
       .catch(reject);
   });
@@ -199,14 +238,20 @@ async function grantPageLocked(
   const addr = pageAddr(d, seg, p);
   for (let attempt = 0; attempt < GRANT_RETRIES; attempt++) {
     if (seg.removed) fail('E_NO_SEGMENT', `segment ${seg.segid} removed`);
-    if (d.permits.get(permit.apid) !== permit) fail('E_NO_PERMIT', `permit ${permit.apid} revoked`);
-    await d.waitIdle(seg, p);
-    await resolveConflicts(d, seg, p, node, write);
-    await fenceLocalAttachers(d, seg, p, write);
+    if (d.permits.get(permit.apid) !== permit)
+      d.refuse('no_permit', 'E_NO_PERMIT', `permit ${permit.apid} revoked`);
+    // Steps 1-2 and the source PTE: each returns a promise only when it has something to wait for
+    // (the uncontended first grant of a page has nothing), so the usual case takes no turn here.
+    if (seg.inval[p] > 0 || seg.busy[p] > 0) await d.waitIdle(seg, p);
+    const conflicts = resolveConflicts(d, seg, p, node, write);
+    if (conflicts) await conflicts;
+    const fenced = fenceLocalAttachers(d, seg, p, write);
+    if (fenced) await fenced;
     // the source PTE must agree with the copies that are left BEFORE getUserPage: after a recall with
     // downgrade the former writer still reads, and a 'none' entry cleared by our own getUserPage
     // would leave the home writable under that read copy
-    await syncHomePte(d, seg, p);
+    const synced = syncHomePte(d, seg, p);
+    if (synced) await synced;
     // mainline order: the sequence number is read BEFORE getUserPage, so an invalidation that
     // starts or ends while we resolve the page (a migration that moves it, a munmap) forces a retry
     const seq = await k.mmuIntervalReadBegin(seg.mm);
@@ -227,7 +272,7 @@ async function grantPageLocked(
     try {
       if (seg.gen[p] !== gen || seg.inval[p] > 0 || seg.busy[p] > 0) continue;
       if (seg.pfn[p] !== pfn) {
-        if (!d.rmap.entries(seg.pfn[p], seg.slot, p).length) seg.pfn[p] = pfn;
+        if (!d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = pfn;
         else continue; // stale entries on an old frame: an invalidation is coming (gen will move)
       }
       try {
@@ -235,7 +280,8 @@ async function grantPageLocked(
       } catch {
         continue;
       }
-      await k.lockPage(pfn, d.ackTimeoutMs);
+      // uncontended, the page lock is taken at once (trylock); else sleep for it (bounded)
+      if (!k.trylockPage(pfn)) await k.lockPage(pfn, d.ackTimeoutMs);
       try {
         // the page lock keeps reclaim and migration off the entry from here to the rmap entry
         const devOk = devModeAt(d, seg, p, pfn) === (write ? DEV_NONE : DEV_READONLY);
@@ -253,8 +299,7 @@ async function grantPageLocked(
         d.rmap.add(pfn, node, seg.slot, p, permit.slot, permit.epoch, write);
         const grant = ++d.grantSeq;
         d.transition(seg, p, write ? 'grant-write' : 'grant-read');
-        const data = new Uint8Array(k.pageSize);
-        data.set(k.pageBytes(pfn));
+        const data = copyPage(k.pageBytes(pfn));
         granted = true;
         d.counters.mapsGranted++;
         return { pd: { page: p, version: seg.version[p], data }, grant };
@@ -284,7 +329,7 @@ function gupError(e: unknown, seg: Segment, p: number): DriverError {
 export async function handleMap(d: XpmemDriver, from: PeerSession, msg: MapReq): Promise<Omit<MapOk, 're'>> {
   const permit = d.permits.get(msg.apid);
   if (!permit || permit.node !== from.node || permit.epoch !== from.epoch) {
-    fail('E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}@${from.epoch}`);
+    d.refuse('no_permit', 'E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}@${from.epoch}`);
   }
   const seg = permit.seg;
   if (seg.removed) fail('E_NO_SEGMENT', `segment ${seg.segid} removed`);
@@ -327,7 +372,7 @@ export async function handleMap(d: XpmemDriver, from: PeerSession, msg: MapReq):
 export async function handleDetach(d: XpmemDriver, from: PeerSession, msg: Detach): Promise<Omit<Ok, 're'>> {
   const permit = d.permits.get(msg.apid);
   if (!permit || permit.node !== from.node || permit.epoch !== from.epoch) {
-    fail('E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}@${from.epoch}`);
+    d.refuse('no_permit', 'E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}@${from.epoch}`);
   }
   const seg = permit.seg;
   const node = d.nodeIdx(from.node);
@@ -346,7 +391,7 @@ export async function handleDetach(d: XpmemDriver, from: PeerSession, msg: Detac
         d.rmap.remove(e.pfn, node, seg.slot, p);
         const left = d.rmap.entries(e.pfn, seg.slot, p).length;
         d.transition(seg, p, left ? 'drop' : 'drop-last');
-        await unexportIfEmpty(d, e.pfn, false);
+        unexportIfEmpty(d, e.pfn, false);
         await syncHomePte(d, seg, p);
       });
     }

@@ -43,7 +43,10 @@ export interface InvalidateResult {
 export const MAX_PAGES = 64;
 
 export function toRanges(pages: number[]): PageRange[] {
-  const sorted = [...new Set(pages)].sort((a, b) => a - b);
+  let ascending = true;
+  for (let i = 1; i < pages.length && ascending; i++) ascending = pages[i] > pages[i - 1];
+  // the usual input (pages collected in order) is already strictly ascending: no set, no sort
+  const sorted = ascending ? pages : [...new Set(pages)].sort((a, b) => a - b);
   const out: PageRange[] = [];
   for (const p of sorted) {
     const last = out[out.length - 1];
@@ -61,36 +64,45 @@ export async function invalidatePages(
 ): Promise<InvalidateResult> {
   const pfnOf = (p: number): number => o.pfn ?? seg.pfn[p];
   // one invalidation of a page at a time (see waitInvalidations); the entries are read after it
-  await d.waitInvalidations(seg, pages);
+  // (checked here first so that the usual case, nothing in flight, does not wait a turn)
+  if (pages.some((q) => seg.inval[q] > 0)) await d.waitInvalidations(seg, pages);
   const byNode = new Map<number, number[]>();
   /** Entries of sessions that are over (the node came back with a new epoch): fenced, not asked. */
   const staleSessions = new Map<number, number>();
   const touched: number[] = [];
   let sessions: Map<string, number> | undefined;
+  const rm = d.rmap;
+  const slots: number[] = [];
   for (const p of pages) {
-    const es = d.rmap
-      .entries(pfnOf(p), seg.slot, p)
-      .filter((e) => e.node !== o.except && (!o.onlyWriters || e.write));
-    if (es.length === 0) continue;
-    touched.push(p);
-    for (const e of es) {
+    slots.length = 0;
+    rm.slotsOf(pfnOf(p), seg.slot, p, slots);
+    let hit = false;
+    for (const i of slots) {
+      const node = rm.nodeAt(i);
+      if (node === o.except || (o.onlyWriters && !rm.isWrite(i))) continue;
+      hit = true;
       sessions ??= new Map(d.net.sessions().map((x) => [x.node, x.epoch]));
-      const cur = sessions.get(d.nodeNames[e.node]) ?? d.epochs.get(d.nodeNames[e.node]);
-      if (cur !== undefined && epochAtMost(e.epoch, cur - 1)) {
+      const cur = sessions.get(d.nodeNames[node]) ?? d.epochs.get(d.nodeNames[node]);
+      if (cur !== undefined && epochAtMost(rm.epochAt(i), cur - 1)) {
         // an entry of a session before the current one: fence everything up to the one before
-        staleSessions.set(e.node, cur - 1);
+        staleSessions.set(node, cur - 1);
         continue;
       }
-      const list = byNode.get(e.node) ?? [];
-      byNode.set(e.node, list);
+      let list = byNode.get(node);
+      if (!list) {
+        list = [];
+        byNode.set(node, list);
+      }
       list.push(p);
     }
+    if (hit) touched.push(p);
   }
   if (touched.length === 0) return { ok: true, dirty: false };
   // Every copy granted so far (also one whose map-ok is still on the wire behind this invalidate)
   // is covered; grants cannot happen for these pages until this invalidation ends.
   const upTo = d.grantSeq;
-  const frames = new Set(touched.map((p) => pfnOf(p)));
+  const frames = new Set<number>();
+  for (const p of touched) frames.add(pfnOf(p));
   for (const p of touched) {
     seg.inval[p]++;
     d.transition(seg, p, 'invalidate-begin');
@@ -108,8 +120,11 @@ export async function invalidatePages(
       let cur: number[] = [];
       let writes = 0;
       for (const p of ps.sort((a, b) => a - b)) {
-        const w =
-          o.writeback && d.rmap.entries(pfnOf(p), seg.slot, p).some((e) => e.node === node && e.write);
+        let w = false;
+        if (o.writeback) {
+          const i = rm.find(pfnOf(p), node, seg.slot, p);
+          w = i >= 0 && rm.isWrite(i);
+        }
         if (w && writes === MAX_PAGES) {
           batches.push([node, cur]);
           cur = [];
@@ -144,18 +159,18 @@ export async function invalidatePages(
             d.ackTimeoutMs,
           );
           d.counters.invalidationsAcked++;
-          const asked = new Set(ps);
+          const asked = ack.dirty.length ? new Set(ps) : undefined;
           for (const pd of ack.dirty) {
-            if (!asked.has(pd.page)) continue;
-            const i = d.rmap.find(pfnOf(pd.page), node, seg.slot, pd.page);
-            if (i < 0 || !d.rmap.entry(i).write) continue; // only a writer's data counts
+            if (!asked?.has(pd.page)) continue;
+            const i = rm.find(pfnOf(pd.page), node, seg.slot, pd.page);
+            if (i < 0 || !rm.isWrite(i)) continue; // only a writer's data counts
             if (writeBack(d, seg, pd.page, pd.data, pfnOf(pd.page))) dirty = true;
           }
           for (const p of ps) {
-            const i = d.rmap.find(pfnOf(p), node, seg.slot, p);
-            if (i < 0) continue;
-            if (o.downgrade) d.rmap.setWrite(i, false);
-            else d.rmap.remove(pfnOf(p), node, seg.slot, p);
+            if (o.downgrade) {
+              const i = rm.find(pfnOf(p), node, seg.slot, p);
+              if (i >= 0) rm.setWrite(i, false);
+            } else rm.delete(pfnOf(p), node, seg.slot, p);
           }
         } catch (err) {
           ok = false;
@@ -171,13 +186,12 @@ export async function invalidatePages(
     for (const p of touched) {
       seg.inval[p]--;
       if (seg.inval[p] === 0) {
-        const left = d.rmap.entries(pfnOf(p), seg.slot, p);
-        d.transition(seg, p, left.length ? 'downgrade-end' : 'invalidate-end');
+        d.transition(seg, p, rm.hasPage(pfnOf(p), seg.slot, p) ? 'downgrade-end' : 'invalidate-end');
         d.wakeInvalidations(seg, p);
         d.wakeIdle(seg, p);
       }
     }
-    for (const pfn of frames) await unexportIfEmpty(d, pfn, o.lockHeld === true);
+    unexportEmpty(d, frames, o.lockHeld === true);
   }
   d.events.emit('invalidated', {
     segid: seg.segid,
@@ -211,13 +225,30 @@ export function writeBack(
  * (held by the caller on the rmap-notifier path; otherwise taken with trylock, or later in the
  * background if the kernel holds it right now, e.g. while reclaim walks the page).
  */
-export async function unexportIfEmpty(d: XpmemDriver, pfn: number, lockHeld: boolean): Promise<void> {
+export function unexportIfEmpty(d: XpmemDriver, pfn: number, lockHeld: boolean): void {
+  unexportEmpty(d, [pfn], lockHeld);
+}
+
+/**
+ * unexportIfEmpty for many frames: the frames whose map is empty are unexported with one kernel call
+ * (each under its page lock, taken with trylock); a frame whose lock is held is retried later.
+ */
+export function unexportEmpty(d: XpmemDriver, pfns: Iterable<number>, lockHeld: boolean): void {
   const k = d.kernel;
-  if (pfn < 0 || !d.rmap.isEmpty(pfn) || !k.pageExported(pfn)) return;
+  const empty: number[] = [];
+  for (const pfn of pfns) if (pfn >= 0 && d.rmap.isEmpty(pfn)) empty.push(pfn);
+  if (empty.length === 0) return;
   if (lockHeld) {
-    k.unexportPage(pfn);
+    for (const pfn of empty) if (k.pageExported(pfn)) k.unexportPage(pfn);
     return;
   }
+  // checked empty and unexported in one synchronous section, as attempt() below does for a retry
+  for (const pfn of k.tryUnexportPages(empty)) unexportLater(d, pfn);
+}
+
+/** The page lock of `pfn` was held: poll with trylock until it can be unexported (or need not be). */
+function unexportLater(d: XpmemDriver, pfn: number): void {
+  const k = d.kernel;
   /** One synchronous attempt: true when done (unexported, or nothing left to do). */
   const attempt = (): boolean => {
     if (!d.loaded || !d.rmap.isEmpty(pfn) || !k.pageExported(pfn)) return true;
@@ -229,7 +260,6 @@ export async function unexportIfEmpty(d: XpmemDriver, pfn: number, lockHeld: boo
     }
     return true;
   };
-  if (attempt()) return;
   // Someone (usually the kernel: reclaim or migration walking the page) holds the lock. Never sleep
   // on the lock of a frame we hold no reference to: it may be freed and reused meanwhile, and a
   // lock taken on the reused frame would collide with its new owner. Poll with trylock instead;

@@ -1,25 +1,28 @@
-/** A keyed async mutex: operations on one key run one at a time, in arrival order. */
+/**
+ * A keyed async mutex: operations on one key run one at a time, in arrival order. An uncontended
+ * `run` starts `fn` at once (in the caller's turn), with no promise hop before it; waiters queue
+ * behind the holder and each is started by the one before it as that one finishes.
+ */
 export class KeyedMutex<K> {
-  private tails = new Map<K, Promise<void>>();
+  /** Per held key: the waiters behind the holder, oldest first. */
+  private readonly held = new Map<K, Array<() => void>>();
 
   async run<T>(key: K, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => {
-      release = r;
-    });
-    const tail = prev.then(() => mine);
-    this.tails.set(key, tail);
-    await prev;
+    const q = this.held.get(key);
+    if (q === undefined) this.held.set(key, []);
+    else await new Promise<void>((resolve) => q.push(resolve));
     try {
       return await fn();
     } finally {
-      release();
-      if (this.tails.get(key) === tail) this.tails.delete(key);
+      const waiters = this.held.get(key)!;
+      const next = waiters.shift();
+      if (next)
+        next(); // ownership passes to the next waiter; the key stays held
+      else this.held.delete(key);
     }
   }
 
   get busy(): number {
-    return this.tails.size;
+    return this.held.size;
   }
 }

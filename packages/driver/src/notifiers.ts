@@ -23,9 +23,9 @@ import type {
 } from '@xpmesh/node/kernel';
 import type { InvalidateReason } from '@xpmesh/protocol';
 import type { XpmemDriver } from './driver.js';
-import { devModeAt, fenceLocalAttachers, pageAddr, teardownSegment } from './home.js';
-import { invalidatePages } from './invalidate.js';
-import { DEV_CLEAR, type Segment } from './state.js';
+import { devModeAt, pageAddr, teardownSegment } from './home.js';
+import { invalidatePages, toRanges } from './invalidate.js';
+import { type Attachment, DEV_CLEAR, type Segment } from './state.js';
 
 const REASON: Record<InvalidateEvent, InvalidateReason> = {
   unmap: 'unmap',
@@ -41,14 +41,19 @@ const REASON: Record<InvalidateEvent, InvalidateReason> = {
 /** Events after which the source frame of the page may change. */
 const FRAME_CHANGES = new Set<InvalidateEvent>(['unmap', 'cow', 'release', 'migrate', 'reclaim']);
 
-function needsWork(d: XpmemDriver, seg: Segment, p: number): boolean {
+/** Same-instance attachments of a segment (they map its frames directly). */
+function localAttachments(d: XpmemDriver, seg: Segment): Attachment[] {
+  const out: Attachment[] = [];
+  for (const a of d.attachments.values()) if (a.grant.local && a.grant.segid === seg.segid) out.push(a);
+  return out;
+}
+
+function needsWork(d: XpmemDriver, seg: Segment, p: number, locals: readonly Attachment[]): boolean {
+  if (d.rmap.hasPage(seg.pfn[p], seg.slot, p)) return true;
   if (devModeAt(d, seg, p) !== DEV_CLEAR) return true;
-  if (d.rmap.entries(seg.pfn[p], seg.slot, p).length) return true;
-  for (const a of d.attachments.values()) {
-    if (a.grant.local && a.grant.segid === seg.segid) {
-      const i = p - a.firstPage;
-      if (i >= 0 && i < a.npages && a.mapped[i] !== 0) return true;
-    }
+  for (const a of locals) {
+    const i = p - a.firstPage;
+    if (i >= 0 && i < a.npages && a.mapped[i] !== 0) return true;
   }
   return false;
 }
@@ -66,10 +71,11 @@ export function mmNotifierOps(d: XpmemDriver, mm: MmHandle): MmuNotifierOps {
         const hi = Math.min(range.end, seg.vaddr + seg.size);
         if (lo >= hi) continue;
         const pages: number[] = [];
+        const locals = localAttachments(d, seg);
         for (let a = lo - (lo % ps); a < hi; a += ps) {
           const p = (a - seg.vaddr) / ps;
           seg.gen[p]++; // a grant in progress retries
-          if (needsWork(d, seg, p)) pages.push(p);
+          if (needsWork(d, seg, p, locals)) pages.push(p);
           else if (FRAME_CHANGES.has(range.event)) seg.pfn[p] = -1;
         }
         if (pages.length) hits.push([seg, pages]);
@@ -119,19 +125,44 @@ async function invalidateSourcePages(d: XpmemDriver, seg: Segment, pages: number
   const k = d.kernel;
   const writeback = event !== 'unmap' && event !== 'release';
   await invalidatePages(d, seg, pages, { reason: REASON[event], writeback, downgrade: false });
-  for (const p of pages) {
-    if (event !== 'reclaim' && event !== 'migrate') await fenceLocalAttachers(d, seg, p, true);
-    if (seg.dev[p] !== DEV_CLEAR || devModeAt(d, seg, p) !== DEV_CLEAR) {
+  // Same-instance attachers map the source frames: zapped, one kernel call per run of pages.
+  if (event !== 'reclaim' && event !== 'migrate') await zapLocalAttachers(d, seg, pages);
+  // Source device entries back to normal PTEs, one ranged call per run of pages (only adds access:
+  // no shootdown, as with clearDeviceEntry). Runs are exactly the pages of this call.
+  if (!seg.mm.exiting) {
+    for (const [first, n] of toRanges(pages)) {
       try {
-        if (!seg.mm.exiting) k.clearDeviceEntry(seg.mm, pageAddr(d, seg, p));
+        k.clearDeviceEntries(seg.mm, pageAddr(d, seg, first), pageAddr(d, seg, first + n), d.deviceOwner);
       } catch (e) {
-        d.log.debug({ err: e }, 'xpmem: clearDeviceEntry during invalidation');
+        d.log.debug({ err: e }, 'xpmem: clearDeviceEntries during invalidation');
       }
-      seg.dev[p] = DEV_CLEAR;
     }
-    if (FRAME_CHANGES.has(event) && d.rmap.entries(seg.pfn[p], seg.slot, p).length === 0) seg.pfn[p] = -1;
-    if ((event === 'unmap' || event === 'release') && seg.pageState(p) === 'swapped')
-      d.transition(seg, p, 'forget');
+  }
+  const frameChanges = FRAME_CHANGES.has(event);
+  const forget = event === 'unmap' || event === 'release';
+  for (const p of pages) {
+    seg.dev[p] = DEV_CLEAR;
+    if (frameChanges && !d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = -1;
+    if (forget && seg.pageState(p) === 'swapped') d.transition(seg, p, 'forget');
+  }
+}
+
+/** Zap `pages` of a segment in its same-instance attachments (fenceLocalAttachers for a write, ranged). */
+async function zapLocalAttachers(d: XpmemDriver, seg: Segment, pages: readonly number[]): Promise<void> {
+  const k = d.kernel;
+  const ps = k.pageSize;
+  for (const att of localAttachments(d, seg)) {
+    const idx: number[] = [];
+    for (const p of pages) {
+      const i = p - att.firstPage;
+      if (i < 0 || i >= att.npages || att.mapped[i] === 0) continue;
+      att.mapped[i] = 0;
+      idx.push(i);
+    }
+    for (const [first, n] of toRanges(idx)) {
+      const a = att.vaddr + first * ps;
+      await k.zapDriverRange(att.mm, a, a + n * ps);
+    }
   }
 }
 

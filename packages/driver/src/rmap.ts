@@ -20,6 +20,12 @@
  */
 export const RMAP_WRITE = 1;
 
+/** ReverseMap.pageMask bits. */
+export const PM_ANY = 1;
+export const PM_WRITE = 2;
+export const PM_OTHER = 4;
+export const PM_OTHER_WRITE = 8;
+
 export interface RmapEntry {
   readonly idx: number;
   readonly pfn: number;
@@ -104,6 +110,58 @@ export class ReverseMap {
     return pfn < 0 || pfn >= this.head.length || this.head[pfn] < 0;
   }
 
+  /**
+   * Entries of segment page (seg, page) on the frame: a bit set, no allocation (hot paths: grants,
+   * invalidations). Bit 0: some entry; bit 1: some write entry; bit 2: some entry of an instance
+   * other than `node` (when given); bit 3: some write entry of such an instance.
+   */
+  pageMask(pfn: number, seg: number, page: number, node = -1): number {
+    if (pfn < 0 || pfn >= this.head.length) return 0;
+    let m = 0;
+    for (let i = this.head[pfn]; i >= 0; i = this.next[i]) {
+      if (this.seg[i] !== seg || this.page[i] !== page) continue;
+      const w = (this.flags[i] & RMAP_WRITE) !== 0;
+      m |= w ? PM_ANY | PM_WRITE : PM_ANY;
+      if (this.node[i] !== node) m |= w ? PM_OTHER | PM_OTHER_WRITE : PM_OTHER;
+    }
+    return m;
+  }
+
+  /** True if the frame holds an entry for segment page (seg, page). */
+  hasPage(pfn: number, seg: number, page: number): boolean {
+    if (pfn < 0 || pfn >= this.head.length) return false;
+    for (let i = this.head[pfn]; i >= 0; i = this.next[i]) {
+      if (this.seg[i] === seg && this.page[i] === page) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Slots of the entries of segment page (seg, page) on the frame, appended to `out` (which the
+   * caller may reuse): the allocation-free form of entries(pfn, seg, page). Read them with nodeAt,
+   * epochAt, isWrite before the map changes.
+   */
+  slotsOf(pfn: number, seg: number, page: number, out: number[]): number[] {
+    if (pfn < 0 || pfn >= this.head.length) return out;
+    for (let i = this.head[pfn]; i >= 0; i = this.next[i]) {
+      if (this.seg[i] === seg && this.page[i] === page) out.push(i);
+    }
+    return out;
+  }
+
+  nodeAt(i: number): number {
+    return this.node[i];
+  }
+
+  epochAt(i: number): number {
+    return this.epoch[i];
+  }
+
+  /** Whether the entry in slot `i` (from find) is a write entry. */
+  isWrite(i: number): boolean {
+    return (this.flags[i] & RMAP_WRITE) !== 0;
+  }
+
   /** Entries of a frame (optionally only those of one segment page). */
   entries(pfn: number, seg?: number, page?: number): RmapEntry[] {
     const out: RmapEntry[] = [];
@@ -134,20 +192,30 @@ export class ReverseMap {
 
   /** Remove the entry (pfn, node, seg, page); returns it, or undefined if absent. */
   remove(pfn: number, node: number, seg: number, page: number): RmapEntry | undefined {
-    if (pfn < 0 || pfn >= this.head.length) return undefined;
+    const i = this.unlink(pfn, node, seg, page);
+    return i < 0 ? undefined : this.entry(i);
+  }
+
+  /** Remove the entry (pfn, node, seg, page) without building it; true if it was there. */
+  delete(pfn: number, node: number, seg: number, page: number): boolean {
+    return this.unlink(pfn, node, seg, page) >= 0;
+  }
+
+  /** Unlink the entry and put its slot on the free list (its fields stay readable until reused). */
+  private unlink(pfn: number, node: number, seg: number, page: number): number {
+    if (pfn < 0 || pfn >= this.head.length) return -1;
     let prev = -1;
     for (let i = this.head[pfn]; i >= 0; prev = i, i = this.next[i]) {
       if (this.node[i] === node && this.seg[i] === seg && this.page[i] === page) {
-        const e = this.entry(i);
         if (prev < 0) this.head[pfn] = this.next[i];
         else this.next[prev] = this.next[i];
         this.next[i] = this.freeList;
         this.freeList = i;
         this.used--;
-        return e;
+        return i;
       }
     }
-    return undefined;
+    return -1;
   }
 
   /** Every live entry matching `pred` (a scan over the slots: used by fencing and status). */

@@ -117,6 +117,57 @@ export interface CachedPage {
   grant: number;
 }
 
+/**
+ * The attacher's page cache: one copy per (segment, page), indexed by segment id, then page number
+ * (an invalidation of n pages looks them up by number, without building n string keys).
+ */
+export class PageCache {
+  private readonly bySeg = new Map<string, Map<number, CachedPage>>();
+  private n = 0;
+
+  get size(): number {
+    return this.n;
+  }
+
+  /** The pages cached for `segid` (a live view: do not change it directly). */
+  segment(segid: string): ReadonlyMap<number, CachedPage> | undefined {
+    return this.bySeg.get(segid);
+  }
+
+  get(segid: string, page: number): CachedPage | undefined {
+    return this.bySeg.get(segid)?.get(page);
+  }
+
+  has(segid: string, page: number): boolean {
+    return this.bySeg.get(segid)?.has(page) ?? false;
+  }
+
+  set(c: CachedPage): void {
+    let m = this.bySeg.get(c.segid);
+    if (!m) {
+      m = new Map();
+      this.bySeg.set(c.segid, m);
+    }
+    if (!m.has(c.page)) this.n++;
+    m.set(c.page, c);
+  }
+
+  delete(segid: string, page: number): boolean {
+    const m = this.bySeg.get(segid);
+    if (!m?.delete(page)) return false;
+    this.n--;
+    if (m.size === 0) this.bySeg.delete(segid);
+    return true;
+  }
+
+  /** Every cached page (a snapshot: the caller may delete while iterating). */
+  all(): CachedPage[] {
+    const out: CachedPage[] = [];
+    for (const m of this.bySeg.values()) for (const c of m.values()) out.push(c);
+    return out;
+  }
+}
+
 /** A map request in flight for a page: invalidations that overtake its reply are recorded here. */
 export interface InflightMap {
   /** Highest `upTo` of an invalidate (drop) of the page seen while the request was in flight. */

@@ -17,7 +17,7 @@ export async function xpmemAttach(
   const k = d.kernel;
   const ps = k.pageSize;
   const g = d.grants.get(apid);
-  if (!g || g.pid !== pid) fail('E_NO_PERMIT', `no permit ${apid} for pid ${pid}`);
+  if (!g || g.pid !== pid) d.refuse('no_permit', 'E_NO_PERMIT', `no permit ${apid} for pid ${pid}`);
   if (!Number.isSafeInteger(offset) || offset < 0 || offset % ps !== 0)
     fail('EINVAL', `offset ${offset} not page-aligned`);
   if (!Number.isSafeInteger(size) || size <= 0 || size % ps !== 0)
@@ -34,7 +34,7 @@ export async function xpmemAttach(
   } else {
     const s = d.net.sessions().find((x) => x.node === g.home);
     if (!s || s.epoch !== g.homeEpoch)
-      fail('E_NO_PERMIT', `permit ${apid} revoked: home ${g.home} session ended`);
+      d.refuse('no_permit', 'E_NO_PERMIT', `permit ${apid} revoked: home ${g.home} session ended`);
   }
   const npages = size / ps;
   let att: Attachment | undefined;

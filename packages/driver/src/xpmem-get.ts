@@ -30,7 +30,8 @@ export function grantPermit(
   if (!seg || seg.removed) fail('E_NO_SEGMENT', `no segment ${segid}`);
   if (access !== 'r' && access !== 'rw') fail('EINVAL', `bad access ${String(access)}`);
   if (!permitted(seg, uid, gid, access)) {
-    fail(
+    d.refuse(
+      'access_denied',
       'E_PERM',
       `mode 0${seg.mode.toString(8)} refuses uid ${uid} gid ${gid} ${access === 'rw' ? 'RDWR' : 'RDONLY'}`,
     );

@@ -7,7 +7,7 @@ import { xpmemDetach } from './xpmem-detach.js';
 
 export async function xpmemRelease(d: XpmemDriver, pid: number, apid: string): Promise<void> {
   const g = d.grants.get(apid);
-  if (!g || g.pid !== pid) fail('E_NO_PERMIT', `no permit ${apid} for pid ${pid}`);
+  if (!g || g.pid !== pid) d.refuse('no_permit', 'E_NO_PERMIT', `no permit ${apid} for pid ${pid}`);
   for (const att of [...d.attachments.values()]) {
     if (att.grant === g) await xpmemDetach(d, att.mm.pid, att.vaddr);
   }
@@ -30,7 +30,8 @@ export async function handleRelease(
   msg: Release,
 ): Promise<Omit<Ok, 're'>> {
   const p = d.permits.get(msg.apid);
-  if (!p || p.node !== from.node) fail('E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}`);
+  if (!p || p.node !== from.node)
+    d.refuse('no_permit', 'E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}`);
   await dropPermit(d, p);
   return { t: 'ok' };
 }

@@ -234,6 +234,14 @@ export interface KernelModuleApi {
    * driver's reverse map for the page became empty. */
   unexportPage(pfn: Pfn): void;
   pageExported(pfn: Pfn): boolean;
+  /**
+   * unexportPage for many frames whose reverse map became empty, in one call: for each frame with
+   * PG_external_rmap whose page lock is free, take the lock, clear the flag and release the lock in
+   * one synchronous step (so the flag still only changes under the page lock). Frames without the
+   * flag are skipped. Returns the frames whose lock someone else holds (left as they were: retry
+   * later, e.g. with trylockPage). EINVAL for a bad frame number.
+   */
+  tryUnexportPages(pfns: readonly Pfn[]): Pfn[];
   setPageDirty(pfn: Pfn): void;
   pageInfo(pfn: Pfn): PageInfo;
 
@@ -244,8 +252,12 @@ export interface KernelModuleApi {
   writePageData(pfn: Pfn, data: Uint8Array): void;
 
   // ---- driver-owned frames and driver VMAs ------------------------------------------------------
-  /** Allocate a zeroed frame owned by the driver (refcount 1, not on the LRU). ENOMEM if none. */
-  allocPage(): Pfn;
+  /**
+   * Allocate a frame owned by the driver (refcount 1, not on the LRU), zeroed, or holding a copy of
+   * `data` (exactly pageSize bytes, else EINVAL) when given: a frame that is filled at once is not
+   * zeroed first. ENOMEM if none.
+   */
+  allocPage(data?: Uint8Array): Pfn;
   /**
    * Create a driver VMA of `length` bytes in mm (at `address` if given, else anywhere free).
    * `prot` bounds what installPte may grant. Returns the start address.
@@ -324,6 +336,13 @@ export interface KernelModuleApi {
   /** Turn a device entry back into a normal PTE (writable if the VMA allows). No-op if none (also
    * when reclaim or migration already replaced the entry: a swap/migration entry or a fresh PTE). */
   clearDeviceEntry(mm: MmHandle, address: number): void;
+  /**
+   * Ranged clearDeviceEntry, in one page-table walk: every device entry of `owner` in [start,end)
+   * (page-aligned, else EINVAL) becomes a normal PTE again; anything else (another owner's entry, a
+   * normal, swap or migration entry, a hole) is left alone. Returns how many entries it cleared.
+   * Like clearDeviceEntry it only ever adds access, so there is no TLB shootdown to wait for.
+   */
+  clearDeviceEntries(mm: MmHandle, start: number, end: number, owner: number): number;
   /**
    * The device entry currently at `address` in an ordinary VMA of mm: its frame, mode and owner (the
    * device that set it), or null if the entry there is not a device entry (a normal, swap or

@@ -53,7 +53,7 @@ export async function handleMmFault(k: Kernel, mm: Mm, address: number, write: b
   k.stats.faults++;
   let unlock: () => void;
   try {
-    unlock = await mm.lock.read(k.timeouts.lockTimeoutMs);
+    unlock = mm.lock.tryRead() ?? (await mm.lock.read(k.timeouts.lockTimeoutMs));
   } catch {
     k.stats.sigbus++;
     return FAULT_SIGBUS;
@@ -64,6 +64,7 @@ export async function handleMmFault(k: Kernel, mm: Mm, address: number, write: b
       const vma = mm.findVma(va);
       if (!vma || !protAllows(vma.prot, write)) {
         k.stats.segv++;
+        if (vma?.driver && write) k.stats.driverWriteDenied++;
         return FAULT_SIGSEGV;
       }
       if (vma.driver) {

@@ -55,6 +55,8 @@ export function newStats() {
     /** Driver-VMA faults taken on a present PTE_LEASED entry whose lease had expired. */
     leaseFaults: 0,
     segv: 0,
+    /** SIGSEGVs for a write to a driver VMA mapped without PROT_WRITE (e.g. a read-only attachment). */
+    driverWriteDenied: 0,
     sigbus: 0,
     swapOuts: 0,
     reclaim: {
@@ -223,8 +225,9 @@ export class Kernel implements TlbEnv, NotifierEnv {
     throw new KernelError('ENOMEM', 'out of memory');
   }
 
-  allocDriverFrame(): Pfn {
-    const pfn = this.phys.allocFrame();
+  /** A driver frame; `zero` false only for a caller that overwrites all of it before returning. */
+  allocDriverFrame(zero = true): Pfn {
+    const pfn = this.phys.allocFrame(zero);
     if (pfn < 0) throw new KernelError('ENOMEM', 'no free frame');
     this.phys.setFlag(pfn, PG_driver);
     this.driverFrames.add(pfn);

@@ -23,11 +23,14 @@ export class RwSem {
   }
 
   read(timeoutMs: number): Promise<() => void> {
-    if (!this.writer) {
-      this.readers++;
-      return Promise.resolve(this.releaser(false));
-    }
-    return this.enqueue(false, timeoutMs);
+    return Promise.resolve(this.tryRead() ?? this.enqueue(false, timeoutMs));
+  }
+
+  /** The read lock at once if no writer holds it (exactly read()'s fast path), else undefined. */
+  tryRead(): (() => void) | undefined {
+    if (this.writer) return undefined;
+    this.readers++;
+    return this.releaser(false);
   }
 
   write(timeoutMs: number): Promise<() => void> {

@@ -37,10 +37,23 @@ function isThenable(x: unknown): x is Promise<unknown> {
  * Begin an invalidation of `range`. Returns 'again' if a non-blockable callback refused (every
  * callback that already started gets its invalidateRangeEnd, and the sequence is closed again).
  */
-export async function mmuNotifierInvalidateRangeStart(
+export function mmuNotifierInvalidateRangeStart(
   env: NotifierEnv,
   range: MmuNotifierRange,
 ): Promise<'ok' | 'again'> {
+  const r = invalidateRangeStart(env, range);
+  return typeof r === 'string' ? Promise.resolve(r) : r;
+}
+
+/**
+ * mmuNotifierInvalidateRangeStart for hot paths: 'ok' synchronously when no callback returned a
+ * promise (an mm without notifiers, or callbacks with nothing to do), so the caller takes no turn
+ * of the event loop; otherwise the same promise.
+ */
+export function invalidateRangeStart(
+  env: NotifierEnv,
+  range: MmuNotifierRange,
+): 'ok' | Promise<'ok' | 'again'> {
   const mm = mmOf(range);
   mm.invActive++;
   mm.invSeq++;
@@ -56,9 +69,10 @@ export async function mmuNotifierInvalidateRangeStart(
     if (res === 'again') {
       env.stats.notifierAgain++;
       for (const s of started) s.call('invalidateRangeEnd', (ops) => ops.invalidateRangeEnd?.(range));
-      await Promise.allSettled(pending);
-      closeInvalidation(mm);
-      return 'again';
+      return Promise.allSettled(pending).then(() => {
+        closeInvalidation(mm);
+        return 'again' as const;
+      });
     }
     started.push(r);
     if (isThenable(res)) {
@@ -69,12 +83,15 @@ export async function mmuNotifierInvalidateRangeStart(
       pending.push(res);
     }
   }
-  const results = await Promise.allSettled(pending.map((p) => withDeadline(p, env.notifierTimeoutMs)));
-  for (const r of results) {
-    if (r.status === 'fulfilled' && r.value === 'deadline') env.stats.notifierDeadlines++;
-    if (r.status === 'rejected') env.logger.warn({ err: String(r.reason) }, 'invalidateRangeStart rejected');
-  }
-  return 'ok';
+  if (pending.length === 0) return 'ok';
+  return Promise.allSettled(pending.map((p) => withDeadline(p, env.notifierTimeoutMs))).then((results) => {
+    for (const r of results) {
+      if (r.status === 'fulfilled' && r.value === 'deadline') env.stats.notifierDeadlines++;
+      if (r.status === 'rejected')
+        env.logger.warn({ err: String(r.reason) }, 'invalidateRangeStart rejected');
+    }
+    return 'ok' as const;
+  });
 }
 
 export function mmuNotifierInvalidateRangeEnd(range: MmuNotifierRange): void {

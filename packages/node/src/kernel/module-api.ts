@@ -21,12 +21,12 @@ import {
 import { faultAnon } from './fault.js';
 import type { Kernel } from './kernel.js';
 import { LEASE_SLOTS, LeaseTable } from './lease.js';
-import { protAllows, pteIndex } from './mm.js';
+import { forEachPteSlot, protAllows, pteIndex } from './mm.js';
 import {
+  invalidateRangeStart,
   mmuIntervalReadBegin,
   mmuIntervalReadRetry,
   mmuNotifierInvalidateRangeEnd,
-  mmuNotifierInvalidateRangeStart,
 } from './mmu-notifier.js';
 import {
   flagNames,
@@ -54,7 +54,7 @@ import {
   VA_LIMIT,
 } from './pagetable.js';
 import { doMmap, doMunmapDriver, dropDeviceEntry, zapPteRange } from './syscalls.js';
-import { flushTlb } from './tlb.js';
+import { shootdown } from './tlb.js';
 
 export function pageInfoOf(k: Kernel, pfn: Pfn): PageInfo {
   k.checkPfn(pfn);
@@ -83,6 +83,24 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     if (ph.testFlag(pfn, PG_free)) throw new KernelError('EINVAL', `pfn ${pfn} is free`);
   };
 
+  /**
+   * The device entry `pte` at slot `pi` becomes a normal PTE: present if the VMA is readable,
+   * writable if it is writable and the frame has one mapping. Only adds access: no shootdown.
+   */
+  const restoreDeviceEntry = (pi: number, pte: number, vma: { prot: number } | undefined) => {
+    const pfn = ptePfn(pte);
+    const readable = !!vma && (vma.prot & PROT_READ) !== 0;
+    const writable = readable && !!vma && vma.prot & PROT_WRITE && ph.mapcount(pfn) === 1;
+    // exchange, not compareExchange: in readonly mode the process may set the young bit meanwhile.
+    const old = Atomics.exchange(
+      words,
+      pi,
+      mkPte(pfn, (readable ? PTE_PRESENT | PTE_YOUNG : 0) | (writable ? PTE_WRITE : 0)),
+    );
+    if (old & PTE_DIRTY) ph.setFlag(pfn, PG_dirty);
+    dropDeviceEntry(k, pfn);
+  };
+
   const api: KernelModuleApi = {
     pageSize: PAGE_SIZE,
     name: k.name,
@@ -105,7 +123,7 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     async getUserPage(mmH, address, { write }) {
       const mm = k.mmOf(mmH);
       const va = address - (address % PAGE_SIZE);
-      const unlock = await mm.lock.read(k.timeouts.lockTimeoutMs);
+      const unlock = mm.lock.tryRead() ?? (await mm.lock.read(k.timeouts.lockTimeoutMs));
       try {
         for (let attempt = 0; attempt < 64; attempt++) {
           if (mm.exiting) throw new KernelError('ESRCH', 'address space is exiting');
@@ -173,6 +191,20 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       k.checkPfn(pfn);
       return ph.testFlag(pfn, PG_external_rmap);
     },
+    tryUnexportPages(pfns) {
+      for (const pfn of pfns) k.checkPfn(pfn);
+      const busy: Pfn[] = [];
+      for (const pfn of pfns) {
+        if (!ph.testFlag(pfn, PG_external_rmap)) continue;
+        if (!ph.trylockPage(pfn)) {
+          busy.push(pfn);
+          continue;
+        }
+        ph.clearFlag(pfn, PG_external_rmap);
+        ph.unlockPage(pfn);
+      }
+      return busy;
+    },
     setPageDirty(pfn) {
       requireUserPage(pfn);
       ph.setFlag(pfn, PG_dirty);
@@ -189,7 +221,15 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       ph.frameBytes(pfn).set(data);
     },
 
-    allocPage: () => k.allocDriverFrame(),
+    allocPage(data) {
+      if (data === undefined) return k.allocDriverFrame();
+      if (!(data instanceof Uint8Array) || data.byteLength !== PAGE_SIZE)
+        throw new KernelError('EINVAL', 'allocPage data must be 4096 bytes');
+      // filled in the same synchronous section: the old contents are never visible
+      const pfn = k.allocDriverFrame(false);
+      ph.frameBytes(pfn).set(data);
+      return pfn;
+    },
 
     mmapDriver(mmH: MmHandle, length: number, prot: number, ops: DriverVmaOps, address?: number) {
       const mm = k.mmOf(mmH);
@@ -251,16 +291,20 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       return doMunmapDriver(k, mm, start, end);
     },
 
+    // zap and wrprotect await only what there is to wait for (notifier callbacks that returned a
+    // promise, a process inside an access window): with neither, they complete in the caller's turn
     async zapDriverRange(mmH, start, end) {
       const mm = k.mmOf(mmH);
       driverVmaCovering(mm, start, end);
       const range = { mm: mm.handle, start, end, event: 'device' as const, blockable: true };
-      await mmuNotifierInvalidateRangeStart(k, range);
+      const started = invalidateRangeStart(k, range);
+      if (started !== 'ok') await started;
       try {
         const zapped = zapPteRange(k, mm, start, end);
-        await flushTlb(k, [mm]);
+        const flushed = shootdown(k, [mm]);
+        if (flushed) await flushed;
         for (const z of zapped) k.putFrame(z.pfn);
-        return zapped.map((z) => ({ address: z.address, pfn: z.pfn, dirty: z.dirty, write: z.write }));
+        return zapped;
       } finally {
         mmuNotifierInvalidateRangeEnd(range);
       }
@@ -270,7 +314,8 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       const mm = k.mmOf(mmH);
       driverVmaCovering(mm, start, end);
       const range = { mm: mm.handle, start, end, event: 'device' as const, blockable: true };
-      await mmuNotifierInvalidateRangeStart(k, range);
+      const started = invalidateRangeStart(k, range);
+      if (started !== 'ok') await started;
       try {
         const out: Array<{ address: number; pfn: Pfn; dirty: boolean }> = [];
         for (let va = start; va < end; va += PAGE_SIZE) {
@@ -286,7 +331,8 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
             pte = prev;
           }
         }
-        await flushTlb(k, [mm]);
+        const flushed = shootdown(k, [mm]);
+        if (flushed) await flushed;
         return out;
       } finally {
         mmuNotifierInvalidateRangeEnd(range);
@@ -335,7 +381,8 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
         ph.setFlag(pfn, PG_device);
       }
       ph.setPrivate(pfn, owner);
-      await flushTlb(k, [mm]);
+      const flushed = shootdown(k, [mm]);
+      if (flushed) await flushed;
       return pfn;
     },
 
@@ -346,18 +393,24 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       if (pi < 0) return;
       const pte = Atomics.load(words, pi);
       if (pteKind(pte) !== KIND_DEVICE) return;
-      const pfn = ptePfn(pte);
-      const vma = mm.findVma(va);
-      const readable = !!vma && (vma.prot & PROT_READ) !== 0;
-      const writable = readable && !!vma && vma.prot & PROT_WRITE && ph.mapcount(pfn) === 1;
-      // exchange, not compareExchange: in readonly mode the process may set the young bit meanwhile.
-      const old = Atomics.exchange(
-        words,
-        pi,
-        mkPte(pfn, (readable ? PTE_PRESENT | PTE_YOUNG : 0) | (writable ? PTE_WRITE : 0)),
-      );
-      if (old & PTE_DIRTY) ph.setFlag(pfn, PG_dirty);
-      dropDeviceEntry(k, pfn);
+      restoreDeviceEntry(pi, pte, mm.findVma(va));
+    },
+
+    clearDeviceEntries(mmH, start, end, owner) {
+      const mm = k.mmOf(mmH);
+      if (!Number.isInteger(start) || !Number.isInteger(end) || start % PAGE_SIZE || end % PAGE_SIZE)
+        throw new KernelError('EINVAL', 'clearDeviceEntries: unaligned range');
+      if (start < 0 || end > VA_LIMIT) throw new KernelError('EINVAL', 'clearDeviceEntries: bad range');
+      let n = 0;
+      let vma: ReturnType<typeof mm.findVma>;
+      forEachPteSlot(ph, mm, start, end, (pi, va) => {
+        const pte = Atomics.load(words, pi);
+        if (pteKind(pte) !== KIND_DEVICE || ph.getPrivate(ptePfn(pte)) !== owner) return;
+        if (!vma || va < vma.start || va >= vma.end) vma = mm.findVma(va);
+        restoreDeviceEntry(pi, pte, vma);
+        n++;
+      });
+      return n;
     },
 
     deviceEntryAt(mmH, address) {

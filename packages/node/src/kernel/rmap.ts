@@ -22,10 +22,14 @@ export class Rmap {
   remove(pfn: Pfn, mm: Mm, va: number): void {
     const l = this.map.get(pfn);
     if (!l) throw new Error(`rmap: pfn ${pfn} has no mappings (removing mm ${mm.id} 0x${va.toString(16)})`);
-    const i = l.findIndex((e) => e.mm === mm && e.va === va);
-    if (i < 0) throw new Error(`rmap: pfn ${pfn} not mapped by mm ${mm.id} at 0x${va.toString(16)}`);
+    let i = 0;
+    while (i < l.length && (l[i].mm !== mm || l[i].va !== va)) i++;
+    if (i === l.length) throw new Error(`rmap: pfn ${pfn} not mapped by mm ${mm.id} at 0x${va.toString(16)}`);
+    if (l.length === 1) {
+      this.map.delete(pfn);
+      return;
+    }
     l.splice(i, 1);
-    if (l.length === 0) this.map.delete(pfn);
   }
 
   /** A snapshot of the mappings of `pfn`. */

@@ -10,12 +10,23 @@
  *
  * Which registrations' callbacks are on the current async stack is tracked with AsyncLocalStorage,
  * so the rule holds across awaits inside a callback.
+ *
+ * Cost. On Node 20 an enabled AsyncLocalStorage installs promise hooks for the whole process: every
+ * promise anywhere (the protocol, faults, the driver) then pays for context propagation — measured
+ * at 15-20 us of a ~190 us remote read fault. Only code running inside a callback ever needs the
+ * context, so it is enabled while at least one callback is in flight (any registration, any list)
+ * and disabled again when the last one ends. Nothing is lost by disabling then: no callback is
+ * running, so every context that could be read later belongs to a callback that has finished, and
+ * for such a frame unregister's answer is the same with or without it (it waits for the in-flight
+ * callbacks: none of that registration).
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { KernelError } from './api.js';
 
 type Frames = ReadonlyMap<Registration<unknown>, string>;
 const current = new AsyncLocalStorage<Frames>();
+/** Callbacks in flight, all registrations together (the context is on while this is > 0). */
+let inflightAll = 0;
 
 export class Registration<Ops> {
   dead = false;
@@ -37,6 +48,7 @@ export class Registration<Ops> {
   call<R>(what: string, fn: (ops: Ops) => R): R {
     if (this.unregistered) Registration.violations++;
     this.inflight++;
+    inflightAll++;
     const outer = current.getStore();
     const frames = new Map(outer ?? []);
     frames.set(this as Registration<unknown>, what);
@@ -60,6 +72,7 @@ export class Registration<Ops> {
 
   private exit(): void {
     this.inflight--;
+    if (--inflightAll === 0) current.disable(); // re-enabled by the next call's run()
     for (const d of this.drained.splice(0)) d();
   }
 

@@ -20,10 +20,35 @@ export interface TlbEnv {
   readonly faultInjection?: { skipShootdown: boolean };
 }
 
-export async function flushTlb(env: TlbEnv, mms: Iterable<Mm>): Promise<void> {
+export function flushTlb(env: TlbEnv, mms: Iterable<Mm>): Promise<void> {
+  return shootdown(env, mms) ?? Promise.resolve();
+}
+
+/**
+ * flushTlb for hot paths: returns undefined when no process of `mms` was inside an access window
+ * (nothing to wait for: any later access reads the new PTEs), else a promise that resolves once
+ * every such window closed. The first case is decided synchronously, with exactly the check the
+ * waiting path makes first, so a caller that needs no wait takes no turn of the event loop.
+ */
+export function shootdown(env: TlbEnv, mms: Iterable<Mm>): Promise<void> | undefined {
   env.stats.shootdowns++;
-  if (env.faultInjection?.skipShootdown) return;
-  for (const mm of new Set(mms)) {
+  if (env.faultInjection?.skipShootdown) return undefined;
+  const list = [...new Set(mms)];
+  for (let i = 0; i < list.length; i++) {
+    const ctl = list[i].ctl;
+    if (!ctl) continue;
+    // the waiter count goes up BEFORE C_SEQ is read (as in the waiting path), so a process leaving
+    // its window right now notifies; an even C_SEQ means it is not in a window: no wait for it
+    Atomics.add(ctl, C_SHOOT_WAITERS, 1);
+    const s = Atomics.load(ctl, C_SEQ);
+    Atomics.sub(ctl, C_SHOOT_WAITERS, 1);
+    if ((s & 1) !== 0) return waitWindows(env, list.slice(i));
+  }
+  return undefined;
+}
+
+async function waitWindows(env: TlbEnv, mms: Mm[]): Promise<void> {
+  for (const mm of mms) {
     const ctl = mm.ctl;
     if (!ctl) continue;
     Atomics.add(ctl, C_SHOOT_WAITERS, 1);

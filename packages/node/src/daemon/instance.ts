@@ -60,7 +60,7 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
       abuse_close: net?.abuseCloses ?? 0,
       no_permit: num(refused?.no_permit),
       access_denied: num(refused?.access_denied),
-      readonly_write: num(refused?.readonly_write),
+      readonly_write: num((stats.counters as Record<string, unknown> | undefined)?.driverWriteDenied),
     },
   };
 }

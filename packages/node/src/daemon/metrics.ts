@@ -36,7 +36,7 @@ export const REFUSAL_KINDS = {
   abuse_close: 'a link closed because its peer kept sending invalid frames',
   no_permit: 'a request naming a permit (apid) the caller does not hold, or one revoked',
   access_denied: "a get refused by the segment's mode bits (uid/gid, RDONLY/RDWR)",
-  readonly_write: 'a write fault on a read-only attachment (SIGSEGV)',
+  readonly_write: 'a write to a read-only attachment (SIGSEGV from the kernel: the VMA has no PROT_WRITE)',
 } as const;
 
 const LATENCY_BUCKETS = [

@@ -3,6 +3,7 @@
 // `node packages/node/dist/fault/soak.js --json FILE` prints). Never edit that section by hand:
 //   node packages/node/dist/fault/soak.js --duration-ms 600000 --seed 11 --json docs/figures/soak-600s.json
 //   node scripts/soak-doc.mjs [docs/figures/soak-600s.json]
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -99,4 +100,6 @@ const at = text.indexOf('## Soak figures');
 if (at < 0) throw new Error('docs/reliability.md has no "## Soak figures" section');
 const next = text.indexOf('\n## ', at + 3);
 writeFileSync(doc, text.slice(0, at) + body + (next < 0 ? '' : text.slice(next + 1)));
+// the repository's formatter aligns the table (biome check fails on an unformatted one)
+spawnSync(join(root, 'node_modules/.bin/biome'), ['format', '--write', doc], { stdio: 'ignore' });
 console.log(`docs/reliability.md: soak figures from ${src}`);

@@ -44,13 +44,11 @@
  * check held. The first finding stops the storm; it is reported with the frame's bytes in hex.
  */
 import { createHmac, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Writable } from 'node:stream';
-import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import {
   CloseCode,
   decodeFrame,
@@ -70,6 +68,7 @@ import { type NodeConfig, resolveConfig } from '../daemon/config.js';
 import { type InstanceParts, type RunningInstance, startInstance } from '../daemon/instance.js';
 import { freePorts } from '../daemon/launcher.js';
 import { createLogger } from '../daemon/logger.js';
+import { finishTool, intOption, parseToolArgs, runIfMain } from './tool-cli.js';
 
 export const FUZZ_LIMITS = { maxDurationMs: 3_600_000, maxFrames: 10_000_000 } as const;
 
@@ -1602,35 +1601,19 @@ Prints one JSON summary; exit 0 iff every check held.
   --quiet             no progress on stderr`;
 
 export async function main(argv = process.argv.slice(2)): Promise<number> {
-  let v: Record<string, string | boolean | undefined>;
-  try {
-    v = parseArgs({
-      args: argv,
-      options: {
-        'duration-ms': { type: 'string' },
-        'max-frames': { type: 'string' },
-        seed: { type: 'string' },
-        json: { type: 'string' },
-        quiet: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }).values;
-  } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n${HELP}\n`);
-    return 2;
-  }
-  if (v.help) {
-    process.stdout.write(`${HELP}\n`);
-    return 0;
-  }
-  const int = (name: string, def: number, min: number, max: number): number => {
-    const s = v[name];
-    if (s === undefined) return def;
-    const n = Number(s);
-    if (typeof s !== 'string' || !/^\d+$/.test(s) || !Number.isSafeInteger(n) || n < min || n > max)
-      throw new Error(`--${name} must be an integer in ${min}..${max}`);
-    return n;
-  };
+  const v = parseToolArgs(
+    argv,
+    {
+      'duration-ms': { type: 'string' },
+      'max-frames': { type: 'string' },
+      seed: { type: 'string' },
+      json: { type: 'string' },
+      quiet: { type: 'boolean' },
+    },
+    HELP,
+  );
+  if (typeof v === 'number') return v;
+  const int = (name: string, def: number, min: number, max: number) => intOption(v, name, def, min, max);
   let o: FuzzOptions & { json?: string };
   try {
     o = {
@@ -1644,19 +1627,7 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     process.stderr.write(`${(e as Error).message}\n`);
     return 2;
   }
-  const summary = await fuzzInstance(o);
-  const text = JSON.stringify(summary, null, 2);
-  process.stdout.write(`${text}\n`);
-  if (o.json) writeFileSync(o.json, `${text}\n`);
-  return summary.ok ? 0 : 1;
+  return finishTool(await fuzzInstance(o), o.json);
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().then(
-    (code) => process.exit(code),
-    (e) => {
-      process.stderr.write(`${(e as Error).stack ?? e}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfMain(import.meta.url, () => main());

@@ -17,12 +17,10 @@
  * window, and the leak checks at the end (kernel invariants, pins == unpins, empty reverse maps and
  * caches, nothing left of the lab).
  */
-import { writeFileSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import { prng } from '../load/program.js';
 import type { InstanceStatus } from './controller.js';
 import { DEFAULT_TIMINGS, Lab, leftovers, now, probeCapabilities, sleep, sweepOrphans } from './netns.js';
+import { finishTool, intOption, parseToolArgs, runIfMain } from './tool-cli.js';
 import type { FaultWindow, LoadSummary, RoundCheck } from './workload.js';
 
 const KINDS = ['partition', 'one-way', 'pair', 'link-down', 'crash', 'pause'] as const;
@@ -392,42 +390,26 @@ usage or a machine that cannot build namespaces.
   --quiet             no progress on stderr`;
 
 export async function main(argv = process.argv.slice(2)): Promise<number> {
-  let v: Record<string, string | boolean | undefined>;
-  try {
-    v = parseArgs({
-      args: argv,
-      options: {
-        'duration-ms': { type: 'string' },
-        'fault-every-ms': { type: 'string' },
-        'max-faults': { type: 'string' },
-        nodes: { type: 'string' },
-        procs: { type: 'string' },
-        seed: { type: 'string' },
-        'reclaim-every-ms': { type: 'string' },
-        kinds: { type: 'string' },
-        victims: { type: 'string' },
-        json: { type: 'string' },
-        'keep-logs': { type: 'boolean' },
-        quiet: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }).values;
-  } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n${HELP}\n`);
-    return 2;
-  }
-  if (v.help) {
-    process.stdout.write(`${HELP}\n`);
-    return 0;
-  }
-  const int = (name: string, def: number, min: number, max: number): number => {
-    const s = v[name];
-    if (s === undefined) return def;
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < min || n > max)
-      throw new Error(`--${name} must be an integer in ${min}..${max}`);
-    return n;
-  };
+  const v = parseToolArgs(
+    argv,
+    {
+      'duration-ms': { type: 'string' },
+      'fault-every-ms': { type: 'string' },
+      'max-faults': { type: 'string' },
+      nodes: { type: 'string' },
+      procs: { type: 'string' },
+      seed: { type: 'string' },
+      'reclaim-every-ms': { type: 'string' },
+      kinds: { type: 'string' },
+      victims: { type: 'string' },
+      json: { type: 'string' },
+      'keep-logs': { type: 'boolean' },
+      quiet: { type: 'boolean' },
+    },
+    HELP,
+  );
+  if (typeof v === 'number') return v;
+  const int = (name: string, def: number, min: number, max: number) => intOption(v, name, def, min, max);
   const list = (name: string): string[] | undefined => {
     const s = v[name];
     if (typeof s !== 'string') return undefined;
@@ -466,20 +448,7 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     process.stderr.write(`${(e as Error).message}\n`);
     return 2;
   }
-  const summary = await soak(o);
-  const text = JSON.stringify(summary, null, 2);
-  process.stdout.write(`${text}\n`);
-  if (o.json) writeFileSync(o.json, `${text}\n`);
-  if (summary.skipped) return 2;
-  return summary.ok ? 0 : 1;
+  return finishTool(await soak(o), o.json);
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().then(
-    (code) => process.exit(code),
-    (e) => {
-      process.stderr.write(`${(e as Error).stack ?? e}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfMain(import.meta.url, () => main());

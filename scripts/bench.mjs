@@ -5,7 +5,7 @@
 // "unit":...,"baseline":<number|null>,"ratio":<number|null>}`; other output passes through.
 // Usage: node scripts/bench.mjs [substring filter ...]   (BENCH_QUICK=1 for a short smoke run)
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 
@@ -54,6 +54,18 @@ const machine = {
   node: process.version,
   date: new Date().toISOString(),
 };
-writeFileSync(join(root, 'bench-results.json'), JSON.stringify(results, null, 2));
+// A filtered run replaces only the suites it ran: the other suites' figures stay in the file.
+let kept = [];
+if (filters.length) {
+  try {
+    const ran = new Set(results.map((x) => x.suite));
+    kept = JSON.parse(readFileSync(join(root, 'bench-results.json'), 'utf8')).filter(
+      (x) => !ran.has(x.suite),
+    );
+  } catch {}
+}
+writeFileSync(join(root, 'bench-results.json'), JSON.stringify([...kept, ...results], null, 2));
 writeFileSync(join(root, 'bench-machine.json'), JSON.stringify(machine, null, 2));
-console.error(`bench: ${results.length} figures -> bench-results.json`);
+console.error(
+  `bench: ${results.length} figures -> bench-results.json${kept.length ? ` (kept ${kept.length} of other suites)` : ''}`,
+);

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { buildBody } from './ctl.js';
+import { OP_NAMES } from '../daemon/ops.js';
+import { buildBody, CTL_HELP } from './ctl.js';
 import { UsageError } from './usage.js';
 
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
@@ -84,6 +85,15 @@ describe('ctl argument mapping', () => {
       mode: '0400',
     });
     assert.throws(() => buildBody('write', ['--pid', '3', '--addr', '0']), UsageError);
+    assert.deepEqual(
+      buildBody('run', ['--pid', '2', '--module', 'load/program.js', '--export', 'f', '--args', '{"n":3}']),
+      { pid: 2, module: 'load/program.js', export: 'f', args: { n: 3 } },
+    );
+    assert.throws(
+      () => buildBody('run', ['--pid', '2', '--module', 'a.js', '--export', 'f', '--args', '{']),
+      /JSON/,
+    );
+    for (const op of OP_NAMES) assert.match(CTL_HELP, new RegExp(`\\n  ${op}\\b`), `ctl help lists ${op}`);
     assert.throws(() => buildBody('get', ['--pid', '1', '--segid', 's', '--access', 'x']), /--access/);
   });
 });

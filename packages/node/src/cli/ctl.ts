@@ -37,6 +37,10 @@ operations (addresses: decimal or 0x hex):
   migrate --pid P --addr A        force migration of that page to another frame
   pfn --pid P --addr A            which frame backs P:A, and its flags
   check                           run the kernel's invariant checker
+  run --pid P --module M --export E [--args JSON]
+                                  run an exported function of a compiled module (path relative to
+                                  packages/node/dist, e.g. load/program.js) inside process P; --args
+                                  is JSON                                → { result }
 
 example:
   xpmesh ctl --url http://127.0.0.1:7500 spawn
@@ -78,7 +82,13 @@ export function buildBody(op: OpName, args: string[]): Record<string, unknown> {
     if (typeof v !== 'string') continue;
     const key = camel(k);
     if (key === 'catchSignals') body[key] = v === 'true' ? true : v === 'false' ? false : v;
-    else if (/^\d+$/.test(v) && !['text', 'hex', 'base64', 'segid', 'apid', 'name', 'mode'].includes(key))
+    else if (key === 'args') {
+      try {
+        body[key] = JSON.parse(v);
+      } catch {
+        throw new UsageError(`${op}: --args must be JSON (e.g. '{"n": 3}')`);
+      }
+    } else if (/^\d+$/.test(v) && !['text', 'hex', 'base64', 'segid', 'apid', 'name', 'mode'].includes(key))
       body[key] = Number(v);
     else body[key] = v;
   }

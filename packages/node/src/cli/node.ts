@@ -59,6 +59,9 @@ export async function runNode(argv: string[], env: Env, io: Io): Promise<number>
       const force = setTimeout(() => {
         logger.error({ why }, `shutdown took longer than ${config.shutdownMs} ms; exiting anyway`);
         resolve(1);
+        // what did not stop in time (a socket, a worker) would keep the process alive: exit for real
+        (logger as { flush?: () => void }).flush?.();
+        process.exit(1);
       }, config.shutdownMs);
       force.unref();
       instance.stop(why).then(

@@ -158,6 +158,8 @@ export class XpmemDriver implements KernelModule {
   readonly segments = new Map<string, Segment>();
   readonly segBySlot = new Map<number, Segment>();
   readonly mms = new Map<number, MmRecord>();
+  /** Per-mm notifiers on processes holding permits: their exit releases them (see xpmem-get.ts). */
+  readonly exitHooks = new Map<number, NotifierRegistration>();
   readonly permits = new Map<string, Permit>();
   readonly permitBySlot = new Map<number, Permit>();
   readonly rmap = new ReverseMap();
@@ -305,6 +307,8 @@ export class XpmemDriver implements KernelModule {
     await this.rmapReg?.unregister();
     for (const rec of this.mms.values()) await rec.reg?.unregister();
     this.mms.clear();
+    for (const reg of this.exitHooks.values()) await reg.unregister().catch(() => undefined);
+    this.exitHooks.clear();
     this.k = undefined;
   }
 

@@ -4,11 +4,13 @@
  * bits if the gids match, else the other bits; 'r' needs read, 'rw' needs read and write. There is
  * no root override (documented).
  */
+import type { MmHandle } from '@xpmesh/node/kernel';
 import type { Access, Get, GetOk, PeerSession } from '@xpmesh/protocol';
 import type { XpmemDriver } from './driver.js';
 import { codeOf, DriverError, fail } from './errors.js';
 import { apidFor } from './ids.js';
 import type { Permit, Segment } from './state.js';
+import { xpmemRelease } from './xpmem-release.js';
 
 export function permitted(seg: Segment, uid: number, gid: number, access: Access): boolean {
   const bits = uid === seg.mm.uid ? seg.mode >> 6 : gid === seg.mm.gid ? seg.mode >> 3 : seg.mode;
@@ -62,6 +64,7 @@ export async function xpmemGet(d: XpmemDriver, pid: number, segid: string, acces
       local: true,
       homeEpoch: 0,
     });
+    releaseOnExit(d, mm);
     return p.apid;
   }
   const homeEpoch = d.net.sessions().find((s) => s.node === home)?.epoch;
@@ -82,7 +85,33 @@ export async function xpmemGet(d: XpmemDriver, pid: number, segid: string, acces
     local: false,
     homeEpoch,
   });
+  releaseOnExit(d, mm);
   return ok.apid;
+}
+
+/**
+ * A process's permits die with it, as XPMEM's do: a per-mm notifier on every process that holds one
+ * releases them from `release` (exit, before its pages are freed): attachments are detached first
+ * (their dirty pages go home), then the permit is released at its home. Without it every exited
+ * attacher left its grant here, and its permit at the home, for good.
+ */
+function releaseOnExit(d: XpmemDriver, mm: MmHandle): void {
+  if (d.exitHooks.has(mm.id)) return;
+  const reg = d.kernel.mmuNotifierRegister(mm, {
+    release(m) {
+      if (m.id !== mm.id) return undefined;
+      d.exitHooks.delete(mm.id);
+      return (async () => {
+        for (const g of [...d.grants.values()]) {
+          if (g.pid !== mm.pid) continue;
+          await xpmemRelease(d, g.pid, g.apid).catch((e) =>
+            d.log.debug({ err: e, apid: g.apid }, 'xpmem: release at exit failed'),
+          );
+        }
+      })();
+    },
+  });
+  d.exitHooks.set(mm.id, reg);
 }
 
 /** Map a failed request to a driver error with a stable code. */

@@ -296,6 +296,43 @@ test('unload: segments are withdrawn (attachers get SIGBUS), notifiers unregiste
   await A.driver.remove(segid);
 });
 
+test('exit releases the permits a process holds, local and remote, with its attachments', async () => {
+  // XPMEM semantics: permits belong to the process. A remote attacher that exits (with a dirty page)
+  // and a local getter that never attached leave nothing behind: no grant, no permit at the home,
+  // no reverse-map entry, and the dirty data is home.
+  const { p, va, segid } = await source(A, 2, 0o644, 0x700);
+  const { q: remote, va: rva } = await attach(B, segid, 'rw', 2);
+  await remote.write32(rva + PAGE, 0x7ff); // B holds page 1 dirty
+  const local = await spawn(A);
+  await A.driver.get(local.pid, segid, 'r'); // a permit, never attached
+  const seg = A.driver.status().segments.find((s) => s.segid === segid);
+  assert.equal(seg?.permits, 2);
+  await remote.exit(0);
+  await local.exit(0);
+  await until(
+    () => (A.driver.status().segments.find((s) => s.segid === segid)?.permits ?? -1) === 0,
+    'the home drops both permits',
+  );
+  assert.equal(
+    A.driver.status().segments.find((s) => s.segid === segid)?.permits,
+    0,
+    'the home dropped both permits',
+  );
+  assert.deepEqual(
+    B.driver.status().grants.filter((g) => g.segid === segid),
+    [],
+    'no grant left at the attacher',
+  );
+  assert.deepEqual(
+    A.driver.status().grants.filter((g) => g.segid === segid),
+    [],
+    'no grant left at the home',
+  );
+  assert.equal(A.driver.status().rmap.entries, 0);
+  assert.equal(await p.read32(va + PAGE), 0x7ff, "the exiting attacher's dirty page came home");
+  await A.driver.remove(segid);
+});
+
 test('leak check: after detach, release, remove and exit, nothing is pinned or exported', async () => {
   for (const p of procs) await p.exit(0);
   for (const n of c.nodes) {

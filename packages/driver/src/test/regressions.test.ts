@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { MessageEvent } from '../index.js';
+import type { Segment } from '../state.js';
 import {
   attachOn,
   type Cluster,
@@ -40,6 +41,21 @@ async function spawn(n: Inst): Promise<Proc> {
 
 const tick = (ms = 20) => new Promise((r) => setTimeout(r, ms));
 
+/** Hold a page of a segment at its home (its per-page mutex) until `release()`. */
+function holdPage(seg: Segment, page: number): { release(): Promise<void> } {
+  let open!: () => void;
+  const held = new Promise<void>((r) => {
+    open = r;
+  });
+  const holding = seg.mutex.run(page, () => held);
+  return {
+    async release() {
+      open();
+      await holding;
+    },
+  };
+}
+
 test('attach-churn: a grant made after a detach was sent is not dropped by that detach', async () => {
   const p = await spawn(A);
   const va = await p.mmap(2 * PAGE, PROT_RW);
@@ -55,19 +71,14 @@ test('attach-churn: a grant made after a detach was sent is not dropped by that 
   // Hold page 0 at the home: the detach (pages 0 and 1) stalls on page 0 ...
   const seg = A.driver.segments.get(segid);
   assert.ok(seg);
-  let release!: () => void;
-  const held = new Promise<void>((r) => {
-    release = r;
-  });
-  const holding = seg.mutex.run(0, () => held);
+  const page0 = holdPage(seg, 0);
   const detached = B.driver.detach(q.pid, v1);
   await tick();
   // ... while the re-attached process faults page 1 (a new map request behind the detach).
   const v2 = await B.driver.attach(q.pid, apid, 0, 2 * PAGE);
   const read = q.read32(v2 + PAGE);
   await tick(50);
-  release();
-  await holding;
+  await page0.release();
   await detached;
   assert.equal(await read, 20);
 
@@ -134,17 +145,12 @@ test('8-instance livelock: a grant reaches its requester before the next conflic
   const seg = A.driver.segments.get(segid);
   assert.ok(seg);
   const before = B.driver.status().counters.overtakenGrants;
-  let release!: () => void;
-  const held = new Promise<void>((r) => {
-    release = r;
-  });
-  const holding = seg.mutex.run(0, () => held);
+  const page0 = holdPage(seg, 0);
   const wb = b.q.write32(b.va, 0xb);
   await tick(30); // B's map request waits on the page
   const wc = cc.q.write32(cc.va + 4, 0xc);
   await tick(30); // so does C's, behind it
-  release();
-  await holding;
+  await page0.release();
   await Promise.all([wb, wc]);
   assert.equal(B.driver.status().counters.overtakenGrants - before, 0, 'B used its grant');
   assert.equal(await p.read32(va), 0xb);

@@ -9,6 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { PERMISSION_MATRIX } from './permission-matrix.js';
 import {
   attach,
   expectCode,
@@ -145,26 +146,7 @@ test("fork then copy-on-write: attachers see the parent's new page, the child ke
 });
 
 test('permission matrix (System V IPC style, checked at the home); refusals change nothing', async () => {
-  // [mode, access, uid, gid, expected]; the source process (owner) is uid 1000, gid 1000
-  const cases: Array<[number, 'r' | 'rw', number, number, string | null]> = [
-    [0o600, 'r', 1000, 1000, null],
-    [0o600, 'rw', 1000, 1000, null],
-    [0o400, 'r', 1000, 1000, null],
-    [0o400, 'rw', 1000, 1000, 'E_PERM'],
-    [0o200, 'r', 1000, 1000, 'E_PERM'],
-    [0o200, 'rw', 1000, 1000, 'E_PERM'],
-    [0o000, 'r', 1000, 1000, 'E_PERM'],
-    [0o000, 'rw', 1000, 1000, 'E_PERM'],
-    [0o066, 'r', 1000, 1000, 'E_PERM'], // the owner gets the owner bits only
-    [0o640, 'r', 2000, 1000, null], // group
-    [0o640, 'rw', 2000, 1000, 'E_PERM'],
-    [0o660, 'rw', 2000, 1000, null],
-    [0o006, 'r', 2000, 1000, 'E_PERM'], // a group member gets the group bits only
-    [0o604, 'r', 2000, 2000, null], // other
-    [0o604, 'rw', 2000, 2000, 'E_PERM'],
-    [0o600, 'r', 2000, 2000, 'E_PERM'],
-    [0o606, 'rw', 2000, 2000, null],
-  ];
+  const cases = PERMISSION_MATRIX;
   const src = await A.call<number>('spawn');
   const va = await A.call<number>('mmap', { pid: src, len: PAGE });
   await write32(A, src, va, 0x600d);

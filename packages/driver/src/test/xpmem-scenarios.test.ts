@@ -16,6 +16,7 @@ import {
   PROT_RW,
   type Proc,
 } from './cluster.js';
+import { PERMISSION_MATRIX } from './permission-matrix.js';
 
 let c: Cluster;
 let A: Inst;
@@ -126,20 +127,7 @@ test("fork then copy-on-write: attachers see the parent's new page", async () =>
 });
 
 test('permission matrix (System V IPC style, checked at the home)', async () => {
-  const cases: Array<[number, 'r' | 'rw', number, number, string | null]> = [
-    [0o600, 'r', 1000, 1000, null],
-    [0o600, 'rw', 1000, 1000, null],
-    [0o400, 'r', 1000, 1000, null],
-    [0o400, 'rw', 1000, 1000, 'E_PERM'],
-    [0o200, 'r', 1000, 1000, 'E_PERM'],
-    [0o200, 'rw', 1000, 1000, 'E_PERM'],
-    [0o000, 'r', 1000, 1000, 'E_PERM'],
-    [0o000, 'rw', 1000, 1000, 'E_PERM'],
-    [0o640, 'r', 2000, 1000, null], // group
-    [0o640, 'rw', 2000, 1000, 'E_PERM'],
-    [0o604, 'r', 2000, 2000, null], // other
-    [0o600, 'r', 2000, 2000, 'E_PERM'],
-  ];
+  const cases = PERMISSION_MATRIX;
   for (const [mode, access, uid, gid, want] of cases) {
     const s = await source(A, 1, mode);
     const q = await spawn(B, uid, gid);

@@ -23,6 +23,7 @@ import {
   type TransportPeerNetwork,
 } from '@xpmesh/protocol';
 import WebSocket, { WebSocketServer } from 'ws';
+import { parsePrometheus } from '../load/stats.js';
 import { type AdminCallError, AdminClient } from './admin-client.js';
 import { bootLayers } from './boot.js';
 import { resolveConfig } from './config.js';
@@ -72,20 +73,14 @@ after(async () => {
 
 /** Value of one sample of /metrics (0 when absent). */
 async function metric(name: string, labels: Record<string, string>): Promise<number> {
-  const text = await admin.get<string>('/metrics');
-  const want = Object.entries({ ...labels, node: 'sec' })
-    .map(([k, v]) => `${k}="${v}"`)
-    .sort();
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    const close = line.indexOf('}');
-    const got = line
-      .slice(name.length + 1, close)
-      .split(',')
-      .sort();
-    if (got.join(',') === want.join(',')) return Number(line.slice(close + 1));
-  }
-  return 0;
+  const want = { ...labels, node: 'sec' };
+  const s = parsePrometheus(await admin.get<string>('/metrics')).find(
+    (x) =>
+      x.name === name &&
+      Object.keys(x.labels).length === Object.keys(want).length &&
+      Object.entries(want).every(([k, v]) => x.labels[k] === v),
+  );
+  return s?.value ?? 0;
 }
 
 /** A raw ws client: every frame it receives, and its close code. */

@@ -68,6 +68,7 @@ import { type NodeConfig, resolveConfig } from '../daemon/config.js';
 import { type InstanceParts, type RunningInstance, startInstance } from '../daemon/instance.js';
 import { freePorts } from '../daemon/launcher.js';
 import { createLogger } from '../daemon/logger.js';
+import { parsePrometheus } from '../load/stats.js';
 import { finishTool, intOption, parseToolArgs, runIfMain } from './tool-cli.js';
 
 export const FUZZ_LIMITS = { maxDurationMs: 3_600_000, maxFrames: 10_000_000 } as const;
@@ -920,14 +921,10 @@ interface Snapshot {
 /** The samples of /metrics we follow, summed by a key (refusals by kind, messages by direction). */
 function parseMetrics(text: string): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const line of text.split('\n')) {
-    const m = /^(xpmesh_[a-z_]+)\{([^}]*)\} ([0-9.e+-]+)$/.exec(line);
-    if (!m) continue;
-    const labels = Object.fromEntries([...m[2].matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    const v = Number(m[3]);
-    if (m[1] === 'xpmesh_refusals_total') inc(out, `refusals.${labels.kind}`, v);
-    else if (m[1] === 'xpmesh_messages_total') inc(out, `messages.${labels.direction}`, v);
-    else if (m[1] === 'xpmesh_fences_total') inc(out, 'fences', v);
+  for (const { name, labels, value } of parsePrometheus(text)) {
+    if (name === 'xpmesh_refusals_total') inc(out, `refusals.${labels.kind}`, value);
+    else if (name === 'xpmesh_messages_total') inc(out, `messages.${labels.direction}`, value);
+    else if (name === 'xpmesh_fences_total') inc(out, 'fences', value);
   }
   return out;
 }

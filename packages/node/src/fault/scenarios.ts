@@ -857,26 +857,18 @@ export async function inject(
   }
 }
 
-export const LOAD_FOR_SCENARIOS: Partial<LoadConfig> = {
-  procsPerNode: 1,
-  pages: 8,
-  segmentPages: 16,
-  wordsPerPage: 2,
-  writeFraction: 0.3,
-  chunkMs: 100,
-  chunkOps: 200,
-  pauseMs: 10,
-  // No forced reclaims by default: a known, open race between reclaim and a concurrent remote write
-  // loses the write without any fault (docs/reliability.md), which would make these runs flaky.
-  // The fault paths of reclaim are covered by invalidation-ack-lost.
-  reclaimEveryMs: 0,
-};
+/**
+ * The scenarios' background load: the engine's defaults (LOAD_DEFAULTS), without forced reclaims, so
+ * that each scenario's fault lands where it is aimed (`XPMESH_FAULT_RECLAIM_MS` turns them on; the
+ * fault paths of reclaim are covered by invalidation-ack-lost, and the soak keeps reclaims on).
+ */
+export const LOAD_FOR_SCENARIOS: Partial<LoadConfig> = { reclaimEveryMs: 0 };
 
 function underLoad(kind: FaultKind, how: string): Scenario {
   return {
     name: `load-${kind}`,
     title: `${how} of a remote instance under a background load`,
-    proves: `under a read/write load with forced reclaims on all three instances, ${how} of one attacher: it is fenced by both survivors within the heartbeat timeout, the home's reverse map drops it, the survivors keep completing operations and no call to them waits past its deadline; after the heal it rejoins with a higher epoch and works again; the recorded history is linearizable (survivors strict, the fenced session's unobserved writes indeterminate) and at quiescence invariants hold, pins == unpins, nothing stays mapped`,
+    proves: `under a read/write load on all three instances, ${how} of one attacher: it is fenced by both survivors within the heartbeat timeout, the home's reverse map drops it, the survivors keep completing operations and no call to them waits past its deadline; after the heal it rejoins with a higher epoch and works again; the recorded history is linearizable (survivors strict, the fenced session's unobserved writes indeterminate) and at quiescence invariants hold, pins == unpins, nothing stays mapped`,
     lab: { sse: false, pollMs: 50 },
     async run(ctx) {
       const b = ctx.b;

@@ -190,7 +190,12 @@ describe('security checks on a running instance', () => {
       hello && auth,
       `recorded the handshake: ${recorded.map((b) => (decodeRaw(b) as { t?: string }).t)}`,
     );
-    await sleep(300); // the victim's session is gone at the instance
+    // the victim's session is gone at the instance (bounded wait)
+    for (let i = 0; i < 500; i++) {
+      const { peers } = await admin.get<{ peers: Array<{ node: string; state: string }> }>('/status');
+      if (!peers.some((x) => x.node === 'pv' && x.state === 'up')) break;
+      await sleep(20);
+    }
     const refusedBefore = async () =>
       (await metric('xpmesh_refusals_total', { kind: 'peer_auth' })) +
       (await metric('xpmesh_refusals_total', { kind: 'peer_stale_epoch' }));

@@ -95,15 +95,13 @@ describe('history checker: hand-made histories', () => {
     assert.equal(checkHistory(gaps, 20, 0.3).ok, true);
   });
 
-  it('is fast on large histories (sort + sweep)', () => {
+  it('checks a 200,000-operation history (sort + sweep; its speed is not asserted here)', () => {
     const h: HistoryOp[] = [];
     for (let i = 0; i < 200_000; i++)
       h.push(op('p', i % 2 ? 'r' : 'w', i % 2 ? i : i + 1, i, i + 0.5, Math.floor(i / 2) % 64));
-    const t = performance.now();
     const r = checkHistory(h);
     assert.equal(r.ops, 200_000);
     assert.equal(r.ok, true);
-    assert.ok(performance.now() - t < 20_000);
   });
 });
 

@@ -385,7 +385,7 @@ export async function handleDetach(d: XpmemDriver, from: PeerSession, msg: Detac
       await seg.mutex.run(p, async () => {
         const i = d.rmap.find(seg.pfn[p], node, seg.slot, p);
         if (i < 0) return;
-        const e = d.rmap.entry(i);
+        const e = d.rmap.entry(i, seg.pfn[p]);
         const pd = dirty.get(p);
         if (e.write && pd) writeBack(d, seg, p, pd.data);
         d.rmap.remove(e.pfn, node, seg.slot, p);

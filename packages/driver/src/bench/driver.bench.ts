@@ -340,10 +340,13 @@ async function main() {
   }
   console.log('reclaim (separate processes)');
   await reclaim();
-  const r = new ReverseMap();
-  const frames = 65536;
-  for (let i = 0; i < 2 * frames; i++) r.add(i % frames, 1 + (i & 1), 1, i % frames, 1, 1, false);
-  bench('rmap-bytes-per-entry', r.bytes() / r.size, 'B', 24);
+  // 65,536 exported frames, each mapped by 2 instances (131,072 entries), then by 1
+  for (const mappers of [2, 1]) {
+    const r = new ReverseMap();
+    const frames = 65536;
+    for (let m = 1; m <= mappers; m++) for (let f = 0; f < frames; f++) r.add(f, m, 1, f, 1, 1, false);
+    bench(`rmap-bytes-per-entry${mappers === 1 ? '-1-mapper' : ''}`, r.bytes() / r.size, 'B', 24);
+  }
 }
 
 await main();

@@ -4,6 +4,7 @@
  * parent goes away.
  */
 import { cpuNow, type InstanceOptions, LocalInstance } from './instance.js';
+import { profileStart, profileStop } from './profile.js';
 import { type RawServer, startRawServer } from './raw.js';
 
 let inst: LocalInstance | undefined;
@@ -37,6 +38,10 @@ async function handle(op: string, arg: unknown): Promise<unknown> {
       return inst!.readAll(a.key, a.stride);
     case 'cpu':
       return cpuNow();
+    case 'profile-start':
+      return profileStart();
+    case 'profile-stop':
+      return profileStop(arg as string);
     case 'close':
       await inst?.close();
       await raw?.close();

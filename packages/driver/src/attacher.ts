@@ -4,8 +4,8 @@
  * answering invalidations (zap or write-protect, then ack with dirty data), detach, segment-gone and
  * the loss of a home.
  */
-import type { DriverFault, KernelModuleApi } from '@xpmesh/node/kernel';
-import { KernelError } from '@xpmesh/node/kernel';
+import type { DriverFault, KernelModuleApi } from '@xpmesh/kernel';
+import { KernelError } from '@xpmesh/kernel';
 import type {
   Detach,
   Invalidate,

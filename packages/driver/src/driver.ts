@@ -6,14 +6,17 @@
  * engine in invalidate.ts, the attacher side in attacher.ts, failures in fence.ts.
  */
 import { EventEmitter } from 'node:events';
-import type { KernelModule, KernelModuleApi, NotifierRegistration } from '@xpmesh/node/kernel';
+import type { KernelModule, KernelModuleApi, NotifierRegistration } from '@xpmesh/kernel';
 import {
   type Access,
+  type Clock,
   isWireErrorCode,
+  type Logger,
   type OneWayMessage,
   type PeerNetwork,
   type PeerSession,
   type RequestMessage,
+  silentLogger,
 } from '@xpmesh/protocol';
 import { attacherDown, handleSegmentGone } from './attacher.js';
 import { DriverError, fail } from './errors.js';
@@ -22,7 +25,7 @@ import { requestHandlers } from './handlers.js';
 import { handleDeviceFault } from './home.js';
 import { homeOf } from './ids.js';
 import { rmapNotifierOps } from './notifiers.js';
-import { nextState, PAGE_STATES, type PageEvent, stateIndex } from './page-state.js';
+import { nextState, PAGE_STATES, type PageEvent, type PageState, stateIndex } from './page-state.js';
 import { ReverseMap } from './rmap.js';
 import { type Attachment, type Grant, type MmRecord, PageCache, type Permit, type Segment } from './state.js';
 import { xpmemAttach } from './xpmem-attach.js';
@@ -31,19 +34,6 @@ import { xpmemGet } from './xpmem-get.js';
 import { xpmemMake } from './xpmem-make.js';
 import { xpmemRelease } from './xpmem-release.js';
 import { xpmemRemove } from './xpmem-remove.js';
-
-export interface Logger {
-  debug(obj: unknown, msg?: string): void;
-  info(obj: unknown, msg?: string): void;
-  warn(obj: unknown, msg?: string): void;
-  error(obj: unknown, msg?: string): void;
-}
-
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
 
 export interface XpmemDriverOptions {
   net: PeerNetwork;
@@ -135,6 +125,29 @@ export type MessageEvent = {
   cid?: string;
   latencyMs?: number;
 };
+
+/** `events` 'fence': an instance was fenced (its sessions below `epoch + 1` are refused). */
+export interface FenceEvent {
+  node: string;
+  epoch: number;
+  why: string;
+}
+
+/** `events` 'lost-dirty': a page written by a fenced instance reverted to its last written-back data. */
+export interface LostDirtyEvent {
+  segid: string;
+  page: number;
+  node: string;
+}
+
+/** `events` 'page-state': one page changed state (emitted only while somebody listens). */
+export interface PageStateEvent {
+  segid: string;
+  page: number;
+  from: PageState;
+  to: PageState;
+  event: PageEvent;
+}
 
 const MAX_PREFAULT = 64;
 
@@ -419,7 +432,7 @@ export class XpmemDriver implements KernelModule {
     seg.state[page] = stateIndex(to);
     // the event object is built only for listeners (a 1024-page invalidation makes 2048 of them)
     if (this.events.listenerCount('page-state') > 0)
-      this.events.emit('page-state', { segid: seg.segid, page, from, to, event });
+      this.events.emit('page-state', { segid: seg.segid, page, from, to, event } satisfies PageStateEvent);
   }
 
   /** Longest an invalidation can take: ack deadline, then the lease wait of a fence. */
@@ -666,8 +679,6 @@ const KERNEL_TO_WIRE: Record<string, string> = {
   ESRCH: 'E_NO_SEGMENT',
   EINVAL: 'E_MALFORMED',
 };
-
-const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 export function createXpmemDriver(opts: XpmemDriverOptions): XpmemDriver {
   return new XpmemDriver(opts);

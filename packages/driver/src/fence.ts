@@ -11,7 +11,7 @@
  */
 import type { PeerSession } from '@xpmesh/protocol';
 import { attacherDown } from './attacher.js';
-import type { XpmemDriver } from './driver.js';
+import type { FenceEvent, LostDirtyEvent, XpmemDriver } from './driver.js';
 import { syncHomePte } from './home.js';
 import { unexportIfEmpty } from './invalidate.js';
 import { epochAtMost } from './rmap.js';
@@ -29,7 +29,7 @@ export async function fenceNode(
   if (epoch + 1 > before) {
     d.minEpoch.set(node, epoch + 1);
     d.counters.fences++;
-    d.events.emit('fence', { node, epoch, why });
+    d.events.emit('fence', { node, epoch, why } satisfies FenceEvent);
     d.log.warn({ node, epoch, why }, 'xpmem: fencing instance');
   }
   if (callNet) {
@@ -58,7 +58,7 @@ export async function fenceNode(
     if (!seg) continue;
     if (e.write) {
       d.counters.lostDirtyPages++;
-      d.events.emit('lost-dirty', { segid: seg.segid, page: e.page, node });
+      d.events.emit('lost-dirty', { segid: seg.segid, page: e.page, node } satisfies LostDirtyEvent);
     }
     const left = d.rmap.entries(e.pfn, e.seg, e.page).length;
     d.transition(seg, e.page, left ? 'drop' : 'drop-last');

@@ -14,8 +14,8 @@
  *   6. exportPage (PG_external_rmap, lock held) BEFORE adding the reverse-map entry; copy the data;
  *      unlockPage; putPage.
  */
-import type { DriverFault } from '@xpmesh/node/kernel';
-import { KernelError } from '@xpmesh/node/kernel';
+import type { DriverFault } from '@xpmesh/kernel';
+import { KernelError } from '@xpmesh/kernel';
 import type { Detach, MapOk, MapReq, Ok, PageData, PeerSession } from '@xpmesh/protocol';
 import type { XpmemDriver } from './driver.js';
 import { codeOf, DriverError, fail } from './errors.js';

@@ -20,7 +20,7 @@ import type {
   MmuNotifierOps,
   RmapInvalidateResult,
   RmapNotifierOps,
-} from '@xpmesh/node/kernel';
+} from '@xpmesh/kernel';
 import type { InvalidateReason } from '@xpmesh/protocol';
 import type { XpmemDriver } from './driver.js';
 import { devModeAt, pageAddr, teardownSegment } from './home.js';

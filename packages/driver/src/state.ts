@@ -1,6 +1,6 @@
 /** The driver's records: segments and permits at the home, grants, attachments and the page cache at
  * the attacher. Per-page home state is kept in typed arrays per segment. */
-import type { MmHandle, NotifierRegistration } from '@xpmesh/node/kernel';
+import type { MmHandle, NotifierRegistration } from '@xpmesh/kernel';
 import type { Access } from '@xpmesh/protocol';
 import { KeyedMutex } from './mutex.js';
 import { PAGE_STATES, type PageState } from './page-state.js';

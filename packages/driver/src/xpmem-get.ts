@@ -4,7 +4,7 @@
  * bits if the gids match, else the other bits; 'r' needs read, 'rw' needs read and write. There is
  * no root override (documented).
  */
-import type { MmHandle } from '@xpmesh/node/kernel';
+import type { MmHandle } from '@xpmesh/kernel';
 import type { Access, Get, GetOk, PeerSession } from '@xpmesh/protocol';
 import type { XpmemDriver } from './driver.js';
 import { codeOf, DriverError, fail } from './errors.js';

@@ -6,7 +6,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import * as instance from '@xpmesh/node/instance';
+import * as instance from '@xpmesh/kernel';
 import { createWsPeerNetwork, type TransportPeerNetwork } from '@xpmesh/protocol';
 import { createXpmemDriver, type XpmemDriver } from '../index.js';
 

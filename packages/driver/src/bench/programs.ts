@@ -2,7 +2,7 @@
  * Programs the driver benchmark runs inside a process (Process.run): the remote read fault timed in
  * the faulting thread itself, the same place the hop chain (raw.ts) is timed.
  */
-import type { ProcessContext } from '@xpmesh/node/instance';
+import type { ProcessContext } from '@xpmesh/kernel';
 
 /** First-touch read32 of `count` pages `stride` pages apart from `addr`: µs per access. */
 export function firstTouch(

@@ -212,3 +212,30 @@ test('a batch answer of the wrong length fails every page of the batch (all kept
     }
     k.check();
   }));
+
+test('migratePages: one notifier call for the batch; a failed page stays on its frame, the rest move', () =>
+  withKernel({ frames: 512, swapSlots: 0 }, async (k) => {
+    const bad = new Set<Pfn>();
+    const d = batchDriver(k, (pfn) =>
+      bad.has(pfn) ? { ok: false, reason: 'no ack' } : { ok: true, dirty: false },
+    );
+    const n = 8;
+    const { p, a, pfns } = await exportedPages(k, n, d);
+    bad.add(pfns[5]);
+    const out = await k.migratePages(pfns);
+    assert.equal(d.calls.length, 1, 'one dispatch for the batch');
+    assert.deepEqual(d.calls[0].pfns, pfns);
+    assert.ok(d.calls[0].allLocked && d.calls[0].noneMapped);
+    for (let i = 0; i < n; i++) {
+      if (i === 5) {
+        assert.equal(out[i], 'external_failed');
+        assert.equal(k.pfnOf(p.pid, a + i * PAGE), pfns[i], 'kept on its frame');
+        assert.ok(k.api.pageExported(pfns[i]));
+      } else {
+        assert.equal(typeof out[i], 'number');
+        assert.equal(k.pfnOf(p.pid, a + i * PAGE), out[i], 'mapped to the new frame');
+      }
+      assert.equal(await p.read32(a + i * PAGE), 0x5000 + i);
+    }
+    k.check();
+  }));

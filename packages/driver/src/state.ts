@@ -620,7 +620,7 @@ export class DriverState {
     node: string,
     msg: Omit<T, 'id'>,
     timeoutMs = this.requestTimeoutMs,
-  ): Promise<import('@xpmesh/protocol').RequestReplyMap[T['t']]> {
+  ): Promise<RequestReplyMap[T['t']]> {
     const cid = (msg as { cid?: string }).cid ?? this.newCid();
     const m = { ...msg, cid } as Omit<T, 'id'>;
     const t0 = this.clock.now();

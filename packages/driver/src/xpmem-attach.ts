@@ -2,12 +2,11 @@
  * are mapped lazily on fault (optionally prefaulted). */
 import { PROT_READ, PROT_WRITE } from '@xpmesh/kernel';
 import { attachmentFault, prefaultAttachment, releaseAttachmentPages } from './attacher.js';
-import type { XpmemDriver } from './driver.js';
 import { fail } from './errors.js';
-import type { Attachment } from './state.js';
+import type { Attachment, DriverState } from './state.js';
 
 export async function xpmemAttach(
-  d: XpmemDriver,
+  d: DriverState,
   pid: number,
   apid: string,
   offset: number,

@@ -68,3 +68,45 @@ test("the kernel's export policy: driver sources use only the module API (kernel
   }
   assert.ok(seen >= 5, 'driver imports from the kernel were found');
 });
+
+/** Relative imports (type imports included) of each driver source, by file name. */
+function importGraph(): Map<string, string[]> {
+  const g = new Map<string, string[]>();
+  for (const f of driverFiles) {
+    const deps: string[] = [];
+    for (const m of readFileSync(f, 'utf8').matchAll(IMPORT_RE)) {
+      const spec = m[2] ?? m[3] ?? m[4];
+      if (spec.startsWith('./')) deps.push(spec.slice(2).replace(/\.js$/, '.ts'));
+    }
+    g.set(f.slice(src.length), deps);
+  }
+  return g;
+}
+
+test('no import cycle inside the driver (type imports included)', () => {
+  const g = importGraph();
+  const done = new Set<string>();
+  const walk = (f: string, path: string[]) => {
+    const at = path.indexOf(f);
+    assert.ok(at < 0, `import cycle: ${[...path.slice(at), f].join(' -> ')}`);
+    if (done.has(f)) return;
+    for (const d of g.get(f) ?? []) walk(d, [...path, f]);
+    done.add(f);
+  };
+  for (const f of g.keys()) walk(f, []);
+  // state.ts (xpmem_private.h) is below everything: it imports none of the operation files
+  for (const d of g.get('state.ts') ?? [])
+    assert.ok(
+      ['errors.ts', 'ids.ts', 'mutex.ts', 'page-state.ts', 'rmap.ts'].includes(d),
+      `state.ts imports ${d}`,
+    );
+});
+
+test('the home side and the remote side do not import each other', () => {
+  const g = importGraph();
+  const home = ['home.ts', 'invalidate.ts', 'fence.ts', 'notifiers.ts', 'source-pte.ts', 'unexport.ts'];
+  const remote = ['attacher.ts'];
+  for (const f of home) for (const d of g.get(f) ?? []) assert.ok(!remote.includes(d), `${f} imports ${d}`);
+  for (const f of remote) for (const d of g.get(f) ?? []) assert.ok(!home.includes(d), `${f} imports ${d}`);
+  assert.ok(g.has('attacher.ts') && g.has('home.ts'));
+});

@@ -26,6 +26,7 @@
  * `*-cpu` figures: process CPU time (user + system, every thread) of BOTH ends per operation,
  * which is far less noisy than wall time on a shared VM.
  */
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ReverseMap } from '../index.js';
 import {
@@ -37,9 +38,12 @@ import {
   PROGRAMS,
   RemoteInstance,
 } from './instance.js';
+import { profileStart, profileStop } from './profile.js';
 import { RawClient, startRawServer, WAKE_THEN_32 } from './raw.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
+/** A directory: CPU profiles (main threads, both ends) of the first separate-process fault round. */
+const PROFILE = process.env.BENCH_PROFILE;
 const ROUNDS = QUICK ? 2 : 5;
 type Placement = '1proc' | '2proc';
 const PLACEMENTS: Placement[] = ['2proc', '1proc'];
@@ -137,8 +141,20 @@ async function faults(pl: Placement) {
     await att1.q.run(PROGRAMS, 'firstTouch', { addr: att1.va, count: N, stride: 1 });
     await att64.q.run(PROGRAMS, 'firstTouch', { addr: att64.va, count: K, stride: 64 });
     for (let r = 1; r <= ROUNDS; r++) {
+      const prof = PROFILE !== undefined && pl === '2proc' && r === 1;
+      const profiled = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+        if (!prof) return fn();
+        await (home as RemoteInstance).call('profile-start');
+        await profileStart();
+        try {
+          return await fn();
+        } finally {
+          await profileStop(join(PROFILE!, `${what}-attacher.cpuprofile`));
+          await (home as RemoteInstance).call('profile-stop', join(PROFILE!, `${what}-home.cpuprofile`));
+        }
+      };
       gc();
-      const hop = await withCpu(others, () => raw.client.hopChain(N));
+      const hop = await withCpu(others, () => profiled('hop-chain', () => raw.client.hopChain(N)));
       R.add('hop50', pct(hop.r, 0.5));
       R.add('hop99', pct(hop.r, 0.99));
       R.add('hopCpu', hop.cpu / N);
@@ -147,7 +163,9 @@ async function faults(pl: Placement) {
       mapLat.a1.length = 0;
       gc();
       const f = await withCpu(others, () =>
-        att1.q.run<number[]>(PROGRAMS, 'firstTouch', { addr: att1.va + r * N * PAGE, count: N, stride: 1 }),
+        profiled('fault', () =>
+          att1.q.run<number[]>(PROGRAMS, 'firstTouch', { addr: att1.va + r * N * PAGE, count: N, stride: 1 }),
+        ),
       );
       R.add('fault50', pct(f.r, 0.5));
       R.add('fault99', pct(f.r, 0.99));

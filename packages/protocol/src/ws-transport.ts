@@ -6,9 +6,9 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
+import { type Logger, silentLogger } from './base.js';
 import { CloseCode } from './errors.js';
-import type { Conn, ConnHandlers, Listener, Logger, Transport } from './transport.js';
-import { silentLogger } from './transport.js';
+import type { Conn, ConnHandlers, Listener, Transport } from './transport.js';
 
 export interface TlsOptions {
   /** PEM certificate file (server side). */
@@ -49,7 +49,7 @@ export class WsConn implements Conn {
     ws.on('pong', () => this.emit({ k: 'pong' }));
     ws.on('close', (code, reason) => this.emit({ k: 'close', code, reason: reason.toString('utf8') }));
     ws.on('error', (err) => {
-      this.logger.debug('ws: socket error', { remote, error: String(err) });
+      this.logger.debug({ remote, error: String(err) }, 'ws: socket error');
     });
   }
 
@@ -76,7 +76,7 @@ export class WsConn implements Conn {
         h.onClose(e.code, e.reason);
       }
     } catch (err) {
-      this.logger.error('ws: handler threw', { error: String(err) });
+      this.logger.error({ error: String(err) }, 'ws: handler threw');
     }
   }
 
@@ -85,7 +85,7 @@ export class WsConn implements Conn {
     try {
       this.ws.send(frame, { binary: true, compress: false });
     } catch (err) {
-      this.logger.debug('ws: send failed', { error: String(err) });
+      this.logger.debug({ error: String(err) }, 'ws: send failed');
     }
   }
 
@@ -108,7 +108,7 @@ export class WsConn implements Conn {
     try {
       this.ws.ping();
     } catch (err) {
-      this.logger.debug('ws: ping failed', { error: String(err) });
+      this.logger.debug({ error: String(err) }, 'ws: ping failed');
     }
   }
 
@@ -123,7 +123,7 @@ export class WsConn implements Conn {
         if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
       }, 2000).unref();
     } catch (err) {
-      this.logger.debug('ws: close failed', { error: String(err) });
+      this.logger.debug({ error: String(err) }, 'ws: close failed');
       this.ws.terminate();
     }
     if (!this.done) {
@@ -157,13 +157,13 @@ export function wsTransport(opts: WsTransportOptions): Transport {
           wss.once('listening', () => resolve());
         });
       }
-      wss.on('error', (err) => logger.error('ws: server error', { error: String(err) }));
+      wss.on('error', (err) => logger.error({ error: String(err) }, 'ws: server error'));
       wss.on('connection', (ws, req) => {
         try {
           const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
           onConn(new WsConn(ws, remote, logger));
         } catch (err) {
-          logger.error('ws: accept failed', { error: String(err) });
+          logger.error({ error: String(err) }, 'ws: accept failed');
           ws.terminate();
         }
       });

@@ -18,7 +18,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { viewHandler } from '../view/serve.js';
 import { isDefaultAdminHost } from './config.js';
-import type { Logger } from './logger.js';
+import type { DaemonLogger } from './logger.js';
 import type { InstanceMetrics } from './metrics.js';
 import {
   AdminError,
@@ -50,7 +50,7 @@ export interface AdminOptions {
   port: number;
   token: string | undefined;
   metrics: InstanceMetrics;
-  logger: Logger;
+  logger: DaemonLogger;
   /** Admin base URLs of every instance the live view (/view) should show; default: this one. */
   viewNodes?: string[];
 }

@@ -665,6 +665,7 @@ export class Link {
 
   private goUp(): void {
     this.state = 'up';
+    this.o.conn.authenticated?.();
     this.o.clock.clearTimeout(this.handshakeTimer);
     this.seen();
     this.scheduleBeat();

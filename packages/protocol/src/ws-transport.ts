@@ -208,6 +208,9 @@ export function wsTransport(opts: WsTransportOptions): Transport {
         clientTracking: true,
         server,
       });
+      // ws re-emits the server's errors on wss: a listener must be there before listen() can fail
+      const wssErrors = (err: Error) => logger.debug('ws: server error', { error: String(err) });
+      wss.on('error', wssErrors);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(l.port, l.host, () => {
@@ -215,6 +218,7 @@ export function wsTransport(opts: WsTransportOptions): Transport {
           resolve();
         });
       });
+      wss.off('error', wssErrors);
       server.on('error', (err) => logger.error('ws: server error', { error: String(err) }));
       wss.on('error', (err) => logger.error('ws: server error', { error: String(err) }));
       wss.on('connection', (ws, req) => {

@@ -86,8 +86,11 @@ export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
           // mmuIntervalReadRetry), and getUserPage on the swap/migration entry sleeps on the page
           // lock that reclaim/migration holds until the frame is gone or restored. A frame with
           // reverse-map entries has PG_external_rmap (invariant 2), so the notifier does run for it.
-          // (reclaim-fence.test.ts: batched reclaim with a remote writer's dirty data.)
+          // (reclaim-fence.test.ts: batched reclaim with a remote writer's dirty data.) Only for a
+          // blockable range: direct reclaim (non-blockable) still gets 'again' below for a page with
+          // remote copies, as before, rather than waiting for remote acks inside an allocation.
           if (
+            range.blockable &&
             (range.event === 'reclaim' || range.event === 'migrate') &&
             d.rmap.hasPage(seg.pfn[p], seg.slot, p) &&
             d.kernel.pageExported(seg.pfn[p])

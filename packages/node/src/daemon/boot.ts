@@ -7,6 +7,7 @@ import { createWsPeerNetwork, type PeerNetwork } from '@xpmesh/protocol';
 import type { KernelModule } from '../kernel/api.js';
 import { createKernel } from '../kernel/index.js';
 import type { NodeConfig } from './config.js';
+import { type CredentialAction, withCredentialPolicy } from './cred-policy.js';
 import type { InstanceParts } from './instance.js';
 import type { Logger } from './logger.js';
 import type { DriverPort } from './ports.js';
@@ -101,8 +102,16 @@ export async function bootLayers(config: NodeConfig, logger: Logger): Promise<In
   }
   try {
     const { createXpmemDriver } = (await import(DRIVER_MODULE)) as DriverModule;
+    // The home side of a remote get sees uid/gid as the credential policy rewrites them.
+    const credCounts: Record<CredentialAction, number> = { trusted: 0, mapped: 0, denied: 0 };
+    const driverNet = config.credPolicy
+      ? withCredentialPolicy(net, config.credPolicy, (action, peer) => {
+          credCounts[action]++;
+          if (action === 'denied') logger.warn({ peer }, 'credential policy refused a get');
+        })
+      : net;
     const driver = createXpmemDriver({
-      net,
+      net: driverNet,
       logger: logger.child({ layer: 'driver' }),
       ackTimeoutMs: config.ackTimeoutMs,
       requestTimeoutMs: config.requestTimeoutMs,
@@ -110,7 +119,7 @@ export async function bootLayers(config: NodeConfig, logger: Logger): Promise<In
       prefault: config.prefault + 1,
     });
     await kernel.loadModule(driver);
-    return { kernel, net, driver };
+    return { kernel, net, driver, credCounts };
   } catch (err) {
     await closeLayers({ kernel, net }, logger);
     throw err;

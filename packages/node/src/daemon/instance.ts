@@ -19,6 +19,8 @@ export interface InstanceParts {
   kernel: KernelPort;
   net: NetPort;
   driver: DriverPort;
+  /** What the credential policy did to remote gets, by action (cred-policy.ts), if one is set. */
+  credCounts?: Record<string, number>;
 }
 
 export interface RunningInstance {
@@ -52,6 +54,7 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
     exportedPages: num(rmap?.pages ?? ds.exportedPages ?? stats.exportedPages),
     peers,
     messages: net?.byType ?? {},
+    credPolicy: { ...parts.credCounts },
     refusals: {
       peer_auth: net?.authFailures ?? 0,
       peer_handshake: net?.handshakeFailures ?? 0,

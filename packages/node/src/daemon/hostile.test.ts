@@ -165,6 +165,28 @@ after(async () => {
 });
 
 describe('hostile input against a running instance (issue 13)', () => {
+  it('caller errors are 4xx with stable codes, never 500: get on an unknown node, run of a missing module, args nested 10,000 deep', async () => {
+    const { pid } = await admin.op<{ pid: number }>('spawn', {});
+    const expect = async (op: string, body: unknown, status: number, code: string) => {
+      const r = await fetch(`${victim.adminUrl}/ops/${op}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}` },
+        body: typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      const got = (await r.json()) as { code: string };
+      assert.deepEqual([r.status, got.code], [status, code], `${op}: ${JSON.stringify(got)}`);
+    };
+    await expect('get', { pid, segid: 'nosuchnode:1' }, 409, 'E_PEER');
+    await expect('run', { pid, module: 'load/no-such-module.js', export: 'main' }, 404, 'E_NOT_FOUND');
+    await expect(
+      'run',
+      `{"pid":${pid},"module":"load/program.js","export":"main","args":${'['.repeat(10_000)}${']'.repeat(10_000)}}`,
+      400,
+      'E_TOO_DEEP',
+    );
+    assert.equal(await metricSum('xpmesh_admin_requests_total', { code: 'E_INTERNAL' }), 0);
+  });
+
   it('the attacks of issue 13 at once: real peers keep being served, every attack is limited and counted, RSS stays bounded', async () => {
     await remoteRoundTrip('before the attacks');
     // warm up the paths the attacks use, then take the baseline

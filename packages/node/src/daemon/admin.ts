@@ -216,17 +216,19 @@ export class AdminServer {
       });
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (err.code === 'ECONNRESET' || !socket.writable) {
+        socket.destroy(); // the client went away: nothing to answer, nothing to count
+        return;
+      }
       const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
       this.limited(timeout ? 'request_timeout' : 'bad_request');
-      if (socket.writable && !socket.destroyed) {
-        const status = timeout
-          ? '408 Request Timeout'
-          : err.code === 'HPE_HEADER_OVERFLOW'
-            ? '431 Request Header Fields Too Large'
-            : '400 Bad Request';
-        socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-        setTimeout(() => socket.destroy(), 1000).unref();
-      } else socket.destroy();
+      const status = timeout
+        ? '408 Request Timeout'
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? '431 Request Header Fields Too Large'
+          : '400 Bad Request';
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      setTimeout(() => socket.destroy(), 1000).unref();
     });
     backend.events.on('event', this.onEvent);
   }

@@ -100,7 +100,7 @@ export const ADMIN_LIMITS: Readonly<AdminLimits> = Object.freeze({
   socketIdleMs: 60_000,
   maxConnections: 256,
   maxSseClients: 32,
-  sseBufferBytes: 1 << 20,
+  sseBufferBytes: 256 << 10,
   sseHeartbeatMs: 15_000,
 });
 
@@ -141,8 +141,12 @@ export function jsonDepth(value: unknown, limit: number): number {
   return max;
 }
 
+/** One `/events` subscriber: once its socket stops taking data, frames wait in `queue` (ours,
+ * bounded by sseBufferBytes), never in the stream's own unbounded buffer. */
 interface Subscriber {
   res: ServerResponse;
+  queue: string[];
+  queued: number;
 }
 
 /** GET endpoints a page served from another instance may read (the live view); never /ops. */
@@ -212,23 +216,31 @@ export class AdminServer {
       });
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (err.code === 'ECONNRESET' || !socket.writable) {
+        socket.destroy(); // the client went away: nothing to answer, nothing to count
+        return;
+      }
       const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
       this.limited(timeout ? 'request_timeout' : 'bad_request');
-      if (socket.writable && !socket.destroyed) {
-        const status = timeout
-          ? '408 Request Timeout'
-          : err.code === 'HPE_HEADER_OVERFLOW'
-            ? '431 Request Header Fields Too Large'
-            : '400 Bad Request';
-        socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-        setTimeout(() => socket.destroy(), 1000).unref();
-      } else socket.destroy();
+      const status = timeout
+        ? '408 Request Timeout'
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? '431 Request Header Fields Too Large'
+          : '400 Bad Request';
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      setTimeout(() => socket.destroy(), 1000).unref();
     });
     backend.events.on('event', this.onEvent);
   }
 
   private limited(kind: AdminLimitKind): void {
     this.opts.metrics.adminLimits.inc({ limit: kind });
+  }
+
+  /** A request refused before its body is looked at: the body is read and dropped (never
+   * buffered) before the answer, so the caller reads the answer instead of a reset. */
+  private async refuseBody(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!(await this.discard(req))) res.setHeader('connection', 'close');
   }
 
   /**
@@ -261,20 +273,40 @@ export class AdminServer {
     });
   }
 
-  /** Queues one frame for a subscriber, or drops the subscriber if it is not reading. */
+  /**
+   * Sends one frame to a subscriber. While its socket takes data, frames go straight out; once the
+   * socket's buffer is full they wait in the subscriber's queue (flushed on 'drain'); a queue over
+   * sseBufferBytes drops the subscriber and frees the queue. The stream's own buffer never holds
+   * more than one flush, so dropping is cheap and the memory is given back at once.
+   */
   private push(sub: Subscriber, frame: string): void {
     const res = sub.res;
-    if (res.writableLength + frame.length > this.limits.sseBufferBytes) {
+    if (sub.queue.length === 0 && !res.writableNeedDrain) {
+      res.write(frame);
+      return;
+    }
+    if (sub.queued + frame.length > this.limits.sseBufferBytes) {
       this.sse.delete(sub);
       this.limited('sse_slow');
       this.opts.logger.warn(
-        { remote: res.socket?.remoteAddress, unread: res.writableLength },
+        { remote: res.socket?.remoteAddress, unread: sub.queued + res.writableLength },
         'events subscriber dropped: not reading',
       );
-      res.destroy(); // frees what was queued for it
+      sub.queue = [];
+      sub.queued = 0;
+      res.destroy();
       return;
     }
-    res.write(frame);
+    sub.queue.push(frame);
+    sub.queued += frame.length;
+  }
+
+  private drain(sub: Subscriber): void {
+    if (sub.queue.length === 0 || !this.sse.has(sub)) return;
+    const text = sub.queue.join('');
+    sub.queue = [];
+    sub.queued = 0;
+    sub.res.write(text);
   }
 
   /** Subscribers currently connected to /events (tests, /status). */
@@ -365,7 +397,7 @@ export class AdminServer {
     if (path.startsWith('/ops/')) {
       const name = path.slice('/ops/'.length);
       if (req.method !== 'POST') {
-        req.resume();
+        await this.refuseBody(req, res);
         return this.fail(
           res,
           opLabel(name),
@@ -376,7 +408,7 @@ export class AdminServer {
     }
     const route = GET_ROUTES[path] ?? 'unknown';
     if (req.method !== 'GET') {
-      req.resume();
+      await this.refuseBody(req, res);
       return this.fail(res, route, new AdminError('E_METHOD', `use GET for ${path.slice(0, 200)}`));
     }
     switch (path) {
@@ -429,9 +461,13 @@ export class AdminServer {
           connection: 'keep-alive',
         });
         res.write(`: xpmesh ${this.backend.node}\nretry: 1000\n\n`);
-        const sub: Subscriber = { res };
+        const sub: Subscriber = { res, queue: [], queued: 0 };
         this.sse.add(sub);
-        req.on('close', () => this.sse.delete(sub));
+        res.on('drain', () => this.drain(sub));
+        req.on('close', () => {
+          this.sse.delete(sub);
+          sub.queue = [];
+        });
         this.heartbeat ??= setInterval(() => {
           for (const s of this.sse) this.push(s, ': ping\n\n');
         }, this.limits.sseHeartbeatMs).unref();
@@ -448,7 +484,7 @@ export class AdminServer {
 
   private async operation(name: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (!(OP_NAMES as string[]).includes(name)) {
-      req.resume();
+      await this.refuseBody(req, res);
       return this.fail(
         res,
         'unknown',
@@ -457,7 +493,7 @@ export class AdminServer {
     }
     const op = name as OpName;
     if (this.requireToken && !READ_ONLY_OPS.has(op) && !this.authorized(req)) {
-      req.resume();
+      await this.refuseBody(req, res);
       const reason = req.headers.authorization ? 'bad_token' : 'no_token';
       this.opts.metrics.adminRefused.inc({ reason });
       this.opts.logger.warn({ op, reason, remote: req.socket.remoteAddress }, 'admin operation refused');
@@ -468,7 +504,7 @@ export class AdminServer {
       );
     }
     if (this.shuttingDown) {
-      req.resume();
+      await this.refuseBody(req, res);
       return this.fail(res, op, new AdminError('E_SHUTTING_DOWN', 'the instance is shutting down'));
     }
     const max = this.limits.maxBodyBytes;

@@ -7,6 +7,7 @@ import { createXpmemDriver } from '@xpmesh/driver';
 import { createKernel } from '@xpmesh/kernel';
 import { createWsPeerNetwork } from '@xpmesh/protocol';
 import type { NodeConfig } from './config.js';
+import { type CredentialAction, withCredentialPolicy } from './cred-policy.js';
 import type { InstanceParts } from './instance.js';
 import type { DaemonLogger } from './logger.js';
 
@@ -70,8 +71,16 @@ export async function bootLayers(config: NodeConfig, logger: DaemonLogger): Prom
     throw err;
   }
   try {
+    // The home side of a remote get sees uid/gid as the credential policy rewrites them.
+    const credCounts: Record<CredentialAction, number> = { trusted: 0, mapped: 0, denied: 0 };
+    const driverNet = config.credPolicy
+      ? withCredentialPolicy(net, config.credPolicy, (action, peer) => {
+          credCounts[action]++;
+          if (action === 'denied') logger.warn({ peer }, 'credential policy refused a get');
+        })
+      : net;
     const driver = createXpmemDriver({
-      net,
+      net: driverNet,
       logger: logger.child({ layer: 'driver' }),
       ackTimeoutMs: config.ackTimeoutMs,
       requestTimeoutMs: config.requestTimeoutMs,
@@ -79,7 +88,7 @@ export async function bootLayers(config: NodeConfig, logger: DaemonLogger): Prom
       prefault: config.prefault + 1,
     });
     await kernel.loadModule(driver);
-    return { kernel, net, driver };
+    return { kernel, net, driver, credCounts };
   } catch (err) {
     await closeLayers({ kernel, net }, logger);
     throw err;

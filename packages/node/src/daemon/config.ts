@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_LIMITS } from '@xpmesh/protocol';
+import { type CredentialPolicy, parseCredentialPolicy } from './cred-policy.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -49,6 +50,8 @@ export interface NodeConfig {
   tlsKey: string | undefined;
   /** Peer-table entries: configured peers plus authenticated node ids that joined (limits.maxPeers). */
   maxPeers: number;
+  /** Per-peer credential policy for remote `get` (cred-policy.ts); undefined: claims are trusted. */
+  credPolicy: CredentialPolicy | undefined;
 }
 
 /** The well-known development key used when none is given and every address is loopback. */
@@ -66,7 +69,7 @@ type Kind = 'string' | 'int' | 'peers' | 'level' | 'file';
 
 /** One setting: its flag, its environment variable, its default and what it means. */
 export interface SettingSpec {
-  key: keyof NodeConfig | 'clusterKeyFile' | 'adminTokenFile';
+  key: keyof NodeConfig | 'clusterKeyFile' | 'adminTokenFile' | 'credPolicyFile';
   flag: string;
   env: string;
   kind: Kind;
@@ -259,6 +262,22 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     default: String(DEFAULT_LIMITS.maxPeers),
     help: 'peer-table size: a new node id that authenticates beyond it is refused (close 4012, counted as peer_table_full)',
   },
+  {
+    key: 'credPolicy',
+    flag: 'cred-policy',
+    env: 'XPMESH_CRED_POLICY',
+    kind: 'string',
+    default: '',
+    help: 'per-peer credential policy for remote gets, JSON: {"<node>|*": {deny, squash: [uid,gid], uids: {from: to}, gids, rootSquash: [uid,gid], onlyUids: [[a,b]]}} (none: uid/gid claims are trusted, like NFS AUTH_SYS)',
+  },
+  {
+    key: 'credPolicyFile',
+    flag: 'cred-policy-file',
+    env: 'XPMESH_CRED_POLICY_FILE',
+    kind: 'file',
+    default: '',
+    help: 'file holding the credential policy (JSON)',
+  },
 ];
 
 const NODE_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -318,7 +337,7 @@ export function resolveConfig(
       return readFileSync(path, 'utf8').trim();
     } catch (err) {
       throw new ConfigError(
-        `cannot read ${k === 'clusterKeyFile' ? 'cluster key' : 'admin token'} file ${path}: ${(err as Error).message}`,
+        `cannot read ${k === 'clusterKeyFile' ? 'cluster key' : k === 'credPolicyFile' ? 'credential policy' : 'admin token'} file ${path}: ${(err as Error).message}`,
       );
     }
   };
@@ -378,6 +397,15 @@ export function resolveConfig(
     throw new ConfigError(
       `--lease-ms ${leaseMs} must exceed --heartbeat-ms ${heartbeatMs} (renewals come once per heartbeat)`,
     );
+  let credPolicy: CredentialPolicy | undefined;
+  const policyText = raw.get('credPolicy') ?? readSecretFile('credPolicyFile');
+  if (policyText !== undefined) {
+    try {
+      credPolicy = parseCredentialPolicy(policyText);
+    } catch (err) {
+      throw new ConfigError(`--cred-policy (XPMESH_CRED_POLICY): ${(err as Error).message}`);
+    }
+  }
   const maxPeers = int('maxPeers');
   if (maxPeers < 1) throw new ConfigError('--max-peers must be at least 1');
   const tlsCert = raw.get('tlsCert');
@@ -420,6 +448,7 @@ export function resolveConfig(
     tlsCert,
     tlsKey,
     maxPeers,
+    credPolicy,
   };
 }
 

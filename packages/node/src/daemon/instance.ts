@@ -20,6 +20,8 @@ export interface InstanceParts {
   kernel: KernelPort;
   net: NetPort;
   driver: DriverPort;
+  /** What the credential policy did to remote gets, by action (cred-policy.ts), if one is set. */
+  credCounts?: Record<string, number>;
 }
 
 export interface RunningInstance {
@@ -46,6 +48,7 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
     exportedPages: ds.rmap.frames,
     peers,
     messages: net?.byType ?? {},
+    credPolicy: { ...parts.credCounts },
     refusals: {
       peer_auth: net?.authFailures ?? 0,
       peer_handshake: net?.handshakeFailures ?? 0,

@@ -6,6 +6,7 @@
  * admin requests); gauges are read from the kernel, driver and peer network at scrape time.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { CREDENTIAL_ACTIONS } from './cred-policy.js';
 
 export interface GaugeSnapshot {
   framesTotal: number;
@@ -20,6 +21,8 @@ export interface GaugeSnapshot {
   messages: Record<string, { msgsIn: number; bytesIn: number; msgsOut: number; bytesOut: number }>;
   /** Refusals by kind (REFUSAL_KINDS), cumulative: peers (network) and processes (driver). */
   refusals: Record<string, number>;
+  /** Remote gets by what the credential policy did (CREDENTIAL_ACTIONS), cumulative. */
+  credPolicy?: Record<string, number>;
 }
 
 /**
@@ -160,6 +163,17 @@ export class InstanceMetrics {
         this.reset();
         const r = read().refusals;
         for (const kind of Object.keys(REFUSAL_KINDS)) this.inc({ kind }, Math.round(r[kind] ?? 0));
+      },
+    });
+    new Counter({
+      name: 'xpmesh_cred_policy_total',
+      help: 'Remote gets at this home by what the per-peer credential policy did: trusted (as claimed), mapped (uid/gid rewritten), denied (E_PERM)',
+      labelNames: ['action'],
+      registers,
+      collect() {
+        this.reset();
+        const c = read().credPolicy ?? {};
+        for (const action of CREDENTIAL_ACTIONS) this.inc({ action }, Math.round(c[action] ?? 0));
       },
     });
     gauge('xpmesh_frames_total', 'Physical page frames of this instance', (s) => s.framesTotal);

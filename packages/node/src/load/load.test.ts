@@ -13,7 +13,7 @@ import { type LocalCluster, launchCluster } from '../daemon/launcher.js';
 import { type LoadCliIo, runLoadCli } from './cli.js';
 import { buildReport, type LoadReport } from './report.js';
 import { runWorkload } from './runner.js';
-import { WORKLOADS } from './workloads.js';
+import { builtinWorkload, WORKLOADS } from './workloads.js';
 
 /** Every top-level field docs/load.md documents. */
 export const REPORT_FIELDS = [
@@ -68,7 +68,7 @@ describe('xpmesh load against a local cluster', { timeout: 180_000 }, () => {
   for (const workload of WORKLOADS) {
     it(`${workload}: runs and passes its history check`, async () => {
       const o = {
-        workload,
+        workload: builtinWorkload(workload)!,
         procsPerInstance: 2,
         pages: 8,
         segmentPages: 16,

@@ -52,6 +52,8 @@ export interface HarnessArgs {
   seqBase: number;
   /** Open model: when each call of `op` is due. Absent: closed model (as fast as it can). */
   arrival?: ArrivalSchedule;
+  /** How long the chunk may overrun its duration before the vm stops it (at most CHUNK_GRACE_MS). */
+  graceMs?: number;
 }
 
 export interface HarnessResult {
@@ -363,7 +365,7 @@ export function workloadProgram(ctx: ProcessContext, a: HarnessArgs): HarnessRes
     );
     (sb.context as Record<string, unknown>).__xpmeshRunChunk = runChunk;
     const state = new vm.Script('__xpmeshRunChunk()').runInContext(sb.context, {
-      timeout: durationMs + CHUNK_GRACE_MS,
+      timeout: durationMs + Math.max(1, Math.min(a.graceMs ?? CHUNK_GRACE_MS, CHUNK_GRACE_MS)),
     }) as string;
     if (state.length > MAX_STATE_BYTES) {
       countError('E_STATE', `t.state is ${state.length} bytes as JSON (at most ${MAX_STATE_BYTES})`);

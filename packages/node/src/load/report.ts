@@ -15,6 +15,39 @@ import {
 } from './stats.js';
 import { formatActual, type ThresholdResult } from './thresholds.js';
 
+/** Every top-level field docs/load.md documents. */
+export const REPORT_FIELDS: ReadonlyArray<keyof LoadReport> = [
+  'version',
+  'tool',
+  'workload',
+  'params',
+  'cluster',
+  'startedAt',
+  'elapsedMs',
+  'ops',
+  'opLatencyUs',
+  'remoteFaultLatencyUs',
+  'invalidationLatencyUs',
+  'messages',
+  'counters',
+  'upgrades',
+  'recalls',
+  'fences',
+  'remoteFaults',
+  'errors',
+  'events',
+  'throughput',
+  'latencyHistogram',
+  'faultHistogram',
+  'serviceTimeUs',
+  'model',
+  'timeSeries',
+  'timeline',
+  'history',
+  'invariants',
+  'ok',
+];
+
 export const REPORT_VERSION = 2;
 /** Timestamps of different threads are trusted to within this (ms) by the history check. */
 export const CLOCK_SLACK_MS = 0.02;

@@ -1,8 +1,9 @@
 /**
  * `xpmesh load`: run a workload against a local cluster it starts (default) or given instances
  * (--connect), with live progress, a summary table, an optional JSON and HTML report, and a
- * history check whose failure makes the exit code non-zero.
- * Exit codes: 0 ok, 1 the history check (or the run) failed, 2 bad arguments.
+ * history check whose failure makes the exit code non-zero; thresholds; comparison of reports.
+ * Exit codes: 0 ok, 1 the history check (or the run) failed, 2 bad arguments, 99 a threshold was
+ * crossed (the histories being fine).
  */
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

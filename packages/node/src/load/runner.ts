@@ -377,7 +377,12 @@ export async function runWorkload(clients: AdminClient[], o: LoadOptions): Promi
           workload: { name: o.workload.name, op: opSource, params: plan.params },
           state,
           maxOps: Math.min(perProcOps - done, opsBounded ? 5000 : perProcOps),
-          durationMs: Math.min(left, opsBounded ? left : active ? Math.min(plan.chunkMs, 100) : plan.chunkMs),
+          // Chunks end by op count when --ops bounds the run, except in the open model, where a
+          // chunk paced at a low rate could outlast the `run` call's deadline.
+          durationMs: Math.min(
+            left,
+            opsBounded && !arrival ? left : active ? Math.min(plan.chunkMs, 100) : plan.chunkMs,
+          ),
           seqBase: seq,
           ...(arrival ? { arrival } : {}),
         };

@@ -1,0 +1,66 @@
+/**
+ * `xpmesh load --connect` against a real docker compose cluster: the project's Dockerfile and
+ * docker-compose.yml plus examples/compose-load.yml (the example workload module with thresholds
+ * and a raw history checked offline by `check-history`, then an open-model run with stages), via
+ * ../shared/tools/compose-e2e.sh. Runs when docker-compose and dockerd exist and CI=true or
+ * XPMESH_COMPOSE_TEST=1; otherwise it skips, loudly.
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
+// shared/ sits beside the repository (a clone), or beside the directory of worktrees.
+const E2E =
+  ['../shared/tools/compose-e2e.sh', '../../shared/tools/compose-e2e.sh']
+    .map((p) => resolve(ROOT, p))
+    .find((p) => existsSync(p)) ?? resolve(ROOT, '../shared/tools/compose-e2e.sh');
+const BUDGET_MS = 300_000;
+
+const has = (cmd: string) =>
+  spawnSync('sh', ['-c', `command -v ${cmd}`], {
+    stdio: 'ignore',
+    env: { ...process.env, PATH: `/usr/bin:/usr/sbin:${process.env.PATH}` },
+  }).status === 0;
+
+const wanted = process.env.CI === 'true' || process.env.XPMESH_COMPOSE_TEST === '1';
+const missing = ['docker-compose', 'dockerd'].filter((c) => !has(c));
+const skip = !wanted
+  ? 'set CI=true or XPMESH_COMPOSE_TEST=1 to run the docker compose load test'
+  : missing.length > 0
+    ? `missing ${missing.join(', ')} (apt-get install -y --no-install-recommends docker.io docker-compose)`
+    : !existsSync(E2E)
+      ? `${E2E} not found (shared/ must sit beside the repository)`
+      : false;
+if (skip) console.warn(`\n*** SKIPPING the docker compose load test: ${skip} ***\n`);
+
+describe('xpmesh load against docker compose', { skip }, () => {
+  it('a user workload module, thresholds, check-history and the open model work with --connect', {
+    timeout: BUDGET_MS + 30_000,
+  }, async () => {
+    const child = spawn('bash', [E2E, ROOT, 'load', resolve(ROOT, 'examples/compose-load.yml')], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // Only the cluster and the load service: not the demo (its exit would end the run).
+      env: { ...process.env, COMPOSE_PROFILES: '' },
+    });
+    let output = '';
+    child.stdout.on('data', (d) => {
+      output += d;
+    });
+    child.stderr.on('data', (d) => {
+      output += d;
+    });
+    const timer = setTimeout(() => child.kill('SIGTERM'), BUDGET_MS);
+    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    clearTimeout(timer);
+    assert.equal(code, 0, `compose-e2e exited ${code}; last output:\n${output.slice(-6000)}`);
+    assert.match(output, /workload +hot-cold/);
+    assert.match(output, /✓ threshold history==ok/);
+    assert.match(output, /hot\.jsonl: hot-cold: ok: linearizable/);
+    assert.match(output, /model +open: 500 ops\/s, stages 1000ms→1500 1000ms→500/);
+  });
+});

@@ -285,8 +285,9 @@ describe('xpmesh load: workloads, open model, thresholds, comparison, histories'
       r.opLatencyUs.all.p50 > r.serviceTimeUs.p50,
       `latency p50 ${r.opLatencyUs.all.p50} > service p50 ${r.serviceTimeUs.p50}`,
     );
-    // And the wait grows as the backlog does: per process, the lag (start - due) of its last
-    // quarter of calls exceeds that of its first quarter.
+    // And the wait grows with the backlog: per process, the last call waited longer than the
+    // first (calls fall behind their due times; in bursts of cache hits the lag may shrink for a
+    // while, but over the run fewer calls were served than came due: `dropped` above).
     const ops = readJsonl(f('open.jsonl')).slice(1) as unknown as HistoryOp[];
     const byProc = new Map<string, HistoryOp[]>();
     for (const o of ops) {
@@ -294,14 +295,13 @@ describe('xpmesh load: workloads, open model, thresholds, comparison, histories'
       assert.ok(o.invokeTs >= (o.intendedTs as number), 'no op starts before it is due');
       byProc.set(o.process, [...(byProc.get(o.process) ?? []), o]);
     }
+    assert.equal(byProc.size, 2);
     for (const [p, list] of byProc) {
       list.sort((x, y) => (x.intendedTs as number) - (y.intendedTs as number));
-      const q = Math.floor(list.length / 4);
-      assert.ok(q > 10, `${p}: enough operations`);
-      const lag = (l: HistoryOp[]) =>
-        l.reduce((a, o) => a + o.invokeTs - (o.intendedTs as number), 0) / l.length;
-      const first = lag(list.slice(0, q));
-      const last = lag(list.slice(-q));
+      assert.ok(list.length > 10, `${p}: enough operations`);
+      const lag = (o: HistoryOp) => o.invokeTs - (o.intendedTs as number);
+      const first = lag(list[0]);
+      const last = lag(list[list.length - 1]);
       assert.ok(last > first, `${p}: lag grows (${first.toFixed(2)} → ${last.toFixed(2)} ms)`);
     }
     assert.equal(r.history.verdict, 'linearizable');
@@ -314,13 +314,17 @@ describe('xpmesh load: workloads, open model, thresholds, comparison, histories'
         '--connect',
         connect,
         '--workload',
-        'many-to-one',
+        'ping-pong',
+        '--pages',
+        '2',
         '--procs',
         '2',
         '--stage',
-        '400ms:1',
+        '1s:1',
         '--stage',
-        '400ms:4',
+        '1s:4',
+        '--stage',
+        '1s:4',
         '--json',
         f('ramp.json'),
         '--history',
@@ -333,25 +337,28 @@ describe('xpmesh load: workloads, open model, thresholds, comparison, histories'
     assert.deepEqual(
       r.params.model.stages?.map((s) => [s.durationMs, s.target]),
       [
-        [400, 1],
-        [400, 4],
+        [1000, 1],
+        [1000, 4],
+        [1000, 4],
       ],
     );
-    assert.equal(r.timeline.filter((e) => e.kind === 'stage').length, 2);
+    assert.equal(r.timeline.filter((e) => e.kind === 'stage').length, 3);
     const ops = readJsonl(f('ramp.jsonl')).slice(1) as unknown as HistoryOp[];
     const first = new Map<string, number>();
     for (const o of ops)
       if (!first.has(o.process) || o.invokeTs < first.get(o.process)!) first.set(o.process, o.invokeTs);
-    const start = Math.min(...first.values());
+    const start = Math.min(...first.values()); // the home's first op (it is active from the start)
     const starts = [...first.values()].map((t) => t - start).sort((a, b) => a - b);
     assert.equal(
       starts.length,
       4,
       `every process ran by the end: ${JSON.stringify([r.ops.perProcess, r.errors, r.elapsedMs])}`,
     );
-    // During the first stage only one process is active: the others start after it (at least
-    // 400 ms in, more on a slow machine: a lower bound only).
-    assert.ok(starts[1] >= 400, `the second process started ${starts[1].toFixed(0)} ms in`);
+    // During the first stage only the home process is active; the second becomes active when the
+    // ramp passes 1.5 (1167 ms in), the last at 3.5 (1833 ms). The home's first op may itself be
+    // late on a loaded machine, so only a lower bound with a wide margin: the second process
+    // started more than 500 ms after the home.
+    assert.ok(starts[1] >= 500, `the second process started ${starts[1].toFixed(0)} ms after the home`);
     assert.ok(starts[3] >= starts[1]);
   });
 
@@ -436,10 +443,10 @@ describe('xpmesh load: workloads, open model, thresholds, comparison, histories'
     assert.notEqual(code, 0, 'the run cannot be certified');
     const r = JSON.parse(readFileSync(f('crash.json'), 'utf8')) as LoadReport;
     const kinds = new Set(r.timeline.map((e) => e.kind));
-    assert.ok(
-      kinds.has('unreachable'),
-      `timeline: ${JSON.stringify(r.timeline.filter((e) => e.kind !== 'reclaim'))}`,
-    );
+    const seen = JSON.stringify(r.timeline.filter((e) => e.kind !== 'reclaim'));
+    assert.ok(kinds.has('unreachable'), `timeline: ${seen}`);
+    // The survivor notices: its link to the dead instance goes down, or it fences it.
+    assert.ok(kinds.has('peer-down') || kinds.has('fence'), `timeline: ${seen}`);
     const html = readFileSync(f('crash.html'), 'utf8');
     assert.match(html, /class="evline ev-unreachable"/);
     assert.match(html, /class="ev ev-reclaim"/);

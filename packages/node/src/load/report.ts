@@ -492,7 +492,7 @@ export function svgOverTime(r: LoadReport): string {
   );
   const PH = 220;
   const top = 30;
-  const left = 56;
+  const left = 84;
   const right = 64;
   const laneH = 14;
   const H = top + PH + 34 + lanes.length * laneH + 24;
@@ -503,14 +503,24 @@ export function svgOverTime(r: LoadReport): string {
   const maxL = Math.max(1, ...bins.map((b) => b.p99)) / 1000;
   const yT = (v: number) => top + PH - (PH * v) / maxT;
   const yL = (ms: number) => top + PH - (PH * ms) / maxL;
-  const path = (pts: Array<[number, number]>) =>
-    pts.map(([px, py], i) => `${i ? 'L' : 'M'}${px.toFixed(1)},${py.toFixed(1)}`).join(' ') ||
-    `M${left},${top + PH}`;
+  // A point of null breaks the line: a bin with no operation has no latency to draw.
+  const path = (pts: Array<[number, number] | null>) => {
+    let pen = false;
+    const d: string[] = [];
+    for (const p of pts) {
+      if (!p) {
+        pen = false;
+        continue;
+      }
+      d.push(`${pen ? 'L' : 'M'}${p[0].toFixed(1)},${p[1].toFixed(1)}`);
+      pen = true;
+    }
+    return d.join(' ') || `M${left},${top + PH}`;
+  };
   const mid = (b: { tMs: number }) => b.tMs + r.timeSeries.binMs / 2;
-  const withOps = bins.filter((b) => b.ops > 0);
   const tp = path(bins.map((b) => [x(mid(b)), yT(b.opsPerSec)]));
-  const p50 = path(withOps.map((b) => [x(mid(b)), yL(b.p50 / 1000)]));
-  const p99 = path(withOps.map((b) => [x(mid(b)), yL(b.p99 / 1000)]));
+  const p50 = path(bins.map((b) => (b.ops > 0 ? [x(mid(b)), yL(b.p50 / 1000)] : null)));
+  const p99 = path(bins.map((b) => (b.ops > 0 ? [x(mid(b)), yL(b.p99 / 1000)] : null)));
   const laneY = (k: TimelineEvent['kind']) => top + PH + 34 + lanes.indexOf(k) * laneH;
   const marks = r.timeline
     .map((e) => {

@@ -159,7 +159,7 @@ describe('xpmesh load: workloads, open model, thresholds, comparison, histories'
       }
     }
     assert.ok(pair, 'two sequential writes to one address');
-    const end = Math.max(...ops.map((o) => o.responseTs));
+    const end = ops.reduce((m, o) => Math.max(m, o.responseTs), 0);
     const stale: HistoryOp = {
       process: 'corruptor',
       address: pair[0].address,

@@ -70,6 +70,20 @@ describe('workload harness', () => {
     assert.equal(st.params, 3);
   });
 
+  it('an op that replaces built-ins cannot change the harness', () => {
+    const op = `(t) => {
+      globalThis.JSON = { stringify: () => ({}), parse: () => ({}) };
+      globalThis.Error = function () { return {}; };
+      t.state.n = (t.state.n ?? 0) + 1;
+      t.read(0);
+    }`;
+    const r1 = workloadProgram(memory(), args(op, { maxOps: 2 }));
+    const r2 = workloadProgram(memory(), args(op, { maxOps: 2, state: r1.state }));
+    assert.equal(r2.state, '{"n":4}');
+    const r3 = workloadProgram(memory(), args(op.replace('t.read(0)', 't.read(99)'), { maxOps: 2 }));
+    assert.ok(r3.errors.E_KEY >= 1, 'refusals still come back as errors');
+  });
+
   it('a refused access throws SIGBUS into the op, is counted, and did not take effect', () => {
     const op = '(t) => { try { t.write(1); } catch (e) { t.state.code = e.code; } t.read(0); }';
     const r = workloadProgram(memory(new Set([4])), args(op, { maxOps: 3 }));

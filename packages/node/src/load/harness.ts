@@ -143,9 +143,12 @@ export function arrivalTime(points: ArrivalSchedule['points'], k: number): numbe
  * its own realm and primitives. Host functions never throw into it: a refused access comes back
  * as NaN and the error text is fetched as a string.
  */
-const SANDBOX_SOURCE = `(function (h, op, paramsJson, stateJson, keyCount, proc, procs, seed) {
-  'use strict';
-  const imul = Math.imul;
+const SANDBOX_SOURCE = `(function () {
+'use strict';
+// Bound before any op runs: an op that replaces a global cannot change the harness.
+const imul = Math.imul, parse = JSON.parse, stringify = JSON.stringify, freeze = Object.freeze;
+const WeakSetC = WeakSet, ErrorC = Error, StringC = String;
+return function (h, op, paramsJson, stateJson, keyCount, proc, procs, seed) {
   let a = seed >>> 0;
   const random = () => {
     a = (a + 0x6d2b79f5) | 0;
@@ -153,10 +156,10 @@ const SANDBOX_SOURCE = `(function (h, op, paramsJson, stateJson, keyCount, proc,
     x = (x + imul(x ^ (x >>> 7), 61 | x)) ^ x;
     return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
   };
-  const ours = new WeakSet();
+  const ours = new WeakSetC();
   const fail = (text) => {
     const i = text.indexOf('|');
-    const e = new Error(text.slice(i + 1));
+    const e = new ErrorC(text.slice(i + 1));
     e.code = text.slice(0, i);
     ours.add(e);
     return e;
@@ -168,10 +171,10 @@ const SANDBOX_SOURCE = `(function (h, op, paramsJson, stateJson, keyCount, proc,
     if (v !== v) throw fail(h.lastError());
     return v;
   };
-  const t = Object.freeze({
+  const t = freeze({
     proc, procs, keys: keyCount,
-    params: paramsJson === '' ? undefined : JSON.parse(paramsJson),
-    state: stateJson === '' ? {} : JSON.parse(stateJson),
+    params: paramsJson === '' ? undefined : parse(paramsJson),
+    state: stateJson === '' ? {} : parse(stateJson),
     random,
     read: (key) => access(false, key),
     write: (key) => access(true, key),
@@ -183,13 +186,14 @@ const SANDBOX_SOURCE = `(function (h, op, paramsJson, stateJson, keyCount, proc,
       } catch (e) {
         if (!ours.has(e)) {
           const code = e !== null && typeof e === 'object' && typeof e.code === 'string' ? e.code : 'E_WORKLOAD';
-          h.opError(code, String(e !== null && typeof e === 'object' && 'message' in e ? e.message : e));
+          h.opError(code, StringC(e !== null && typeof e === 'object' && 'message' in e ? e.message : e));
         }
       }
     }
-    return JSON.stringify(t.state);
+    return stringify(t.state);
   };
-})`;
+};
+})()`;
 
 /**
  * The op function's text as an expression: a function or an arrow as is; a method (`op(t) {…}`,
@@ -252,11 +256,12 @@ export function compileSandbox(opSource: string): Compiled {
     name: 'xpmesh workload',
     codeGeneration: { strings: false, wasm: false },
   });
-  const op = new vm.Script(opExpression(opSource), { filename: 'workload-op.js' }).runInContext(context);
-  if (typeof op !== 'function') throw new Error('the workload op is not a function');
+  // The harness first (it binds the built-ins it uses), then the op.
   const factory = new vm.Script(SANDBOX_SOURCE, { filename: 'xpmesh-harness.js' }).runInContext(
     context,
   ) as Compiled['factory'];
+  const op = new vm.Script(opExpression(opSource), { filename: 'workload-op.js' }).runInContext(context);
+  if (typeof op !== 'function') throw new Error('the workload op is not a function');
   const c = { context, op, factory };
   if (compiled.size >= 8) compiled.delete(compiled.keys().next().value as string);
   compiled.set(opSource, c);
@@ -330,7 +335,8 @@ export function workloadProgram(ctx: ProcessContext, a: HarnessArgs): HarnessRes
     },
     access(write: boolean, key: unknown): number {
       if (typeof key !== 'number' || !Number.isInteger(key) || key < 0 || key >= n) {
-        lastError = `E_KEY|key ${String(key).slice(0, 40)} is not an integer in 0..${n - 1}`;
+        const shown = typeof key === 'number' ? String(key) : typeof key; // never call into the op's objects
+        lastError = `E_KEY|key ${shown} is not an integer in 0..${n - 1}`;
         countError('E_KEY', lastError.slice(6));
         consecutiveErrors++;
         return Number.NaN;
@@ -397,7 +403,10 @@ export function workloadProgram(ctx: ProcessContext, a: HarnessArgs): HarnessRes
     const state = new vm.Script('__xpmeshRunChunk()').runInContext(sb.context, {
       timeout: durationMs + Math.max(1, Math.min(a.graceMs ?? CHUNK_GRACE_MS, CHUNK_GRACE_MS)),
     }) as string;
-    if (state.length > MAX_STATE_BYTES) {
+    if (typeof state !== 'string') {
+      countError('E_STATE', 't.state did not serialize to JSON');
+      out.fatal = 'E_STATE';
+    } else if (state.length > MAX_STATE_BYTES) {
       countError('E_STATE', `t.state is ${state.length} bytes as JSON (at most ${MAX_STATE_BYTES})`);
       out.fatal = 'E_STATE';
     } else out.state = state;

@@ -4,7 +4,7 @@
  * turns. Prints us per access for both and their ratio; no pass/fail.
  *   node packages/node/dist/load/harness-bench.js [accesses=500000] [rounds=5]
  */
-import type { ProcessContext } from '../kernel/process-messages.js';
+import type { ProcessContext } from '@xpmesh/kernel';
 import { workloadProgram } from './harness.js';
 import { loadProgram } from './program.js';
 import readMostly from './workloads/read-mostly.js';

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { ProcessContext } from '../kernel/process-messages.js';
+import type { ProcessContext } from '@xpmesh/kernel';
 import { arrivalsBy, arrivalTime, type HarnessArgs, opExpression, workloadProgram } from './harness.js';
 import { BUILTIN_WORKLOADS, checkModule, makePlan, touchedPages } from './workloads.js';
 

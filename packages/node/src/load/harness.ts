@@ -15,7 +15,7 @@
  * performance.now()` in ms, comparable across the threads and processes of one machine.
  */
 import vm from 'node:vm';
-import type { ProcessContext } from '../kernel/process-messages.js';
+import type { ProcessContext } from '@xpmesh/kernel';
 import { MAX_PROCS, MAX_SEQ } from './program.js';
 
 /** Piecewise-linear arrival rate of ONE process: points (ms from `startTs`, ops/s), ramped between. */

@@ -5,6 +5,8 @@
  * chunks), runs the workload's background events, then tears everything down and collects the
  * history and the instances' counters.
  */
+
+import { PAGE_SIZE } from '@xpmesh/protocol/base';
 import { AdminCallError, type AdminClient } from '../daemon/admin-client.js';
 import {
   type ArrivalSchedule,
@@ -20,7 +22,6 @@ import { type InstanceSnapshot, snapshot } from './stats.js';
 import type { WorkloadModule } from './workload-api.js';
 import { makePlan, type Plan, touchedPages } from './workloads.js';
 
-export const PAGE = 4096;
 export const PROGRAM_MODULE = HARNESS_MODULE;
 
 /** A k6-style stage: ramp linearly to `target` over `durationMs`. */
@@ -220,7 +221,7 @@ export async function runWorkload(clients: AdminClient[], o: LoadOptions): Promi
   const model: LoadModel = o.model ?? { kind: 'closed' };
   const opSource = o.workload.op.toString();
   const nodes = await waitMesh(clients);
-  const size = o.segmentPages * PAGE;
+  const size = o.segmentPages * PAGE_SIZE;
   const procs: ProcInfo[] = [];
   const home = clients[0];
   let segid = '';
@@ -373,7 +374,7 @@ export async function runWorkload(clients: AdminClient[], o: LoadOptions): Promi
           proc: p.index,
           procs: nProcs,
           seed: seedOf(p.index, chunk),
-          vaddrs: plan.keys.map((k) => p.base + k.page * PAGE + k.word * 4),
+          vaddrs: plan.keys.map((k) => p.base + k.page * PAGE_SIZE + k.word * 4),
           workload: { name: o.workload.name, op: opSource, params: plan.params },
           state,
           maxOps: Math.min(perProcOps - done, opsBounded ? 5000 : perProcOps),
@@ -473,7 +474,10 @@ export async function runWorkload(clients: AdminClient[], o: LoadOptions): Promi
         let outcome: string;
         try {
           outcome = (
-            await home.op<{ outcome: string }>('reclaim', { pid: hpid, addr: procs[0].base + page * PAGE })
+            await home.op<{ outcome: string }>('reclaim', {
+              pid: hpid,
+              addr: procs[0].base + page * PAGE_SIZE,
+            })
           ).outcome;
         } catch (e) {
           outcome = `error:${codeOf(e)}`;

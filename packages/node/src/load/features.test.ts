@@ -440,7 +440,10 @@ describe('xpmesh load: workloads, open model, thresholds, comparison, histories'
     // Kill it once the run is under way (its first progress line, ~1 s in), not during the set-up.
     for (let i = 0; i < 600 && !out.lines.some((l) => /^reclaim-storm: \d+% +[1-9]/.test(l)); i++)
       await new Promise((r) => setTimeout(r, 50));
-    assert.ok(out.lines.some((l) => /^reclaim-storm: \d+%/.test(l)), out.text());
+    assert.ok(
+      out.lines.some((l) => /^reclaim-storm: \d+%/.test(l)),
+      out.text(),
+    );
     process.kill(cluster.nodes[1].pid, 'SIGKILL');
     const code = await run;
     assert.notEqual(code, 0, 'the run cannot be certified');

@@ -32,6 +32,8 @@ import {
   builtinWorkload,
   isModulePath,
   loadWorkloadModule,
+  makePlan,
+  touchedPages,
   WORKLOAD_HELP,
   WORKLOADS,
   WorkloadError,
@@ -311,6 +313,16 @@ export async function runLoadCli(argv: string[], io: LoadCliIo = defaultIo): Pro
     const b = s('baseline');
     if (b !== undefined) baseline = readReports(b);
     opts = { procsPerInstance, pages, segmentPages, durationMs, maxOps, seed, model };
+    // A plan that cannot work is a usage error, found before any instance is started.
+    for (const { module } of workloads)
+      makePlan(module, {
+        procs: nProcs,
+        instances,
+        pages,
+        segmentPages,
+        touchedPages: touchedPages(pages, segmentPages),
+        seed,
+      });
   } catch (err) {
     if (err instanceof Usage || err instanceof WorkloadError || err instanceof CompareError)
       return usage(err.message);

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { historyFileFor, parseStage, readConfig } from './cli.js';
+import { historyFileFor, parseStage, readConfig, runLoadCli } from './cli.js';
 import { compareReports, compareText } from './compare.js';
 import { checkHistory, type HistoryOp } from './history.js';
 import { HistoryFileError, readHistoryFile, writeHistoryFile } from './history-file.js';
@@ -185,6 +185,33 @@ describe('options', () => {
     }
     writeFileSync(f, '{');
     assert.throws(() => readConfig(f), /not JSON/);
+  });
+
+  it('bad workloads, models and thresholds are usage errors (exit 2) before any instance starts', async () => {
+    const bad = join(dir, 'bad.mjs');
+    writeFileSync(
+      bad,
+      "export default { name: 'bad', plan: () => ({ keys: [{ page: 99, word: 0 }] }), op(t) { t.read(0); } };",
+    );
+    const notModule = join(dir, 'nm.mjs');
+    writeFileSync(notModule, 'export const x = 1;');
+    const lines: string[] = [];
+    const quiet = { out: (l: string) => lines.push(l), err: (l: string) => lines.push(l), isTTY: false };
+    for (const args of [
+      ['--workload', bad, '--pages', '2'],
+      ['--workload', notModule],
+      ['--workload', join(dir, 'missing.js')],
+      ['--rate', '0'],
+      ['--rate', 'fast'],
+      ['--stage', '1s:99'],
+      ['--duration', '1000', '--stage', '1s:2'],
+      ['--threshold', 'p99<soon'],
+      ['--compare', 'a.json'],
+      ['--config', join(dir, 'nope.json')],
+    ])
+      assert.equal(await runLoadCli(args, quiet), 2, `${args.join(' ')}: ${lines.join('\n')}`);
+    assert.ok(lines.some((l) => /bad plan \(keys\.0\.page/.test(l)));
+    assert.ok(lines.some((l) => /not a workload module/.test(l)));
   });
 
   it('history files per workload', () => {

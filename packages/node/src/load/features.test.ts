@@ -250,19 +250,28 @@ describe('xpmesh load: workloads, open model, thresholds, comparison, histories'
   });
 
   it('an arrival rate above what the cluster serves shows queueing, not hidden latency', async () => {
+    // Each call takes at least 1 ms (it spins, then reads or writes a shared word), so a process
+    // serves at most ~1000 calls/s whatever the driver's speed; 20000/s over 2 processes is 10×
+    // that. (A built-in workload's hits can run at memory speed, so their capacity is no bound.)
+    writeFileSync(
+      f('slow.mjs'),
+      `export default { name: 'slow-op', description: 'each call takes at least 1 ms',
+        plan: ({ touchedPages }) => ({ keys: [{ page: touchedPages[0], word: 0 }] }),
+        op(t) { const end = Date.now() + 1; while (Date.now() < end) {} if (t.random() < 0.5) t.write(0); else t.read(0); } };\n`,
+    );
     const out = io();
     const code = await runLoadCli(
       [
         '--connect',
         connect,
         '--workload',
-        'ping-pong',
+        f('slow.mjs'),
         '--pages',
         '1',
         '--procs',
         '1',
         '--rate',
-        '200000',
+        '20000',
         '--duration',
         '1500',
         '--json',
@@ -277,7 +286,7 @@ describe('xpmesh load: workloads, open model, thresholds, comparison, histories'
     assert.equal(r.params.model.kind, 'open');
     assert.ok(r.model.dropped > 0, 'calls due before the end never started');
     assert.ok(
-      r.model.dropped + r.model.iterations >= 200_000 * 1.5 * 0.9,
+      r.model.dropped + r.model.iterations >= 20_000 * 1.5 * 0.9,
       'every due call is either run or dropped',
     );
     // Latency from the due time exceeds the service time: the difference is time spent waiting.

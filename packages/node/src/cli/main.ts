@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { runCheckHistoryCli } from '../load/check-history.js';
 import { runLoadCli } from '../load/cli.js';
 /**
  * `xpmesh`: the one command-line entry point. The only place that reads process.env.
@@ -19,7 +20,8 @@ commands:
   cluster   start N instances as local processes and print their admin URLs
   node      run one instance (configuration from flags or XPMESH_* variables)
   ctl       operate a running instance through its admin API
-  load      run a workload against a cluster and check its history (xpmesh load --help)`;
+  load      run a workload against a cluster and check its history (xpmesh load --help)
+  check-history  check a recorded history file for linearizability (xpmesh check-history --help)`;
 
 const COMMANDS = {
   node: runNode,
@@ -27,6 +29,7 @@ const COMMANDS = {
   demo: runDemo,
   ctl: runCtl,
   load: (argv: string[]) => runLoadCli(argv),
+  'check-history': (argv: string[]) => runCheckHistoryCli(argv),
 } as const;
 
 async function main(argv: string[]): Promise<number> {

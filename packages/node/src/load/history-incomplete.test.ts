@@ -7,10 +7,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AdminCallError, type AdminClient } from '../daemon/admin-client.js';
+import type { HarnessArgs, HarnessResult } from './harness.js';
 import { checkHistory, type HistoryOp, type LostChunk } from './history.js';
-import type { LoadProgramArgs, LoadProgramResult } from './program.js';
 import { buildReport, htmlReport, textReport } from './report.js';
 import { type LoadOptions, lostChunk, type RunOutcome, runWorkload } from './runner.js';
+import { builtinWorkload } from './workloads.js';
 
 const op = (
   process: string,
@@ -133,7 +134,7 @@ describe('history check with lost chunks', () => {
  * value the attacher's first chunk wrote, and the attacher's `run` fails with `failRun`.
  */
 function fakeCluster(failRun: AdminCallError): AdminClient[] {
-  const mk = (node: string, run: (args: LoadProgramArgs) => Promise<{ result: LoadProgramResult }>) => {
+  const mk = (node: string, run: (args: HarnessArgs) => Promise<{ result: HarnessResult }>) => {
     let pids = 0;
     const ops: Record<string, (body: Record<string, unknown>) => Promise<unknown>> = {
       spawn: async () => ({ pid: ++pids }),
@@ -143,7 +144,7 @@ function fakeCluster(failRun: AdminCallError): AdminClient[] {
       attach: async () => ({ addr: 0x2000_0000 }),
       check: async () => ({ ok: true, violations: [] }),
       exit: async () => ({ ok: true }),
-      run: async (body) => run(body.args as LoadProgramArgs),
+      run: async (body) => run(body.args as HarnessArgs),
     };
     return {
       base: `http://${node}.invalid`,
@@ -162,11 +163,13 @@ function fakeCluster(failRun: AdminCallError): AdminClient[] {
       proc: a.proc,
       pid: 1,
       kinds: 'r',
-      keys: [a.keys[0]],
+      keys: [0],
       values: [(1 << 20) | 1], // the first value process 1 writes
       invoke: [1000],
       response: [1001],
       seq: a.seqBase,
+      iterations: 1,
+      state: '',
       errors: {},
       errorSamples: [],
     },
@@ -178,7 +181,7 @@ function fakeCluster(failRun: AdminCallError): AdminClient[] {
 }
 
 const OPTS: LoadOptions = {
-  workload: 'ping-pong',
+  workload: builtinWorkload('ping-pong')!,
   procsPerInstance: 1,
   pages: 1,
   segmentPages: 1,

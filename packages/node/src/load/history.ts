@@ -30,6 +30,11 @@ export interface HistoryOp {
   /** Invocation and response times (ms, one clock). */
   invokeTs: number;
   responseTs: number;
+  /**
+   * Open model only: when the operation was due (its `op` call's intended start). Latency is
+   * measured from it; the check uses only invoke and response.
+   */
+  intendedTs?: number;
 }
 
 export interface Violation {

@@ -11,38 +11,9 @@ import { after, before, describe, it } from 'node:test';
 import { AdminClient } from '../daemon/admin-client.js';
 import { type LocalCluster, launchCluster } from '../daemon/launcher.js';
 import { type LoadCliIo, runLoadCli } from './cli.js';
-import { buildReport, type LoadReport } from './report.js';
+import { buildReport, type LoadReport, REPORT_FIELDS } from './report.js';
 import { runWorkload } from './runner.js';
-import { WORKLOADS } from './workloads.js';
-
-/** Every top-level field docs/load.md documents. */
-export const REPORT_FIELDS = [
-  'version',
-  'tool',
-  'workload',
-  'params',
-  'cluster',
-  'startedAt',
-  'elapsedMs',
-  'ops',
-  'opLatencyUs',
-  'remoteFaultLatencyUs',
-  'invalidationLatencyUs',
-  'messages',
-  'counters',
-  'upgrades',
-  'recalls',
-  'fences',
-  'remoteFaults',
-  'errors',
-  'events',
-  'throughput',
-  'latencyHistogram',
-  'faultHistogram',
-  'history',
-  'invariants',
-  'ok',
-];
+import { builtinWorkload, WORKLOADS } from './workloads.js';
 
 const quietIo = (): LoadCliIo & { lines: string[] } => {
   const lines: string[] = [];
@@ -68,7 +39,7 @@ describe('xpmesh load against a local cluster', { timeout: 180_000 }, () => {
   for (const workload of WORKLOADS) {
     it(`${workload}: runs and passes its history check`, async () => {
       const o = {
-        workload,
+        workload: builtinWorkload(workload)!,
         procsPerInstance: 2,
         pages: 8,
         segmentPages: 16,

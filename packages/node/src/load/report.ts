@@ -3,7 +3,7 @@
  * the terminal, and a self-contained HTML page (inline SVG, no external assets).
  */
 import { type CheckResult, checkHistory } from './history.js';
-import type { LoadOptions, RunOutcome } from './runner.js';
+import type { LoadModel, LoadOptions, RunOutcome, TimelineEvent } from './runner.js';
 import {
   addBuckets,
   type Buckets,
@@ -13,8 +13,42 @@ import {
   percentiles,
   round,
 } from './stats.js';
+import { formatActual, type ThresholdResult } from './thresholds.js';
 
-export const REPORT_VERSION = 1;
+/** Every top-level field docs/load.md documents. */
+export const REPORT_FIELDS: ReadonlyArray<keyof LoadReport> = [
+  'version',
+  'tool',
+  'workload',
+  'params',
+  'cluster',
+  'startedAt',
+  'elapsedMs',
+  'ops',
+  'opLatencyUs',
+  'remoteFaultLatencyUs',
+  'invalidationLatencyUs',
+  'messages',
+  'counters',
+  'upgrades',
+  'recalls',
+  'fences',
+  'remoteFaults',
+  'errors',
+  'events',
+  'throughput',
+  'latencyHistogram',
+  'faultHistogram',
+  'serviceTimeUs',
+  'model',
+  'timeSeries',
+  'timeline',
+  'history',
+  'invariants',
+  'ok',
+];
+
+export const REPORT_VERSION = 2;
 /** Timestamps of different threads are trusted to within this (ms) by the history check. */
 export const CLOCK_SLACK_MS = 0.02;
 
@@ -30,6 +64,9 @@ export interface LoadReport {
     durationMs: number;
     maxOps: number;
     seed: number;
+    /** A built-in's name, or the module's path as given to --workload. */
+    workloadSource: string;
+    model: LoadModel;
   };
   cluster: { mode: 'local' | 'connect'; nodes: string[]; urls: string[] };
   startedAt: string;
@@ -42,8 +79,15 @@ export interface LoadReport {
     opsPerSec: number;
     perProcess: number[];
   };
-  /** Client-side latency of every operation, measured inside the process around the access (us). */
+  /**
+   * Client-side latency of every operation (us), measured inside the process: in the closed model
+   * around the access; in the open model from when its call was due (queueing included).
+   */
   opLatencyUs: { all: Percentiles; read: Percentiles; write: Percentiles };
+  /** Service time (us): invoke → response of each access, whatever the model. */
+  serviceTimeUs: Percentiles;
+  /** How operations arrived, and (open model) how many never started. */
+  model: { kind: 'closed' | 'open'; iterations: number; dropped: number; keys: number };
   /** Server-side, from the instances' xpmesh_fault_latency_seconds histograms (bucket-interpolated, us). */
   remoteFaultLatencyUs: ReturnType<typeof bucketPercentiles> & { source: string };
   /** Server-side, from xpmesh_invalidation_latency_seconds (first invalidate → last ack, us). */
@@ -69,8 +113,25 @@ export interface LoadReport {
   latencyHistogram: Array<{ leUs: number; count: number }>;
   /** Fault latency histogram buckets from the instances (upper bound us → count in bucket). */
   faultHistogram: Array<{ leUs: number; count: number }>;
+  /** Throughput and latency percentiles per time bin (latency as in opLatencyUs; bins by response). */
+  timeSeries: {
+    binMs: number;
+    bins: Array<{
+      tMs: number;
+      ops: number;
+      opsPerSec: number;
+      p50: number;
+      p90: number;
+      p99: number;
+      max: number;
+    }>;
+  };
+  /** Background and cluster events, ms from the start (docs/load.md "Over time"). */
+  timeline: TimelineEvent[];
   history: CheckResult & { clockSlackMs: number };
   invariants: RunOutcome['invariants'];
+  /** Set when thresholds were given: each with its actual value and whether it held. */
+  thresholds?: ThresholdResult[];
   ok: boolean;
 }
 
@@ -95,8 +156,12 @@ export function buildReport(
   const lat: number[] = [];
   const rl: number[] = [];
   const wl: number[] = [];
+  const svc: number[] = [];
   for (const op of h) {
-    const us = (op.responseTs - op.invokeTs) * 1000;
+    const s = (op.responseTs - op.invokeTs) * 1000;
+    const us =
+      op.intendedTs !== undefined ? (op.responseTs - Math.min(op.intendedTs, op.invokeTs)) * 1000 : s;
+    svc.push(s);
     lat.push(us);
     (op.kind === 'r' ? rl : wl).push(us);
   }
@@ -138,10 +203,34 @@ export function buildReport(
     hist.set(le, (hist.get(le) ?? 0) + 1);
   }
   const errTotal = Object.values(run.errors).reduce((a, b) => a + b, 0);
+  // Over time: at most ~300 bins, at least 100 ms each.
+  const binMs = Math.max(100, Math.ceil(elapsedMs / 300 / 100) * 100);
+  const nb = Math.max(1, Math.ceil(elapsedMs / binMs));
+  const perBin: number[][] = Array.from({ length: nb }, () => []);
+  h.forEach((op, i) => {
+    const b = Math.floor((op.responseTs - run.startTs) / binMs);
+    if (b >= 0 && b < nb) perBin[b].push(lat[i]);
+  });
+  const timeSeries = {
+    binMs,
+    bins: perBin.map((l, i) => {
+      const p = percentiles(l);
+      return {
+        tMs: i * binMs,
+        ops: l.length,
+        opsPerSec: round((l.length * 1000) / binMs, 0),
+        p50: p.p50,
+        p90: p.p90,
+        p99: p.p99,
+        max: p.max,
+      };
+    }),
+  };
+  const model = o.model ?? { kind: 'closed' as const };
   const report: LoadReport = {
     version: REPORT_VERSION,
     tool: 'xpmesh load',
-    workload: o.workload,
+    workload: o.workload.name,
     params: {
       instances: run.before.length,
       procsPerInstance: o.procsPerInstance,
@@ -150,6 +239,8 @@ export function buildReport(
       durationMs: o.durationMs,
       maxOps: o.maxOps,
       seed: o.seed,
+      workloadSource: o.workloadSource ?? o.workload.name,
+      model,
     },
     cluster: { mode: cluster.mode, nodes: run.after.map((a) => a.node), urls: cluster.urls },
     startedAt: startedAt.toISOString(),
@@ -163,6 +254,13 @@ export function buildReport(
       perProcess: run.opsByProc,
     },
     opLatencyUs: { all: percentiles(lat), read: percentiles(rl), write: percentiles(wl) },
+    serviceTimeUs: percentiles(svc),
+    model: {
+      kind: model.kind,
+      iterations: run.iterations ?? 0,
+      dropped: run.dropped ?? 0,
+      keys: run.keys ?? 0,
+    },
     remoteFaultLatencyUs: {
       source: 'xpmesh_fault_latency_seconds on every instance (server side, bucket-interpolated)',
       ...bucketPercentiles(fault),
@@ -188,6 +286,8 @@ export function buildReport(
     throughput: tp.map((ops, i) => ({ tMs: i * 100, ops })),
     latencyHistogram: [...hist].sort((a, b) => a[0] - b[0]).map(([leUs, count]) => ({ leUs, count })),
     faultHistogram: bucketsToList(fault),
+    timeSeries,
+    timeline: run.timeline ?? [],
     history: { ...history, clockSlackMs: CLOCK_SLACK_MS },
     invariants: run.invariants,
     ok: history.ok,
@@ -207,12 +307,19 @@ export function textReport(r: LoadReport): string {
       'workload',
       `${r.workload}  (${r.params.instances} instances × ${r.params.procsPerInstance} processes, ${r.params.pages} pages of a ${r.params.segmentPages}-page segment, seed ${r.params.seed})`,
     ],
+    ['model', modelLine(r)],
     ['elapsed', `${fmt(r.elapsedMs)} ms`],
     ['operations', `${fmt(r.ops.total)}  (${fmt(r.ops.reads)} reads, ${fmt(r.ops.writes)} writes)`],
     ['ops/s', fmt(r.ops.opsPerSec)],
-    ['op latency us (client)', pct(r.opLatencyUs.all)],
+    [
+      r.model?.kind === 'open' ? 'op latency us (from due)' : 'op latency us (client)',
+      pct(r.opLatencyUs.all),
+    ],
     ['  reads', pct(r.opLatencyUs.read)],
     ['  writes', pct(r.opLatencyUs.write)],
+    ...(r.model?.kind === 'open' && r.serviceTimeUs
+      ? ([['service time us', pct(r.serviceTimeUs)]] as Array<[string, string]>)
+      : []),
     ['remote fault us (server)', pct(r.remoteFaultLatencyUs)],
     ['invalidation RTT us (server)', pct(r.invalidationLatencyUs)],
     ['messages', `${fmt(r.messages.total)}  (${r.messages.perOp} per op)`],
@@ -234,8 +341,17 @@ export function textReport(r: LoadReport): string {
   const inv = r.invariants.filter((i) => !i.ok);
   rows.push(['kernel invariants', inv.length ? `VIOLATED on ${inv.map((i) => i.node).join(', ')}` : 'ok']);
   rows.push(['history check', historyVerdict(r.history)]);
+  if (r.thresholds?.length) {
+    const failed = r.thresholds.filter((t) => !t.ok).length;
+    rows.push([
+      'thresholds',
+      failed ? `${failed} of ${r.thresholds.length} CROSSED` : `all ${r.thresholds.length} held`,
+    ]);
+  }
   const w = Math.max(...rows.map(([k]) => k.length));
   const lines = rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`);
+  for (const t of r.thresholds ?? [])
+    lines.push(`  ${t.ok ? '✓' : '✘'} threshold ${t.expr}  (actual ${formatActual(t)})`);
   for (const v of r.history.violations) lines.push(`  ✘ ${v.rule}: ${v.message}`);
   const inc = r.history.incomplete;
   if (inc) {
@@ -252,6 +368,16 @@ export function textReport(r: LoadReport): string {
 }
 
 const INCOMPLETE_MARK = '⚠';
+
+function modelLine(r: LoadReport): string {
+  const m = r.params.model ?? { kind: 'closed' };
+  const stages = m.stages?.length
+    ? `, stages ${m.stages.map((s) => `${s.durationMs}ms→${s.target}`).join(' ')}`
+    : '';
+  if (m.kind === 'open')
+    return `open: ${fmt(m.rate)} ops/s${stages}; ${fmt(r.model.iterations)} calls, ${fmt(r.model.dropped)} dropped`;
+  return `closed${stages ? ` (active processes${stages})` : ''}`;
+}
 
 /** The one-line verdict of the history check (text and HTML reports). */
 export function historyVerdict(h: CheckResult): string {
@@ -341,7 +467,111 @@ export function svgLine(
 <path class="line" d="${d || `M${pad},${H - pad}`}" fill="none" stroke="#2563eb" stroke-width="1.5"/></svg>`;
 }
 
-export function htmlReport(r: LoadReport): string {
+const EVENT_COLORS: Record<TimelineEvent['kind'], string> = {
+  reclaim: '#a16207',
+  fork: '#7c3aed',
+  reattach: '#0891b2',
+  fence: '#dc2626',
+  'peer-down': '#ea580c',
+  'peer-up': '#16a34a',
+  unreachable: '#000000',
+  stage: '#64748b',
+};
+/** Events drawn as a line across the whole chart (the rest are ticks in their lane). */
+const LOUD_EVENTS = new Set<TimelineEvent['kind']>(['fence', 'peer-down', 'unreachable', 'stage']);
+
+/**
+ * Throughput (left axis) and latency p50 / p99 (right axis) per time bin, with the background and
+ * cluster events on the same time axis: one lane of ticks per kind under the plot, and a line
+ * across the plot for fences, links going down, unreachable hosts and stage changes.
+ */
+export function svgOverTime(r: LoadReport): string {
+  const W = 900;
+  const lanes = (Object.keys(EVENT_COLORS) as TimelineEvent['kind'][]).filter((k) =>
+    r.timeline.some((e) => e.kind === k),
+  );
+  const PH = 220;
+  const top = 30;
+  const left = 84;
+  const right = 64;
+  const laneH = 14;
+  const H = top + PH + 34 + lanes.length * laneH + 24;
+  const bins = r.timeSeries.bins;
+  const span = Math.max(r.elapsedMs, ...r.timeline.map((e) => e.tMs), 1);
+  const x = (tMs: number) => left + ((W - left - right) * Math.min(tMs, span)) / span;
+  const maxT = Math.max(1, ...bins.map((b) => b.opsPerSec));
+  const maxL = Math.max(1, ...bins.map((b) => b.p99)) / 1000;
+  const yT = (v: number) => top + PH - (PH * v) / maxT;
+  const yL = (ms: number) => top + PH - (PH * ms) / maxL;
+  // A point of null breaks the line: a bin with no operation has no latency to draw.
+  const path = (pts: Array<[number, number] | null>) => {
+    let pen = false;
+    const d: string[] = [];
+    for (const p of pts) {
+      if (!p) {
+        pen = false;
+        continue;
+      }
+      d.push(`${pen ? 'L' : 'M'}${p[0].toFixed(1)},${p[1].toFixed(1)}`);
+      pen = true;
+    }
+    return d.join(' ') || `M${left},${top + PH}`;
+  };
+  const mid = (b: { tMs: number }) => b.tMs + r.timeSeries.binMs / 2;
+  const tp = path(bins.map((b) => [x(mid(b)), yT(b.opsPerSec)]));
+  const p50 = path(bins.map((b) => (b.ops > 0 ? [x(mid(b)), yL(b.p50 / 1000)] : null)));
+  const p99 = path(bins.map((b) => (b.ops > 0 ? [x(mid(b)), yL(b.p99 / 1000)] : null)));
+  const laneY = (k: TimelineEvent['kind']) => top + PH + 34 + lanes.indexOf(k) * laneH;
+  const marks = r.timeline
+    .map((e) => {
+      const ex = x(e.tMs).toFixed(1);
+      const title = `<title>${esc(`${e.kind} at ${fmt(e.tMs)} ms${e.n > 1 ? ` (×${e.n})` : ''}${e.detail ? `: ${e.detail}` : ''}`)}</title>`;
+      const ly = laneY(e.kind);
+      const tick = `<line class="ev ev-${e.kind}" x1="${ex}" y1="${ly}" x2="${ex}" y2="${ly + laneH - 3}" stroke="${EVENT_COLORS[e.kind]}" stroke-width="${e.n > 1 ? 2.5 : 1.5}">${title}</line>`;
+      return LOUD_EVENTS.has(e.kind)
+        ? `${tick}<line class="evline ev-${e.kind}" x1="${ex}" y1="${top}" x2="${ex}" y2="${top + PH}" stroke="${EVENT_COLORS[e.kind]}" stroke-dasharray="4 3" stroke-width="1">${title}</line>`
+        : tick;
+    })
+    .join('');
+  const laneLabels = lanes
+    .map(
+      (k) =>
+        `<text x="${left - 4}" y="${laneY(k) + 10}" text-anchor="end" fill="${EVENT_COLORS[k]}">${k}</text>`,
+    )
+    .join('');
+  const xTicks = [0, 0.25, 0.5, 0.75, 1]
+    .map(
+      (f) =>
+        `<text x="${x(span * f).toFixed(1)}" y="${top + PH + 14}" text-anchor="middle">${fmt((span * f) / 1000)} s</text>`,
+    )
+    .join('');
+  return `<svg id="over-time" xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="throughput and latency over time">
+<text x="${left}" y="18" class="t">throughput (ops/s, blue) and latency p50 / p99 (ms, green / red) per ${r.timeSeries.binMs} ms</text>
+<line x1="${left}" y1="${top + PH}" x2="${W - right}" y2="${top + PH}" stroke="#888"/>
+<line x1="${left}" y1="${top}" x2="${left}" y2="${top + PH}" stroke="#2563eb"/>
+<line x1="${W - right}" y1="${top}" x2="${W - right}" y2="${top + PH}" stroke="#dc2626"/>
+<text x="${left - 4}" y="${top + 4}" text-anchor="end" class="a" fill="#2563eb">${fmt(maxT)}</text>
+<text x="${W - right + 4}" y="${top + 4}" class="a" fill="#dc2626">${fmt(maxL)} ms</text>
+${xTicks}
+<path class="series series-throughput" d="${tp}" fill="none" stroke="#2563eb" stroke-width="1.5"/>
+<path class="series series-p50" d="${p50}" fill="none" stroke="#16a34a" stroke-width="1.2"/>
+<path class="series series-p99" d="${p99}" fill="none" stroke="#dc2626" stroke-width="1.2"/>
+${laneLabels}${marks}
+<text x="${left}" y="${H - 6}" class="a">events: ${lanes.length ? lanes.map((k) => `${k} ${r.timeline.filter((e) => e.kind === k).reduce((a, e) => a + e.n, 0)}`).join(' · ') : 'none'}</text></svg>`;
+}
+
+export function thresholdsHtml(r: LoadReport): string {
+  if (!r.thresholds?.length) return '';
+  const rows = r.thresholds
+    .map(
+      (t) =>
+        `<tr class="${t.ok ? 'ok' : 'bad'}"><td>${t.ok ? '✓ held' : '✘ crossed'}</td><td><code>${esc(t.expr)}</code></td><td>${esc(formatActual(t))}</td></tr>`,
+    )
+    .join('');
+  return `<h2>Thresholds</h2><table id="thresholds"><tr><th></th><th>threshold</th><th>actual</th></tr>${rows}</table>`;
+}
+
+export function htmlReport(r: LoadReport, extra = ''): string {
   const rows = textReport(r)
     .split('\n')
     .filter((l) => !/^ {2}[✘⚠]|^ {4}(lost|consequence):/.test(l))
@@ -400,6 +630,10 @@ svg .bar{fill:#2563eb}svg text{font:11px system-ui,sans-serif;fill:#333}svg .t{f
 <table id="summary">${rows}</table>
 ${violations ? `<h2>Violations</h2><ul id="violations">${violations}</ul>` : ''}
 ${incomplete}
+${thresholdsHtml(r)}
+<h2>Over time</h2>
+${svgOverTime(r)}
+${extra}
 <h2>Throughput over time</h2>
 ${svgLine('throughput', 'operations per second (100 ms bins)', tp, 's', 'ops/s')}
 <h2>Latency histograms</h2>

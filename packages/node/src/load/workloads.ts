@@ -1,8 +1,30 @@
 /**
- * The workloads: how the shared segment's words are laid out, who reads and who writes them, and
- * which background events (reclaim, fork, attach/detach) run while the processes access memory.
- * docs/load.md describes each one.
+ * The workloads: the built-in ones (./workloads/*.ts, each a {@link WorkloadModule}), loading a
+ * user's module (`--workload ./file.js`), and turning a module's plan into the runner's checked
+ * {@link Plan}. docs/load.md describes each built-in and the interface.
  */
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { z } from 'zod';
+import { compileSandbox, MAX_SOURCE_BYTES } from './harness.js';
+import type { KeySpec, PlanInput, WorkloadModule } from './workload-api.js';
+import attachChurn from './workloads/attach-churn.js';
+import forkStorm from './workloads/fork-storm.js';
+import manyToOne from './workloads/many-to-one.js';
+import mixed from './workloads/mixed.js';
+import pingPong from './workloads/ping-pong.js';
+import readMostly from './workloads/read-mostly.js';
+import reclaimStorm from './workloads/reclaim-storm.js';
+
+export const BUILTIN_WORKLOADS: readonly WorkloadModule[] = [
+  readMostly,
+  pingPong,
+  manyToOne,
+  reclaimStorm,
+  forkStorm,
+  attachChurn,
+  mixed,
+] as WorkloadModule[];
 
 export const WORKLOADS = [
   'read-mostly',
@@ -15,33 +37,24 @@ export const WORKLOADS = [
 ] as const;
 export type Workload = (typeof WORKLOADS)[number];
 
-export const WORKLOAD_HELP: Record<Workload, string> = {
-  'read-mostly': 'one writer (a remote attacher) writes one word per page; every other process only reads',
-  'ping-pong': 'false sharing: every process writes its own word of the same pages and reads the others',
-  'many-to-one': 'every process writes (70%) and reads the same 4 words of one page',
-  'reclaim-storm':
-    'read/write mix while the home instance forces reclaim (swap-out) of exported pages back to back',
-  'fork-storm': 'the home process writes while it is forked repeatedly (copy-on-write under attachers)',
-  'attach-churn': 'attachers detach and re-attach the segment between short bursts while the home writes',
-  mixed: 'read/write mix with reclaim, fork and attach/detach churn at a lower rate',
-};
+export const WORKLOAD_HELP = Object.fromEntries(
+  BUILTIN_WORKLOADS.map((w) => [w.name, w.description]),
+) as Record<Workload, string>;
 
-export interface Key {
-  key: number;
-  /** Page index in the segment, and 32-bit word index in the page. */
-  page: number;
-  word: number;
+export function builtinWorkload(name: string): WorkloadModule | undefined {
+  return BUILTIN_WORKLOADS.find((w) => w.name === name);
 }
 
-export interface Role {
-  readable: number[];
-  writable: number[];
-  writeFraction: number;
-}
+/** Bounds on what a plan may ask for. */
+export const PLAN_LIMITS = {
+  maxKeys: 65_536,
+  maxParamsBytes: 64 * 1024,
+  wordsPerPage: 1024,
+} as const;
 
 export interface Plan {
-  keys: Key[];
-  roles: Role[];
+  keys: Array<KeySpec & { key: number }>;
+  params: unknown;
   reclaim: { pauseMs: number } | null;
   fork: { pauseMs: number; childLifeMs: number } | null;
   /** Re-attach every `every` chunks (attachers only). */
@@ -58,69 +71,119 @@ export function touchedPages(pages: number, segmentPages: number): number[] {
   return range(n).map((i) => Math.floor((i * segmentPages) / n));
 }
 
-export function plan(w: Workload, nProcs: number, pages: number, segmentPages: number): Plan {
-  const tp = touchedPages(pages, segmentPages);
-  const onePerPage = (word = 0) => tp.map((page, i) => ({ key: i, page, word }));
-  const all = (keys: Key[]) => range(keys.length);
-  const everyone = (keys: Key[], wf: number, homeWf = wf): Role[] =>
-    range(nProcs).map((p) => ({
-      readable: all(keys),
-      writable: all(keys),
-      writeFraction: p === 0 ? homeWf : wf,
-    }));
-  const base = { reclaim: null, fork: null, churn: null, chunkMs: 200 };
-  switch (w) {
-    case 'read-mostly': {
-      const keys = onePerPage();
-      const writer = nProcs - 1; // the last process: on the last instance, an attacher when there are 2+
-      const roles = range(nProcs).map((p) =>
-        p === writer && nProcs > 1
-          ? { readable: [], writable: all(keys), writeFraction: 1 }
-          : nProcs === 1
-            ? { readable: all(keys), writable: all(keys), writeFraction: 0.1 }
-            : { readable: all(keys), writable: [], writeFraction: 0 },
-      );
-      return { ...base, keys, roles };
-    }
-    case 'ping-pong': {
-      const per = Math.min(nProcs, 1024);
-      const keys: Key[] = [];
-      for (const page of tp) for (let q = 0; q < per; q++) keys.push({ key: keys.length, page, word: q });
-      const roles = range(nProcs).map((p) => ({
-        readable: all(keys),
-        writable: keys.filter((k) => k.word === p % per).map((k) => k.key),
-        writeFraction: 0.5,
-      }));
-      return { ...base, keys, roles };
-    }
-    case 'many-to-one': {
-      const keys = range(4).map((i) => ({ key: i, page: tp[0], word: i }));
-      return { ...base, keys, roles: everyone(keys, 0.7) };
-    }
-    case 'reclaim-storm': {
-      const keys = onePerPage();
-      return { ...base, keys, roles: everyone(keys, 0.3), reclaim: { pauseMs: 0 } };
-    }
-    case 'fork-storm': {
-      const keys = onePerPage();
-      return { ...base, keys, roles: everyone(keys, 0.3, 0.6), fork: { pauseMs: 5, childLifeMs: 20 } };
-    }
-    case 'attach-churn': {
-      const keys = onePerPage();
-      return { ...base, keys, roles: everyone(keys, 0.3, 0.5), churn: { every: 1 }, chunkMs: 50 };
-    }
-    case 'mixed': {
-      const keys: Key[] = [];
-      for (const page of tp) for (const word of [0, 512]) keys.push({ key: keys.length, page, word });
-      return {
-        ...base,
-        keys,
-        roles: everyone(keys, 0.3),
-        reclaim: { pauseMs: 20 },
-        fork: { pauseMs: 100, childLifeMs: 30 },
-        churn: { every: 3 },
-        chunkMs: 100,
-      };
-    }
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+
+const moduleSchema = z.object({
+  name: z
+    .string()
+    .min(1)
+    .max(64)
+    .regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -'),
+  description: z.string().max(500).default(''),
+  plan: z.custom<WorkloadModule['plan']>((f) => typeof f === 'function', 'plan must be a function'),
+  op: z.custom<WorkloadModule['op']>((f) => typeof f === 'function', 'op must be a function'),
+});
+
+function planSchema(segmentPages: number) {
+  return z.object({
+    keys: z
+      .array(z.object({ page: int(0, segmentPages - 1), word: int(0, PLAN_LIMITS.wordsPerPage - 1) }))
+      .min(1)
+      .max(PLAN_LIMITS.maxKeys),
+    params: z.unknown().optional(),
+    background: z
+      .object({
+        reclaim: z.object({ pauseMs: int(0, 60_000) }).nullish(),
+        fork: z.object({ pauseMs: int(1, 60_000), childLifeMs: int(0, 60_000) }).nullish(),
+        churn: z.object({ every: int(1, 100_000) }).nullish(),
+      })
+      .optional(),
+    chunkMs: int(10, 10_000).optional(),
+  });
+}
+
+export class WorkloadError extends Error {
+  readonly code = 'E_WORKLOAD';
+}
+
+const issues = (e: z.ZodError) =>
+  e.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+
+/** Check a module's shape and that its `op` compiles as a self-contained function. */
+export function checkModule(m: unknown, where: string): WorkloadModule {
+  const r = moduleSchema.safeParse(m);
+  if (!r.success) throw new WorkloadError(`${where}: not a workload module (${issues(r.error)})`);
+  const w = r.data as WorkloadModule;
+  const src = w.op.toString();
+  if (src.length > MAX_SOURCE_BYTES)
+    throw new WorkloadError(`${where}: op is longer than ${MAX_SOURCE_BYTES} bytes`);
+  if (/^\s*async\b/.test(src) || /^\s*(async\s+)?(function\s*)?\*/.test(src))
+    throw new WorkloadError(`${where}: op must be a plain synchronous function`);
+  if (/\[native code\]/.test(src))
+    throw new WorkloadError(`${where}: op must be written in JavaScript (not bound)`);
+  try {
+    compileSandbox(src);
+  } catch (e) {
+    throw new WorkloadError(`${where}: op does not compile on its own: ${(e as Error).message}`);
   }
+  return w;
+}
+
+/**
+ * Load a user's workload module: ONLY the file named (resolved against `cwd`), its default export
+ * or its `workload` export. Its top level runs here, in the load tester; its `op` runs in workers.
+ */
+export async function loadWorkloadModule(path: string, cwd = process.cwd()): Promise<WorkloadModule> {
+  const file = resolve(cwd, path);
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+  } catch (e) {
+    throw new WorkloadError(`cannot load workload module ${file}: ${(e as Error).message}`);
+  }
+  return checkModule(mod.default ?? mod.workload, file);
+}
+
+/** Is this `--workload` value a path to a module (rather than a built-in name)? */
+export const isModulePath = (w: string) => /[/\\]/.test(w) || /\.(m?js|cjs)$/.test(w);
+
+/** Run the module's plan for this run and check it. */
+export function makePlan(w: WorkloadModule, input: PlanInput): Plan {
+  let raw: unknown;
+  try {
+    raw = w.plan(input);
+  } catch (e) {
+    throw new WorkloadError(`workload ${w.name}: plan() threw: ${(e as Error).message}`);
+  }
+  const r = planSchema(input.segmentPages).safeParse(raw);
+  if (!r.success) throw new WorkloadError(`workload ${w.name}: bad plan (${issues(r.error)})`);
+  const p = r.data;
+  const seen = new Set<number>();
+  for (const k of p.keys) {
+    const id = k.page * PLAN_LIMITS.wordsPerPage + k.word;
+    if (seen.has(id))
+      throw new WorkloadError(
+        `workload ${w.name}: key page ${k.page} word ${k.word} is listed twice (keys must be distinct words)`,
+      );
+    seen.add(id);
+  }
+  let paramsJson: string | undefined;
+  try {
+    paramsJson = p.params === undefined ? undefined : JSON.stringify(p.params);
+  } catch (e) {
+    throw new WorkloadError(`workload ${w.name}: params are not JSON: ${(e as Error).message}`);
+  }
+  if (paramsJson !== undefined && paramsJson.length > PLAN_LIMITS.maxParamsBytes)
+    throw new WorkloadError(
+      `workload ${w.name}: params are larger than ${PLAN_LIMITS.maxParamsBytes} bytes as JSON`,
+    );
+  const bg = p.background ?? {};
+  return {
+    keys: p.keys.map((k, key) => ({ key, page: k.page, word: k.word })),
+    params: paramsJson === undefined ? undefined : JSON.parse(paramsJson),
+    reclaim: bg.reclaim ?? null,
+    fork: bg.fork ?? null,
+    churn: bg.churn ?? null,
+    chunkMs: p.chunkMs ?? 200,
+  };
 }

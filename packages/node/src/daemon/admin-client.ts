@@ -7,11 +7,16 @@ import type { OpName } from './ops.js';
 export class AdminCallError extends Error {
   readonly code: string;
   readonly status: number;
+  /** The message without the code in front (servers often repeat the code inside their message). */
+  readonly detail: string;
   constructor(code: string, status: number, message: string) {
-    super(`${code}: ${message}`);
+    let detail = message;
+    while (detail.startsWith(`${code}: `)) detail = detail.slice(code.length + 2);
+    super(`${code}: ${detail}`);
     this.name = 'AdminCallError';
     this.code = code;
     this.status = status;
+    this.detail = detail;
   }
 }
 

@@ -94,6 +94,13 @@ export interface DriverCounters {
   /** Accesses that found their lease expired and waited for renewal. */
   leaseWaits: number;
   lostDirtyPages: number;
+  /**
+   * (issue 17) Pages a mapper held for writing but did not return in a write-back ack: the home
+   * kept its own data. Normal when the invalidate overtook the grant (the mapper never had the
+   * page: see overtakenGrants at the mapper); otherwise the mapper broke its duty and its writes
+   * are lost (docs/protocol.md, "A mapper's duties on invalidate").
+   */
+  writebackWithoutData: number;
   reclaimRefusals: number;
   staleMessages: number;
   pins: number;
@@ -162,6 +169,12 @@ export class XpmemDriver implements KernelModule {
   readonly exitHooks = new Map<number, NotifierRegistration>();
   readonly permits = new Map<string, Permit>();
   readonly permitBySlot = new Map<number, Permit>();
+  /**
+   * (issue 17) Permits dropped with their segment (remove, source exit), newest last, at most
+   * REMOVED_PERMITS_KEPT: a later map or detach with one answers E_NO_SEGMENT (not E_NO_PERMIT) and
+   * a release answers ok. Older ones fall back to E_NO_PERMIT.
+   */
+  readonly removedPermits = new Map<string, { node: string; segid: string }>();
   readonly rmap = new ReverseMap();
   nextSeg = 1;
   nextPermit = 1;
@@ -216,6 +229,7 @@ export class XpmemDriver implements KernelModule {
     refused: { no_permit: 0, access_denied: 0 },
     leaseWaits: 0,
     lostDirtyPages: 0,
+    writebackWithoutData: 0,
     reclaimRefusals: 0,
     staleMessages: 0,
     pins: 0,

@@ -76,7 +76,10 @@ export function mmNotifierOps(d: XpmemDriver, mm: MmHandle): MmuNotifierOps {
           const p = (a - seg.vaddr) / ps;
           seg.gen[p]++; // a grant in progress retries
           if (needsWork(d, seg, p, locals)) pages.push(p);
-          else if (FRAME_CHANGES.has(range.event)) seg.pfn[p] = -1;
+          else if (FRAME_CHANGES.has(range.event)) {
+            seg.pfn[p] = -1;
+            if (range.event === 'reclaim') markSwapped(d, seg, p);
+          }
         }
         if (pages.length) hits.push([seg, pages]);
       }
@@ -144,7 +147,20 @@ async function invalidateSourcePages(d: XpmemDriver, seg: Segment, pages: number
     seg.dev[p] = DEV_CLEAR;
     if (frameChanges && !d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = -1;
     if (forget && seg.pageState(p) === 'swapped') d.transition(seg, p, 'forget');
+    if (event === 'reclaim') markSwapped(d, seg, p);
   }
+}
+
+/**
+ * (issue 17) The kernel is swapping out a page of a segment and every remote copy is gone: the
+ * directory says `swapped` (in /pages, the page-state events and the view) until a grant swaps it
+ * back in or the frame goes away. The per-mm notifier is where a reclaim reaches the driver (the
+ * kernel unmaps the source PTE first, so the rmap notifier usually finds no entries left). If the
+ * kernel keeps the page after all (a later step of reclaim fails), the state still says swapped:
+ * the next grant moves it on exactly as from `home`.
+ */
+function markSwapped(d: XpmemDriver, seg: Segment, p: number): void {
+  if (seg.pageState(p) === 'home') d.transition(seg, p, 'swap-out');
 }
 
 /** Zap `pages` of a segment in its same-instance attachments (fenceLocalAttachers for a write, ranged). */
@@ -237,7 +253,7 @@ async function invalidateFrame(
       }
       seg.pfn[p] = -1;
       seg.dev[p] = DEV_CLEAR; // the kernel's own rmap walk replaced the source PTE
-      if (ok && reason === 'reclaim' && seg.pageState(p) === 'home') d.transition(seg, p, 'swap-out');
+      if (ok && reason === 'reclaim') markSwapped(d, seg, p);
     }
   }
   if (!ok) {

@@ -84,6 +84,11 @@ export interface Grant {
   readonly local: boolean;
   /** The home's session epoch when granted (remote grants). */
   readonly homeEpoch: number;
+  /**
+   * (issue 17) The home said segment-gone (or its session ended): the home has dropped the permit
+   * itself, so releasing it is a local no-op and sends no `release` (docs/protocol.md, release).
+   */
+  gone?: boolean;
 }
 
 /** An attachment: a driver VMA in a local process mapping [offset, offset+size) of a segment. */

@@ -9,11 +9,14 @@ import { EventEmitter } from 'node:events';
 import type { KernelModule, KernelModuleApi, NotifierRegistration } from '@xpmesh/node/kernel';
 import {
   type Access,
+  DEFAULT_LEASE_MS,
+  defaultLeaseMarginMs,
   isWireErrorCode,
   type OneWayMessage,
   type PeerNetwork,
   type PeerSession,
   type RequestMessage,
+  TIMING_DEFAULTS,
 } from '@xpmesh/protocol';
 import { attacherDown, handleSegmentGone } from './attacher.js';
 import { DriverError, fail } from './errors.js';
@@ -49,14 +52,14 @@ export interface XpmemDriverOptions {
   net: PeerNetwork;
   logger?: Logger;
   clock?: Clock;
-  /** Deadline for an invalidate ack; a mapper that misses it is fenced (default 2000 ms). */
+  /** Deadline for an invalidate ack; a mapper that misses it is fenced (default: TIMING_DEFAULTS). */
   ackTimeoutMs?: number;
   /** Deadline for get/map/detach requests to a home (default 5000 ms). */
   requestTimeoutMs?: number;
-  /** Pages fetched by one remote fault (1 = no prefault; default 1, max 64). */
+  /** Pages fetched by one remote fault (1 = no prefault; default TIMING_DEFAULTS.prefault + 1, max 64). */
   prefault?: number;
   /**
-   * Lease on remote copies (default 2000 ms; must exceed the heartbeat interval, normally
+   * Lease on remote copies (default DEFAULT_LEASE_MS; must exceed the heartbeat interval, normally
    * heartbeat × missed beats). An attacher uses a copy only while its lease from the home is valid:
    * renewed by every ping the home's session answers (a lease runs basis + leaseMs). A home that
    * ends a session (fence) waits leaseMs + leaseMarginMs before it treats that instance's copies as
@@ -269,11 +272,15 @@ export class XpmemDriver implements KernelModule {
       setTimeout,
       clearTimeout: (h) => clearTimeout(h as never),
     };
-    this.ackTimeoutMs = opts.ackTimeoutMs ?? 2000;
-    this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
-    this.prefault = Math.max(1, Math.min(MAX_PREFAULT, Math.floor(opts.prefault ?? 1)));
-    this.leaseMs = opts.leaseMs ?? 2000;
-    this.leaseMarginMs = opts.leaseMarginMs ?? Math.max(50, this.leaseMs / 10);
+    // defaults: the one table of timing defaults (@xpmesh/protocol defaults.ts)
+    this.ackTimeoutMs = opts.ackTimeoutMs ?? TIMING_DEFAULTS.ackTimeoutMs;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? TIMING_DEFAULTS.requestTimeoutMs;
+    this.prefault = Math.max(
+      1,
+      Math.min(MAX_PREFAULT, Math.floor(opts.prefault ?? TIMING_DEFAULTS.prefault + 1)),
+    );
+    this.leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
+    this.leaseMarginMs = opts.leaseMarginMs ?? defaultLeaseMarginMs(this.leaseMs);
     if (!(this.leaseMs > 0) || !(this.leaseMarginMs >= 0)) fail('EINVAL', 'leaseMs must be > 0');
     this.nodeIdx(this.net.self);
   }

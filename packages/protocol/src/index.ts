@@ -1,4 +1,5 @@
 export * from './codec.js';
+export * from './defaults.js';
 export * from './errors.js';
 export * from './limits.js';
 export { Link, type LinkOptions, type LinkState, REPLY_TYPE } from './link.js';

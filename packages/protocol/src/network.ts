@@ -8,8 +8,10 @@
  * restarted) replaces it; of two connections that cross in the handshake, the one dialed by the
  * lower node id is kept. See `admit`.
  */
+
 import { clusterKeyBytes } from './auth.js';
 import { FrameDecoder } from './codec.js';
+import { TIMING_DEFAULTS } from './defaults.js';
 import { CloseCode, closeCodeName } from './errors.js';
 import { type Limits, resolveLimits } from './limits.js';
 import { type AdmitStage, Link } from './link.js';
@@ -71,12 +73,13 @@ export interface PeerNetworkOptions {
   onFrame?: (dir: 'in' | 'out', node: string, frame: Uint8Array) => void;
 }
 
+/** The network's defaults: from the one table of timing defaults (defaults.ts). */
 export const NETWORK_DEFAULTS = Object.freeze({
-  heartbeatMs: 750,
-  missedBeats: 3,
-  requestTimeoutMs: 5000,
-  reconnectMinMs: 100,
-  reconnectMaxMs: 5000,
+  heartbeatMs: TIMING_DEFAULTS.heartbeatMs,
+  missedBeats: TIMING_DEFAULTS.missedBeats,
+  requestTimeoutMs: TIMING_DEFAULTS.requestTimeoutMs,
+  reconnectMinMs: TIMING_DEFAULTS.reconnectMinMs,
+  reconnectMaxMs: TIMING_DEFAULTS.reconnectMaxMs,
 });
 
 interface Peer {

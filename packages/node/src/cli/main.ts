@@ -18,7 +18,8 @@ commands:
   cluster   start N instances as local processes and print their admin URLs
   node      run one instance (configuration from flags or XPMESH_* variables)
   ctl       operate a running instance through its admin API
-  load      run a workload against a cluster and check its history (xpmesh load --help)`;
+  load      run a workload against a cluster and check its history (xpmesh load --help)
+  conformance  check any home implementation against docs/protocol.md over the wire`;
 
 type Command = (argv: string[], env: Env, io: Io) => Promise<number>;
 const COMMANDS: Record<string, () => Promise<Command>> = {
@@ -26,6 +27,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   cluster: async () => (await import('./cluster.js')).runCluster,
   demo: async () => (await import('./demo.js')).runDemo,
   ctl: async () => (await import('./ctl.js')).runCtl,
+  conformance: async () => (await import('./conformance.js')).runConformance,
   load: async () => {
     const { runLoadCli } = await import('../load/cli.js');
     return (argv: string[]) => runLoadCli(argv);

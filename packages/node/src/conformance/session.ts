@@ -233,7 +233,7 @@ export async function handshake(
   socket.send({ t: 'hello', versions: o.versions ?? [2], node: o.node, epoch, boot: epoch, nonce: cnonce });
   const first = await socket.next(() => true, timeoutMs);
   const out: Handshake = { socket, serverProved: false, up: false };
-  if (!first || first.t !== 'welcome') {
+  if (first?.t !== 'welcome') {
     out.error = first;
     out.close = await socket.closeWithin(2000);
     return out;

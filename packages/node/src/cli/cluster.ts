@@ -61,17 +61,11 @@ export async function runCluster(argv: string[], env: Env, io: Io): Promise<numb
     logDir,
     adminToken: str(p, 'admin-token') ?? env.XPMESH_ADMIN_TOKEN,
   });
-  const described = describeCluster(cluster, p.values['print-key'] === true || givenKey !== undefined);
-  if (portsFile !== undefined) writeFileSync(portsFile, `${JSON.stringify(described)}\n`, { mode: 0o600 });
-  if (json) io.out(JSON.stringify(described));
-  else {
-    for (const n of described.nodes) io.out(`${n.id}  pid ${n.pid}  admin ${n.adminUrl}  peer ${n.peerUrl}`);
-    io.out(`live view: ${described.viewUrl}`);
-    if (described.clusterKey !== undefined) io.out(`cluster key: ${described.clusterKey}`);
-    io.out(`cluster of ${nodes} up; Ctrl-C or SIGTERM stops it`);
-  }
-
-  return new Promise<number>((resolve) => {
+  // The signal handlers go in before anything says "up": whoever reads that line may signal at
+  // once, and a SIGTERM that arrives before a listener exists kills the process outright (Node
+  // installs its OS-level handler only with the first listener), leaving the instances to the
+  // IPC-disconnect path instead of a clean stop.
+  const done = new Promise<number>((resolve) => {
     let stopping = false;
     const stop = async (why: string) => {
       if (stopping) return;
@@ -89,6 +83,17 @@ export async function runCluster(argv: string[], env: Env, io: Io): Promise<numb
       });
     }
   });
+
+  const described = describeCluster(cluster, p.values['print-key'] === true || givenKey !== undefined);
+  if (portsFile !== undefined) writeFileSync(portsFile, `${JSON.stringify(described)}\n`, { mode: 0o600 });
+  if (json) io.out(JSON.stringify(described));
+  else {
+    for (const n of described.nodes) io.out(`${n.id}  pid ${n.pid}  admin ${n.adminUrl}  peer ${n.peerUrl}`);
+    io.out(`live view: ${described.viewUrl}`);
+    if (described.clusterKey !== undefined) io.out(`cluster key: ${described.clusterKey}`);
+    io.out(`cluster of ${nodes} up; Ctrl-C or SIGTERM stops it`);
+  }
+  return done;
 }
 
 /** Shortest cluster key `xpmesh cluster` accepts (a human-typed secret shorter than this is a guess away). */

@@ -1,4 +1,5 @@
 /** `xpmesh conformance`: the protocol's rules over the wire against any home implementation. */
+import { DEFAULT_LEASE_MS, TIMING_DEFAULTS } from '@xpmesh/protocol';
 import { RULES, type RuleResult, runKit } from '../conformance/kit.js';
 import { type Env, EXIT_FAIL, EXIT_OK, type Io, intFlag, parse, str, UsageError } from './usage.js';
 
@@ -17,9 +18,9 @@ grant (the data goes back to the home) and leaves no permit behind when a rule p
   --url URL             the home's peer address (ws:// or wss://; \`peerUrl\` of xpmesh cluster --json)
   --key KEY             the cluster key (or XPMESH_CLUSTER_KEY)
   --segid SEGID         a segment the home exports, mode 0666, ≥ 2 pages
-  --ack-timeout-ms MS   the home's invalidate-ack deadline [2000]
-  --lease-ms MS         the home's lease on remote copies [1500]
-  --handshake-timeout-ms MS   the home's handshake deadline [5000]
+  --ack-timeout-ms MS   the home's invalidate-ack deadline [${TIMING_DEFAULTS.ackTimeoutMs}]
+  --lease-ms MS         the home's lease on remote copies [${DEFAULT_LEASE_MS}]
+  --handshake-timeout-ms MS   the home's handshake deadline [${TIMING_DEFAULTS.handshakeTimeoutMs}]
   --only IDS            run only rules whose id starts with one of these (comma-separated)
   --list                list the rules and exit
   --json                one JSON object per rule on stdout, then a summary object
@@ -70,9 +71,9 @@ export async function runConformance(argv: string[], env: Env, io: Io): Promise<
       url,
       key,
       segid,
-      ackTimeoutMs: intFlag(p, 'ack-timeout-ms', 2000, 1, 600_000),
-      leaseMs: intFlag(p, 'lease-ms', 1500, 1, 600_000),
-      handshakeTimeoutMs: intFlag(p, 'handshake-timeout-ms', 5000, 1, 600_000),
+      ackTimeoutMs: intFlag(p, 'ack-timeout-ms', TIMING_DEFAULTS.ackTimeoutMs, 1, 600_000),
+      leaseMs: intFlag(p, 'lease-ms', DEFAULT_LEASE_MS, 1, 600_000),
+      handshakeTimeoutMs: intFlag(p, 'handshake-timeout-ms', TIMING_DEFAULTS.handshakeTimeoutMs, 1, 600_000),
       only,
     },
     print,

@@ -7,8 +7,9 @@ FROM node:20-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 COPY packages/protocol/package.json packages/protocol/
-COPY packages/node/package.json packages/node/
+COPY packages/kernel/package.json packages/kernel/
 COPY packages/driver/package.json packages/driver/
+COPY packages/node/package.json packages/node/
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
 # ---- build: all dependencies + TypeScript -------------------------------------------------------
@@ -16,8 +17,9 @@ FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.base.json tsconfig.json ./
 COPY packages/protocol/package.json packages/protocol/
-COPY packages/node/package.json packages/node/
+COPY packages/kernel/package.json packages/kernel/
 COPY packages/driver/package.json packages/driver/
+COPY packages/node/package.json packages/node/
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY packages packages
 RUN npx tsc -b \
@@ -31,6 +33,8 @@ COPY --from=deps /app/node_modules node_modules
 COPY --from=deps /app/package.json package.json
 COPY --from=build /app/packages/protocol/package.json packages/protocol/package.json
 COPY --from=build /app/packages/protocol/dist packages/protocol/dist
+COPY --from=build /app/packages/kernel/package.json packages/kernel/package.json
+COPY --from=build /app/packages/kernel/dist packages/kernel/dist
 COPY --from=build /app/packages/driver/package.json packages/driver/package.json
 COPY --from=build /app/packages/driver/dist packages/driver/dist
 COPY --from=build /app/packages/node/package.json packages/node/package.json

@@ -30,6 +30,9 @@ export interface Conn {
   ping(): void;
   /** Closes with a code (1000, 4000-4999) and a reason (≤ 123 bytes). Idempotent. */
   close(code: number, reason: string): void;
+  /** Optional: the link authenticated this connection (its session is up); a listener that caps
+   * unauthenticated connections stops counting it. */
+  authenticated?(): void;
 }
 
 export interface Listener {
@@ -44,30 +47,6 @@ export interface Transport {
   /** Connects to `address`; rejects (within `timeoutMs`) if nobody listens there. */
   dial(address: string, timeoutMs: number): Promise<Conn>;
 }
-
-/** Time source; injected so tests can drive time (@sinonjs/fake-timers). */
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-/** Resolves the globals at call time, so a fake-timers `install()` done later still takes effect. */
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
-};
-
-/** Tiny logger interface; the daemon passes pino, libraries never create one. */
-export interface Logger {
-  debug(msg: string, fields?: Record<string, unknown>): void;
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
-
-export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 /** Deterministic PRNG (mulberry32): same seed, same sequence. Returns [0, 1). */
 export function seededRandom(seed: number): () => number {

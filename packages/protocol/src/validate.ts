@@ -9,12 +9,12 @@
  * the two equal with fast-check.
  */
 import { z } from 'zod';
+import { PAGE_SIZE } from './base.js';
 import { WIRE_ERROR_CODES } from './errors.js';
 import { buildFastChecks } from './fast-validate.js';
 import { type Limits, resolveLimits } from './limits.js';
 import { INVALIDATE_REASONS, type Message, type MessageType, type WireErrorCode } from './messages.js';
 
-export const PAGE_SIZE = 4096;
 export const NONCE_BYTES = 32;
 export const PROOF_BYTES = 32;
 export const NODE_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
@@ -193,15 +193,17 @@ export class Validator {
     }
     const v = value as Record<string, unknown>;
     const t = v.t;
-    if (typeof t !== 'string') return { ok: false, code: 'E_MALFORMED', message: 'missing field t' };
+    // A valid `id` is echoed as `re` whatever else is wrong (docs/errors.md), so a client that
+    // matches replies by `re` learns at once that its request was refused.
+    const id = v.id;
+    const re = typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < 2 ** 32 ? id : undefined;
+    if (typeof t !== 'string') return { ok: false, code: 'E_MALFORMED', message: 'missing field t', re };
     if (!TYPE_SET.has(t))
-      return { ok: false, code: 'E_UNKNOWN_TYPE', message: `unknown type ${t.slice(0, 64)}` };
+      return { ok: false, code: 'E_UNKNOWN_TYPE', message: `unknown type ${t.slice(0, 64)}`, re };
     const r = this.schemas[t as MessageType].safeParse(v);
     if (r.success) return { ok: true, msg: r.data as Message };
     const issue = r.error.issues[0];
     const code = issueCode(issue);
-    const id = v.id;
-    const re = typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < 2 ** 32 ? id : undefined;
     const where = issue ? issue.path.join('.') : '';
     return {
       ok: false,

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { PAGE_SIZE as PAGE } from '@xpmesh/kernel';
 import { requestHandlers } from '../handlers.js';
 import {
   type Cluster,
@@ -13,7 +14,6 @@ import {
   expectCode,
   type Inst,
   makeCluster,
-  PAGE,
   PROT_RW,
   type Proc,
 } from './cluster.js';

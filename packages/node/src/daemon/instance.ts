@@ -4,10 +4,12 @@
  * stream from the layers' events, and owns the shutdown order.
  */
 import { EventEmitter } from 'node:events';
+import { access } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import type { FenceEvent, LostDirtyEvent, MessageEvent, PageStateEvent } from '@xpmesh/driver';
 import { type AdminBackend, type AdminEvent, AdminServer } from './admin.js';
 import type { NodeConfig } from './config.js';
-import type { Logger } from './logger.js';
+import type { DaemonLogger } from './logger.js';
 import { type GaugeSnapshot, InstanceMetrics } from './metrics.js';
 import { AdminError, decodeWriteBytes, encodeReadBytes, type OpHandlers } from './ops.js';
 import type { DriverPort, KernelPort, NetPort, ProcessPort } from './ports.js';
@@ -27,28 +29,21 @@ export interface RunningInstance {
   stop(why: string): Promise<void>;
 }
 
-function num(x: unknown): number {
-  return typeof x === 'number' && Number.isFinite(x) ? x : 0;
-}
-
-/** Pull counts for the gauges out of whatever shape the layers report (missing → 0). */
+/** The gauges' counts, read from the layers' status. */
 function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
-  const stats = (parts.kernel.stats() ?? {}) as Record<string, unknown>;
-  const ds = (parts.driver.status() ?? {}) as Record<string, unknown>;
-  const count = (v: unknown) => (Array.isArray(v) ? v.length : num(v));
+  const stats = parts.kernel.stats();
+  const ds = parts.driver.status();
   const peers: Record<string, number> = { connecting: 0, up: 0, down: 0, fenced: 0 };
   for (const p of parts.net.status()) peers[p.state] = (peers[p.state] ?? 0) + 1;
-  const rmap = ds.rmap as Record<string, unknown> | undefined;
   const net = parts.net.metrics?.();
-  const refused = (ds.counters as { refused?: Record<string, unknown> } | undefined)?.refused;
   return {
-    framesTotal: num(stats.frames ?? stats.framesTotal),
-    framesFree: num(stats.freeFrames ?? stats.framesFree ?? stats.free),
+    framesTotal: stats.frames,
+    framesFree: stats.freeFrames,
     processes: [...parts.kernel.processes()].length,
-    segments: count(ds.segments),
-    attachments: count(ds.attachments),
-    rmapEntries: num(rmap?.entries ?? ds.rmapEntries),
-    exportedPages: num(rmap?.pages ?? ds.exportedPages ?? stats.exportedPages),
+    segments: ds.segments.length,
+    attachments: ds.attachments.length,
+    rmapEntries: ds.rmap.entries,
+    exportedPages: ds.rmap.frames,
     peers,
     messages: net?.byType ?? {},
     refusals: {
@@ -56,18 +51,20 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
       peer_handshake: net?.handshakeFailures ?? 0,
       peer_version: net?.versionFailures ?? 0,
       peer_stale_epoch: net?.staleRefused ?? 0,
+      peer_table_full: net?.peersRefused ?? 0,
+      peer_pending_full: net?.pendingRefused ?? 0,
       frame_rejected: Object.values(net?.rejected ?? {}).reduce((a, b) => a + b, 0),
       abuse_close: net?.abuseCloses ?? 0,
-      no_permit: num(refused?.no_permit),
-      access_denied: num(refused?.access_denied),
-      readonly_write: num((stats.counters as Record<string, unknown> | undefined)?.driverWriteDenied),
+      no_permit: ds.counters.refused.no_permit,
+      access_denied: ds.counters.refused.access_denied,
+      readonly_write: stats.counters.driverWriteDenied,
     },
   };
 }
 
 export async function startInstance(
   config: NodeConfig,
-  logger: Logger,
+  logger: DaemonLogger,
   parts: InstanceParts,
 ): Promise<RunningInstance> {
   const { kernel, net, driver } = parts;
@@ -81,10 +78,10 @@ export async function startInstance(
   // ---- events from the layers → metrics, logs, the admin event stream -------------------------
   // One debug line per protocol message, with the correlation id it carries; reply latencies feed
   // the fault (map → map-ok) and invalidation (invalidate → invalidate-ack) histograms.
-  driver.events.on('message', (m: Record<string, unknown>) => {
-    const msg = String(m.type ?? m.t ?? 'unknown');
-    const direction = String(m.dir ?? m.direction ?? 'unknown');
-    const latencyMs = typeof m.latencyMs === 'number' ? m.latencyMs : undefined;
+  driver.events.on('message', (m: MessageEvent) => {
+    const msg = m.type;
+    const direction = m.dir;
+    const latencyMs = m.latencyMs;
     protoLog.debug(
       { type: msg, direction, peer: m.peer, cid: m.cid, latencyMs },
       `${direction === 'out' ? 'sent' : 'received'} ${msg}`,
@@ -100,16 +97,16 @@ export async function startInstance(
     }
     emit({ ...m, type: 'message', msg, direction });
   });
-  driver.events.on('page-state', (e: Record<string, unknown>) => emit({ ...e, type: 'page-state' }));
-  driver.events.on('fence', (e: Record<string, unknown>) => {
-    metrics.fences.inc({ reason: String(e.reason ?? e.why ?? 'unknown') });
-    logger.warn({ peer: e.node ?? e.peer, epoch: e.epoch, why: e.why ?? e.reason }, 'peer fenced');
+  driver.events.on('page-state', (e: PageStateEvent) => emit({ ...e, type: 'page-state' }));
+  driver.events.on('fence', (e: FenceEvent) => {
+    metrics.fences.inc({ reason: e.why });
+    logger.warn({ peer: e.node, epoch: e.epoch, why: e.why }, 'peer fenced');
     emit({ ...e, type: 'fence' });
   });
-  driver.events.on('lost-dirty', (e: Record<string, unknown>) => {
-    metrics.lostDirtyPages.inc(num(e.pages ?? e.count) || 1);
+  driver.events.on('lost-dirty', (e: LostDirtyEvent) => {
+    metrics.lostDirtyPages.inc(1);
     logger.warn(
-      { ...e, node: undefined, peer: e.node ?? e.peer },
+      { ...e, node: undefined, peer: e.node },
       'dirty page lost with a fenced instance: reverted to last written-back data',
     );
     emit({ ...e, type: 'lost-dirty' });
@@ -202,7 +199,7 @@ export async function startInstance(
     },
     pressure: async (i) => {
       if (typeof kernel.shrink !== 'function') throw new AdminError('EINVAL', 'this kernel cannot reclaim');
-      const free = () => num((kernel.stats() as Record<string, unknown> | undefined)?.freeFrames);
+      const free = () => kernel.stats().freeFrames;
       const before = free();
       const t0 = performance.now();
       const r = await kernel.shrink(i.pages, { budgetMs: i.budgetMs, concurrency: i.concurrency });
@@ -238,6 +235,14 @@ export async function startInstance(
       if (typeof p.run !== 'function') throw new AdminError('EINVAL', 'this kernel cannot run programs');
       // The schema allows only plain relative names, so the module stays inside dist/.
       const modulePath = fileURLToPath(new URL(`../${i.module}`, import.meta.url));
+      // A missing module is the caller's mistake (404), not an import failure inside the worker.
+      if (
+        !(await access(modulePath).then(
+          () => true,
+          () => false,
+        ))
+      )
+        throw new AdminError('E_NOT_FOUND', `no module ${i.module}`);
       return { result: (await p.run(modulePath, i.export, i.args)) ?? null };
     },
   };

@@ -53,6 +53,8 @@ const DOC_MEANING: Readonly<Record<string, string>> = {
     'missed heartbeats before a peer is declared dead and fenced (so a dead peer is fenced within `heartbeat-ms × missed-beats`)',
   'shutdown-ms': 'SIGTERM grace period; after it the instance exits with status 1 anyway',
   'tls-cert': 'PEM certificate file: peer links use `wss`',
+  'max-peers':
+    'peer-table size (configured peers plus authenticated node ids that joined); a new node id that authenticates beyond it is refused with close 4012 and counted (`xpmesh_refusals_total{kind="peer_table_full"}`)',
   'tls-key': 'PEM private key file for `--tls-cert`',
 };
 

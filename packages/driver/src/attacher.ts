@@ -464,6 +464,8 @@ async function revoke(d: DriverState, match: (segid: string) => boolean): Promis
     d.cache.delete(c.segid, c.page);
     k.putPage(c.pfn);
   }
+  // (issue 17) the home dropped these permits with the segment: releasing them sends nothing
+  for (const g of d.grants.values()) if (!g.local && match(g.segid)) g.gone = true;
   const zaps: Promise<unknown>[] = [];
   for (const att of d.attachments.values()) {
     if (att.grant.local || !match(att.grant.segid) || att.gone) continue;

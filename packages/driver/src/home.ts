@@ -449,8 +449,30 @@ async function grantRangeLocked(
 }
 
 /** Remote fault: `map` from an attacher. Pages after the first are best effort (prefault). */
+/** How many permits of removed segments a home remembers (see DriverState.removedPermits). */
+export const REMOVED_PERMITS_KEPT = 4096;
+
+function rememberRemovedPermit(d: DriverState, p: Permit): void {
+  if (p.node === d.self) return;
+  d.removedPermits.set(p.apid, { node: p.node, segid: p.seg.segid });
+  if (d.removedPermits.size > REMOVED_PERMITS_KEPT) {
+    const oldest = d.removedPermits.keys().next().value;
+    if (oldest !== undefined) d.removedPermits.delete(oldest);
+  }
+}
+
+/** (issue 17) The segment of a permit dropped with its segment, if `node` held it. */
+export function removedSegmentOf(d: DriverState, apid: string, node: string): string | undefined {
+  const r = d.removedPermits.get(apid);
+  return r && r.node === node ? r.segid : undefined;
+}
+
 export async function handleMap(d: DriverState, from: PeerSession, msg: MapReq): Promise<Omit<MapOk, 're'>> {
   const permit = d.permits.get(msg.apid);
+  if (!permit) {
+    const gone = removedSegmentOf(d, msg.apid, from.node);
+    if (gone !== undefined) fail('E_NO_SEGMENT', `segment ${gone} removed`);
+  }
   if (!permit || permit.node !== from.node || permit.epoch !== from.epoch) {
     d.refuse('no_permit', 'E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}@${from.epoch}`);
   }
@@ -498,6 +520,10 @@ export async function handleMap(d: DriverState, from: PeerSession, msg: MapReq):
 /** An attacher dropped pages (detach, exit, eviction): write its dirty data back, shrink the map. */
 export async function handleDetach(d: DriverState, from: PeerSession, msg: Detach): Promise<Omit<Ok, 're'>> {
   const permit = d.permits.get(msg.apid);
+  if (!permit) {
+    const gone = removedSegmentOf(d, msg.apid, from.node);
+    if (gone !== undefined) fail('E_NO_SEGMENT', `segment ${gone} removed`);
+  }
   if (!permit || permit.node !== from.node || permit.epoch !== from.epoch) {
     d.refuse('no_permit', 'E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}@${from.epoch}`);
   }
@@ -664,7 +690,11 @@ export async function teardownSegment(d: DriverState, seg: Segment, why: 'remove
     if (node !== d.self)
       d.sendOneWay(node, { t: 'segment-gone', segid: seg.segid, reason: why, cid: d.newCid() });
   }
-  for (const p of [...d.permits.values()]) if (p.seg === seg) await dropPermit(d, p);
+  for (const p of [...d.permits.values()]) {
+    if (p.seg !== seg) continue;
+    rememberRemovedPermit(d, p);
+    await dropPermit(d, p);
+  }
   d.segments.delete(seg.segid);
   d.segBySlot.delete(seg.slot);
   const rec = d.mms.get(seg.mm.id);

@@ -152,15 +152,29 @@ export async function invalidatePages(
           );
           d.counters.invalidationsAcked++;
           const asked = ack.dirty.length ? new Set(ps) : undefined;
+          const returned = ack.dirty.length ? new Set<number>() : undefined;
           for (const pd of ack.dirty) {
             if (!asked?.has(pd.page)) continue;
             const i = rm.find(pfnOf(pd.page), node, seg.slot, pd.page);
             if (i < 0 || !rm.isWrite(i)) continue; // only a writer's data counts
+            returned?.add(pd.page);
             if (writeBack(d, seg, pd.page, pd.data, pfnOf(pd.page))) {
               dirty = true;
               dirtyPages.add(pd.page);
             }
           }
+          // (issue 17) With writeback, a mapper must return every page it holds for writing
+          // (docs/protocol.md, "A mapper's duties on invalidate"). A page it did not return is
+          // accepted (the home keeps its own data) and counted: writebackWithoutData, event
+          // 'writeback-without-data'. An invalidate that overtook the grant is the benign cause.
+          if (o.writeback)
+            for (const p of ps) {
+              if (returned?.has(p)) continue;
+              const i = rm.find(pfnOf(p), node, seg.slot, p);
+              if (i < 0 || !rm.isWrite(i)) continue;
+              d.counters.writebackWithoutData++;
+              d.events.emit('writeback-without-data', { segid: seg.segid, page: p, node: name });
+            }
           for (const p of ps) {
             if (o.downgrade) {
               const i = rm.find(pfnOf(p), node, seg.slot, p);

@@ -97,7 +97,10 @@ export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
           )
             continue;
           if (needsWork(d, seg, p, locals)) pages.push(p);
-          else if (FRAME_CHANGES.has(range.event)) seg.pfn[p] = -1;
+          else if (FRAME_CHANGES.has(range.event)) {
+            seg.pfn[p] = -1;
+            if (range.event === 'reclaim') markSwapped(d, seg, p);
+          }
         }
         if (pages.length) hits.push([seg, pages]);
       }
@@ -165,7 +168,20 @@ async function invalidateSourcePages(d: DriverState, seg: Segment, pages: number
     seg.dev[p] = DEV_CLEAR;
     if (frameChanges && !d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = -1;
     if (forget && seg.pageState(p) === 'swapped') d.transition(seg, p, 'forget');
+    if (event === 'reclaim') markSwapped(d, seg, p);
   }
+}
+
+/**
+ * (issue 17) The kernel is swapping out a page of a segment and every remote copy is gone: the
+ * directory says `swapped` (in /pages, the page-state events and the view) until a grant swaps it
+ * back in or the frame goes away. Both notifiers mark it: the per-mm notifier for the pages it
+ * handles, the rmap notifier for exported frames left to it (blockable reclaim). If the
+ * kernel keeps the page after all (a later step of reclaim fails), the state still says swapped:
+ * the next grant moves it on exactly as from `home`.
+ */
+function markSwapped(d: DriverState, seg: Segment, p: number): void {
+  if (seg.pageState(p) === 'home') d.transition(seg, p, 'swap-out');
 }
 
 /** Zap `pages` of a segment in its same-instance attachments (fenceLocalAttachers for a write, ranged). */
@@ -359,7 +375,7 @@ function afterFrame(
       }
       seg.pfn[p] = -1;
       seg.dev[p] = DEV_CLEAR; // the kernel's own rmap walk replaced the source PTE
-      if (ok && reason === 'reclaim' && seg.pageState(p) === 'home') d.transition(seg, p, 'swap-out');
+      if (ok && reason === 'reclaim') markSwapped(d, seg, p);
     }
   }
   if (!ok) {

@@ -22,7 +22,7 @@ import type {
   RequestMessage,
   RequestReplyMap,
 } from '@xpmesh/protocol';
-import { silentLogger } from '@xpmesh/protocol';
+import { DEFAULT_LEASE_MS, defaultLeaseMarginMs, silentLogger, TIMING_DEFAULTS } from '@xpmesh/protocol';
 import { DriverError, fail } from './errors.js';
 import { homeOf } from './ids.js';
 import { KeyedMutex } from './mutex.js';
@@ -108,6 +108,11 @@ export interface Grant {
   readonly local: boolean;
   /** The home's session epoch when granted (remote grants). */
   readonly homeEpoch: number;
+  /**
+   * (issue 17) The home said segment-gone (or its session ended): the home has dropped the permit
+   * itself, so releasing it is a local no-op and sends no `release` (docs/protocol.md, release).
+   */
+  gone?: boolean;
 }
 
 /** An attachment: a driver VMA in a local process mapping [offset, offset+size) of a segment. */
@@ -210,14 +215,14 @@ export interface XpmemDriverOptions {
   net: PeerNetwork;
   logger?: Logger;
   clock?: Clock;
-  /** Deadline for an invalidate ack; a mapper that misses it is fenced (default 2000 ms). */
+  /** Deadline for an invalidate ack; a mapper that misses it is fenced (default: TIMING_DEFAULTS). */
   ackTimeoutMs?: number;
-  /** Deadline for get/map/detach requests to a home (default 5000 ms). */
+  /** Deadline for get/map/detach requests to a home (default: TIMING_DEFAULTS). */
   requestTimeoutMs?: number;
-  /** Pages fetched by one remote fault (1 = no prefault; default 1, max 64). */
+  /** Pages fetched by one remote fault (1 = no prefault; default TIMING_DEFAULTS.prefault + 1, max 64). */
   prefault?: number;
   /**
-   * Lease on remote copies (default 2000 ms; must exceed the heartbeat interval, normally
+   * Lease on remote copies (default DEFAULT_LEASE_MS; must exceed the heartbeat interval, normally
    * heartbeat × missed beats). An attacher uses a copy only while its lease from the home is valid:
    * renewed by every ping the home's session answers (a lease runs basis + leaseMs). A home that
    * ends a session (fence) waits leaseMs + leaseMarginMs before it treats that instance's copies as
@@ -255,6 +260,13 @@ export interface DriverCounters {
   /** Accesses that found their lease expired and waited for renewal. */
   leaseWaits: number;
   lostDirtyPages: number;
+  /**
+   * (issue 17) Pages a mapper held for writing but did not return in a write-back ack: the home
+   * kept its own data. Normal when the invalidate overtook the grant (the mapper never had the
+   * page: see overtakenGrants at the mapper); otherwise the mapper broke its duty and its writes
+   * are lost (docs/protocol.md, "A mapper's duties on invalidate").
+   */
+  writebackWithoutData: number;
   reclaimRefusals: number;
   staleMessages: number;
   pins: number;
@@ -342,6 +354,12 @@ export class DriverState {
   readonly exitHooks = new Map<number, NotifierRegistration>();
   readonly permits = new Map<string, Permit>();
   readonly permitBySlot = new Map<number, Permit>();
+  /**
+   * (issue 17) Permits dropped with their segment (remove, source exit), newest last, at most
+   * REMOVED_PERMITS_KEPT (home.ts): a later map or detach with one answers E_NO_SEGMENT (not
+   * E_NO_PERMIT) and a release answers ok. Older ones fall back to E_NO_PERMIT.
+   */
+  readonly removedPermits = new Map<string, { node: string; segid: string }>();
   readonly rmap = new ReverseMap();
   nextSeg = 1;
   nextPermit = 1;
@@ -396,6 +414,7 @@ export class DriverState {
     refused: { no_permit: 0, access_denied: 0 },
     leaseWaits: 0,
     lostDirtyPages: 0,
+    writebackWithoutData: 0,
     reclaimRefusals: 0,
     staleMessages: 0,
     pins: 0,
@@ -415,11 +434,15 @@ export class DriverState {
       setTimeout,
       clearTimeout: (h) => clearTimeout(h as never),
     };
-    this.ackTimeoutMs = opts.ackTimeoutMs ?? 2000;
-    this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
-    this.prefault = Math.max(1, Math.min(MAX_PREFAULT, Math.floor(opts.prefault ?? 1)));
-    this.leaseMs = opts.leaseMs ?? 2000;
-    this.leaseMarginMs = opts.leaseMarginMs ?? Math.max(50, this.leaseMs / 10);
+    // defaults: the one table of timing defaults (@xpmesh/protocol defaults.ts)
+    this.ackTimeoutMs = opts.ackTimeoutMs ?? TIMING_DEFAULTS.ackTimeoutMs;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? TIMING_DEFAULTS.requestTimeoutMs;
+    this.prefault = Math.max(
+      1,
+      Math.min(MAX_PREFAULT, Math.floor(opts.prefault ?? TIMING_DEFAULTS.prefault + 1)),
+    );
+    this.leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
+    this.leaseMarginMs = opts.leaseMarginMs ?? defaultLeaseMarginMs(this.leaseMs);
     if (!(this.leaseMs > 0) || !(this.leaseMarginMs >= 0)) fail('EINVAL', 'leaseMs must be > 0');
     this.nodeIdx(this.net.self);
   }

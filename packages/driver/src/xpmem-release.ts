@@ -1,7 +1,7 @@
 /** xpmem_release: give a permit back; attachments made through it are detached first. */
 import type { Ok, PeerSession, Release } from '@xpmesh/protocol';
 import { fail } from './errors.js';
-import { dropPermit } from './home.js';
+import { dropPermit, removedSegmentOf } from './home.js';
 import type { DriverState } from './state.js';
 import { xpmemDetach } from './xpmem-detach.js';
 
@@ -17,6 +17,8 @@ export async function xpmemRelease(d: DriverState, pid: number, apid: string): P
     if (p) await dropPermit(d, p);
     return;
   }
+  // (issue 17) after segment-gone the home has no such permit: releasing is a local no-op
+  if (g.gone) return;
   try {
     await d.request<Release>(g.home, { t: 'release', apid });
   } catch (e) {
@@ -30,6 +32,8 @@ export async function handleRelease(
   msg: Release,
 ): Promise<Omit<Ok, 're'>> {
   const p = d.permits.get(msg.apid);
+  // (issue 17) releasing a permit of a removed segment is a no-op that succeeds
+  if (!p && removedSegmentOf(d, msg.apid, from.node) !== undefined) return { t: 'ok' };
   if (!p || p.node !== from.node)
     d.refuse('no_permit', 'E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}`);
   await dropPermit(d, p);

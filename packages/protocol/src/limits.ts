@@ -3,6 +3,8 @@
  * table; `limitsTable()` is what a test compares it against.
  */
 
+import { TIMING_DEFAULTS } from './defaults.js';
+
 export interface Limits {
   /** Largest frame (bytes) accepted or sent. Bigger incoming frames: E_TOO_LARGE (ws: close 1009). */
   maxFrameBytes: number;
@@ -48,7 +50,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   sendHighWaterBytes: 8 << 20,
   malformedBurst: 32,
   malformedPerSecond: 4,
-  handshakeTimeoutMs: 5000,
+  handshakeTimeoutMs: TIMING_DEFAULTS.handshakeTimeoutMs,
   maxEarlyFrames: 1024,
   maxStringChars: 512,
   maxPeers: 1024,

@@ -11,9 +11,11 @@
  * Admission happens only after authentication: a connection that has not proven the cluster key
  * creates no peer-table entry and touches no epoch, fence or session (docs/protocol.md §7).
  */
+
 import { clusterKeyBytes } from './auth.js';
 import { type Clock, type Logger, silentLogger, systemClock } from './base.js';
 import { FrameDecoder } from './codec.js';
+import { TIMING_DEFAULTS } from './defaults.js';
 import { CloseCode, closeCodeName } from './errors.js';
 import { type Limits, resolveLimits } from './limits.js';
 import { type AdmitStage, Link } from './link.js';
@@ -68,12 +70,13 @@ export interface PeerNetworkOptions {
   onFrame?: (dir: 'in' | 'out', node: string, frame: Uint8Array) => void;
 }
 
+/** The network's defaults: from the one table of timing defaults (defaults.ts). */
 export const NETWORK_DEFAULTS = Object.freeze({
-  heartbeatMs: 750,
-  missedBeats: 3,
-  requestTimeoutMs: 5000,
-  reconnectMinMs: 100,
-  reconnectMaxMs: 5000,
+  heartbeatMs: TIMING_DEFAULTS.heartbeatMs,
+  missedBeats: TIMING_DEFAULTS.missedBeats,
+  requestTimeoutMs: TIMING_DEFAULTS.requestTimeoutMs,
+  reconnectMinMs: TIMING_DEFAULTS.reconnectMinMs,
+  reconnectMaxMs: TIMING_DEFAULTS.reconnectMaxMs,
 });
 
 interface Peer {

@@ -140,6 +140,21 @@ function buildSchemas(l: Limits) {
   return schemas;
 }
 
+/** Upper bounds that are a number's type (uint32, uint53, a version), not a configured limit. */
+const TYPE_BOUNDS = new Set<number>([2 ** 32 - 1, Number.MAX_SAFE_INTEGER, 65535]);
+
+/**
+ * One rule for codes (docs/protocol.md §2): a frame, list, string or count over a configured limit
+ * (docs/limits.md) is E_TOO_LARGE; anything else that fails, including a number outside its type's
+ * range (negative, not an integer, a uint32 ≥ 2^32), is E_MALFORMED.
+ */
+function issueCode(issue: z.core.$ZodIssue | undefined): WireErrorCode {
+  if (issue?.code !== 'too_big') return 'E_MALFORMED';
+  if ((issue.origin === 'number' || issue.origin === 'int') && TYPE_BOUNDS.has(Number(issue.maximum)))
+    return 'E_MALFORMED';
+  return 'E_TOO_LARGE';
+}
+
 export type ValidationResult =
   | { ok: true; msg: Message }
   | { ok: false; code: WireErrorCode; message: string; re?: number };
@@ -188,7 +203,7 @@ export class Validator {
     const r = this.schemas[t as MessageType].safeParse(v);
     if (r.success) return { ok: true, msg: r.data as Message };
     const issue = r.error.issues[0];
-    const code: WireErrorCode = issue?.code === 'too_big' ? 'E_TOO_LARGE' : 'E_MALFORMED';
+    const code = issueCode(issue);
     const where = issue ? issue.path.join('.') : '';
     return {
       ok: false,

@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { OP_NAMES } from '../daemon/ops.js';
 import { buildBody, CTL_HELP } from './ctl.js';
+import { causalOrder } from './demo.js';
 import { UsageError } from './usage.js';
 
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
@@ -127,5 +128,29 @@ describe('ctl argument mapping', () => {
     );
     for (const op of OP_NAMES) assert.match(CTL_HELP, new RegExp(`\\n  ${op}\\b`), `ctl help lists ${op}`);
     assert.throws(() => buildBody('get', ['--pid', '1', '--segid', 's', '--access', 'x']), /--access/);
+  });
+});
+
+describe('the demo log', () => {
+  it('lists a reply after the request it answers, otherwise in arrival order', () => {
+    const arrived = [
+      { msg: 'invalidate-ack', cid: 'n1-5', at: 'n3' },
+      { msg: 'invalidate', cid: 'n1-5', at: 'n1' },
+      { msg: 'invalidate', cid: 'n1-6', at: 'n1' },
+      { msg: 'invalidate-ack', cid: 'n1-6', at: 'n2' },
+      { msg: 'map-ok', cid: 'n2-9', at: 'n1' },
+      { msg: 'segment-gone', cid: 'n1-7', at: 'n1' },
+    ];
+    assert.deepEqual(
+      causalOrder(arrived).map((e) => `${e.msg} ${e.cid}`),
+      [
+        'invalidate n1-5',
+        'invalidate-ack n1-5',
+        'invalidate n1-6',
+        'invalidate-ack n1-6',
+        'segment-gone n1-7',
+        'map-ok n2-9', // its request was in an earlier step: listed last
+      ],
+    );
   });
 });

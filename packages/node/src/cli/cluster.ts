@@ -1,8 +1,10 @@
 /** `xpmesh cluster --nodes N`: N instances as separate OS processes on 127.0.0.1. */
-import { launchCluster } from '../daemon/launcher.js';
-import { type Env, EXIT_OK, type Io, intFlag, parse, str } from './usage.js';
+import { writeFileSync } from 'node:fs';
+import { type LocalCluster, launchCluster } from '../daemon/launcher.js';
+import { type Env, EXIT_OK, type Io, intFlag, parse, str, UsageError } from './usage.js';
 
 export const CLUSTER_HELP = `usage: xpmesh cluster [--nodes N] [--frames F] [--log-level L] [--logs DIR] [--quiet]
+                      [--json] [--ports-file FILE] [--cluster-key K] [--print-key]
 
 Starts N xpmesh instances (n1..nN) as separate OS processes on 127.0.0.1 with free ports, all
 peers of each other, and prints each instance's admin URL. Ctrl-C or SIGTERM stops them all
@@ -14,6 +16,14 @@ cleanly (SIGKILL after 10 s) and leaves no process behind.
   --logs DIR       write each instance's JSON log to DIR/<id>.log instead of this terminal
   --quiet          discard the instances' logs
   --admin-token T  require this bearer token for admin operations (or XPMESH_ADMIN_TOKEN)
+  --cluster-key K  the key peers authenticate with (or XPMESH_CLUSTER_KEY; at least 16
+                   characters) [random per run]; give it so that another instance can join
+  --print-key      include the cluster key in the output (prose, --json and --ports-file)
+  --json           print the cluster as one JSON object on stdout instead of prose:
+                   {"nodes":[{"id","pid","adminUrl","peerUrl","peerHost","peerPort"}],"viewUrl",
+                    "clusterKey"?}  (clusterKey only with --print-key or --cluster-key)
+  --ports-file F   also write that JSON object to F (mode 0600) once every node is healthy;
+                   a script can wait for F to appear instead of parsing output
 
 Then, in another terminal:  xpmesh ctl --url <admin URL> status`;
 
@@ -25,6 +35,10 @@ export async function runCluster(argv: string[], env: Env, io: Io): Promise<numb
     logs: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
     'admin-token': { type: 'string' },
+    'cluster-key': { type: 'string' },
+    'print-key': { type: 'boolean' },
+    json: { type: 'boolean' },
+    'ports-file': { type: 'string' },
   });
   if (p.help) {
     io.out(CLUSTER_HELP);
@@ -33,7 +47,13 @@ export async function runCluster(argv: string[], env: Env, io: Io): Promise<numb
   const nodes = intFlag(p, 'nodes', 3, 1, 16);
   const frames = intFlag(p, 'frames', 1024, 16, 1 << 20);
   const logDir = str(p, 'logs');
+  const givenKey = str(p, 'cluster-key') ?? (env.XPMESH_CLUSTER_KEY || undefined);
+  if (givenKey !== undefined && givenKey.length < MIN_KEY_CHARS)
+    throw new UsageError(`--cluster-key (XPMESH_CLUSTER_KEY) must be at least ${MIN_KEY_CHARS} characters`);
+  const json = p.values.json === true;
+  const portsFile = str(p, 'ports-file');
   const cluster = await launchCluster({
+    clusterKey: givenKey,
     nodes,
     frames,
     logLevel: str(p, 'log-level') ?? 'info',
@@ -41,13 +61,11 @@ export async function runCluster(argv: string[], env: Env, io: Io): Promise<numb
     logDir,
     adminToken: str(p, 'admin-token') ?? env.XPMESH_ADMIN_TOKEN,
   });
-  for (const n of cluster.nodes)
-    io.out(`${n.id}  pid ${n.pid}  admin ${n.adminUrl}  peer port ${n.peerPort}`);
-  const viewNodes = cluster.nodes.map((n) => n.adminUrl).join(',');
-  io.out(`live view: ${cluster.nodes[0].adminUrl}/view?nodes=${viewNodes}`);
-  io.out(`cluster of ${nodes} up; Ctrl-C or SIGTERM stops it`);
-
-  return new Promise<number>((resolve) => {
+  // The signal handlers go in before anything says "up": whoever reads that line may signal at
+  // once, and a SIGTERM that arrives before a listener exists kills the process outright (Node
+  // installs its OS-level handler only with the first listener), leaving the instances to the
+  // IPC-disconnect path instead of a clean stop.
+  const done = new Promise<number>((resolve) => {
     let stopping = false;
     const stop = async (why: string) => {
       if (stopping) return;
@@ -65,4 +83,48 @@ export async function runCluster(argv: string[], env: Env, io: Io): Promise<numb
       });
     }
   });
+
+  const described = describeCluster(cluster, p.values['print-key'] === true || givenKey !== undefined);
+  if (portsFile !== undefined) writeFileSync(portsFile, `${JSON.stringify(described)}\n`, { mode: 0o600 });
+  if (json) io.out(JSON.stringify(described));
+  else {
+    for (const n of described.nodes) io.out(`${n.id}  pid ${n.pid}  admin ${n.adminUrl}  peer ${n.peerUrl}`);
+    io.out(`live view: ${described.viewUrl}`);
+    if (described.clusterKey !== undefined) io.out(`cluster key: ${described.clusterKey}`);
+    io.out(`cluster of ${nodes} up; Ctrl-C or SIGTERM stops it`);
+  }
+  return done;
+}
+
+/** Shortest cluster key `xpmesh cluster` accepts (a human-typed secret shorter than this is a guess away). */
+export const MIN_KEY_CHARS = 16;
+
+/** What `xpmesh cluster --json` prints and `--ports-file` holds. */
+export interface ClusterDescription {
+  nodes: Array<{
+    id: string;
+    pid: number;
+    adminUrl: string;
+    peerUrl: string;
+    peerHost: string;
+    peerPort: number;
+  }>;
+  viewUrl: string;
+  clusterKey?: string;
+}
+
+export function describeCluster(cluster: LocalCluster, withKey: boolean): ClusterDescription {
+  const nodes = cluster.nodes.map((n) => {
+    const peerHost = new URL(n.adminUrl).hostname;
+    return {
+      id: n.id,
+      pid: n.pid,
+      adminUrl: n.adminUrl,
+      peerUrl: `ws://${peerHost}:${n.peerPort}/`,
+      peerHost,
+      peerPort: n.peerPort,
+    };
+  });
+  const viewUrl = `${nodes[0].adminUrl}/view?nodes=${nodes.map((n) => n.adminUrl).join(',')}`;
+  return withKey ? { nodes, viewUrl, clusterKey: cluster.clusterKey } : { nodes, viewUrl };
 }

@@ -61,6 +61,39 @@ function describeMessage(at: string, d: Record<string, unknown>): string | undef
   return `${at} → ${peer}  ${msg}${extra.length ? `  (${extra.join(' ')})` : ''}`;
 }
 
+/** Reply types: each answers the request carrying the same correlation id (cid). */
+const REPLIES = new Set(['ok', 'get-ok', 'map-ok', 'invalidate-ack', 'error']);
+
+/**
+ * The merged log in causal order. Each instance's stream is in its own order, but the streams
+ * reach the demo independently, so a reply can arrive before the request it answers (an
+ * invalidate-ack from n3 before n1's invalidate). A reply is held back until its request (same
+ * cid) has been listed; the rest keeps arrival order. Replies whose request was not seen (it
+ * happened in an earlier step) are listed at the end, in arrival order.
+ */
+export function causalOrder<T extends { msg: string; cid?: string }>(events: T[]): T[] {
+  const out: T[] = [];
+  const seen = new Set<string>();
+  const held = new Map<string, T[]>();
+  for (const e of events) {
+    if (REPLIES.has(e.msg) && e.cid !== undefined && !seen.has(e.cid)) {
+      held.set(e.cid, [...(held.get(e.cid) ?? []), e]);
+      continue;
+    }
+    out.push(e);
+    if (!REPLIES.has(e.msg) && e.cid !== undefined) {
+      seen.add(e.cid);
+      const waiting = held.get(e.cid);
+      if (waiting) {
+        out.push(...waiting);
+        held.delete(e.cid);
+      }
+    }
+  }
+  for (const rest of held.values()) out.push(...rest);
+  return out;
+}
+
 function describePages(at: string, pages: unknown): string[] {
   const list = Array.isArray(pages)
     ? pages
@@ -223,9 +256,15 @@ export async function runScenario(
     }
     await settle();
     if (!quiet) {
-      const lines = observed
-        .filter((o) => o.ev.event === 'message')
-        .map((o) => describeMessage(o.at, o.ev.data))
+      const sent = observed
+        .filter((o) => o.ev.event === 'message' && o.ev.data.direction !== 'in')
+        .map((o) => ({
+          o,
+          msg: String(o.ev.data.msg ?? o.ev.data.t ?? '?'),
+          cid: o.ev.data.cid === undefined ? undefined : String(o.ev.data.cid),
+        }));
+      const lines = causalOrder(sent)
+        .map(({ o }) => describeMessage(o.at, o.ev.data))
         .filter((l): l is string => !!l);
       io.out(`  messages (${lines.length}):`);
       for (const l of lines) io.out(`    ${l}`);

@@ -2,16 +2,23 @@
  * A client of one instance's admin API (used by `xpmesh ctl`, the demo and the tests).
  * Errors come back as {@link AdminCallError} carrying the server's stable `code`.
  */
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type { OpName } from './ops.js';
 
 export class AdminCallError extends Error {
   readonly code: string;
   readonly status: number;
+  /** The message without the code in front (servers often repeat the code inside their message). */
+  readonly detail: string;
   constructor(code: string, status: number, message: string) {
-    super(`${code}: ${message}`);
+    let detail = message;
+    while (detail.startsWith(`${code}: `)) detail = detail.slice(code.length + 2);
+    super(`${code}: ${detail}`);
     this.name = 'AdminCallError';
     this.code = code;
     this.status = status;
+    this.detail = detail;
   }
 }
 
@@ -37,32 +44,63 @@ export class AdminClient {
     return h;
   }
 
-  private async call(method: string, path: string, body?: unknown): Promise<unknown> {
-    let res: Response;
-    try {
-      res = await fetch(this.base + path, {
-        method,
-        headers: this.headers(body !== undefined),
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.timeoutMs),
+  /**
+   * One request over node:http(s) (not fetch: undici's start-up cost would dominate a short
+   * `xpmesh ctl` call). A connect failure is E_CONNECT (with the socket's code), the deadline
+   * E_TIMEOUT, an error answer the server's { code, message }.
+   */
+  private call(method: string, path: string, body?: unknown): Promise<unknown> {
+    const url = new URL(this.base + path);
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const headers = this.headers(body !== undefined);
+    if (payload) headers['content-length'] = String(payload.byteLength);
+    const where = `${method} ${this.base}${path}`;
+    return new Promise<unknown>((resolve, reject) => {
+      const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+      // agent: false: a fresh connection per call (a pooled keep-alive socket the server is closing
+      // at that moment would fail the call with ECONNRESET)
+      const req = send(url, { method, headers, timeout: this.timeoutMs, agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', (e) => reject(new AdminCallError('E_CONNECT', 0, `${where}: ${e.message}`)));
+        res.on('end', () => {
+          clearTimeout(deadline);
+          const text = Buffer.concat(chunks).toString('utf8');
+          const type = String(res.headers['content-type'] ?? '');
+          let value: unknown = text;
+          if (type.includes('json') && text !== '') {
+            try {
+              value = JSON.parse(text);
+            } catch {
+              reject(
+                new AdminCallError('E_BAD_RESPONSE', res.statusCode ?? 0, `${where}: answer is not JSON`),
+              );
+              return;
+            }
+          }
+          const status = res.statusCode ?? 0;
+          if (status < 200 || status >= 300) {
+            const e = (value ?? {}) as { code?: string; message?: string };
+            reject(new AdminCallError(e.code ?? `HTTP_${status}`, status, e.message ?? String(text)));
+            return;
+          }
+          resolve(value);
+        });
       });
-    } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code;
-      const timeout = (err as Error).name === 'TimeoutError';
-      throw new AdminCallError(
-        timeout ? 'E_TIMEOUT' : 'E_CONNECT',
-        0,
-        `${method} ${this.base}${path}: ${cause ?? (err as Error).message}`,
+      // one deadline for the whole exchange (the socket timeout only covers idle time)
+      const deadline = setTimeout(
+        () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT_XPMESH' })),
+        this.timeoutMs,
       );
-    }
-    const text = await res.text();
-    const type = res.headers.get('content-type') ?? '';
-    const value: unknown = type.includes('json') && text !== '' ? JSON.parse(text) : text;
-    if (!res.ok) {
-      const e = (value ?? {}) as { code?: string; message?: string };
-      throw new AdminCallError(e.code ?? `HTTP_${res.status}`, res.status, e.message ?? String(text));
-    }
-    return value;
+      req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT_XPMESH' })));
+      req.on('error', (err: Error & { code?: string }) => {
+        clearTimeout(deadline);
+        if (err.code === 'ETIMEDOUT_XPMESH')
+          reject(new AdminCallError('E_TIMEOUT', 0, `${where}: no answer within ${this.timeoutMs} ms`));
+        else reject(new AdminCallError('E_CONNECT', 0, `${where}: ${err.code ?? err.message}`));
+      });
+      req.end(payload);
+    });
   }
 
   get<T = unknown>(path: string): Promise<T> {

@@ -95,6 +95,24 @@ describe('a local 3-instance cluster', { timeout: 120_000 }, () => {
     assert.equal(code, 0, `${lines.join('\n')}\n${dumpLogs()}`);
     assert.match(lines.join('\n'), /Demo passed/);
     assert.match(lines.join('\n'), /invalidate/, 'the narration shows the invalidations');
+    // issue 17: the merged log is causal (a reply after its request) and the happy path has no error
+    const REPLY = new Set(['ok', 'get-ok', 'map-ok', 'invalidate-ack', 'error']);
+    const msgs = lines.filter((l) => / → \S+ {2}\S+/.test(l));
+    const parsed = msgs.map((l) => ({
+      l,
+      type: / → \S+ {2}(\S+)/.exec(l)?.[1] ?? '',
+      cid: /cid=([^\s)]+)/.exec(l)?.[1],
+    }));
+    parsed.forEach((m, i) => {
+      if (!REPLY.has(m.type) || m.cid === undefined) return;
+      const req = parsed.findIndex((r) => r.cid === m.cid && !REPLY.has(r.type));
+      assert.ok(req < i, `"${m.l}" is listed before its request`);
+    });
+    assert.deepEqual(
+      msgs.filter((l) => / {2}error /.test(l) || / {2}error$/.test(l)),
+      [],
+      'no error message on the wire in the happy path (release after segment-gone sends nothing)',
+    );
   });
 
   it('is operated by hand with xpmesh ctl', () => {

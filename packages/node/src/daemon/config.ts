@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_LIMITS } from '@xpmesh/protocol';
+import { DEFAULT_LIMITS, TIMING_DEFAULTS } from '@xpmesh/protocol';
 import { type CredentialPolicy, parseCredentialPolicy } from './cred-policy.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -187,7 +187,7 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     flag: 'heartbeat-ms',
     env: 'XPMESH_HEARTBEAT_MS',
     kind: 'int',
-    default: '500',
+    default: String(TIMING_DEFAULTS.heartbeatMs),
     help: 'heartbeat interval on every peer link',
   },
   {
@@ -195,7 +195,7 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     flag: 'missed-beats',
     env: 'XPMESH_MISSED_BEATS',
     kind: 'int',
-    default: '3',
+    default: String(TIMING_DEFAULTS.missedBeats),
     help: 'missed heartbeats before a peer is declared dead and fenced',
   },
   {
@@ -203,7 +203,7 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     flag: 'request-timeout-ms',
     env: 'XPMESH_REQUEST_TIMEOUT_MS',
     kind: 'int',
-    default: '5000',
+    default: String(TIMING_DEFAULTS.requestTimeoutMs),
     help: 'deadline of every peer request',
   },
   {
@@ -211,7 +211,7 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     flag: 'ack-timeout-ms',
     env: 'XPMESH_ACK_TIMEOUT_MS',
     kind: 'int',
-    default: '2000',
+    default: String(TIMING_DEFAULTS.ackTimeoutMs),
     help: 'deadline for invalidation acks; a peer missing it is fenced',
   },
   {
@@ -227,7 +227,7 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     flag: 'prefault',
     env: 'XPMESH_PREFAULT',
     kind: 'int',
-    default: '0',
+    default: String(TIMING_DEFAULTS.prefault),
     help: 'extra pages mapped ahead on a remote fault',
   },
   {

@@ -136,9 +136,21 @@ export async function startInstance(
       throw new AdminError('EFAULT', `no page is present at ${pid}:0x${addr.toString(16)}`);
     return pfn;
   };
+  // /status lists live processes and the last EXITED_KEPT that exited (with the signal they died of).
+  const exitedProcs: ProcessInfo[] = [];
+  const watchExit = (p: ProcessPort) => {
+    p.exited?.then(
+      (s) => {
+        exitedProcs.push({ ...processInfo(p), state: 'exited', code: s.code, signal: s.signal ?? null });
+        if (exitedProcs.length > EXITED_KEPT) exitedProcs.shift();
+      },
+      () => undefined,
+    );
+  };
   const ops: OpHandlers = {
     spawn: async (i) => {
       const p = await kernel.spawn(i);
+      watchExit(p);
       emit({ type: 'process', pid: p.pid, event: 'spawn' });
       return { pid: p.pid };
     },
@@ -155,6 +167,7 @@ export async function startInstance(
     read: async (i) => encodeReadBytes(await proc(i.pid).read(i.addr, i.len)),
     fork: async (i) => {
       const child = await proc(i.pid).fork();
+      watchExit(child);
       emit({ type: 'process', pid: child.pid, parent: i.pid, event: 'fork' });
       return { pid: child.pid };
     },
@@ -246,7 +259,7 @@ export async function startInstance(
       pid: process.pid,
       uptimeMs: Date.now() - started,
       memory: kernel.stats(),
-      processes: [...kernel.processes()].map((p) => ({ pid: p.pid })),
+      processes: [...[...kernel.processes()].map(processInfo), ...exitedProcs],
       driver: driver.status(),
       peers: net.status(),
     }),
@@ -300,4 +313,29 @@ export function reclaimOutcome(result: unknown): string {
     if (typeof r.ok === 'boolean') return r.ok ? 'reclaimed' : String(r.reason ?? 'kept');
   }
   return 'unknown';
+}
+
+/** How many exited processes /status keeps listing (oldest dropped first). */
+export const EXITED_KEPT = 32;
+
+/** One process as /status lists it. */
+export interface ProcessInfo {
+  pid: number;
+  name: string | null;
+  uid: number | null;
+  gid: number | null;
+  /** running, exiting (being torn down) or exited (then code, and signal: the signal it died of or null). */
+  state: 'running' | 'exiting' | 'exited';
+  code?: number;
+  signal?: string | null;
+}
+
+function processInfo(p: ProcessPort): ProcessInfo {
+  return {
+    pid: p.pid,
+    name: p.name ?? null,
+    uid: p.kmm?.uid ?? null,
+    gid: p.kmm?.gid ?? null,
+    state: p.kmm?.exiting ? 'exiting' : 'running',
+  };
 }

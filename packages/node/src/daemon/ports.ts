@@ -12,6 +12,10 @@ type MaybePromise<T> = T | Promise<T>;
 
 export interface ProcessPort {
   readonly pid: number;
+  /** Optional descriptive parts (the real kernel's Process has them): /status shows them. */
+  readonly name?: string;
+  readonly kmm?: { readonly uid: number; readonly gid: number; readonly exiting?: boolean };
+  readonly exited?: Promise<{ code: number; signal?: string }>;
   mmap(len: number, prot: number, addr?: number): MaybePromise<number>;
   munmap(addr: number, len: number): MaybePromise<unknown>;
   fork(): MaybePromise<ProcessPort>;

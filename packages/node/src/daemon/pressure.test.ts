@@ -43,6 +43,7 @@ const noDriverStatus: DriverStatus = {
     serializedInvalidations: 0,
     leaseWaits: 0,
     lostDirtyPages: 0,
+    writebackWithoutData: 0,
     reclaimRefusals: 0,
     staleMessages: 0,
     pins: 0,

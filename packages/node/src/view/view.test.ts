@@ -229,6 +229,7 @@ interface PwPage {
   goto(url: string, opts?: { waitUntil?: string; timeout?: number }): Promise<unknown>;
   evaluate<T>(fn: string | ((arg: never) => T), arg?: unknown): Promise<T>;
   screenshot(opts: { path: string; fullPage?: boolean }): Promise<unknown>;
+  setViewportSize(size: { width: number; height: number }): Promise<void>;
   on(ev: string, fn: (x: { type?(): string; text?(): string; message?: string }) => void): void;
 }
 interface PwBrowser {
@@ -239,6 +240,21 @@ interface PwModule {
   chromium: {
     launch(opts: { executablePath: string; args: string[]; timeout?: number }): Promise<PwBrowser>;
   };
+}
+
+/** No instance card, and no line in one, reaches past the card's box (wide and narrow window). */
+async function assertCardsFit(page: PwPage): Promise<void> {
+  const overflowing = `[...document.querySelectorAll('.card')].flatMap((c) =>
+    [c, ...c.querySelectorAll('.kv, .kv > span')].filter((e) => e.scrollWidth > e.clientWidth + 1 ||
+        e.getBoundingClientRect().right > c.getBoundingClientRect().right + 1)
+      .map((e) => (c.dataset.node ?? '?') + ': ' + e.className + ' "' + e.textContent + '" ' +
+        Math.round(e.getBoundingClientRect().right) + ' > ' + Math.round(c.getBoundingClientRect().right)))`;
+  for (const width of [1480, 760]) {
+    await page.setViewportSize({ width, height: 1000 });
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(await page.evaluate(overflowing), [], `instance cards fit their boxes at ${width} px`);
+  }
+  await page.setViewportSize({ width: 1480, height: 1000 });
 }
 
 async function loadPlaywright(): Promise<PwModule | string> {
@@ -419,8 +435,11 @@ describe('view in headless Chromium', () => {
         'the final picture',
         3000,
         `(() => { const c = window.xpmeshView.counts(${JSON.stringify(segid)});
-           return c.shared >= 96 && c['remote-exclusive'] >= 32 || JSON.stringify(c); })()`,
+           return c.shared >= 96 && c['remote-exclusive'] >= 32 && c.swapped >= 16 || JSON.stringify(c); })()`,
       );
+      // issue 17: the reclaimed pages show as swapped, and no instance card overflows its box, also
+      // in a narrow window (the cards are then at their narrowest)
+      await assertCardsFit(page);
       await new Promise((r) => setTimeout(r, 1300)); // let the change outlines fade
       mkdirSync(ARTIFACTS, { recursive: true });
       await page.screenshot({ path: `${ARTIFACTS}view.png`, fullPage: true });
@@ -465,7 +484,14 @@ describe('view in headless Chromium', () => {
             grants: [],
             attachments: [],
             rmap: { entries: 0 },
-            counters: {},
+            // long figures: the instance card must still hold them (issue 17)
+            counters: {
+              invalidationsSent: 1234567,
+              invalidationsAcked: 1234567,
+              recalls: 123456,
+              remoteFaults: 9876543,
+              homeFaults: 654321,
+            },
             peers: [{ node: 'r2', epoch: 7, state: 'up', fencedBelow: 7 }],
           },
           peers: [{ node: 'r2', epoch: 7, state: 'up', lastSeenMs: 3, outstanding: 0 }],
@@ -540,6 +566,7 @@ describe('view in headless Chromium', () => {
         `window.xpmeshView.page('r1:1', 8000)?.state === 'remote-exclusive'`,
       );
       t.diagnostic(`2000 events shown after ${burstMs} ms; reconnected (${connections} connections)`);
+      await assertCardsFit(page);
       assert.deepEqual(errors, [], 'no script errors in the page');
     } finally {
       await browser?.close().catch(() => undefined);

@@ -93,6 +93,15 @@ describe('codec + validation round trip', () => {
     const many = bad({ t: 'map', id: 1, apid: 'n:a1', page: 0, count: 65, access: 'r' });
     assert.equal(!many.ok && many.code, 'E_TOO_LARGE');
     assert.equal(!many.ok && many.re, 1, 'the request id is echoed so the requester fails fast');
+    // a number outside its type is malformed, whichever side of the range it is on (issue 17)
+    for (const page of [2 ** 32, -1, 1.5]) {
+      const r = bad({ t: 'map', id: 1, apid: 'n:a1', page, count: 1, access: 'r' });
+      assert.equal(!r.ok && r.code, 'E_MALFORMED', `page ${page}`);
+    }
+    const epoch = bad({ t: 'ready', epoch: 2 ** 53 });
+    assert.equal(!epoch.ok && epoch.code, 'E_MALFORMED');
+    const nil = bad({ t: 'ok', re: 1, cid: null });
+    assert.equal(!nil.ok && nil.code, 'E_MALFORMED', 'nil for an absent field is refused');
     const trailing = decodeFrame(Buffer.concat([encodeFrame({ t: 'ok', re: 1 }), Buffer.from([0])]));
     assert.equal(!trailing.ok && trailing.code, 'E_MALFORMED');
     const big = decodeFrame(new Uint8Array((1 << 20) + 1));

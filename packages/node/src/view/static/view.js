@@ -627,7 +627,11 @@ function fillCard(inst) {
   const drv = st.driver ?? {};
   const c = drv.counters ?? {};
   const grid = el('div', 'kvs');
-  kv(grid, 'uptime', `${fmtDuration(st.uptimeMs)} · ${(st.processes ?? []).length} proc`);
+  kv(
+    grid,
+    'uptime',
+    `${fmtDuration(st.uptimeMs)} · ${(st.processes ?? []).filter((p) => p.state !== 'exited').length} proc`,
+  );
   const frames = num(mem.frames);
   const used = frames - num(mem.freeFrames);
   const memRow = kv(grid, 'frames', `${used} / ${frames}`);

@@ -176,7 +176,7 @@ async function grantPageLocked(
       d.refuse('no_permit', 'E_NO_PERMIT', `permit ${permit.apid} revoked`);
     // Steps 1-2 and the source PTE: each returns a promise only when it has something to wait for
     // (the uncontended first grant of a page has nothing), so the usual case takes no turn here.
-    if (seg.inval[p] > 0 || seg.busy[p] > 0) await d.waitIdle(seg, p);
+    if (!seg.mayGrant(p)) await seg.waitIdle(p);
     const conflicts = resolveConflicts(d, seg, p, node, write);
     if (conflicts) await conflicts;
     const fenced = fenceLocalAttachers(d, seg, p, write);
@@ -189,7 +189,7 @@ async function grantPageLocked(
     // mainline order: the sequence number is read BEFORE getUserPage, so an invalidation that
     // starts or ends while we resolve the page (a migration that moves it, a munmap) forces a retry
     const seq = await k.mmuIntervalReadBegin(seg.mm);
-    const gen = seg.gen[p];
+    const gen = seg.readBegin(p);
     let pfn: number;
     const busy = inGup.get(seg) ?? new Map<number, boolean>();
     inGup.set(seg, busy);
@@ -204,7 +204,7 @@ async function grantPageLocked(
     d.counters.pins++;
     let granted = false;
     try {
-      if (seg.gen[p] !== gen || seg.inval[p] > 0 || seg.busy[p] > 0) continue;
+      if (seg.readRetry(p, gen)) continue;
       if (seg.pfn[p] !== pfn) {
         if (!d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = pfn;
         else continue; // stale entries on an old frame: an invalidation is coming (gen will move)
@@ -219,20 +219,13 @@ async function grantPageLocked(
       try {
         // the page lock keeps reclaim and migration off the entry from here to the rmap entry
         const devOk = devModeAt(d, seg, p, pfn) === (write ? DEV_NONE : DEV_READONLY);
-        if (
-          seg.gen[p] !== gen ||
-          seg.inval[p] > 0 ||
-          seg.busy[p] > 0 ||
-          k.mmuIntervalReadRetry(seg.mm, seq) ||
-          seg.removed ||
-          !devOk
-        ) {
+        if (seg.readRetry(p, gen) || k.mmuIntervalReadRetry(seg.mm, seq) || seg.removed || !devOk) {
           continue;
         }
         if (!k.pageExported(pfn)) k.exportPage(pfn); // PG_external_rmap first, lock held
         d.rmap.add(pfn, node, seg.slot, p, permit.slot, permit.epoch, write);
         const grant = ++d.grantSeq;
-        d.transition(seg, p, write ? 'grant-write' : 'grant-read');
+        seg.transition(p, write ? 'grant-write' : 'grant-read');
         const data = copyPage(k.pageBytes(pfn));
         granted = true;
         d.counters.mapsGranted++;
@@ -324,7 +317,7 @@ export async function handleDetach(d: DriverState, from: PeerSession, msg: Detac
         if (e.write && pd) writeBack(d, seg, p, pd.data);
         d.rmap.remove(e.pfn, node, seg.slot, p);
         const left = d.rmap.entries(e.pfn, seg.slot, p).length;
-        d.transition(seg, p, left ? 'drop' : 'drop-last');
+        seg.transition(p, left ? 'drop' : 'drop-last');
         unexportIfEmpty(d, e.pfn, false);
         await syncHomePte(d, seg, p);
       });
@@ -366,7 +359,7 @@ export async function handleDeviceFault(d: DriverState, f: DriverFault): Promise
       continue;
     }
     await seg.mutex.run(p, async () => {
-      await d.waitIdle(seg, p);
+      await seg.waitIdle(p);
       await resolveConflicts(d, seg, p, SELF, f.write);
       await syncHomePte(d, seg, p);
     });
@@ -390,11 +383,11 @@ export async function localAttachFault(
   return seg.mutex.run(p, async () => {
     for (let attempt = 0; attempt < GRANT_RETRIES; attempt++) {
       if (seg.removed) throw new KernelError('SIGBUS', `segment ${seg.segid} removed`);
-      await d.waitIdle(seg, p);
+      await seg.waitIdle(p);
       await resolveConflicts(d, seg, p, SELF, write);
       await syncHomePte(d, seg, p);
       const seq = await k.mmuIntervalReadBegin(seg.mm);
-      const gen = seg.gen[p];
+      const gen = seg.readBegin(p);
       let pfn: number;
       try {
         pfn = await k.getUserPage(seg.mm, addr, { write });
@@ -403,14 +396,7 @@ export async function localAttachFault(
       }
       d.counters.pins++;
       try {
-        if (
-          seg.gen[p] !== gen ||
-          seg.inval[p] > 0 ||
-          seg.busy[p] > 0 ||
-          seg.removed ||
-          k.mmuIntervalReadRetry(seg.mm, seq)
-        )
-          continue;
+        if (seg.readRetry(p, gen) || seg.removed || k.mmuIntervalReadRetry(seg.mm, seq)) continue;
         if (d.rmap.entries(seg.pfn[p], seg.slot, p).some((e) => e.write || write)) continue;
         if (k.installPte(mmAttacher, address, pfn, { write })) {
           // recorded before the page mutex is released: the next grant's fenceLocalAttachers must
@@ -442,7 +428,7 @@ export async function teardownSegment(d: DriverState, seg: Segment, why: 'remove
   const k = d.kernel;
   if (seg.removed) return;
   seg.removed = true;
-  for (let p = 0; p < seg.npages; p++) seg.gen[p]++;
+  for (let p = 0; p < seg.npages; p++) seg.bumpSeq(p);
   const pages = [];
   for (let p = 0; p < seg.npages; p++) if (!d.rmap.isEmpty(seg.pfn[p])) pages.push(p);
   await invalidatePages(d, seg, pages, {

@@ -76,7 +76,7 @@ export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
         const locals = localAttachments(d, seg);
         for (let a = lo - (lo % ps); a < hi; a += ps) {
           const p = (a - seg.vaddr) / ps;
-          seg.gen[p]++; // a grant in progress retries
+          seg.bumpSeq(p); // a grant in progress retries
           if (needsWork(d, seg, p, locals)) pages.push(p);
           else if (FRAME_CHANGES.has(range.event)) seg.pfn[p] = -1;
         }
@@ -108,17 +108,14 @@ async function bracket<T>(d: DriverState, hits: Iterable<[Segment, Iterable<numb
   const held: Array<[Segment, number[]]> = [];
   for (const [seg, pages] of hits) {
     const ps = [...pages];
-    for (const p of ps) seg.busy[p]++;
+    for (const p of ps) seg.enterBracket(p);
     held.push([seg, ps]);
   }
   try {
     return await fn();
   } finally {
     for (const [seg, ps] of held) {
-      for (const p of ps) {
-        seg.busy[p]--;
-        d.wakeIdle(seg, p);
-      }
+      for (const p of ps) seg.leaveBracket(p);
     }
   }
 }
@@ -145,7 +142,7 @@ async function invalidateSourcePages(d: DriverState, seg: Segment, pages: number
   for (const p of pages) {
     seg.dev[p] = DEV_CLEAR;
     if (frameChanges && !d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = -1;
-    if (forget && seg.pageState(p) === 'swapped') d.transition(seg, p, 'forget');
+    if (forget && seg.pageState(p) === 'swapped') seg.transition(p, 'forget');
   }
 }
 
@@ -184,7 +181,7 @@ export function rmapNotifierOps(d: DriverState): RmapNotifierOps {
         const list = groups.get(seg) ?? [];
         groups.set(seg, list);
         if (!list.includes(e.page)) list.push(e.page);
-        seg.gen[e.page]++;
+        seg.bumpSeq(e.page);
       }
       return bracket(d, [...groups], () => invalidateFrame(d, pfn, reason, groups));
     },
@@ -239,7 +236,7 @@ async function invalidateFrame(
       }
       seg.pfn[p] = -1;
       seg.dev[p] = DEV_CLEAR; // the kernel's own rmap walk replaced the source PTE
-      if (ok && reason === 'reclaim' && seg.pageState(p) === 'home') d.transition(seg, p, 'swap-out');
+      if (ok && reason === 'reclaim' && seg.pageState(p) === 'home') seg.transition(p, 'swap-out');
     }
   }
   if (!ok) {

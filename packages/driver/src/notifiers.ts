@@ -84,7 +84,7 @@ export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
       }
       if (hits.length === 0) return undefined;
       if (!range.blockable) return 'again';
-      return bracket(d, hits, async () => {
+      return bracket(hits, async () => {
         for (const [seg, pages] of hits) await invalidateSourcePages(d, seg, pages, range.event);
       });
     },
@@ -104,7 +104,7 @@ export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
  * Run a notifier's work with its pages marked busy: no grant or local map of them can start or
  * finish until the work, including the bookkeeping after the acks, is done.
  */
-async function bracket<T>(d: DriverState, hits: Iterable<[Segment, Iterable<number>]>, fn: () => Promise<T>) {
+async function bracket<T>(hits: Iterable<[Segment, Iterable<number>]>, fn: () => Promise<T>) {
   const held: Array<[Segment, number[]]> = [];
   for (const [seg, pages] of hits) {
     const ps = [...pages];
@@ -183,7 +183,7 @@ export function rmapNotifierOps(d: DriverState): RmapNotifierOps {
         if (!list.includes(e.page)) list.push(e.page);
         seg.bumpSeq(e.page);
       }
-      return bracket(d, [...groups], () => invalidateFrame(d, pfn, reason, groups));
+      return bracket([...groups], () => invalidateFrame(d, pfn, reason, groups));
     },
   };
 }

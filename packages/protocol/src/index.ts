@@ -1,5 +1,6 @@
 export * from './base.js';
 export * from './codec.js';
+export * from './error-table.js';
 export * from './errors.js';
 export * from './limits.js';
 export { Link, type LinkOptions, type LinkState, REPLY_TYPE } from './link.js';

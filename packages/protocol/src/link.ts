@@ -12,7 +12,8 @@
 import { clientProof, newNonce, proofsEqual, serverProof } from './auth.js';
 import type { Clock, Logger } from './base.js';
 import { encodeFrame, type FrameDecoder } from './codec.js';
-import { CloseCode, closeCodeName, isWireErrorCode, WireError } from './errors.js';
+import { isWireErrorCode, type WireErrorCode } from './error-table.js';
+import { CloseCode, closeCodeName, WireError } from './errors.js';
 import type { Limits } from './limits.js';
 import type {
   ErrorMsg,
@@ -21,7 +22,6 @@ import type {
   ReplyMessage,
   RequestMessage,
   RequestReplyMap,
-  WireErrorCode,
 } from './messages.js';
 import type { Metrics } from './metrics.js';
 import { RequestError } from './peers.js';

@@ -22,6 +22,7 @@ import type { DaemonLogger } from './logger.js';
 import type { InstanceMetrics } from './metrics.js';
 import {
   AdminError,
+  httpStatusOf,
   OP_NAMES,
   OP_SCHEMAS,
   type OpHandlers,
@@ -158,7 +159,7 @@ export class AdminServer {
 
   private fail(res: ServerResponse, op: string, err: unknown): void {
     const body = toErrorBody(err);
-    const status = err instanceof AdminError ? err.status : (toStatus(body.code) ?? 500);
+    const status = err instanceof AdminError ? err.status : httpStatusOf(body.code);
     if (body.code === 'E_INTERNAL') this.opts.logger.error({ err, op }, 'admin operation failed');
     this.opts.metrics.adminRequests.inc({ op, code: body.code });
     this.send(res, status, body);
@@ -292,10 +293,6 @@ export class AdminServer {
       this.fail(res, op, err);
     }
   }
-}
-
-function toStatus(code: string): number | undefined {
-  return new AdminError(code, '').status;
 }
 
 function readBody(req: IncomingMessage): Promise<string> {

@@ -58,8 +58,8 @@ export interface DriverStatus {
     segid: string;
     local: boolean;
   }>;
-  /** Reverse map: entries, frames (exported pages; `pages` is the same number), bytes held. */
-  rmap: { entries: number; frames: number; pages: number; bytes: number; bytesPerEntry: number };
+  /** Reverse map: entries, frames (exported pages), bytes held. */
+  rmap: { entries: number; frames: number; bytes: number; bytesPerEntry: number };
   cachedPages: number;
   peers: Array<{ node: string; epoch: number; state: string; fencedBelow: number }>;
   counters: DriverCounters;
@@ -191,7 +191,6 @@ export class XpmemDriver extends DriverState implements KernelModule {
       rmap: {
         entries: this.rmap.size,
         frames: exported,
-        pages: exported,
         bytes: this.rmap.bytes(),
         bytesPerEntry: this.rmap.size ? this.rmap.bytes() / this.rmap.size : 0,
       },

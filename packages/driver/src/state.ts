@@ -36,6 +36,28 @@ import {
 } from './page-state.js';
 import { ReverseMap } from './rmap.js';
 
+/*
+ * Lock ordering in the driver (as mm/rmap.c states the kernel's):
+ *
+ *   seg.mutex[page]                 (KeyedMutex: one per segment page; grants, local and device
+ *                                    faults, detach; held across the awaits of the grant protocol)
+ *     -> kernel mmap lock           (taken inside getUserPage, setDeviceEntry, zapDriverRange,
+ *                                    installPte ...; never held by the driver across an await)
+ *       -> page lock                (lockPage in the grant, around exportPage + the reverse-map entry)
+ *
+ * - A kernel notifier arrives with the kernel's locks held (invalidateRangeStart under the mmap
+ *   lock, the rmap notifier's invalidatePage under the page lock). It never takes seg.mutex: it
+ *   marks its pages busy (Segment.enterBracket) and bumps their sequence. A grant holding seg.mutex
+ *   waits for brackets (Segment.waitIdle) BEFORE it takes the page lock, and re-checks the sequence
+ *   under the page lock (Segment.readRetry); it never waits for a bracket while holding the page lock.
+ * - Invalidations of one page are serialised by Segment.waitInvalidations, not by a lock; every such
+ *   wait, and every lock wait, is bounded (ack deadline + lease: DriverState.invalidationBoundMs).
+ * - One seg.mutex at a time: no path holds the mutexes of two pages (a multi-page map grants each
+ *   page under its own mutex, concurrently, never nested).
+ * - Page locks of frames the driver holds no reference to are only ever tried (trylockPage, see
+ *   unexport.ts), never slept on: the frame may be freed and reused meanwhile.
+ */
+
 /** Home device-entry mode of a page: none set, 'readonly', 'none'. */
 export const DEV_CLEAR = 0;
 export const DEV_READONLY = 1;

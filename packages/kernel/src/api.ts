@@ -71,7 +71,7 @@ export interface MmuNotifierRange {
  *   promise is a bug the kernel rejects.
  * - release: the address space is exiting. Runs before any of its pages is freed; all secondary
  *   mappings must be gone when it resolves. Calling unregister from inside release is refused.
- * - clearFlushYoung / testYoung: the young-bit callbacks (page ageing for reclaim); return true if a
+ * - clearFlushYoung: the young-bit callback (page ageing for reclaim); return true if a
  *   secondary mapping referenced the page since the last call.
  */
 export interface MmuNotifierOps {
@@ -80,7 +80,6 @@ export interface MmuNotifierOps {
   invalidatePage?(mm: MmHandle, address: number): void;
   release?(mm: MmHandle): Promise<void> | undefined;
   clearFlushYoung?(mm: MmHandle, start: number, end: number): boolean;
-  testYoung?(mm: MmHandle, address: number): boolean;
 }
 
 /** Result of a global rmap notifier callback (the 2008 patch's `invalidate_page`, made fallible). */

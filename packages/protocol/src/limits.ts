@@ -23,12 +23,19 @@ export interface Limits {
   malformedBurst: number;
   /** Refill rate of the malformed-frame budget, per second. */
   malformedPerSecond: number;
-  /** Deadline of the whole handshake (hello → ready), ms. */
+  /** Deadline of the whole handshake (hello → ready), ms; on the ws transport also of the TLS
+   * handshake and the HTTP upgrade request before it. */
   handshakeTimeoutMs: number;
   /** Frames a client buffers while waiting for `ready` (only reorder-injecting transports need it). */
   maxEarlyFrames: number;
   /** Longest string field (segid, apid, node ids, message) in characters. */
   maxStringChars: number;
+  /** Entries in the peer table (configured peers plus authenticated node ids that joined). A new
+   * authenticated node id beyond it is refused with close 4012 and counted (peersRefused). */
+  maxPeers: number;
+  /** Accepted connections that have not authenticated yet, at most (ws transport: from TCP accept
+   * to the verified proof); more are closed at accept and counted (pendingRefused). */
+  maxPendingConnections: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -44,6 +51,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   handshakeTimeoutMs: 5000,
   maxEarlyFrames: 1024,
   maxStringChars: 512,
+  maxPeers: 1024,
+  maxPendingConnections: 64,
 });
 
 export function resolveLimits(partial?: Partial<Limits>): Limits {

@@ -32,16 +32,16 @@ export const LINK_INITIAL: Readonly<Record<'client' | 'server', { state: LinkSta
 
 export const LINK_TRANSITIONS: Readonly<Record<LinkState, Readonly<Partial<Record<LinkEvent, Edge>>>>> = {
   'await-hello': {
-    hello: { to: 'await-auth', label: 'valid hello, common version, epoch admitted / send welcome' },
-    close: { to: 'closed', label: '4000 / 4001 / 4004 / 4005 / 4010' },
+    hello: { to: 'await-auth', label: 'valid hello, common version / send welcome' },
+    close: { to: 'closed', label: '4000 / 4001 / 4004 / 4010' },
   },
   'await-welcome': {
     welcome: { to: 'await-ready', label: 'welcome with valid proof / send auth' },
-    close: { to: 'closed', label: '4001 / 4003 / 4004 / 4005 / 4009 / 4010' },
+    close: { to: 'closed', label: '4001 / 4003 / 4004 / 4005 / 4009 / 4010 / 4012' },
   },
   'await-auth': {
     auth: { to: 'up', label: 'valid auth / send ready' },
-    close: { to: 'closed', label: '4003 / 4000 / 4004 / 4005 / 4009' },
+    close: { to: 'closed', label: '4003 / 4000 / 4004 / 4005 / 4009 / 4012' },
   },
   'await-ready': {
     ready: { to: 'up', label: 'ready(epoch = ours)' },

@@ -38,6 +38,10 @@ export interface NetworkMetrics {
   incomingRefused: number;
   /** Sessions refused because their epoch was stale (fenced or not newer). */
   staleRefused: number;
+  /** Authenticated sessions of a new node id refused because the peer table was full (4012). */
+  peersRefused: number;
+  /** Connections closed at accept because limits.maxPendingConnections were unauthenticated. */
+  pendingRefused: number;
   sessionsUp: number;
   sessionsDown: number;
   /** Connections closed (by us or the peer, in handshake or up), by close code. */
@@ -67,6 +71,8 @@ export class Metrics {
     lateReplies: 0,
     incomingRefused: 0,
     staleRefused: 0,
+    peersRefused: 0,
+    pendingRefused: 0,
     sessionsUp: 0,
     sessionsDown: 0,
     closesByCode: {},

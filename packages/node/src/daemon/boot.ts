@@ -61,6 +61,7 @@ export async function bootLayers(config: NodeConfig, logger: DaemonLogger): Prom
       heartbeatMs: config.heartbeatMs,
       missedBeats: config.missedBeats,
       requestTimeoutMs: config.requestTimeoutMs,
+      limits: { maxPeers: config.maxPeers },
       tls: config.tlsCert && config.tlsKey ? { certFile: config.tlsCert, keyFile: config.tlsKey } : undefined,
       logger: logger.child({ layer: 'protocol' }),
     });

@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DEFAULT_LIMITS } from '@xpmesh/protocol';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -46,6 +47,8 @@ export interface NodeConfig {
   shutdownMs: number;
   tlsCert: string | undefined;
   tlsKey: string | undefined;
+  /** Peer-table entries: configured peers plus authenticated node ids that joined (limits.maxPeers). */
+  maxPeers: number;
 }
 
 /** The well-known development key used when none is given and every address is loopback. */
@@ -248,6 +251,14 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     default: '',
     help: 'PEM private key file for --tls-cert',
   },
+  {
+    key: 'maxPeers',
+    flag: 'max-peers',
+    env: 'XPMESH_MAX_PEERS',
+    kind: 'int',
+    default: String(DEFAULT_LIMITS.maxPeers),
+    help: 'peer-table size: a new node id that authenticates beyond it is refused (close 4012, counted as peer_table_full)',
+  },
 ];
 
 const NODE_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -339,6 +350,11 @@ export function resolveConfig(
       );
     clusterKey = DEV_CLUSTER_KEY;
   }
+  // The peer network refuses a key under 16 bytes; say so here, before anything starts.
+  if (Buffer.byteLength(clusterKey, 'utf8') < 16)
+    throw new ConfigError(
+      `the cluster key must be at least 16 bytes (got ${Buffer.byteLength(clusterKey, 'utf8')}); set --cluster-key, --cluster-key-file or XPMESH_CLUSTER_KEY`,
+    );
   const adminToken = raw.get('adminToken') ?? readSecretFile('adminTokenFile');
 
   const frames = int('frames');
@@ -362,10 +378,25 @@ export function resolveConfig(
     throw new ConfigError(
       `--lease-ms ${leaseMs} must exceed --heartbeat-ms ${heartbeatMs} (renewals come once per heartbeat)`,
     );
+  const maxPeers = int('maxPeers');
+  if (maxPeers < 1) throw new ConfigError('--max-peers must be at least 1');
   const tlsCert = raw.get('tlsCert');
   const tlsKey = raw.get('tlsKey');
   if ((tlsCert === undefined) !== (tlsKey === undefined))
     throw new ConfigError('--tls-cert and --tls-key go together');
+  for (const [flag, path] of [
+    ['tls-cert', tlsCert],
+    ['tls-key', tlsKey],
+  ] as const) {
+    if (path === undefined) continue;
+    try {
+      readFileSync(path);
+    } catch (err) {
+      throw new ConfigError(
+        `--${flag} ${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? err})`,
+      );
+    }
+  }
 
   return {
     node,
@@ -388,6 +419,7 @@ export function resolveConfig(
     shutdownMs: int('shutdownMs'),
     tlsCert,
     tlsKey,
+    maxPeers,
   };
 }
 

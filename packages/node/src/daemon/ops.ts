@@ -7,7 +7,7 @@
  * codes such as E_PERM / E_NO_SEGMENT), passed through unchanged.
  */
 
-import { type ErrorCode, type ErrorCodeOf, httpStatusOf } from '@xpmesh/protocol';
+import { ERROR_TABLE, type ErrorCode, type ErrorCodeOf, httpStatusOf } from '@xpmesh/protocol';
 import { z } from 'zod';
 
 /** An address or size: a JSON number or a "0x…" / decimal string. */
@@ -154,7 +154,7 @@ export const OP_NAMES = Object.keys(OP_SCHEMAS) as OpName[];
 export const READ_ONLY_OPS: ReadonlySet<OpName> = new Set(['read', 'pfn', 'check']);
 
 /** Admin-level error codes (other codes pass through from the kernel or the driver). */
-export type AdminErrorCode = ErrorCodeOf<'admin'> | 'E_INTERNAL';
+export type AdminErrorCode = ErrorCodeOf<'admin'> | 'E_TOO_LARGE' | 'E_BUSY' | 'E_INTERNAL';
 
 /** An admin API error: `code` is a row of the one error table, which also gives its HTTP status. */
 export class AdminError extends Error {
@@ -169,6 +169,10 @@ export class AdminError extends Error {
 }
 
 export { httpStatusOf };
+
+/** Every error code the admin API answers with a known status (the metric's `code` label set): the
+ * codes of the error table. */
+export const KNOWN_ERROR_CODES: ReadonlySet<string> = new Set(ERROR_TABLE.map((r) => r.code));
 
 /** Turn anything thrown by a layer below into `{code, message}` (codes travel as data). */
 export function toErrorBody(err: unknown): { code: string; message: string } {

@@ -75,6 +75,8 @@ export interface NetPort {
     handshakeFailures?: number;
     versionFailures?: number;
     staleRefused?: number;
+    peersRefused?: number;
+    pendingRefused?: number;
     abuseCloses?: number;
     rejected?: Record<string, number>;
   };

@@ -10,6 +10,7 @@ COPY packages/protocol/package.json packages/protocol/
 COPY packages/kernel/package.json packages/kernel/
 COPY packages/driver/package.json packages/driver/
 COPY packages/node/package.json packages/node/
+COPY packages/testkit/package.json packages/testkit/
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
 # ---- build: all dependencies + TypeScript -------------------------------------------------------
@@ -20,12 +21,15 @@ COPY packages/protocol/package.json packages/protocol/
 COPY packages/kernel/package.json packages/kernel/
 COPY packages/driver/package.json packages/driver/
 COPY packages/node/package.json packages/node/
+COPY packages/testkit/package.json packages/testkit/
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY packages packages
 RUN npx tsc -b \
- && find packages -path '*/dist/*' \( -name '*.test.js' -o -name '*.test.d.ts' -o -name '*.map' -o -name '*.tsbuildinfo' \) -exec rm -f {} +
+ && find packages -path '*/dist/*' \( -name '*.test.js' -o -name '*.test.d.ts' -o -name '*.map' -o -name '*.tsbuildinfo' \) -exec rm -f {} + \
+ && find packages -path '*/dist/*' -type d \( -name test -o -name bench -o -name model \) -prune -exec rm -rf {} +
 
 # ---- runtime -----------------------------------------------------------------------------------
+# packages/testkit (fault harness, soak, fuzzer, cluster harnesses) is test tooling: never copied here.
 FROM node:20-bookworm-slim AS runtime
 ENV NODE_ENV=production
 WORKDIR /app

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Writes the figures of the "Fuzzing" section of docs/reliability.md from an instance fuzzer
-// summary (the JSON that `node packages/node/dist/fault/fuzz.js --json FILE` prints), between the
+// summary (the JSON that `node packages/testkit/dist/fault/fuzz.js --json FILE` prints), between the
 // GENERATED markers of that section. Never edit the figures by hand:
-//   node packages/node/dist/fault/fuzz.js --duration-ms 300000 --seed 7 --json docs/figures/fuzz-300s.json
+//   node packages/testkit/dist/fault/fuzz.js --duration-ms 300000 --seed 7 --json docs/figures/fuzz-300s.json
 //   node scripts/fuzz-doc.mjs [docs/figures/fuzz-300s.json]
 //   npx biome format --write docs/reliability.md
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -53,7 +53,7 @@ const rows = [
   ],
   [
     'command',
-    `\`node packages/node/dist/fault/fuzz.js --duration-ms ${cmdDuration}${maxFrames} --seed ${s.seed}\``,
+    `\`node packages/testkit/dist/fault/fuzz.js --duration-ms ${cmdDuration}${maxFrames} --seed ${s.seed}\``,
   ],
   [
     'run',

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Writes the "Soak figures" section of docs/reliability.md from a soak summary (the JSON that
-// `node packages/node/dist/fault/soak.js --json FILE` prints). Never edit that section by hand:
-//   node packages/node/dist/fault/soak.js --duration-ms 600000 --seed 11 --json docs/figures/soak-600s.json
+// `node packages/testkit/dist/fault/soak.js --json FILE` prints). Never edit that section by hand:
+//   node packages/testkit/dist/fault/soak.js --duration-ms 600000 --seed 11 --json docs/figures/soak-600s.json
 //   node scripts/soak-doc.mjs [docs/figures/soak-600s.json]
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -35,7 +35,7 @@ const rows = [
   ['result', s.ok ? '**ok** (every check held)' : `**FAILED**: ${(s.problems ?? []).join('; ')}`],
   [
     'command',
-    `\`node packages/node/dist/fault/soak.js --duration-ms ${s.durationMs >= 600000 ? 600000 : s.durationMs} --seed ${s.seed}\` (forced reclaim at the home every 50 ms)`,
+    `\`node packages/testkit/dist/fault/soak.js --duration-ms ${s.durationMs >= 600000 ? 600000 : s.durationMs} --seed ${s.seed}\` (forced reclaim at the home every 50 ms)`,
   ],
   [
     'duration',

@@ -16,6 +16,7 @@ import type {
   PeerSession,
   SegmentGone,
 } from '@xpmesh/protocol';
+import { WireError } from '@xpmesh/protocol';
 import { codeOf } from './errors.js';
 import { homeOf, pageKey } from './ids.js';
 import { copyPage } from './page-copy.js';
@@ -272,7 +273,7 @@ export async function handleInvalidate(
 ): Promise<Omit<InvalidateAck, 're'>> {
   const k = d.kernel;
   if (homeOf(msg.segid) !== from.node)
-    throw { code: 'E_STATE', message: `${from.node} is not the home of ${msg.segid}` };
+    throw new WireError('E_STATE', `${from.node} is not the home of ${msg.segid}`);
   const ranges = normalRanges(msg.ranges);
   // Order. The invalidate covers every grant with an id ≤ upTo. A map-ok still on its way (it may be
   // behind this message) is noted so that the copy it carries is dropped (or installed read-only)

@@ -9,10 +9,11 @@
 import type { KernelModule, KernelModuleApi, NotifierRegistration } from '@xpmesh/kernel';
 import {
   type Access,
-  isWireErrorCode,
   type OneWayMessage,
   type PeerSession,
   type RequestMessage,
+  WireError,
+  wireCodeOf,
 } from '@xpmesh/protocol';
 import { attacherDown, handleSegmentGone } from './attacher.js';
 import { fail } from './errors.js';
@@ -57,8 +58,8 @@ export interface DriverStatus {
     segid: string;
     local: boolean;
   }>;
-  /** Reverse map: entries, frames (exported pages; `pages` is the same number), bytes held. */
-  rmap: { entries: number; frames: number; pages: number; bytes: number; bytesPerEntry: number };
+  /** Reverse map: entries, frames (exported pages), bytes held. */
+  rmap: { entries: number; frames: number; bytes: number; bytesPerEntry: number };
   cachedPages: number;
   peers: Array<{ node: string; epoch: number; state: string; fencedBelow: number }>;
   counters: DriverCounters;
@@ -190,7 +191,6 @@ export class XpmemDriver extends DriverState implements KernelModule {
       rmap: {
         entries: this.rmap.size,
         frames: exported,
-        pages: exported,
         bytes: this.rmap.bytes(),
         bytesPerEntry: this.rmap.size ? this.rmap.bytes() / this.rmap.size : 0,
       },
@@ -245,10 +245,10 @@ export class XpmemDriver extends DriverState implements KernelModule {
 
   private async dispatch(from: PeerSession, msg: RequestMessage) {
     this.emitMessage('in', msg.t, from.node, msg.cid);
-    if (!this.k) throw { code: 'E_STATE', message: 'xpmem driver not loaded' };
+    if (!this.k) throw new WireError('E_STATE', 'xpmem driver not loaded');
     if (this.stale(from)) {
       this.counters.staleMessages++;
-      throw { code: 'E_STALE_EPOCH', message: `session ${from.node}@${from.epoch} was fenced` };
+      throw new WireError('E_STALE_EPOCH', `session ${from.node}@${from.epoch} was fenced`);
     }
     if ((this.epochs.get(from.node) ?? -1) < from.epoch) this.epochs.set(from.node, from.epoch);
     try {
@@ -262,28 +262,14 @@ export class XpmemDriver extends DriverState implements KernelModule {
       this.emitMessage('out', reply.t, from.node, msg.cid);
       return reply as never;
     } catch (e) {
-      const code = (e as { code?: string }).code ?? 'E_INTERNAL';
-      const wire = isWireErrorCode(code) ? code : (KERNEL_TO_WIRE[code] ?? 'E_INTERNAL');
+      // the error table says what each code travels as (kernel errno codes, driver codes)
+      const wire = wireCodeOf((e as { code?: string }).code ?? 'E_INTERNAL');
       if (wire === 'E_INTERNAL') this.log.error({ err: e, msg }, 'xpmem: request handler failed');
       this.emitMessage('out', 'error', from.node, msg.cid);
-      throw { code: wire, message: String((e as Error).message ?? e).slice(0, 500) };
+      throw new WireError(wire, String((e as Error).message ?? e).slice(0, 500));
     }
   }
 }
-
-/** Kernel errno codes that can escape a handler (bounded waits, races) and what the peer sees. */
-const KERNEL_TO_WIRE: Record<string, string> = {
-  ETIMEDOUT: 'E_BUSY',
-  EAGAIN: 'E_BUSY',
-  EBUSY: 'E_BUSY',
-  ENOMEM: 'E_BUSY',
-  EFAULT: 'E_FAULT',
-  SIGBUS: 'E_FAULT',
-  SIGSEGV: 'E_FAULT',
-  EACCES: 'E_ACCESS',
-  ESRCH: 'E_NO_SEGMENT',
-  EINVAL: 'E_MALFORMED',
-};
 
 export function createXpmemDriver(opts: XpmemDriverOptions): XpmemDriver {
   return new XpmemDriver(opts);

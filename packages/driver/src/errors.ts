@@ -1,9 +1,15 @@
 /**
  * Driver error codes. Every user operation either succeeds or throws a {@link DriverError} with one
  * of these stable codes and changes no state. Codes are data: match on `code`, never on class.
- * The table lives in docs/driver.md.
+ * Every code is a row of the one error table (@xpmesh/protocol error-table.ts, docs/errors.md);
+ * docs/driver.md says when each is raised.
  */
-export type DriverErrorCode =
+import type { ErrorCode } from '@xpmesh/protocol';
+
+/** `T`, which must be codes of the error table (the compiler checks it). */
+type TableCodes<T extends ErrorCode> = T;
+
+export type DriverErrorCode = TableCodes<
   | 'EINVAL' // bad argument: unaligned or zero size, overflow, bad mode, unknown access, no attachment at vaddr
   | 'ESRCH' // no such process
   | 'E_NOT_LOADED' // the driver is not loaded into a kernel
@@ -16,7 +22,8 @@ export type DriverErrorCode =
   | 'E_PEER' // the home instance is unreachable or its session ended
   | 'E_TIMEOUT' // a bounded wait expired
   | 'E_BUSY' // the page stayed contended for too long; retry
-  | 'E_STALE_EPOCH'; // message from a fenced / old session
+  | 'E_STALE_EPOCH' // message from a fenced / old session
+>;
 
 export class DriverError extends Error {
   readonly code: DriverErrorCode;

@@ -59,14 +59,14 @@ export async function fenceNode(
       d.events.emit('lost-dirty', { segid: seg.segid, page: e.page, node } satisfies LostDirtyEvent);
     }
     const left = d.rmap.entries(e.pfn, e.seg, e.page).length;
-    d.transition(seg, e.page, left ? 'drop' : 'drop-last');
+    seg.transition(e.page, left ? 'drop' : 'drop-last');
     const set = touched.get(seg) ?? new Set<number>();
     touched.set(seg, set);
     set.add(e.page);
   }
   for (const pfn of frames) unexportIfEmpty(d, pfn, false);
   for (const [seg, pages] of touched) {
-    for (const p of pages) if (seg.inval[p] === 0) await syncHomePte(d, seg, p);
+    for (const p of pages) if (!seg.invalidating(p)) await syncHomePte(d, seg, p);
   }
 }
 

@@ -1,5 +1,7 @@
 /** The total handler table for requests arriving from peers: the compiler proves every request type
- * of the protocol is handled. Validation of shape happens at ingress (protocol package). */
+ * of the protocol is handled. Validation of shape happens at ingress (protocol package).
+ * Also reachable as `@xpmesh/driver/handlers`, for the private testkit only (fault injection: a
+ * mapper that misbehaves on the wire); not part of the driver's public API. */
 import type { PeerSession, RequestMessage, RequestReplyMap } from '@xpmesh/protocol';
 import { handleInvalidate } from './attacher.js';
 import { handleDetach, handleMap } from './home.js';

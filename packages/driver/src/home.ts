@@ -176,7 +176,7 @@ async function grantPageLocked(
       d.refuse('no_permit', 'E_NO_PERMIT', `permit ${permit.apid} revoked`);
     // Steps 1-2 and the source PTE: each returns a promise only when it has something to wait for
     // (the uncontended first grant of a page has nothing), so the usual case takes no turn here.
-    if (seg.inval[p] > 0 || seg.busy[p] > 0) await d.waitIdle(seg, p);
+    if (!seg.mayGrant(p)) await seg.waitIdle(p);
     const conflicts = resolveConflicts(d, seg, p, node, write);
     if (conflicts) await conflicts;
     const fenced = fenceLocalAttachers(d, seg, p, write);
@@ -189,7 +189,7 @@ async function grantPageLocked(
     // mainline order: the sequence number is read BEFORE getUserPage, so an invalidation that
     // starts or ends while we resolve the page (a migration that moves it, a munmap) forces a retry
     const seq = await k.mmuIntervalReadBegin(seg.mm);
-    const gen = seg.gen[p];
+    const gen = seg.readBegin(p);
     let pfn: number;
     const busy = inGup.get(seg) ?? new Map<number, boolean>();
     inGup.set(seg, busy);
@@ -204,7 +204,7 @@ async function grantPageLocked(
     d.counters.pins++;
     let granted = false;
     try {
-      if (seg.gen[p] !== gen || seg.inval[p] > 0 || seg.busy[p] > 0) continue;
+      if (seg.readRetry(p, gen)) continue;
       if (seg.pfn[p] !== pfn) {
         if (!d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = pfn;
         else continue; // stale entries on an old frame: an invalidation is coming (gen will move)
@@ -219,20 +219,13 @@ async function grantPageLocked(
       try {
         // the page lock keeps reclaim and migration off the entry from here to the rmap entry
         const devOk = devModeAt(d, seg, p, pfn) === (write ? DEV_NONE : DEV_READONLY);
-        if (
-          seg.gen[p] !== gen ||
-          seg.inval[p] > 0 ||
-          seg.busy[p] > 0 ||
-          k.mmuIntervalReadRetry(seg.mm, seq) ||
-          seg.removed ||
-          !devOk
-        ) {
+        if (seg.readRetry(p, gen) || k.mmuIntervalReadRetry(seg.mm, seq) || seg.removed || !devOk) {
           continue;
         }
         if (!k.pageExported(pfn)) k.exportPage(pfn); // PG_external_rmap first, lock held
         d.rmap.add(pfn, node, seg.slot, p, permit.slot, permit.epoch, write);
         const grant = ++d.grantSeq;
-        d.transition(seg, p, write ? 'grant-write' : 'grant-read');
+        seg.transition(p, write ? 'grant-write' : 'grant-read');
         const data = copyPage(k.pageBytes(pfn));
         granted = true;
         d.counters.mapsGranted++;
@@ -318,7 +311,7 @@ async function grantRangeLocked(
     d.refuse('no_permit', 'E_NO_PERMIT', `permit ${permit.apid} revoked`);
   // steps 1-2 and the source PTE, per page (each usually synchronous: nothing to wait for)
   for (const p of pages) {
-    if (seg.inval[p] > 0 || seg.busy[p] > 0) await d.waitIdle(seg, p);
+    if (!seg.mayGrant(p)) await seg.waitIdle(p);
     const conflicts = resolveConflicts(d, seg, p, node, write);
     if (conflicts) await conflicts;
     const fenced = fenceLocalAttachers(d, seg, p, write);
@@ -328,7 +321,7 @@ async function grantRangeLocked(
   }
   // step 3 for the range: the sequence number BEFORE getUserPages (mainline order)
   const seq = await k.mmuIntervalReadBegin(seg.mm);
-  const gens = pages.map((p) => seg.gen[p]);
+  const gens = pages.map((p) => seg.readBegin(p));
   const busy = inGup.get(seg) ?? new Map<number, boolean>();
   inGup.set(seg, busy);
   for (const p of pages) busy.set(p, write);
@@ -353,7 +346,7 @@ async function grantRangeLocked(
     const ok = new Array<boolean>(pfns.length).fill(false);
     for (let i = 0; i < pfns.length; i++) {
       const p = pages[i];
-      if (seg.gen[p] !== gens[i] || seg.inval[p] > 0 || seg.busy[p] > 0) continue;
+      if (seg.readRetry(p, gens[i])) continue;
       if (seg.pfn[p] !== pfns[i]) {
         if (!d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = pfns[i];
         else continue; // stale entries on an old frame: an invalidation is coming
@@ -405,19 +398,12 @@ async function grantRangeLocked(
       }
       try {
         const devOk = devModeAt(d, seg, p, pfn) === mode;
-        if (
-          seg.gen[p] !== gens[i] ||
-          seg.inval[p] > 0 ||
-          seg.busy[p] > 0 ||
-          k.mmuIntervalReadRetry(seg.mm, seq) ||
-          seg.removed ||
-          !devOk
-        )
+        if (seg.readRetry(p, gens[i]) || k.mmuIntervalReadRetry(seg.mm, seq) || seg.removed || !devOk)
           continue;
         if (!k.pageExported(pfn)) k.exportPage(pfn); // PG_external_rmap first, lock held
         d.rmap.add(pfn, node, seg.slot, p, permit.slot, permit.epoch, write);
         const grant = ++d.grantSeq;
-        d.transition(seg, p, write ? 'grant-write' : 'grant-read');
+        seg.transition(p, write ? 'grant-write' : 'grant-read');
         const data = copyPage(k.pageBytes(pfn));
         granted[i] = true;
         d.counters.mapsGranted++;
@@ -543,7 +529,7 @@ export async function handleDetach(d: DriverState, from: PeerSession, msg: Detac
         if (e.write && pd) writeBack(d, seg, p, pd.data);
         d.rmap.remove(e.pfn, node, seg.slot, p);
         const left = d.rmap.entries(e.pfn, seg.slot, p).length;
-        d.transition(seg, p, left ? 'drop' : 'drop-last');
+        seg.transition(p, left ? 'drop' : 'drop-last');
         unexportIfEmpty(d, e.pfn, false);
         await syncHomePte(d, seg, p);
       });
@@ -585,7 +571,7 @@ export async function handleDeviceFault(d: DriverState, f: DriverFault): Promise
       continue;
     }
     await seg.mutex.run(p, async () => {
-      await d.waitIdle(seg, p);
+      await seg.waitIdle(p);
       await resolveConflicts(d, seg, p, SELF, f.write);
       await syncHomePte(d, seg, p);
     });
@@ -609,11 +595,11 @@ export async function localAttachFault(
   return seg.mutex.run(p, async () => {
     for (let attempt = 0; attempt < GRANT_RETRIES; attempt++) {
       if (seg.removed) throw new KernelError('SIGBUS', `segment ${seg.segid} removed`);
-      await d.waitIdle(seg, p);
+      await seg.waitIdle(p);
       await resolveConflicts(d, seg, p, SELF, write);
       await syncHomePte(d, seg, p);
       const seq = await k.mmuIntervalReadBegin(seg.mm);
-      const gen = seg.gen[p];
+      const gen = seg.readBegin(p);
       let pfn: number;
       try {
         pfn = await k.getUserPage(seg.mm, addr, { write });
@@ -622,14 +608,7 @@ export async function localAttachFault(
       }
       d.counters.pins++;
       try {
-        if (
-          seg.gen[p] !== gen ||
-          seg.inval[p] > 0 ||
-          seg.busy[p] > 0 ||
-          seg.removed ||
-          k.mmuIntervalReadRetry(seg.mm, seq)
-        )
-          continue;
+        if (seg.readRetry(p, gen) || seg.removed || k.mmuIntervalReadRetry(seg.mm, seq)) continue;
         if (d.rmap.entries(seg.pfn[p], seg.slot, p).some((e) => e.write || write)) continue;
         if (k.installPte(mmAttacher, address, pfn, { write })) {
           // recorded before the page mutex is released: the next grant's fenceLocalAttachers must
@@ -661,7 +640,7 @@ export async function teardownSegment(d: DriverState, seg: Segment, why: 'remove
   const k = d.kernel;
   if (seg.removed) return;
   seg.removed = true;
-  for (let p = 0; p < seg.npages; p++) seg.gen[p]++;
+  for (let p = 0; p < seg.npages; p++) seg.bumpSeq(p);
   const pages = [];
   for (let p = 0; p < seg.npages; p++) if (!d.rmap.isEmpty(seg.pfn[p])) pages.push(p);
   await invalidatePages(d, seg, pages, {

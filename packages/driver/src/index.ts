@@ -23,3 +23,4 @@ export {
   TRANSITIONS,
 } from './page-state.js';
 export { ReverseMap } from './rmap.js';
+export type { Segment } from './state.js';

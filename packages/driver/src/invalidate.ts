@@ -56,7 +56,7 @@ export async function invalidatePages(
   const pfnOf = (p: number): number => o.pfns?.get(p) ?? o.pfn ?? seg.pfn[p];
   // one invalidation of a page at a time (see waitInvalidations); the entries are read after it
   // (checked here first so that the usual case, nothing in flight, does not wait a turn)
-  if (pages.some((q) => seg.inval[q] > 0)) await d.waitInvalidations(seg, pages);
+  if (pages.some((q) => seg.invalidating(q))) await seg.waitInvalidations(pages);
   const byNode = new Map<number, number[]>();
   /** Entries of sessions that are over (the node came back with a new epoch): fenced, not asked. */
   const staleSessions = new Map<number, number>();
@@ -94,10 +94,7 @@ export async function invalidatePages(
   const upTo = d.grantSeq;
   const frames = new Set<number>();
   for (const p of touched) frames.add(pfnOf(p));
-  for (const p of touched) {
-    seg.inval[p]++;
-    d.transition(seg, p, 'invalidate-begin');
-  }
+  for (const p of touched) seg.beginInvalidation(p);
   let ok = true;
   let dirty = false;
   const dirtyPages = new Set<number>();
@@ -192,14 +189,7 @@ export async function invalidatePages(
       }),
     ]);
   } finally {
-    for (const p of touched) {
-      seg.inval[p]--;
-      if (seg.inval[p] === 0) {
-        d.transition(seg, p, rm.hasPage(pfnOf(p), seg.slot, p) ? 'downgrade-end' : 'invalidate-end');
-        d.wakeInvalidations(seg, p);
-        d.wakeIdle(seg, p);
-      }
-    }
+    for (const p of touched) seg.endInvalidation(p, rm.hasPage(pfnOf(p), seg.slot, p));
     unexportEmpty(d, frames, o.lockHeld === true);
   }
   d.events.emit('invalidated', {

@@ -76,7 +76,7 @@ export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
         const locals = localAttachments(d, seg);
         for (let a = lo - (lo % ps); a < hi; a += ps) {
           const p = (a - seg.vaddr) / ps;
-          seg.gen[p]++; // a grant in progress retries
+          seg.bumpSeq(p); // a grant in progress retries
           // Reclaim and migration of an exported frame: its remote copies are left to the rmap
           // notifier (the 2008 path), which the kernel calls for this very frame after its local
           // unmap, page lock held, before the frame is written out, copied or freed, and calls once
@@ -106,7 +106,7 @@ export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
       }
       if (hits.length === 0) return undefined;
       if (!range.blockable) return 'again';
-      return bracket(d, hits, async () => {
+      return bracket(hits, async () => {
         for (const [seg, pages] of hits) await invalidateSourcePages(d, seg, pages, range.event);
       });
     },
@@ -126,21 +126,18 @@ export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
  * Run a notifier's work with its pages marked busy: no grant or local map of them can start or
  * finish until the work, including the bookkeeping after the acks, is done.
  */
-async function bracket<T>(d: DriverState, hits: Iterable<[Segment, Iterable<number>]>, fn: () => Promise<T>) {
+async function bracket<T>(hits: Iterable<[Segment, Iterable<number>]>, fn: () => Promise<T>) {
   const held: Array<[Segment, number[]]> = [];
   for (const [seg, pages] of hits) {
     const ps = [...pages];
-    for (const p of ps) seg.busy[p]++;
+    for (const p of ps) seg.enterBracket(p);
     held.push([seg, ps]);
   }
   try {
     return await fn();
   } finally {
     for (const [seg, ps] of held) {
-      for (const p of ps) {
-        seg.busy[p]--;
-        d.wakeIdle(seg, p);
-      }
+      for (const p of ps) seg.leaveBracket(p);
     }
   }
 }
@@ -167,7 +164,7 @@ async function invalidateSourcePages(d: DriverState, seg: Segment, pages: number
   for (const p of pages) {
     seg.dev[p] = DEV_CLEAR;
     if (frameChanges && !d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = -1;
-    if (forget && seg.pageState(p) === 'swapped') d.transition(seg, p, 'forget');
+    if (forget && seg.pageState(p) === 'swapped') seg.transition(p, 'forget');
     if (event === 'reclaim') markSwapped(d, seg, p);
   }
 }
@@ -181,7 +178,7 @@ async function invalidateSourcePages(d: DriverState, seg: Segment, pages: number
  * the next grant moves it on exactly as from `home`.
  */
 function markSwapped(d: DriverState, seg: Segment, p: number): void {
-  if (seg.pageState(p) === 'home') d.transition(seg, p, 'swap-out');
+  if (seg.pageState(p) === 'home') seg.transition(p, 'swap-out');
 }
 
 /** Zap `pages` of a segment in its same-instance attachments (fenceLocalAttachers for a write, ranged). */
@@ -219,9 +216,9 @@ export function rmapNotifierOps(d: DriverState): RmapNotifierOps {
         const list = groups.get(seg) ?? [];
         groups.set(seg, list);
         if (!list.includes(e.page)) list.push(e.page);
-        seg.gen[e.page]++;
+        seg.bumpSeq(e.page);
       }
-      return bracket(d, [...groups], () => invalidateFrame(d, pfn, reason, groups));
+      return bracket([...groups], () => invalidateFrame(d, pfn, reason, groups));
     },
 
     /**
@@ -273,14 +270,14 @@ export function rmapNotifierOps(d: DriverState): RmapNotifierOps {
           }
           for (const p of pages) {
             m.set(p, pfn);
-            seg.gen[p]++;
+            seg.bumpSeq(p);
           }
         }
         frames.set(i, groups);
       }
       if (frames.size > 0) {
         const hits: Array<[Segment, number[]]> = [...bySeg].map(([seg, m]) => [seg, [...m.keys()]]);
-        await bracket(d, hits, async () => {
+        await bracket(hits, async () => {
           const r = new Map<Segment, InvalidateResult>();
           await Promise.all(
             hits.map(async ([seg, pages]) => {

@@ -60,6 +60,14 @@ export const TRANSITIONS: Readonly<Record<PageState, Readonly<Partial<Record<Pag
   },
 };
 
+/**
+ * Per state index: 1 if a copy may be granted in the state (its row has a grant edge), else 0.
+ * Derived from the table, so grants ask the table (Segment.mayGrant): 'invalidating' has none.
+ */
+export const GRANTABLE: Uint8Array = Uint8Array.from(PAGE_STATES, (s) =>
+  TRANSITIONS[s]['grant-read'] !== undefined || TRANSITIONS[s]['grant-write'] !== undefined ? 1 : 0,
+);
+
 export class IllegalTransition extends Error {
   readonly code = 'E_INTERNAL';
   constructor(from: PageState, event: PageEvent) {

@@ -26,15 +26,62 @@ import { DEFAULT_LEASE_MS, defaultLeaseMarginMs, silentLogger, TIMING_DEFAULTS }
 import { DriverError, fail } from './errors.js';
 import { homeOf } from './ids.js';
 import { KeyedMutex } from './mutex.js';
-import { nextState, PAGE_STATES, type PageEvent, type PageState, stateIndex } from './page-state.js';
+import {
+  GRANTABLE,
+  nextState,
+  PAGE_STATES,
+  type PageEvent,
+  type PageState,
+  stateIndex,
+} from './page-state.js';
 import { ReverseMap } from './rmap.js';
+
+/*
+ * Lock ordering in the driver (as mm/rmap.c states the kernel's):
+ *
+ *   seg.mutex[page]                 (KeyedMutex: one per segment page; grants, local and device
+ *                                    faults, detach; held across the awaits of the grant protocol)
+ *     -> kernel mmap lock           (taken inside getUserPage, setDeviceEntry, zapDriverRange,
+ *                                    installPte ...; never held by the driver across an await)
+ *       -> page lock                (lockPage in the grant, around exportPage + the reverse-map entry)
+ *
+ * - A kernel notifier arrives with the kernel's locks held (invalidateRangeStart under the mmap
+ *   lock, the rmap notifier's invalidatePage under the page lock). It never takes seg.mutex: it
+ *   marks its pages busy (Segment.enterBracket) and bumps their sequence. A grant holding seg.mutex
+ *   waits for brackets (Segment.waitIdle) BEFORE it takes the page lock, and re-checks the sequence
+ *   under the page lock (Segment.readRetry); it never waits for a bracket while holding the page lock.
+ * - Invalidations of one page are serialised by Segment.waitInvalidations, not by a lock; every such
+ *   wait, and every lock wait, is bounded (ack deadline + lease: DriverState.invalidationBoundMs).
+ * - One seg.mutex at a time: no path holds the mutexes of two pages (a multi-page map grants each
+ *   page under its own mutex, concurrently, never nested).
+ * - Page locks of frames the driver holds no reference to are only ever tried (trylockPage, see
+ *   unexport.ts), never slept on: the frame may be freed and reused meanwhile.
+ */
 
 /** Home device-entry mode of a page: none set, 'readonly', 'none'. */
 export const DEV_CLEAR = 0;
 export const DEV_READONLY = 1;
 export const DEV_NONE = 2;
 
-/** A segment exported by this instance (xpmem_make). */
+/**
+ * What a segment's per-page synchronisation needs from its driver: time, the bound of an
+ * invalidation, a log and two counters' home, and the events to report page-state changes on.
+ */
+export interface SegmentEnv {
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly events: EventEmitter;
+  readonly counters: { serializedInvalidations: number };
+  /** Longest an invalidation can take (ack deadline, then the lease wait of a fence). */
+  readonly invalidationBoundMs: number;
+}
+
+/**
+ * A segment exported by this instance (xpmem_make), with the per-page state of the home's
+ * directory and the page's own synchronisation: its coherence state (page-state.ts: the one
+ * transition table), the invalidations and notifier brackets in flight on it, its sequence number
+ * and the waits on them. Grants ask {@link Segment.mayGrant}, which asks the table.
+ */
 export class Segment {
   readonly npages: number;
   /** PageState index per page. */
@@ -45,7 +92,7 @@ export class Segment {
   readonly pfn: Int32Array;
   /** Bumped by every invalidation that touches the page (our page-granular mmu_interval seq). */
   readonly gen: Uint32Array;
-  /** Invalidations of the page in flight; no grant while > 0. */
+  /** Invalidations of the page in flight (> 0 exactly while the page is 'invalidating'). */
   readonly inval: Uint16Array;
   /**
    * Kernel notifier brackets (per-mm range or rmap invalidatePage) working on the page; no grant
@@ -56,6 +103,7 @@ export class Segment {
   /** Device-entry mode currently installed in the source PTE (DEV_*). */
   readonly dev: Uint8Array;
   readonly mutex = new KeyedMutex<number>();
+  /** Grants and local maps waiting for the page to become grantable (see waitIdle). */
   readonly idle = new Map<number, Array<() => void>>();
   /** Invalidations waiting for the one in flight on the page to end (see waitInvalidations). */
   readonly invalDone = new Map<number, Array<() => void>>();
@@ -71,6 +119,7 @@ export class Segment {
     readonly size: number,
     readonly mode: number,
     pageSize: number,
+    private readonly env: SegmentEnv,
   ) {
     this.npages = size / pageSize;
     this.state = new Uint8Array(this.npages);
@@ -84,6 +133,153 @@ export class Segment {
 
   pageState(p: number): PageState {
     return PAGE_STATES[this.state[p]];
+  }
+
+  /** Apply a page-state event (the only way a page's state changes). */
+  transition(p: number, event: PageEvent): void {
+    const from = this.pageState(p);
+    const to = nextState(from, event);
+    if (to === from) return;
+    this.state[p] = stateIndex(to);
+    // the event object is built only for listeners (a 1024-page invalidation makes 2048 of them)
+    const ev = this.env.events;
+    if (ev.listenerCount('page-state') > 0)
+      ev.emit('page-state', { segid: this.segid, page: p, from, to, event } satisfies PageStateEvent);
+  }
+
+  // ---- grants: mainline's mmu_interval_read_begin / read_retry, per page -------------------------
+
+  /**
+   * A copy of page `p` may be granted now: its state has a grant edge in the table (it is not
+   * 'invalidating') and no notifier bracket holds it.
+   */
+  mayGrant(p: number): boolean {
+    return GRANTABLE[this.state[p]] === 1 && this.busy[p] === 0;
+  }
+
+  /** The page's sequence number, read before a grant resolves the page (mmu_interval_read_begin). */
+  readBegin(p: number): number {
+    return this.gen[p];
+  }
+
+  /** True if an invalidation touched the page since `readBegin`, or it cannot be granted now. */
+  readRetry(p: number, seq: number): boolean {
+    return this.gen[p] !== seq || !this.mayGrant(p);
+  }
+
+  /** An invalidation (or teardown) touches the page: a grant in progress retries. */
+  bumpSeq(p: number): void {
+    this.gen[p]++;
+  }
+
+  // ---- invalidations and notifier brackets --------------------------------------------------------
+
+  /** An invalidation of the page is in flight. */
+  invalidating(p: number): boolean {
+    return this.inval[p] > 0;
+  }
+
+  /** invalidate messages for the page are about to be sent. */
+  beginInvalidation(p: number): void {
+    this.inval[p]++;
+    this.transition(p, 'invalidate-begin');
+  }
+
+  /**
+   * An invalidation of the page completed (every ack in, or the mapper fenced); `copiesLeft`: a
+   * former writer kept a read copy. The last one to end wakes the page's waiters.
+   */
+  endInvalidation(p: number, copiesLeft: boolean): void {
+    this.inval[p]--;
+    if (this.inval[p] === 0) {
+      this.transition(p, copiesLeft ? 'downgrade-end' : 'invalidate-end');
+      this.wakeInvalidations(p);
+      this.wakeIdle(p);
+    }
+  }
+
+  /** A kernel notifier starts working on the page: no grant until it leaves. */
+  enterBracket(p: number): void {
+    this.busy[p]++;
+  }
+
+  leaveBracket(p: number): void {
+    this.busy[p]--;
+    this.wakeIdle(p);
+  }
+
+  /** Wait (bounded) until the page may be granted (no invalidation, no notifier bracket). */
+  async waitIdle(p: number): Promise<void> {
+    const deadline = this.env.invalidationBoundMs * 3 + 1000;
+    const clock = this.env.clock;
+    while (!this.mayGrant(p)) {
+      await new Promise<void>((resolve, reject) => {
+        const list = this.idle.get(p) ?? [];
+        this.idle.set(p, list);
+        const t = clock.setTimeout(
+          () => reject(new DriverError('E_BUSY', 'invalidation did not end')),
+          deadline,
+        );
+        list.push(() => {
+          clock.clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /**
+   * Wait (bounded) until no invalidation of any of `pages` is in flight. Invalidations of one page
+   * are serialised: two in flight to the same mapper would race their acks (the mapper answers the
+   * second one "nothing here" once the first took the copy, and that empty ack may be processed
+   * first, removing the entry the dirty data of the other ack still needs). The in-flight one is
+   * itself bounded (ack deadline, then fence and lease), so this wait is too; past the bound it
+   * logs and goes on rather than hang a notifier.
+   */
+  async waitInvalidations(pages: readonly number[]): Promise<void> {
+    const clock = this.env.clock;
+    const deadline = clock.now() + this.env.invalidationBoundMs * 3 + 1000;
+    let waited = false;
+    for (;;) {
+      const p = pages.find((q) => this.inval[q] > 0);
+      if (p === undefined) break;
+      const left = deadline - clock.now();
+      if (left <= 0) {
+        this.env.log.error(
+          { segid: this.segid, page: p },
+          'xpmem: earlier invalidation did not end in its bound',
+        );
+        break;
+      }
+      waited = true;
+      await new Promise<void>((resolve) => {
+        const list = this.invalDone.get(p) ?? [];
+        this.invalDone.set(p, list);
+        const t = clock.setTimeout(resolve, left);
+        list.push(() => {
+          clock.clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    if (waited) this.env.counters.serializedInvalidations++;
+  }
+
+  /** The last invalidation of the page ended: wake the invalidations waiting for it. */
+  private wakeInvalidations(p: number): void {
+    if (this.invalDone.size === 0) return;
+    const list = this.invalDone.get(p);
+    if (!list || this.inval[p] > 0) return;
+    this.invalDone.delete(p);
+    for (const w of list) w();
+  }
+
+  private wakeIdle(p: number): void {
+    if (this.idle.size === 0) return;
+    const list = this.idle.get(p);
+    if (!list || !this.mayGrant(p)) return;
+    this.idle.delete(p);
+    for (const w of list) w();
   }
 }
 
@@ -472,95 +668,15 @@ export class DriverState {
     return i;
   }
 
-  /** Apply a page-state event (the only way a page's state changes). */
-  transition(seg: Segment, page: number, event: PageEvent): void {
-    const from = seg.pageState(page);
-    const to = nextState(from, event);
-    if (to === from) return;
-    seg.state[page] = stateIndex(to);
-    // the event object is built only for listeners (a 1024-page invalidation makes 2048 of them)
-    if (this.events.listenerCount('page-state') > 0)
-      this.events.emit('page-state', { segid: seg.segid, page, from, to, event } satisfies PageStateEvent);
-  }
-
   /** Longest an invalidation can take: ack deadline, then the lease wait of a fence. */
   get invalidationBoundMs(): number {
     return this.ackTimeoutMs + this.leaseMs + this.leaseMarginMs;
-  }
-
-  /** Wait (bounded) until no invalidation or notifier bracket of the page is in flight. */
-  async waitIdle(seg: Segment, page: number): Promise<void> {
-    const deadline = this.invalidationBoundMs * 3 + 1000;
-    while (seg.inval[page] > 0 || seg.busy[page] > 0) {
-      await new Promise<void>((resolve, reject) => {
-        const list = seg.idle.get(page) ?? [];
-        seg.idle.set(page, list);
-        const t = this.clock.setTimeout(
-          () => reject(new DriverError('E_BUSY', 'invalidation did not end')),
-          deadline,
-        );
-        list.push(() => {
-          this.clock.clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  /**
-   * Wait (bounded) until no invalidation of any of `pages` is in flight. Invalidations of one page
-   * are serialised: two in flight to the same mapper would race their acks (the mapper answers the
-   * second one "nothing here" once the first took the copy, and that empty ack may be processed
-   * first, removing the entry the dirty data of the other ack still needs). The in-flight one is
-   * itself bounded (ack deadline, then fence and lease), so this wait is too; past the bound it
-   * logs and goes on rather than hang a notifier.
-   */
-  async waitInvalidations(seg: Segment, pages: readonly number[]): Promise<void> {
-    const deadline = this.clock.now() + this.invalidationBoundMs * 3 + 1000;
-    let waited = false;
-    for (;;) {
-      const p = pages.find((q) => seg.inval[q] > 0);
-      if (p === undefined) break;
-      const left = deadline - this.clock.now();
-      if (left <= 0) {
-        this.log.error({ segid: seg.segid, page: p }, 'xpmem: earlier invalidation did not end in its bound');
-        break;
-      }
-      waited = true;
-      await new Promise<void>((resolve) => {
-        const list = seg.invalDone.get(p) ?? [];
-        seg.invalDone.set(p, list);
-        const t = this.clock.setTimeout(resolve, left);
-        list.push(() => {
-          this.clock.clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-    if (waited) this.counters.serializedInvalidations++;
   }
 
   /** Count a refusal (see DriverCounters.refused), then throw its error. */
   refuse(kind: keyof DriverCounters['refused'], code: 'E_NO_PERMIT' | 'E_PERM', message: string): never {
     this.counters.refused[kind]++;
     fail(code, message);
-  }
-
-  /** The last invalidation of `page` ended: wake the invalidations waiting for it. */
-  wakeInvalidations(seg: Segment, page: number): void {
-    if (seg.invalDone.size === 0) return;
-    const list = seg.invalDone.get(page);
-    if (!list || seg.inval[page] > 0) return;
-    seg.invalDone.delete(page);
-    for (const w of list) w();
-  }
-
-  wakeIdle(seg: Segment, page: number): void {
-    if (seg.idle.size === 0) return;
-    const list = seg.idle.get(page);
-    if (!list || seg.inval[page] > 0 || seg.busy[page] > 0) return;
-    seg.idle.delete(page);
-    for (const w of list) w();
   }
 
   // ---- leases (attacher side) --------------------------------------------------------------------

@@ -116,16 +116,7 @@ function releaseOnExit(d: DriverState, mm: MmHandle): void {
 /** Map a failed request to a driver error with a stable code. */
 export function remoteError(e: unknown, home: string): DriverError {
   const code = codeOf(e);
-  const known = [
-    'E_NO_SEGMENT',
-    'E_NO_PERMIT',
-    'E_PERM',
-    'E_RANGE',
-    'E_ACCESS',
-    'E_FAULT',
-    'E_BUSY',
-    'EINVAL',
-  ];
+  const known = ['E_NO_SEGMENT', 'E_NO_PERMIT', 'E_PERM', 'E_RANGE', 'E_ACCESS', 'E_FAULT', 'E_BUSY'];
   if (known.includes(code)) return new DriverError(code as never, (e as Error).message);
   if (code === 'E_TIMEOUT') return new DriverError('E_TIMEOUT', `home ${home} did not answer`);
   return new DriverError('E_PEER', `home ${home}: ${(e as Error)?.message ?? code}`);

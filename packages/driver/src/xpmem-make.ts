@@ -30,7 +30,7 @@ export async function xpmemMake(
     d.mms.set(mm.id, rec);
   }
   const n = d.nextSeg++;
-  const seg = new Segment(segidFor(d.self, n), n, mm, vaddr, size, mode, ps);
+  const seg = new Segment(segidFor(d.self, n), n, mm, vaddr, size, mode, ps, d);
   d.segments.set(seg.segid, seg);
   d.segBySlot.set(seg.slot, seg);
   rec.segs.add(seg);

@@ -12,6 +12,8 @@
  * changes are fine; a changed signature must be changed in both places in one commit.
  */
 
+import type { ErrorCodeOf } from '@xpmesh/protocol';
+
 /** Size of a page frame in bytes: the one page size of every layer (defined by the protocol). */
 export { PAGE_SIZE } from '@xpmesh/protocol';
 export const PAGE_SHIFT = 12;
@@ -19,19 +21,11 @@ export const PAGE_SHIFT = 12;
 /** A physical frame number: index of a 4 KiB frame in the instance's physical memory. */
 export type Pfn = number;
 
-/** Stable error codes (errno-style). Codes travel as data: match on `code`, never on class. */
-export type KernelErrorCode =
-  | 'EINVAL' // bad argument (unaligned, zero length, overflow, unknown flag)
-  | 'ENOMEM' // no frame / no address space / no swap slot
-  | 'EFAULT' // address not covered by a VMA
-  | 'EACCES' // access not permitted by the VMA protection
-  | 'EPERM' // operation not permitted (e.g. exportPage without the page lock)
-  | 'ESRCH' // no such process / mm
-  | 'EBUSY' // resource in use (page locked, notifier in callback ...)
-  | 'EAGAIN' // raced with an invalidation: retry (non-blockable context or seq retry)
-  | 'ETIMEDOUT' // a bounded wait expired
-  | 'SIGSEGV' // access refused: delivered to the process as a signal
-  | 'SIGBUS'; // access to a hole / removed segment / lost page: delivered as a signal
+/**
+ * Stable error codes (errno-style): the kernel's rows of the one error table (@xpmesh/protocol
+ * error-table.ts, docs/errors.md). Codes travel as data: match on `code`, never on class.
+ */
+export type KernelErrorCode = ErrorCodeOf<'kernel'>;
 
 export class KernelError extends Error {
   readonly code: KernelErrorCode;
@@ -77,7 +71,7 @@ export interface MmuNotifierRange {
  *   promise is a bug the kernel rejects.
  * - release: the address space is exiting. Runs before any of its pages is freed; all secondary
  *   mappings must be gone when it resolves. Calling unregister from inside release is refused.
- * - clearFlushYoung / testYoung: the young-bit callbacks (page ageing for reclaim); return true if a
+ * - clearFlushYoung: the young-bit callback (page ageing for reclaim); return true if a
  *   secondary mapping referenced the page since the last call.
  */
 export interface MmuNotifierOps {
@@ -86,7 +80,6 @@ export interface MmuNotifierOps {
   invalidatePage?(mm: MmHandle, address: number): void;
   release?(mm: MmHandle): Promise<void> | undefined;
   clearFlushYoung?(mm: MmHandle, start: number, end: number): boolean;
-  testYoung?(mm: MmHandle, address: number): boolean;
 }
 
 /** Result of a global rmap notifier callback (the 2008 patch's `invalidate_page`, made fallible). */

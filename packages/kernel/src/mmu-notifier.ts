@@ -146,14 +146,6 @@ export function mmuNotifierClearFlushYoung(mm: Mm, start: number, end: number): 
   return young;
 }
 
-export function mmuNotifierTestYoung(mm: Mm, address: number): boolean {
-  let young = false;
-  for (const r of mm.notifiers.live()) {
-    if (r.ops.testYoung && r.call('testYoung', (ops) => ops.testYoung!(mm.handle, address))) young = true;
-  }
-  return young;
-}
-
 /** mmu_interval_read_begin: wait (bounded) until no invalidation of mm is in progress. */
 export async function mmuIntervalReadBegin(mm: Mm, timeoutMs: number): Promise<number> {
   const deadline = Date.now() + timeoutMs;

@@ -19,7 +19,7 @@
  * copied, for migration). A 'none' entry on a page WITHOUT PG_external_rmap has nobody to bring the
  * data home, so such a page stays unevictable.
  */
-import { KernelError, type MmuNotifierRange, PAGE_SIZE, type Pfn, PROT_READ, PROT_WRITE } from './api.js';
+import { type MmuNotifierRange, PAGE_SIZE, type Pfn, PROT_READ, PROT_WRITE } from './api.js';
 import type { Kernel } from './kernel.js';
 import type { Mm } from './mm.js';
 import {
@@ -578,8 +578,4 @@ export async function pageMkclean(
     }
   }
   return { dirty, clean };
-}
-
-export function assertLocked(k: Kernel, pfn: Pfn): void {
-  if (!k.phys.testFlag(pfn, 1)) throw new KernelError('EPERM', `pfn ${pfn}: page lock not held`);
 }

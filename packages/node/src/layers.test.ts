@@ -1,5 +1,5 @@
 /**
- * The packages' layers point one way: protocol ← kernel ← driver ← node. A package's
+ * The packages' layers point one way: protocol ← kernel ← driver ← node ← testkit (test tooling). A package's
  * dependencies and its sources' imports name only packages of lower layers.
  */
 import assert from 'node:assert/strict';
@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 
 const packages = new URL('../../', import.meta.url).pathname;
-const LAYERS = ['@xpmesh/protocol', '@xpmesh/kernel', '@xpmesh/driver', '@xpmesh/node'];
+const LAYERS = ['@xpmesh/protocol', '@xpmesh/kernel', '@xpmesh/driver', '@xpmesh/node', '@xpmesh/testkit'];
 
 function files(dir: string): string[] {
   return readdirSync(dir).flatMap((n) => {
@@ -24,7 +24,9 @@ const workspace = readdirSync(packages)
     pkg: JSON.parse(readFileSync(join(packages, d, 'package.json'), 'utf8')),
   }));
 
-test('package dependencies point down the layers', () => {
+test('package dependencies point down the layers; the test tooling is private', () => {
+  const testkit = workspace.find((w) => w.pkg.name === '@xpmesh/testkit');
+  assert.equal(testkit?.pkg.private, true);
   for (const name of LAYERS)
     assert.ok(
       workspace.some((w) => w.pkg.name === name),

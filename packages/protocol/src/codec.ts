@@ -20,8 +20,9 @@
  * or a batch (an array of 1..limits.maxBatch maps), processed in order. Trailing bytes are an error.
  */
 import { type Options, Packr } from 'msgpackr';
+import type { WireErrorCode } from './error-table.js';
 import { type Limits, resolveLimits } from './limits.js';
-import type { Message, WireErrorCode } from './messages.js';
+import type { Message } from './messages.js';
 import { Validator } from './validate.js';
 
 export const PACKR_OPTIONS = Object.freeze({

@@ -1,32 +1,9 @@
 /**
- * Stable error codes (on the wire, in `error` messages and RequestError.code) and WebSocket close
- * codes (4000-4999, private use). docs/errors.md holds the same tables; a test checks they agree.
+ * WebSocket close codes (4000-4999, private use) and the error class of wire codes. The error codes
+ * themselves are rows of the one error table (error-table.ts); docs/errors.md holds the same tables
+ * and tests check they agree.
  */
-import type { WireErrorCode } from './messages.js';
-
-export const WIRE_ERROR_CODES: Readonly<Record<WireErrorCode, string>> = Object.freeze({
-  E_MALFORMED: 'frame could not be decoded or failed validation',
-  E_UNKNOWN_TYPE: 'unknown message type',
-  E_TOO_LARGE: 'frame, batch or list over a limit',
-  E_VERSION: 'no common protocol version',
-  E_AUTH: 'authentication failed',
-  E_STATE: 'message not valid in the link state (e.g. a request before ready, hello after ready)',
-  E_TOO_MANY: 'too many outstanding requests',
-  E_TIMEOUT: 'deadline expired',
-  E_STALE_EPOCH: 'session ended, fenced, or superseded before the reply',
-  E_NO_SEGMENT: 'unknown or removed segment',
-  E_NO_PERMIT: 'unknown or released apid',
-  E_PERM: "permission denied by the segment's mode bits",
-  E_RANGE: 'page range outside the segment',
-  E_ACCESS: 'access mode not allowed by the permit',
-  E_FAULT: 'the home could not resolve the page (hole, unmapped): SIGBUS at the attacher',
-  E_BUSY: 'temporarily refused (send queue over its high-water mark, or shutting down); retry later',
-  E_INTERNAL: 'a bug; logged',
-});
-
-export function isWireErrorCode(s: unknown): s is WireErrorCode {
-  return typeof s === 'string' && Object.hasOwn(WIRE_ERROR_CODES, s);
-}
+import type { WireErrorCode } from './error-table.js';
 
 /** WebSocket close codes used by xpmesh links. Memory transport uses the same numbers. */
 export const CloseCode = Object.freeze({

@@ -7,7 +7,7 @@
  * test/validate-diff.test.ts proves accept/reject and output equal to zod with fast-check.
  */
 import { PAGE_SIZE } from './base.js';
-import { WIRE_ERROR_CODES } from './errors.js';
+import { WIRE_ERROR_CODES } from './error-table.js';
 import type { Limits } from './limits.js';
 import { INVALIDATE_REASONS, type Message, type MessageType } from './messages.js';
 

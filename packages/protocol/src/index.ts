@@ -1,9 +1,11 @@
 export * from './base.js';
 export * from './codec.js';
 export * from './defaults.js';
+export * from './error-table.js';
 export * from './errors.js';
 export * from './limits.js';
-export { Link, type LinkOptions, type LinkState, REPLY_TYPE } from './link.js';
+export { Link, type LinkOptions, REPLY_TYPE } from './link.js';
+export * from './link-state.js';
 export * from './memory.js';
 export * from './messages.js';
 export * from './metrics.js';

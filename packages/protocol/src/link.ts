@@ -12,8 +12,10 @@
 import { clientProof, newNonce, proofsEqual, serverProof } from './auth.js';
 import type { Clock, Logger } from './base.js';
 import { encodeFrame, type FrameDecoder } from './codec.js';
-import { CloseCode, closeCodeName, isWireErrorCode, WireError } from './errors.js';
+import { isWireErrorCode, type WireErrorCode } from './error-table.js';
+import { CloseCode, closeCodeName, WireError } from './errors.js';
 import type { Limits } from './limits.js';
+import { LINK_INITIAL, type LinkState, nextLinkState } from './link-state.js';
 import type {
   ErrorMsg,
   Message,
@@ -21,13 +23,10 @@ import type {
   ReplyMessage,
   RequestMessage,
   RequestReplyMap,
-  WireErrorCode,
 } from './messages.js';
 import type { Metrics } from './metrics.js';
 import { RequestError } from './peers.js';
 import type { Conn } from './transport.js';
-
-export type LinkState = 'await-hello' | 'await-welcome' | 'await-auth' | 'await-ready' | 'up' | 'closed';
 
 /** The handshake step at which a link asks the network whether the session may proceed. */
 export type AdmitStage = 'hello' | 'welcome' | 'auth' | 'ready';
@@ -159,7 +158,7 @@ export class Link {
     this.o = o;
     this.role = o.role;
     this.epoch = o.epoch;
-    this.state = o.role === 'client' ? 'await-welcome' : 'await-hello';
+    this.state = LINK_INITIAL[o.role].state;
     this.lastSeen = o.clock.now();
     this.leaseBasis = this.lastSeen;
     this.budget = o.limits.malformedBurst;
@@ -565,7 +564,7 @@ export class Link {
       nonce: this.myNonce,
       proof,
     });
-    this.state = 'await-auth';
+    this.state = nextLinkState(this.state, 'hello');
   }
 
   private onWelcome(msgs: Message[]): void {
@@ -602,7 +601,7 @@ export class Link {
     }
     this.peerNonce = w.nonce;
     this.sendNow({ t: 'auth', proof: clientProof(o.clusterKey, this.myNonce, w.nonce, o.self, w.node) });
-    this.state = 'await-ready';
+    this.state = nextLinkState(this.state, 'welcome');
   }
 
   private onAuth(msgs: Message[]): void {
@@ -665,7 +664,7 @@ export class Link {
   }
 
   private goUp(): void {
-    this.state = 'up';
+    this.state = nextLinkState(this.state, this.role === 'server' ? 'auth' : 'ready');
     this.o.conn.authenticated?.();
     this.o.clock.clearTimeout(this.handshakeTimer);
     this.seen();
@@ -716,7 +715,7 @@ export class Link {
   private closed(code: number, reason: string, byUs: boolean): void {
     if (this.state === 'closed') return;
     const wasUp = this.state === 'up';
-    this.state = 'closed';
+    this.state = nextLinkState(this.state, 'close');
     this.closeCode = code;
     this.closeReason = reason;
     const c = this.o.clock;

@@ -15,6 +15,8 @@
  *   home instance that granted them: "<home node id>:a<n>".
  */
 
+import type { WireErrorCode } from './error-table.js';
+
 export const PROTOCOL_VERSIONS = [2] as const;
 export type ProtocolVersion = (typeof PROTOCOL_VERSIONS)[number];
 
@@ -248,26 +250,6 @@ export interface Ok {
   re: number;
   cid?: string;
 }
-
-/** Stable error codes carried on the wire (docs/errors.md has the table). */
-export type WireErrorCode =
-  | 'E_MALFORMED' // frame could not be decoded or failed validation
-  | 'E_UNKNOWN_TYPE' // unknown message type
-  | 'E_TOO_LARGE' // frame or list over a limit
-  | 'E_VERSION' // no common protocol version
-  | 'E_AUTH' // authentication failed
-  | 'E_STATE' // message not valid in the link's current state
-  | 'E_TOO_MANY' // too many outstanding requests
-  | 'E_TIMEOUT' // deadline expired
-  | 'E_STALE_EPOCH' // message from a fenced / old session
-  | 'E_NO_SEGMENT' // unknown or removed segment
-  | 'E_NO_PERMIT' // unknown or released apid
-  | 'E_PERM' // permission denied by the segment's mode bits
-  | 'E_RANGE' // page range outside the segment
-  | 'E_ACCESS' // access mode not allowed by the permit
-  | 'E_FAULT' // the home could not resolve the page (hole, unmapped) → SIGBUS at the attacher
-  | 'E_BUSY' // temporarily refused, retry
-  | 'E_INTERNAL'; // a bug; logged
 
 /** Error reply (with `re`) or unsolicited error (without). */
 export interface ErrorMsg {

@@ -4,6 +4,7 @@
  *
  * CONTRACT STATUS: agreement between the protocol package and the driver. Additive changes only.
  */
+import type { WireErrorCode } from './error-table.js';
 import type { OneWayMessage, RequestMessage, RequestReplyMap } from './messages.js';
 
 /** A peer session: the node id and the epoch of its current session. */
@@ -31,9 +32,9 @@ export interface RequestOptions {
 /** Thrown (rejected) by request(): `code` is a WireErrorCode ('E_TIMEOUT', 'E_STALE_EPOCH' when the
  * session ended before the reply, or the code of an error reply from the peer). */
 export class RequestError extends Error {
-  readonly code: string;
+  readonly code: WireErrorCode;
   readonly peer: string;
-  constructor(code: string, peer: string, message: string) {
+  constructor(code: WireErrorCode, peer: string, message: string) {
     super(`${code} from ${peer}: ${message}`);
     this.name = 'RequestError';
     this.code = code;
@@ -41,8 +42,8 @@ export class RequestError extends Error {
   }
 }
 
-/** Handler for requests arriving from a peer: resolve with the reply, or throw a RequestError-like
- * `{code, message}` which is sent back as an `error` reply. The network fills in `re` and `cid`. */
+/** Handler for requests arriving from a peer: resolve with the reply, or throw an error with a
+ * `code` (a WireError, or any error whose code the table maps) which is sent back as an `error` reply. The network fills in `re` and `cid`. */
 export type RequestHandler = (
   from: PeerSession,
   msg: RequestMessage,

@@ -10,10 +10,10 @@
  */
 import { z } from 'zod';
 import { PAGE_SIZE } from './base.js';
-import { WIRE_ERROR_CODES } from './errors.js';
+import { WIRE_ERROR_CODES, type WireErrorCode } from './error-table.js';
 import { buildFastChecks } from './fast-validate.js';
 import { type Limits, resolveLimits } from './limits.js';
-import { INVALIDATE_REASONS, type Message, type MessageType, type WireErrorCode } from './messages.js';
+import { INVALIDATE_REASONS, type Message, type MessageType } from './messages.js';
 
 export const NONCE_BYTES = 32;
 export const PROOF_BYTES = 32;

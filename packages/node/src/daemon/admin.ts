@@ -28,6 +28,7 @@ import type { DaemonLogger } from './logger.js';
 import type { InstanceMetrics } from './metrics.js';
 import {
   AdminError,
+  httpStatusOf,
   KNOWN_ERROR_CODES,
   OP_NAMES,
   OP_SCHEMAS,
@@ -368,7 +369,7 @@ export class AdminServer {
   /** Answers an error. `op` must come from a fixed set (an op name, a GET_ROUTES name, "unknown"). */
   private fail(res: ServerResponse, op: string, err: unknown): void {
     const body = toErrorBody(err);
-    const status = err instanceof AdminError ? err.status : (toStatus(body.code) ?? 500);
+    const status = err instanceof AdminError ? err.status : httpStatusOf(body.code);
     if (status >= 500 && status !== 503 && status !== 504 && status !== 507)
       this.opts.logger.error({ err, op }, 'admin operation failed');
     this.opts.metrics.adminRequests.inc({ op, code: metricCode(body.code) });
@@ -550,10 +551,6 @@ export class AdminServer {
       this.fail(res, op, err);
     }
   }
-}
-
-function toStatus(code: string): number | undefined {
-  return new AdminError(code, '').status;
 }
 
 /** The `code` label: a known code, else "other" (codes of lower layers are a closed set, but the

@@ -6,6 +6,8 @@
  * the layer that refused (kernel errno-style codes such as EINVAL / ESRCH / SIGBUS, or driver wire
  * codes such as E_PERM / E_NO_SEGMENT), passed through unchanged.
  */
+
+import { ERROR_TABLE, type ErrorCode, type ErrorCodeOf, httpStatusOf } from '@xpmesh/protocol';
 import { z } from 'zod';
 
 /** An address or size: a JSON number or a "0x…" / decimal string. */
@@ -152,21 +154,13 @@ export const OP_NAMES = Object.keys(OP_SCHEMAS) as OpName[];
 export const READ_ONLY_OPS: ReadonlySet<OpName> = new Set(['read', 'pfn', 'check']);
 
 /** Admin-level error codes (other codes pass through from the kernel or the driver). */
-export type AdminErrorCode =
-  | 'E_BAD_REQUEST' // body is not JSON or fails the schema
-  | 'E_UNAUTHORIZED' // operation needs the bearer token
-  | 'E_NOT_FOUND' // unknown path or operation
-  | 'E_METHOD' // wrong HTTP method
-  | 'E_SHUTTING_DOWN' // the instance is stopping
-  | 'E_TOO_LARGE' // body over the admin limit (413)
-  | 'E_TOO_DEEP' // body nested deeper than the admin limit
-  | 'E_BUSY' // a bounded resource is full (e.g. /events subscribers); retry later
-  | 'E_INTERNAL'; // a bug; logged
+export type AdminErrorCode = ErrorCodeOf<'admin'> | 'E_TOO_LARGE' | 'E_BUSY' | 'E_INTERNAL';
 
+/** An admin API error: `code` is a row of the one error table, which also gives its HTTP status. */
 export class AdminError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly status: number;
-  constructor(code: string, message: string, status = httpStatusOf(code)) {
+  constructor(code: ErrorCode, message: string, status = httpStatusOf(code)) {
     super(message);
     this.name = 'AdminError';
     this.code = code;
@@ -174,45 +168,11 @@ export class AdminError extends Error {
   }
 }
 
-const STATUS_BY_CODE: Record<string, number> = {
-  E_BAD_REQUEST: 400,
-  E_TOO_DEEP: 400,
-  EINVAL: 400,
-  E_RANGE: 400,
-  E_MALFORMED: 400,
-  E_UNAUTHORIZED: 401,
-  EACCES: 403,
-  EPERM: 403,
-  E_PERM: 403,
-  E_ACCESS: 403,
-  E_NOT_FOUND: 404,
-  ESRCH: 404,
-  EFAULT: 404,
-  E_NO_SEGMENT: 404,
-  E_NO_PERMIT: 404,
-  E_METHOD: 405,
-  SIGBUS: 409,
-  SIGSEGV: 409,
-  E_FAULT: 409,
-  EBUSY: 409,
-  EAGAIN: 409,
-  E_BUSY: 409,
-  E_STALE_EPOCH: 409,
-  E_PEER: 409,
-  E_TOO_LARGE: 413,
-  ENOMEM: 507,
-  E_NOT_LOADED: 503,
-  E_SHUTTING_DOWN: 503,
-  ETIMEDOUT: 504,
-  E_TIMEOUT: 504,
-};
+export { httpStatusOf };
 
-/** Every error code the admin API answers with a known status (the metric's `code` label set). */
-export const KNOWN_ERROR_CODES: ReadonlySet<string> = new Set([...Object.keys(STATUS_BY_CODE), 'E_INTERNAL']);
-
-export function httpStatusOf(code: string): number {
-  return STATUS_BY_CODE[code] ?? 500;
-}
+/** Every error code the admin API answers with a known status (the metric's `code` label set): the
+ * codes of the error table. */
+export const KNOWN_ERROR_CODES: ReadonlySet<string> = new Set(ERROR_TABLE.map((r) => r.code));
 
 /** Turn anything thrown by a layer below into `{code, message}` (codes travel as data). */
 export function toErrorBody(err: unknown): { code: string; message: string } {

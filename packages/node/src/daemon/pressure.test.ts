@@ -24,7 +24,7 @@ const noDriverStatus: DriverStatus = {
   segments: [],
   grants: [],
   attachments: [],
-  rmap: { entries: 0, frames: 0, pages: 0, bytes: 0, bytesPerEntry: 0 },
+  rmap: { entries: 0, frames: 0, bytes: 0, bytesPerEntry: 0 },
   cachedPages: 0,
   peers: [],
   counters: {

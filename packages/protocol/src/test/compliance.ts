@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { clientProof, newNonce } from '../auth.js';
 import { decodeRaw, encodeFrame } from '../codec.js';
-import { CloseCode } from '../errors.js';
+import { CloseCode, WireError } from '../errors.js';
 import { type Detach, type Get, PROTOCOL_VERSIONS, type Release } from '../messages.js';
 import type { PeerNetworkOptions, TransportPeerNetwork } from '../network.js';
 import { type PeerSession, RequestError } from '../peers.js';
@@ -354,7 +354,7 @@ export function complianceSuite(makeHarness: () => Harness): void {
       const n = await fresh([{ node: 'a' }, { node: 'b' }]);
       n.b.onRequest(async (_from, msg) => {
         if (msg.t === 'get') {
-          if (msg.segid === 'b:404') throw { code: 'E_NO_SEGMENT', message: 'no such segment' };
+          if (msg.segid === 'b:404') throw new WireError('E_NO_SEGMENT', 'no such segment');
           if (msg.segid === 'b:500') throw new Error('handler bug');
           return { t: 'get-ok', apid: `b:a${msg.uid}`, size: 4096 * msg.uid, access: msg.access };
         }

@@ -10,10 +10,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createXpmemDriver, type XpmemDriver } from '@xpmesh/driver';
 import * as instance from '@xpmesh/kernel';
 import { PAGE_SIZE } from '@xpmesh/kernel';
 import { createWsPeerNetwork, type TransportPeerNetwork } from '@xpmesh/protocol';
-import { createXpmemDriver, type XpmemDriver } from '../index.js';
 
 type Cmd = { id: number; op: string; [k: string]: unknown };
 

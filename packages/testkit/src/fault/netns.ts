@@ -34,13 +34,18 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { CallResult, ControllerCommands } from './controller.js';
 
-export const MAIN_JS = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+/** The `xpmesh` CLI of @xpmesh/node (the product the harness runs as each host's instance). */
+export const MAIN_JS = join(
+  dirname(createRequire(import.meta.url).resolve('@xpmesh/node/package.json')),
+  'dist/cli/main.js',
+);
 export const CONTROLLER_JS = fileURLToPath(new URL('./controller.js', import.meta.url));
 
 /** One clock for orchestrator, controller and instances: ms since the epoch, sub-ms precision. */

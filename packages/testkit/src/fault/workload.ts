@@ -21,10 +21,10 @@
  * single-copy register and no write of a fenced session became visible after the home moved on.
  */
 
+import { checkHistory, type HistoryOp, type Violation } from '@xpmesh/node/load/history';
+import { type LoadProgramArgs, type LoadProgramResult, MAX_SEQ } from '@xpmesh/node/load/program';
+import { touchedPages } from '@xpmesh/node/load/workloads';
 import { PAGE_SIZE } from '@xpmesh/protocol/base';
-import { checkHistory, type HistoryOp, type Violation } from '../load/history.js';
-import { type LoadProgramArgs, type LoadProgramResult, MAX_SEQ } from '../load/program.js';
-import { touchedPages } from '../load/workloads.js';
 import type { CallResult, InstanceStatus, Observation } from './controller.js';
 
 const WORDS_PER_PAGE = 1024;

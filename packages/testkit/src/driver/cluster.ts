@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createXpmemDriver, type MessageEvent, type XpmemDriver } from '@xpmesh/driver';
 import * as instance from '@xpmesh/kernel';
 import { PAGE_SIZE } from '@xpmesh/kernel';
 import { createMemoryNetwork, type LinkFaults, type PeerNetwork } from '@xpmesh/protocol';
-import { createXpmemDriver, type MessageEvent, type XpmemDriver } from '../index.js';
 
 export const PROT_RW = 3;
 export const PROT_R = 1;

@@ -4,9 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import type { MessageEvent, Segment } from '@xpmesh/driver';
 import { PAGE_SIZE } from '@xpmesh/kernel';
-import type { MessageEvent } from '../index.js';
-import type { Segment } from '../state.js';
 import {
   attachOn,
   type Cluster,

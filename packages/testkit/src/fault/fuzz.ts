@@ -4,7 +4,7 @@
  * RUNNING instance (kernel, ws peer network, driver, admin API, booted in this process exactly as
  * `xpmesh node` boots them), from an authenticated peer, for a bounded time and number of frames.
  *
- *   node packages/node/dist/fault/fuzz.js --duration-ms 300000 --seed 7 --json FILE
+ *   node packages/testkit/dist/fault/fuzz.js --duration-ms 300000 --seed 7 --json FILE
  *
  * Set-up, through the admin API: the instance (`n1`) exports an 8-page segment (mode 0600) written
  * with known bytes, holds a local permit and a local attachment; a second real instance (`n2`, the
@@ -49,6 +49,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Writable } from 'node:stream';
+import { AdminClient } from '@xpmesh/node/daemon/admin-client';
+import { bootLayers } from '@xpmesh/node/daemon/boot';
+import { type NodeConfig, resolveConfig } from '@xpmesh/node/daemon/config';
+import { type InstanceParts, type RunningInstance, startInstance } from '@xpmesh/node/daemon/instance';
+import { freePorts } from '@xpmesh/node/daemon/launcher';
+import { createLogger } from '@xpmesh/node/daemon/logger';
+import { parsePrometheus } from '@xpmesh/node/load/stats';
 import {
   CloseCode,
   decodeFrame,
@@ -63,13 +70,6 @@ import {
 } from '@xpmesh/protocol';
 import { PAGE_SIZE } from '@xpmesh/protocol/base';
 import WebSocket from 'ws';
-import { AdminClient } from '../daemon/admin-client.js';
-import { bootLayers } from '../daemon/boot.js';
-import { type NodeConfig, resolveConfig } from '../daemon/config.js';
-import { type InstanceParts, type RunningInstance, startInstance } from '../daemon/instance.js';
-import { freePorts } from '../daemon/launcher.js';
-import { createLogger } from '../daemon/logger.js';
-import { parsePrometheus } from '../load/stats.js';
 import { finishTool, intOption, parseToolArgs, runIfMain } from './tool-cli.js';
 
 export const FUZZ_LIMITS = { maxDurationMs: 3_600_000, maxFrames: 10_000_000 } as const;
@@ -1586,7 +1586,7 @@ export async function fuzzInstance(o: FuzzOptions): Promise<Record<string, unkno
 
 // ---- CLI -----------------------------------------------------------------------------------------
 
-const HELP = `node packages/node/dist/fault/fuzz.js --duration-ms N [--max-frames N] [--seed S] [--json FILE]
+const HELP = `node packages/testkit/dist/fault/fuzz.js --duration-ms N [--max-frames N] [--seed S] [--json FILE]
 
 Fuzzes a running instance (booted in this process, with a second instance as a well-behaved peer)
 with random, mutated and structurally valid but meaningless frames from an authenticated peer, for

@@ -4,7 +4,7 @@
  * lab of instances in network namespaces (netns.ts). Bounded in time and in number of faults.
  * Prints one JSON summary on stdout (progress on stderr) and exits 0 when everything held:
  *
- *   node packages/node/dist/fault/soak.js --duration-ms 600000
+ *   node packages/testkit/dist/fault/soak.js --duration-ms 600000
  *
  * Fault kinds: partition (the victim cut from everyone, both ways), one-way (its frames, or the
  * frames to it, dropped), pair (two instances cut apart, both ways, the rest untouched), link-down,
@@ -17,7 +17,7 @@
  * window, and the leak checks at the end (kernel invariants, pins == unpins, empty reverse maps and
  * caches, nothing left of the lab).
  */
-import { prng } from '../load/program.js';
+import { prng } from '@xpmesh/node/load/program';
 import type { InstanceStatus } from './controller.js';
 import { DEFAULT_TIMINGS, Lab, leftovers, now, probeCapabilities, sleep, sweepOrphans } from './netns.js';
 import { finishTool, intOption, parseToolArgs, runIfMain } from './tool-cli.js';
@@ -369,7 +369,7 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
   };
 }
 
-const HELP = `usage: node packages/node/dist/fault/soak.js [options]
+const HELP = `usage: node packages/testkit/dist/fault/soak.js [options]
 
 Random real faults (partition, one-way, pair, link-down, crash, pause) every few seconds under a
 mixed read/write load with forced reclaims, on instances in network namespaces. Needs root,

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { PAGE_SIZE as PAGE } from '@xpmesh/kernel';
-import { requestHandlers } from '../handlers.js';
+import { requestHandlers } from '@xpmesh/driver/handlers';
 import {
   type Cluster,
   countSent,

@@ -7,7 +7,7 @@
  * codes such as E_PERM / E_NO_SEGMENT), passed through unchanged.
  */
 
-import { ERROR_TABLE, type ErrorCode, type ErrorCodeOf, httpStatusOf } from '@xpmesh/protocol';
+import { ERROR_TABLE, type ErrorCode, type ErrorCodeOf, httpStatusOf } from '@xpmesh/protocol/error-table';
 import { z } from 'zod';
 
 /** An address or size: a JSON number or a "0x…" / decimal string. */

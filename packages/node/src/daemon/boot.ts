@@ -9,6 +9,7 @@ import { createKernel } from '../kernel/index.js';
 import type { NodeConfig } from './config.js';
 import type { InstanceParts } from './instance.js';
 import type { Logger } from './logger.js';
+import { DnsMembership, selfMatcher } from './membership.js';
 import type { DriverPort } from './ports.js';
 
 /**
@@ -109,12 +110,33 @@ export async function bootLayers(config: NodeConfig, logger: Logger): Promise<In
       prefault: config.prefault + 1,
     });
     await kernel.loadModule(driver);
-    return { kernel, net, driver };
+    return { kernel, net, driver, membership: startMembership(config, net, logger) };
   } catch (err) {
     await closeLayers({ kernel, net }, logger);
     throw err;
   }
 }
+
+/** Membership from DNS (--peers-dns), started once the driver listens to the network. */
+function startMembership(config: NodeConfig, net: PeerNetwork & DialTableNet, logger: Logger) {
+  if (config.peersDns.length === 0) return undefined;
+  const log = logger.child({ layer: 'membership' });
+  const membership = new DnsMembership({
+    names: config.peersDns,
+    scheme: config.tlsCert ? 'wss' : 'ws',
+    intervalMs: config.peersDnsIntervalMs,
+    net,
+    isSelf: selfMatcher(config.listenHost, config.listenPort),
+    logger: {
+      info: (f, m) => log.info(f, m),
+      warn: (f, m) => log.warn(f, m),
+      debug: (f, m) => log.debug(f, m),
+    },
+  });
+  membership.start();
+  return membership;
+}
+type DialTableNet = { addPeer(p: { url: string }): void; removePeer(url: string): boolean };
 
 /**
  * Close what `bootLayers` started when the instance cannot start after all (e.g. the admin port is
@@ -129,6 +151,7 @@ export async function closeLayers(parts: Partial<InstanceParts>, logger: Logger)
       logger.warn({ err, step: name }, 'closing after a failed start: step failed');
     }
   };
+  await step('membership', () => parts.membership?.stop());
   await step('driver', () => parts.driver?.unload?.());
   await step('net', () => parts.net?.close());
   await step('kernel', () => parts.kernel?.close());

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { type AdminBackend, type AdminEvent, AdminServer } from './admin.js';
 import type { NodeConfig } from './config.js';
 import type { Logger } from './logger.js';
+import type { DnsMembership } from './membership.js';
 import { type GaugeSnapshot, InstanceMetrics } from './metrics.js';
 import { AdminError, decodeWriteBytes, encodeReadBytes, type OpHandlers } from './ops.js';
 import type { DriverPort, KernelPort, NetPort, ProcessPort } from './ports.js';
@@ -18,6 +19,8 @@ export interface InstanceParts {
   kernel: KernelPort;
   net: NetPort;
   driver: DriverPort;
+  /** Membership from DNS (--peers-dns), if configured. */
+  membership?: DnsMembership;
 }
 
 export interface RunningInstance {
@@ -61,6 +64,7 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
       no_permit: num(refused?.no_permit),
       access_denied: num(refused?.access_denied),
       readonly_write: num((stats.counters as Record<string, unknown> | undefined)?.driverWriteDenied),
+      node_id_collision: net?.idCollisions ?? 0,
     },
   };
 }
@@ -241,6 +245,7 @@ export async function startInstance(
       processes: [...kernel.processes()].map((p) => ({ pid: p.pid })),
       driver: driver.status(),
       peers: net.status(),
+      membership: parts.membership?.stats(),
     }),
     pages: (segid) => driver.pageStates(segid),
   };
@@ -267,6 +272,9 @@ export async function startInstance(
       };
       // The driver's unload detaches local attachments (detach messages carry dirty data home) and
       // answers pending invalidations before the links close.
+      // Leaving: stop dialling new members first; then the driver's unload removes our exports
+      // (attachers get segment-gone) and detaches our attachments (dirty pages go home).
+      await step('membership', () => parts.membership?.stop());
       await step('driver', () => driver.unload?.());
       await step('net', () => net.close());
       await step('kernel', () => kernel.close());

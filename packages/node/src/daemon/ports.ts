@@ -73,6 +73,7 @@ export interface NetPort {
     versionFailures?: number;
     staleRefused?: number;
     abuseCloses?: number;
+    idCollisions?: number;
     rejected?: Record<string, number>;
   };
   on(event: 'up' | 'down', listener: (...args: never[]) => void): void;

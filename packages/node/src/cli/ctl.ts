@@ -1,14 +1,17 @@
 /** `xpmesh ctl`: operate a running instance by hand through its admin API. */
 import { AdminCallError, AdminClient } from '../daemon/admin-client.js';
+import { ConnectError, resolveConnect } from '../daemon/discover.js';
 import { OP_NAMES, OP_SCHEMAS, type OpName } from '../daemon/ops.js';
 import { type Env, EXIT_FAIL, EXIT_OK, type Io, type Options, parse, str, UsageError } from './usage.js';
 
 const VIEWS = ['status', 'pages', 'metrics', 'events', 'healthz'] as const;
 
-export const CTL_HELP = `usage: xpmesh ctl [--url URL] [--token TOKEN] COMMAND [--field value ...]
+export const CTL_HELP = `usage: xpmesh ctl [--url URL | --connect dns:NAME:PORT] [--token TOKEN] COMMAND [--field value ...]
 
 Talks to one instance's admin API (URL from --url or XPMESH_ADMIN_URL, default
 http://127.0.0.1:7500; token from --token or XPMESH_ADMIN_TOKEN). Prints JSON.
+--connect dns:NAME:PORT runs COMMAND on every instance NAME resolves to (e.g. dns:tasks.node:7500
+under Swarm) and prints one JSON object per instance: {"url", "exit", "output"}.
 
 views:
   status                              memory, processes, segments, attachments, rmap, peers
@@ -52,7 +55,7 @@ const camel = (k: string) => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperC
 
 /** Split argv into the global part (before the command) and the command's own arguments. */
 function splitGlobal(argv: string[]): { global: string[]; command?: string; rest: string[] } {
-  const withValue = new Set(['--url', '-u', '--token']);
+  const withValue = new Set(['--url', '-u', '--token', '--connect']);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (withValue.has(a)) {
@@ -101,13 +104,60 @@ export function buildBody(op: OpName, args: string[]): Record<string, unknown> {
   return body;
 }
 
+/** `--connect dns:NAME:PORT`: the command once per instance behind the name. */
+async function ctlEach(
+  connect: string,
+  g: ReturnType<typeof parse>,
+  command: string,
+  rest: string[],
+  env: Env,
+  io: Io,
+): Promise<number> {
+  if (str(g, 'url') !== undefined) throw new UsageError('give --url or --connect, not both');
+  if (command === 'events') throw new UsageError('events follows one instance: use --url');
+  if (!connect.startsWith('dns:')) throw new UsageError('--connect takes dns:NAME:PORT (or use --url)');
+  let urls: string[];
+  try {
+    urls = await resolveConnect(connect, { waitMs: 5000 });
+  } catch (err) {
+    if (err instanceof ConnectError) throw new UsageError(err.message);
+    io.err(`xpmesh ctl: ${(err as Error).message}`);
+    return EXIT_FAIL;
+  }
+  let worst = EXIT_OK;
+  const token = str(g, 'token');
+  for (const url of urls) {
+    const lines: string[] = [];
+    const errs: string[] = [];
+    const sub: Io = { out: (l) => lines.push(l), err: (l) => errs.push(l) };
+    const argv = ['--url', url, ...(token ? ['--token', token] : []), command, ...rest];
+    const code = await runCtl(argv, env, sub);
+    worst = Math.max(worst, code);
+    const text = lines.join('\n');
+    let output: unknown = text;
+    try {
+      output = JSON.parse(text);
+    } catch {
+      // not JSON (metrics text)
+    }
+    io.out(JSON.stringify({ url, exit: code, output, ...(errs.length ? { error: errs.join('\n') } : {}) }));
+  }
+  return worst;
+}
+
 export async function runCtl(argv: string[], env: Env, io: Io): Promise<number> {
   const { global, command, rest } = splitGlobal(argv);
-  const g = parse(global, { url: { type: 'string', short: 'u' }, token: { type: 'string' } });
+  const g = parse(global, {
+    url: { type: 'string', short: 'u' },
+    token: { type: 'string' },
+    connect: { type: 'string' },
+  });
   if (g.help || command === undefined || command === 'help') {
     io.out(CTL_HELP);
     return command === undefined && !g.help ? 2 : EXIT_OK;
   }
+  const connect = str(g, 'connect');
+  if (connect !== undefined) return ctlEach(connect, g, command, rest, env, io);
   const client = new AdminClient(
     str(g, 'url') ?? env.XPMESH_ADMIN_URL ?? 'http://127.0.0.1:7500',
     str(g, 'token') ?? env.XPMESH_ADMIN_TOKEN,

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { AdminClient } from '../daemon/admin-client.js';
+import { parseDnsConnect, resolveConnect } from '../daemon/discover.js';
 import { type LocalCluster, launchCluster } from '../daemon/launcher.js';
 import { MAX_PROCS } from './program.js';
 import { buildReport, htmlReport, type LoadReport, textReport } from './report.js';
@@ -43,7 +44,9 @@ options:
   --ops N             total operations cap (hard cap ${LIMITS.maxOps})          [2000000]
   --seed N            seed: fixes each process's sequence of operations  [1]
   --frames N          frames per instance of the local cluster           [8192]
-  --connect URLS      use running instances (admin URLs, comma-separated; the first is the home)
+  --connect URLS      use running instances (admin URLs, comma-separated; the first is the home),
+                      or dns:NAME:PORT: every address of NAME (with --instances N: wait for N,
+                      use the first N; waits up to 60 s)
   --token T           admin bearer token (or XPMESH_ADMIN_TOKEN)
   --logs DIR          keep the local cluster's logs in DIR (default: a temp dir)
   --json FILE         write the full report as JSON (an array with --workload all)
@@ -116,13 +119,25 @@ export async function runLoadCli(argv: string[], io: LoadCliIo = defaultIo): Pro
   let instances: number;
   let urls: string[] | undefined;
   let frames: number;
+  let dnsWant: number | undefined;
   try {
     const w = s('workload') ?? 'mixed';
     if (w === 'all') workloads = [...WORKLOADS];
     else if ((WORKLOADS as readonly string[]).includes(w)) workloads = [w as Workload];
     else throw new Usage(`--workload must be one of ${WORKLOADS.join(', ')}, all; got "${w}"`);
     const connect = s('connect');
-    if (connect !== undefined) {
+    let dns: ReturnType<typeof parseDnsConnect>;
+    try {
+      dns = connect !== undefined ? parseDnsConnect(connect) : undefined;
+    } catch (err) {
+      throw new Usage((err as Error).message);
+    }
+    if (connect !== undefined && dns) {
+      // resolved below, before the run: every address, or the first --instances N once N resolve
+      dnsWant =
+        s('instances') !== undefined ? int(s('instances'), 'instances', 3, 1, LIMITS.maxInstances) : 0;
+      urls = Array.from({ length: dnsWant || 1 }, () => 'dns');
+    } else if (connect !== undefined) {
       urls = connect
         .split(',')
         .map((u) => u.trim())
@@ -160,6 +175,13 @@ export async function runLoadCli(argv: string[], io: LoadCliIo = defaultIo): Pro
   let cluster: LocalCluster | undefined;
   const reports: LoadReport[] = [];
   try {
+    if (dnsWant !== undefined) {
+      urls = (await resolveConnect(s('connect') ?? '', { min: dnsWant || 1, waitMs: 60_000 })).slice(
+        0,
+        Math.min(dnsWant || LIMITS.maxInstances, Math.floor(MAX_PROCS / opts.procsPerInstance)),
+      );
+      if (!values.quiet) io.out(`--connect ${s('connect')}: ${urls.join(', ')}`);
+    }
     if (!urls) {
       const logDir = s('logs') ?? mkdtempSync(join(tmpdir(), 'xpmesh-load-'));
       if (!values.quiet)

@@ -29,6 +29,9 @@ export interface Limits {
   maxEarlyFrames: number;
   /** Longest string field (segid, apid, node ids, message) in characters. */
   maxStringChars: number;
+  /** Entries in the peer table (configured peers plus authenticated node ids that joined). A new
+   * authenticated node id beyond it is refused with close 4012 and counted (peersRefused). */
+  maxPeers: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -44,6 +47,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   handshakeTimeoutMs: 5000,
   maxEarlyFrames: 1024,
   maxStringChars: 512,
+  maxPeers: 1024,
 });
 
 export function resolveLimits(partial?: Partial<Limits>): Limits {

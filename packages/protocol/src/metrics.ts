@@ -38,6 +38,8 @@ export interface NetworkMetrics {
   incomingRefused: number;
   /** Sessions refused because their epoch was stale (fenced or not newer). */
   staleRefused: number;
+  /** Authenticated sessions of a new node id refused because the peer table was full (4012). */
+  peersRefused: number;
   sessionsUp: number;
   sessionsDown: number;
   /** Connections closed (by us or the peer, in handshake or up), by close code. */
@@ -69,6 +71,7 @@ export class Metrics {
     lateReplies: 0,
     incomingRefused: 0,
     staleRefused: 0,
+    peersRefused: 0,
     sessionsUp: 0,
     sessionsDown: 0,
     closesByCode: {},

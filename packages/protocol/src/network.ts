@@ -7,6 +7,9 @@
  * connection of the same incarnation of the peer (refused 4009); a newer incarnation (the peer
  * restarted) replaces it; of two connections that cross in the handshake, the one dialed by the
  * lower node id is kept. See `admit`.
+ *
+ * Admission happens only after authentication: a connection that has not proven the cluster key
+ * creates no peer-table entry and touches no epoch, fence or session (docs/protocol.md §7).
  */
 import { clusterKeyBytes } from './auth.js';
 import { FrameDecoder } from './codec.js';
@@ -318,11 +321,10 @@ export class TransportPeerNetwork implements PeerNetwork {
   fence(node: string, why: string): void {
     const p = this.peer(node);
     this.metricsImpl.c.fences++;
+    // Only sessions that came up (authenticated) move the fenced epoch. A connection still in its
+    // handshake is closed but never read: its epoch is a claim nobody has proven yet.
     p.fencedEpoch = Math.max(p.fencedEpoch, p.lastEpoch, p.link?.peerEpoch ?? -1);
-    for (const l of p.pending) {
-      p.fencedEpoch = Math.max(p.fencedEpoch, l.peerEpoch);
-      l.close(CloseCode.FENCED, why.slice(0, 100));
-    }
+    for (const l of p.pending) l.close(CloseCode.FENCED, why.slice(0, 100));
     if (p.link) p.link.close(CloseCode.FENCED, why.slice(0, 100));
     p.state = 'fenced';
     this.logger.warn('protocol: peer fenced', { peer: node, epoch: p.fencedEpoch, why });
@@ -351,6 +353,8 @@ export class TransportPeerNetwork implements PeerNetwork {
 
   // ---- sessions ---------------------------------------------------------------------------------
 
+  /** The entry of `node`, created if absent. Callers: configuration (addPeer), the driver (fence),
+   * and admitPeer (after authentication). Never an unauthenticated connection. */
   private peer(node: string): Peer {
     let p = this.peers.get(node);
     if (!p) {
@@ -358,6 +362,18 @@ export class TransportPeerNetwork implements PeerNetwork {
       this.peers.set(node, p);
     }
     return p;
+  }
+
+  /**
+   * The entry of an authenticated node: an unknown node id that proved the cluster key is admitted
+   * as a member (docs/protocol.md §7, "Membership"), as long as the table has room
+   * (limits.maxPeers); undefined means refused (close 4012, counted in peersRefused).
+   */
+  private admitPeer(node: string): Peer | undefined {
+    const p = this.peers.get(node);
+    if (p) return p;
+    if (this.peers.size >= this.limits.maxPeers) return undefined;
+    return this.peer(node);
   }
 
   private nextEpoch(): number {
@@ -411,10 +427,12 @@ export class TransportPeerNetwork implements PeerNetwork {
    * Decides whether a session of `node` at `epoch` may proceed at a step of its handshake; a close
    * code refuses it. The rule (docs/protocol.md §7), in the order checked:
    *
+   * 0. at 'hello' (server, not authenticated yet) nothing is decided and nothing is recorded; an
+   *    authenticated node id not in the table gets an entry if limits.maxPeers allows, else 4012;
    * 1. fenced epoch, an incarnation older than one that came up, or an epoch not larger than the
    *    last accepted one: 4005;
    * 2. a session of the same incarnation is up here: 4009 (an up session is never replaced by a
-   *    duplicate; at 'hello' the refusal waits for 'auth', so the dialer learns who we are);
+   *    duplicate);
    * 3. we committed to another connection of that incarnation (our client link, auth sent): at
    *    'welcome' (a second client link of ours) 4009; at 'auth' the connection dialed by the lower
    *    node id wins: ours → 4009, theirs → our committed link is closed 4009 and this one goes up.
@@ -428,7 +446,15 @@ export class TransportPeerNetwork implements PeerNetwork {
    */
   private admit(link: Link, node: string, epoch: number, stage: AdmitStage): number | null {
     if (this.closing) return CloseCode.NORMAL;
-    const p = this.peer(node);
+    // 'hello' is not authenticated: nothing it claims (node id, epoch, boot) may touch the peer
+    // table, epochs or fencing. Every decision waits for the proof ('welcome' at a client, 'auth' at
+    // a server), so an attacker without the key cannot lock a node out or grow the table.
+    if (stage === 'hello') return null;
+    const p = this.admitPeer(node);
+    if (!p) {
+      this.metricsImpl.c.peersRefused++;
+      return CloseCode.TOO_MANY_PEERS;
+    }
     p.pending.add(link);
     if (stage === 'ready') return null; // committed at 'welcome'; fence and close end the link themselves
     const boot = link.peerBoot;
@@ -439,14 +465,14 @@ export class TransportPeerNetwork implements PeerNetwork {
     const cur = p.link;
     if (cur && cur !== link && cur.state === 'up' && boot <= cur.peerBoot) {
       // The same incarnation while its session is up: a duplicate. (An older one was refused above.)
-      return stage === 'hello' ? null : CloseCode.DUPLICATE;
+      return CloseCode.DUPLICATE;
     }
     if (epoch <= p.lastEpoch) {
       this.metricsImpl.c.staleRefused++;
       return CloseCode.STALE_EPOCH;
     }
     const k = p.committed;
-    if (k && k !== link && k.state !== 'closed' && stage !== 'hello') {
+    if (k && k !== link && k.state !== 'closed') {
       if (k.peerBoot > boot) {
         this.metricsImpl.c.staleRefused++;
         return CloseCode.STALE_EPOCH;

@@ -92,6 +92,7 @@ export async function bootLayers(config: NodeConfig, logger: Logger): Promise<In
       heartbeatMs: config.heartbeatMs,
       missedBeats: config.missedBeats,
       requestTimeoutMs: config.requestTimeoutMs,
+      limits: { maxPeers: config.maxPeers },
       tls: config.tlsCert && config.tlsKey ? { certFile: config.tlsCert, keyFile: config.tlsKey } : undefined,
       logger: messageFirst(logger.child({ layer: 'protocol' })),
     });

@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname as osHostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DEFAULT_LIMITS } from '@xpmesh/protocol';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -50,6 +51,8 @@ export interface NodeConfig {
   shutdownMs: number;
   tlsCert: string | undefined;
   tlsKey: string | undefined;
+  /** Peer-table entries: configured peers plus authenticated node ids that joined (limits.maxPeers). */
+  maxPeers: number;
 }
 
 /** The well-known development key used when none is given and every address is loopback. */
@@ -268,6 +271,14 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     default: '',
     help: 'PEM private key file for --tls-cert',
   },
+  {
+    key: 'maxPeers',
+    flag: 'max-peers',
+    env: 'XPMESH_MAX_PEERS',
+    kind: 'int',
+    default: String(DEFAULT_LIMITS.maxPeers),
+    help: 'peer-table size: a new node id that authenticates beyond it is refused (close 4012, counted as peer_table_full)',
+  },
 ];
 
 const NODE_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -403,6 +414,8 @@ export function resolveConfig(
     throw new ConfigError(
       `--lease-ms ${leaseMs} must exceed --heartbeat-ms ${heartbeatMs} (renewals come once per heartbeat)`,
     );
+  const maxPeers = int('maxPeers');
+  if (maxPeers < 1) throw new ConfigError('--max-peers must be at least 1');
   const tlsCert = raw.get('tlsCert');
   const tlsKey = raw.get('tlsKey');
   if ((tlsCert === undefined) !== (tlsKey === undefined))
@@ -431,6 +444,7 @@ export function resolveConfig(
     shutdownMs: int('shutdownMs'),
     tlsCert,
     tlsKey,
+    maxPeers,
   };
 }
 

@@ -59,6 +59,7 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
       peer_handshake: net?.handshakeFailures ?? 0,
       peer_version: net?.versionFailures ?? 0,
       peer_stale_epoch: net?.staleRefused ?? 0,
+      peer_table_full: net?.peersRefused ?? 0,
       frame_rejected: Object.values(net?.rejected ?? {}).reduce((a, b) => a + b, 0),
       abuse_close: net?.abuseCloses ?? 0,
       no_permit: num(refused?.no_permit),

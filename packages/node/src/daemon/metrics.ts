@@ -32,6 +32,7 @@ export const REFUSAL_KINDS = {
   peer_handshake: 'a peer broke the handshake (talked before authenticating, bad hello)',
   peer_version: 'a peer offered no protocol version we speak',
   peer_stale_epoch: 'a peer session refused because its epoch was fenced or not newer',
+  peer_table_full: 'an authenticated new node id refused because the peer table was full (--max-peers)',
   frame_rejected: 'an incoming frame rejected by ingress validation (each answered with an error code)',
   abuse_close: 'a link closed because its peer kept sending invalid frames',
   no_permit: 'a request naming a permit (apid) the caller does not hold, or one revoked',

@@ -72,6 +72,7 @@ export interface NetPort {
     handshakeFailures?: number;
     versionFailures?: number;
     staleRefused?: number;
+    peersRefused?: number;
     abuseCloses?: number;
     idCollisions?: number;
     rejected?: Record<string, number>;

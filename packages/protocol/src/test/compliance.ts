@@ -5,11 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { clientProof, newNonce } from '../auth.js';
+import { decodeRaw, encodeFrame } from '../codec.js';
 import { CloseCode } from '../errors.js';
 import { type Detach, type Get, PROTOCOL_VERSIONS, type Release } from '../messages.js';
 import type { PeerNetworkOptions, TransportPeerNetwork } from '../network.js';
 import { type PeerSession, RequestError } from '../peers.js';
-import type { Transport } from '../transport.js';
+import type { Conn, Transport } from '../transport.js';
 
 export const KEY = 'compliance-cluster-key-0123456789';
 
@@ -100,6 +102,43 @@ function assertOneSessionPerPair(nets: Record<string, TransportPeerNetwork>, wha
       assert.equal(s.length, 1, `${what}: ${x} has one session with ${y}`);
       assert.equal(s[0].epoch, ny.localEpoch(x), `${what}: ${x} and ${y} are in the same session`);
     }
+}
+
+/** A hand-driven connection to `target` that speaks the wire directly (an attacker, or a client
+ * written from the docs): it records every message it receives and its close code. */
+async function rawConn(h: Harness, target: string, from = 'mallory') {
+  const conn: Conn = await run(h, h.transport(from).dial(h.address(target), 5000));
+  const got: Array<Record<string, unknown>> = [];
+  let closeCode: number | undefined;
+  conn.setHandlers({
+    onFrame: (f) => {
+      const v = decodeRaw(f);
+      for (const m of Array.isArray(v) ? v : [v]) got.push(m as Record<string, unknown>);
+    },
+    onPong: () => {},
+    onClose: (code) => {
+      closeCode = code;
+    },
+  });
+  const nonce = newNonce();
+  return {
+    conn,
+    got,
+    nonce,
+    closeCode: () => closeCode,
+    hello(node: string, epoch: number) {
+      conn.send(
+        encodeFrame({ t: 'hello', versions: [...PROTOCOL_VERSIONS], node, epoch, boot: epoch, nonce }),
+      );
+    },
+    /** Answers the welcome with a proof made with `key` (the wrong key: an attacker). */
+    auth(key: string, node: string) {
+      const w = got.find((m) => m.t === 'welcome') as { nonce: Uint8Array; node: string } | undefined;
+      assert.ok(w, 'no welcome to answer');
+      const proof = clientProof(Buffer.from(key), nonce, w.nonce, node, w.node);
+      conn.send(encodeFrame({ t: 'auth', proof }));
+    },
+  };
 }
 
 const DUPLICATE = String(CloseCode.DUPLICATE);
@@ -375,6 +414,65 @@ export function complianceSuite(makeHarness: () => Harness): void {
       await until(h, () => n.a.sessions().length === 1 && n.b.sessions().length === 1, 'new session');
       assert.ok(n.a.sessions()[0].epoch > first.epoch, 'new session has a larger epoch');
       assert.equal((await run(h, n.a.request<Release>('b', release()))).t, 'ok');
+    });
+
+    it('an unauthenticated hello claiming a peer with the largest epoch cannot lock it out: after a fence the real peer comes back', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }]);
+      await until(h, () => n.b.sessions().length === 1, 'session up');
+      const ups: PeerSession[] = [];
+      n.b.on('up', (p) => ups.push(p));
+      // Mallory claims to be a, with epoch 2^53-1, and never authenticates.
+      const m = await rawConn(h, 'b');
+      m.hello('a', Number.MAX_SAFE_INTEGER);
+      await until(h, () => m.got.some((x) => x.t === 'welcome'), 'welcome to mallory');
+      n.b.fence('a', 'test: a missed an ack');
+      await until(h, () => ups.length === 1, 'a comes back after the fence', 8_000);
+      assert.ok(ups[0].epoch < Number.MAX_SAFE_INTEGER);
+      assert.equal(n.b.sessions()[0].node, 'a');
+      m.conn.close(1000, 'done');
+    });
+
+    it('unauthenticated hellos with new node ids leave no trace in the peer table; neither does a wrong-key auth', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }]);
+      await until(h, () => n.b.sessions().length === 1, 'session up');
+      const before = n.b.status().length;
+      const ms: Awaited<ReturnType<typeof rawConn>>[] = [];
+      for (let i = 0; i < 20; i++) {
+        const m = await rawConn(h, 'b');
+        m.hello(`ghost${i}`, 1 + i);
+        ms.push(m);
+      }
+      await until(h, () => ms.every((m) => m.got.some((x) => x.t === 'welcome')), 'welcomes');
+      assert.equal(n.b.status().length, before, 'hello added nothing');
+      for (const [i, m] of ms.entries()) m.auth('not-the-cluster-key-at-all', `ghost${i}`);
+      await until(h, () => ms.every((m) => m.closeCode() === CloseCode.AUTH), 'all refused 4003');
+      assert.equal(n.b.status().length, before, 'a failed auth added nothing');
+      assert.deepEqual(
+        n.b.status().map((p) => p.node),
+        ['a'],
+      );
+    });
+
+    it('an authenticated unknown node id joins as a member, up to limits.maxPeers; beyond it 4012, counted', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 2 } }]);
+      await until(h, () => n.b.sessions().length === 1, 'session up');
+      const x = await h.createDialer({ node: 'x', clusterKey: KEY, ...fast }, 'b');
+      await until(h, () => n.b.sessions().length === 2, 'x joins b');
+      assert.deepEqual(
+        n.b
+          .sessions()
+          .map((p) => p.node)
+          .sort(),
+        ['a', 'x'],
+      );
+      assert.equal(x.sessions()[0]?.node, 'b');
+      const y = await h.createDialer({ node: 'y', clusterKey: KEY, ...fast }, 'b');
+      await until(h, () => n.b.metrics().peersRefused >= 1, 'y refused: the table is full');
+      assert.ok((n.b.metrics().closesByCode[CloseCode.TOO_MANY_PEERS] ?? 0) >= 1);
+      assert.equal(y.sessions().length, 0);
+      assert.equal(n.b.status().length, 2);
+      await x.close();
+      await y.close();
     });
 
     it('fence: the session ends at once, outstanding requests fail, the peer returns with a larger epoch, an old epoch is refused', async () => {

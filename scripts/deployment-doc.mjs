@@ -5,6 +5,7 @@
 //   node scripts/deployment-doc.mjs --swarm /tmp/swarm          # the Swarm run's reports
 //   node scripts/deployment-doc.mjs --scale /tmp/scale/load.json --scale-meta "compose, 16 instances"
 //   node scripts/deployment-doc.mjs                             # re-render from docs/figures/deployment.json
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -77,7 +78,10 @@ if (values.swarm) {
   };
 }
 if (values.scale) {
-  data.scale = { ...loadFigures(JSON.parse(readFileSync(values.scale, 'utf8'))), setup: values['scale-meta'] ?? '' };
+  data.scale = {
+    ...loadFigures(JSON.parse(readFileSync(values.scale, 'utf8'))),
+    setup: values['scale-meta'] ?? '',
+  };
 }
 if (values.swarm || values.scale) writeFileSync(dataFile, `${JSON.stringify(data, null, 2)}\n`);
 
@@ -153,5 +157,10 @@ const end = '<!-- figures:end -->';
 const a = text.indexOf(begin);
 const b = text.indexOf(end);
 if (a < 0 || b < a) throw new Error(`${doc}: figure markers missing`);
-writeFileSync(doc, `${text.slice(0, a + begin.length)}\n\n${lines.filter((l) => l !== null).join('\n')}\n${text.slice(b)}`);
+writeFileSync(
+  doc,
+  `${text.slice(0, a + begin.length)}\n\n${lines.filter((l) => l !== null).join('\n')}\n${text.slice(b)}`,
+);
+// the tables as biome lays them out, so `npm run lint` stays clean
+spawnSync('npx', ['biome', 'format', '--write', doc, dataFile], { cwd: root, stdio: 'ignore' });
 console.log(`wrote ${doc}`);

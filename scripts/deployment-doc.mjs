@@ -60,7 +60,8 @@ if (values.swarm) {
       fenceBoundMs: chaos.fenceBoundMs,
       lostDirtyPages: chaos.lostDirtyPages,
       rejoin: chaos.rejoin,
-      hostDownMs: hook.hostStart - hook.crash,
+      hostDownMs: hook.hostDown - hook.crash,
+      hostStartMs: hook.hostStart - hook.crash,
       hostReadyMs: hook.hostReady - hook.crash,
       load: {
         ops: chaos.load.ops.total,
@@ -116,7 +117,7 @@ if (s) {
     .join(', ');
   lines.push(
     `A host crash under load (\`chaos\`): the host running \`${c.victim}\` (${c.host}) killed outright (its pid 1,`,
-    'no FIN), rebooted 8 s later; swarm started the task again there.',
+    'no FIN); once the swarm manager had marked the host down, it booted again and swarm started the task there again.',
     '',
     '| | |',
     '| --- | --- |',
@@ -126,7 +127,7 @@ if (s) {
     `| load during the crash | ${n(c.load.ops)} operations, ${n(c.load.lostChunks)} chunks lost with the host, ${n(c.load.slowCalls)} of ${n(c.load.calls)} calls past their bound |`,
     `| history | ${c.load.history ? 'linearizable' : 'NOT linearizable'} (${n(c.load.rounds)} rounds, ${n(c.load.checkedOps)} operations checked, ${n(c.load.droppedReads)} reads dropped and ${n(c.load.indeterminateWrites)} writes indeterminate under the dirty-page policy) |`,
     c.rejoin
-      ? `| crash → the restarted instance up again at every survivor (new epoch) | ${n(c.rejoin.upMs)} ms (host rebooted at ${n(c.hostDownMs)} ms, engine ready at ${n(c.hostReadyMs)} ms) |`
+      ? `| crash → the restarted instance up again at every survivor (new epoch) | ${n(c.rejoin.upMs)} ms (swarm marked the host down at ${n(c.hostDownMs)} ms; it booted again at ${n(c.hostStartMs)} ms, its engine ready at ${n(c.hostReadyMs)} ms) |`
       : '| rejoin | did not happen |',
     c.rejoin
       ? `| join to serving: process start → first remote read served by it | ${n(c.rejoin.joinToServeMs)} ms |`

@@ -5,7 +5,7 @@
 #   demo (deployed running) -> load (cross-host) -> baseline (the same load on one host) -> chaos,
 # and during chaos crashes the host of one instance that is not the home (plan.json) and not h1
 # (the manager, where chaos runs): SIGKILL of the host's pid 1, no FIN. After the survivors had time
-# to fence it, the host boots again and swarm starts the instance's task there again.
+# to fence it and the manager marked the host down, it boots again and swarm starts the task there.
 # Every wait is bounded; times go to $REPORTS/hook.json.
 set -euo pipefail
 : "${REPORTS:?}" "${E2E_STACK:?}" "${E2E_NODECTL:?}"
@@ -55,7 +55,14 @@ printf '{"node":"%s","host":"%s","t":%s}\n' "$VICTIM" "$HOST" "$(ms)" > "$REPORT
 mv "$REPORTS/crash.json.tmp" "$REPORTS/crash.json"
 "$E2E_NODECTL" crash "${HOST#h}"; T_CRASH=$(ms)
 say "crashed $HOST (runs $VICTIM)"
-sleep 8
+# the manager marks the host down (11-15 s here); only then is a reboot a reboot to swarm
+end=$(( $(now) + 90 ))
+until [ "$(docker node inspect --format '{{.Status.State}}' "$HOST" 2>/dev/null)" = down ]; do
+  [ "$(now)" -lt $end ] || { say "timeout: $HOST never marked down"; exit 1; }
+  sleep 0.5
+done
+T_DOWN=$(ms)
+say "$HOST marked down"
 "$E2E_NODECTL" start "${HOST#h}"; T_START=$(ms)
 say "$HOST booting again"
 end=$(( $(now) + 120 ))
@@ -65,5 +72,5 @@ until [ "$(docker node inspect --format '{{.Status.State}}' "$HOST" 2>/dev/null)
 done
 T_READY=$(ms)
 say "$HOST ready"
-printf '{"t0":%s,"demoDone":%s,"loadDone":%s,"baselineDone":%s,"crash":%s,"hostStart":%s,"hostReady":%s,"victim":"%s","host":"%s"}\n' \
-  "$T0" "$T_DEMO" "$T_LOAD" "$T_BASE" "$T_CRASH" "$T_START" "$T_READY" "$VICTIM" "$HOST" > "$REPORTS/hook.json"
+printf '{"t0":%s,"demoDone":%s,"loadDone":%s,"baselineDone":%s,"crash":%s,"hostDown":%s,"hostStart":%s,"hostReady":%s,"victim":"%s","host":"%s"}\n' \
+  "$T0" "$T_DEMO" "$T_LOAD" "$T_BASE" "$T_CRASH" "$T_DOWN" "$T_START" "$T_READY" "$VICTIM" "$HOST" > "$REPORTS/hook.json"

@@ -155,8 +155,8 @@ export async function runChaos(argv: string[]): Promise<ChaosResult> {
     if (victim === home) failures.push('the hook crashed the home (plan.json says not to)');
     const survivors = ids.filter((id) => id !== victim);
     say('crash reported', crash);
-    // The shared clock is Date.now(); observations use performance time: convert.
-    const crashPerf = crash.t - performance.timeOrigin;
+    // Every host shares this machine's clock; observations are stamped on the same epoch-ms scale.
+    const crashPerf = crash.t;
     for (const s of survivors) {
       try {
         const o = await c.waitFor({

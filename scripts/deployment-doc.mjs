@@ -116,8 +116,9 @@ if (s) {
     .map(([k, v]) => `${k} ${n(v)} ms`)
     .join(', ');
   lines.push(
-    `A host crash under load (\`chaos\`): the host running \`${c.victim}\` (${c.host}) killed outright (its pid 1,`,
-    'no FIN); once the swarm manager had marked the host down, it booted again and swarm started the task there again.',
+    `A host crash under load (\`chaos\`): the host running \`${c.victim}\` (${c.host}) lost its link and was killed outright`,
+    '(its pid 1: no FIN or RST reaches the survivors, so they can only notice the silence); once the swarm manager had',
+    'marked the host down, its link came back, it booted again and swarm started the task there again.',
     '',
     '| | |',
     '| --- | --- |',

@@ -4,7 +4,7 @@
 # host folder every task mounts as /reports. It orders the one-shots (a stack has no start order):
 #   demo (deployed running) -> load (cross-host) -> baseline (the same load on one host) -> chaos,
 # and during chaos crashes the host of one instance that is not the home (plan.json) and not h1
-# (the manager, where chaos runs): SIGKILL of the host's pid 1, no FIN. After the survivors had time
+# (the manager, where chaos runs): its link cut, then SIGKILL of the host's pid 1 (no FIN reaches anyone). After the survivors had time
 # to fence it and the manager marked the host down, it boots again and swarm starts the task there.
 # Every wait is bounded; times go to $REPORTS/hook.json.
 set -euo pipefail
@@ -53,6 +53,8 @@ done
 [ -n "$VICTIM" ] || { say "no instance to crash off h1: $(cat "$REPORTS/plan.json")"; exit 1; }
 printf '{"node":"%s","host":"%s","t":%s}\n' "$VICTIM" "$HOST" "$(ms)" > "$REPORTS/crash.json.tmp"
 mv "$REPORTS/crash.json.tmp" "$REPORTS/crash.json"
+# a power loss: the link goes first, so nothing of the dying host (no FIN, no RST) reaches the others
+"$E2E_NODECTL" cut "${HOST#h}"
 "$E2E_NODECTL" crash "${HOST#h}"; T_CRASH=$(ms)
 say "crashed $HOST (runs $VICTIM)"
 # the manager marks the host down (11-15 s here); only then is a reboot a reboot to swarm
@@ -63,6 +65,7 @@ until [ "$(docker node inspect --format '{{.Status.State}}' "$HOST" 2>/dev/null)
 done
 T_DOWN=$(ms)
 say "$HOST marked down"
+"$E2E_NODECTL" heal "${HOST#h}"
 "$E2E_NODECTL" start "${HOST#h}"; T_START=$(ms)
 say "$HOST booting again"
 end=$(( $(now) + 120 ))

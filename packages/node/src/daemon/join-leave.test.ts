@@ -162,9 +162,20 @@ describe('join and leave at run time (membership from DNS: localhost)', () => {
       (e: AdminCallError) => e.code,
     );
     assert.equal(gone, 'SIGBUS', "the leaver's export is gone at its attacher");
-    const lostDirty = (await A.admin.get<string>('/metrics'))
-      .split('\n')
-      .find((l) => l.startsWith('xpmesh_lost_dirty_pages_total'));
+    const metrics = (await A.admin.get<string>('/metrics')).split('\n');
+    const count = (prefix: string, ...labels: string[]) =>
+      metrics
+        .filter((l) => l.startsWith(prefix) && labels.every((x) => l.includes(x)))
+        .reduce((a, l) => a + Number(l.split(' ').pop()), 0);
+    assert.ok(
+      count('xpmesh_messages_total{', 'type="segment-gone"', 'direction="in"') >= 1,
+      'the leaver told its attacher: segment-gone',
+    );
+    assert.ok(
+      count('xpmesh_messages_total{', 'type="detach"', 'direction="in"') >= 1,
+      'it detached (dirty data home)',
+    );
+    const lostDirty = metrics.find((l) => l.startsWith('xpmesh_lost_dirty_pages_total'));
     assert.ok(!lostDirty || / 0$/.test(lostDirty), `a graceful leave loses no dirty page: ${lostDirty}`);
 
     // return: same id, new incarnation, larger epoch; it serves again

@@ -123,7 +123,7 @@ if (s) {
     '| | |',
     '| --- | --- |',
     `| result | ${c.ok ? '**ok**: every check held' : `**FAILED**: ${c.failures.join('; ')}`} |`,
-    `| time to fence the crashed host, per survivor | ${fences} (bound: heartbeat-ms × missed-beats = ${n(c.fenceBoundMs)} ms, plus the observer's 100 ms polling) |`,
+    `| time to fence the crashed host, per survivor | ${fences} (detection bound (missed-beats + 1) × heartbeat-ms = ${n(c.fenceBoundMs)} ms: the last beat seen may be one interval old when the host dies; observed through the survivors' event streams) |`,
     `| lost dirty pages (reverted to the last written-back data, counted by the home) | ${n(c.lostDirtyPages)} |`,
     `| load during the crash | ${n(c.load.ops)} operations, ${n(c.load.lostChunks)} chunks lost with the host, ${n(c.load.slowCalls)} of ${n(c.load.calls)} calls past their bound |`,
     `| history | ${c.load.history ? 'linearizable' : 'NOT linearizable'} (${n(c.load.rounds)} rounds, ${n(c.load.checkedOps)} operations checked, ${n(c.load.droppedReads)} reads dropped and ${n(c.load.indeterminateWrites)} writes indeterminate under the dirty-page policy) |`,

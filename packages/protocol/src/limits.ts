@@ -23,7 +23,8 @@ export interface Limits {
   malformedBurst: number;
   /** Refill rate of the malformed-frame budget, per second. */
   malformedPerSecond: number;
-  /** Deadline of the whole handshake (hello → ready), ms. */
+  /** Deadline of the whole handshake (hello → ready), ms; on the ws transport also of the TLS
+   * handshake and the HTTP upgrade request before it. */
   handshakeTimeoutMs: number;
   /** Frames a client buffers while waiting for `ready` (only reorder-injecting transports need it). */
   maxEarlyFrames: number;
@@ -32,6 +33,9 @@ export interface Limits {
   /** Entries in the peer table (configured peers plus authenticated node ids that joined). A new
    * authenticated node id beyond it is refused with close 4012 and counted (peersRefused). */
   maxPeers: number;
+  /** Accepted connections that have not authenticated yet, at most (ws transport: from TCP accept
+   * to the verified proof); more are closed at accept and counted (pendingRefused). */
+  maxPendingConnections: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -48,6 +52,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxEarlyFrames: 1024,
   maxStringChars: 512,
   maxPeers: 1024,
+  maxPendingConnections: 64,
 });
 
 export function resolveLimits(partial?: Partial<Limits>): Limits {

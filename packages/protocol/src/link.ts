@@ -665,6 +665,7 @@ export class Link {
 
   private goUp(): void {
     this.state = 'up';
+    this.o.conn.authenticated?.();
     this.o.clock.clearTimeout(this.handshakeTimer);
     this.seen();
     this.scheduleBeat();
@@ -704,8 +705,11 @@ export class Link {
     if (counter) this.o.metrics.c[counter]++;
     // Flush queued errors first so the peer learns why (best effort).
     if (this.queue.length > 0) this.flush();
-    this.o.conn.close(code, reason);
+    // Closed by us before the transport is told: a transport that reports its own close back
+    // synchronously (ws does) then finds the link closed, so nothing is counted twice (a wrong
+    // key counted once in authFailures, not once more as "closed by the peer with 4003").
     this.closed(code, reason, true);
+    this.o.conn.close(code, reason);
   }
 
   private closed(code: number, reason: string, byUs: boolean): void {

@@ -40,6 +40,8 @@ export interface NetworkMetrics {
   staleRefused: number;
   /** Authenticated sessions of a new node id refused because the peer table was full (4012). */
   peersRefused: number;
+  /** Connections closed at accept because limits.maxPendingConnections were unauthenticated. */
+  pendingRefused: number;
   sessionsUp: number;
   sessionsDown: number;
   /** Connections closed (by us or the peer, in handshake or up), by close code. */
@@ -72,6 +74,7 @@ export class Metrics {
     incomingRefused: 0,
     staleRefused: 0,
     peersRefused: 0,
+    pendingRefused: 0,
     sessionsUp: 0,
     sessionsDown: 0,
     closesByCode: {},

@@ -341,6 +341,11 @@ export class TransportPeerNetwork implements PeerNetwork {
     await this.listener?.close();
   }
 
+  /** The transport closed a connection at accept: limits.maxPendingConnections were pending. */
+  connectionRefused(): void {
+    this.metricsImpl.c.pendingRefused++;
+  }
+
   /** Counters snapshot (plain data). */
   metrics(): NetworkMetrics {
     return this.metricsImpl.snapshot();

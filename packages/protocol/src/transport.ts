@@ -30,6 +30,9 @@ export interface Conn {
   ping(): void;
   /** Closes with a code (1000, 4000-4999) and a reason (≤ 123 bytes). Idempotent. */
   close(code: number, reason: string): void;
+  /** Optional: the link authenticated this connection (its session is up); a listener that caps
+   * unauthenticated connections stops counting it. */
+  authenticated?(): void;
 }
 
 export interface Listener {

@@ -178,15 +178,17 @@ export class Validator {
     }
     const v = value as Record<string, unknown>;
     const t = v.t;
-    if (typeof t !== 'string') return { ok: false, code: 'E_MALFORMED', message: 'missing field t' };
+    // A valid `id` is echoed as `re` whatever else is wrong (docs/errors.md), so a client that
+    // matches replies by `re` learns at once that its request was refused.
+    const id = v.id;
+    const re = typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < 2 ** 32 ? id : undefined;
+    if (typeof t !== 'string') return { ok: false, code: 'E_MALFORMED', message: 'missing field t', re };
     if (!TYPE_SET.has(t))
-      return { ok: false, code: 'E_UNKNOWN_TYPE', message: `unknown type ${t.slice(0, 64)}` };
+      return { ok: false, code: 'E_UNKNOWN_TYPE', message: `unknown type ${t.slice(0, 64)}`, re };
     const r = this.schemas[t as MessageType].safeParse(v);
     if (r.success) return { ok: true, msg: r.data as Message };
     const issue = r.error.issues[0];
     const code: WireErrorCode = issue?.code === 'too_big' ? 'E_TOO_LARGE' : 'E_MALFORMED';
-    const id = v.id;
-    const re = typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < 2 ** 32 ? id : undefined;
     const where = issue ? issue.path.join('.') : '';
     return {
       ok: false,

@@ -3,8 +3,9 @@
  * heartbeats as WebSocket ping/pong control frames (answered by the peer's ws library), optional TLS.
  */
 import { readFileSync } from 'node:fs';
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { CloseCode } from './errors.js';
 import type { Conn, ConnHandlers, Listener, Logger, Transport } from './transport.js';
@@ -26,6 +27,16 @@ export interface WsTransportOptions {
   maxFrameBytes: number;
   tls?: TlsOptions;
   logger?: Logger;
+  /**
+   * Deadline (ms) of everything before the link's own handshake: TLS handshake, HTTP request line
+   * and headers of the upgrade. A connection that has not upgraded by then is closed (default 5000).
+   */
+  handshakeTimeoutMs?: number;
+  /** Accepted connections that have not authenticated yet (TCP accepted, not yet `authenticated()`),
+   * at most; more are closed at accept (default 64). */
+  maxPendingConnections?: number;
+  /** Called for every connection closed at accept because maxPendingConnections were pending. */
+  onRefused?: () => void;
 }
 
 type Event = { k: 'frame'; f: Uint8Array } | { k: 'pong' } | { k: 'close'; code: number; reason: string };
@@ -39,6 +50,8 @@ export class WsConn implements Conn {
     readonly ws: WebSocket,
     readonly remote: string,
     private readonly logger: Logger,
+    /** Accepted connections: tells the listener this one authenticated. */
+    private readonly onAuthenticated?: () => void,
   ) {
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data, isBinary) => {
@@ -103,6 +116,10 @@ export class WsConn implements Conn {
     return this.ws.bufferedAmount;
   }
 
+  authenticated(): void {
+    this.onAuthenticated?.();
+  }
+
   ping(): void {
     if (this.done || this.ws.readyState !== WebSocket.OPEN) return;
     try {
@@ -140,34 +157,82 @@ export function wsTransport(opts: WsTransportOptions): Transport {
     listen: async (onConn) => {
       const l = opts.listen;
       if (!l) throw new Error('ws transport: no listen address');
-      let https: HttpsServer | undefined;
-      let wss: WebSocketServer;
-      const common = { maxPayload: opts.maxFrameBytes, perMessageDeflate: false, clientTracking: true };
-      if (tls?.certFile && tls.keyFile) {
-        https = createHttpsServer({ cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) });
-        wss = new WebSocketServer({ ...common, server: https });
-        await new Promise<void>((resolve, reject) => {
-          https!.once('error', reject);
-          https!.listen(l.port, l.host, () => resolve());
+      const deadline = opts.handshakeTimeoutMs ?? 5000;
+      const maxPending = opts.maxPendingConnections ?? 64;
+      // Our own HTTP server, so the time before the upgrade has deadlines (Node's defaults: 60 s for
+      // headers, checked every 30 s; TLS 120 s) and unauthenticated sockets are capped.
+      const httpOpts = {
+        headersTimeout: deadline,
+        requestTimeout: deadline,
+        connectionsCheckingInterval: Math.max(50, Math.min(1000, deadline / 2)),
+      };
+      const server: HttpServer =
+        tls?.certFile && tls.keyFile
+          ? createHttpsServer({
+              ...httpOpts,
+              cert: readFileSync(tls.certFile),
+              key: readFileSync(tls.keyFile),
+              handshakeTimeout: deadline,
+            })
+          : createHttpServer(httpOpts);
+      const secure = tls?.certFile !== undefined && tls.keyFile !== undefined;
+      // Sockets accepted and not authenticated yet (by the link, after the cluster-key proof), by
+      // remote address and port (the same for a TLS socket and the TCP socket under it).
+      const pending = new Map<string, Socket>();
+      const keyOf = (sock: Socket) => `${sock.remoteAddress}|${sock.remotePort}`;
+      server.on('connection', (socket: Socket) => {
+        if (pending.size >= maxPending) {
+          socket.destroy();
+          try {
+            opts.onRefused?.();
+          } catch (err) {
+            logger.error('ws: onRefused threw', { error: String(err) });
+          }
+          return;
+        }
+        const key = keyOf(socket);
+        pending.set(key, socket);
+        socket.once('close', () => {
+          if (pending.get(key) === socket) pending.delete(key);
         });
-      } else {
-        wss = new WebSocketServer({ ...common, host: l.host, port: l.port });
-        await new Promise<void>((resolve, reject) => {
-          wss.once('error', reject);
-          wss.once('listening', () => resolve());
+        // Nothing may sit on an accepted socket past the deadline without upgrading; after the
+        // upgrade the link's handshake timer, then its heartbeats, take over.
+        socket.setTimeout(deadline, () => socket.destroy());
+      });
+      server.on('upgrade', (req) => {
+        pending.get(keyOf(req.socket))?.setTimeout(0);
+      });
+      const wss = new WebSocketServer({
+        maxPayload: opts.maxFrameBytes,
+        perMessageDeflate: false,
+        clientTracking: true,
+        server,
+      });
+      // ws re-emits the server's errors on wss: a listener must be there before listen() can fail
+      const wssErrors = (err: Error) => logger.debug('ws: server error', { error: String(err) });
+      wss.on('error', wssErrors);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(l.port, l.host, () => {
+          server.off('error', reject);
+          resolve();
         });
-      }
+      });
+      wss.off('error', wssErrors);
+      server.on('error', (err) => logger.error('ws: server error', { error: String(err) }));
       wss.on('error', (err) => logger.error('ws: server error', { error: String(err) }));
       wss.on('connection', (ws, req) => {
         try {
           const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
-          onConn(new WsConn(ws, remote, logger));
+          const key = keyOf(req.socket);
+          onConn(new WsConn(ws, remote, logger, () => pending.delete(key)));
         } catch (err) {
           logger.error('ws: accept failed', { error: String(err) });
           ws.terminate();
         }
       });
-      const addr = (https ?? wss).address() as AddressInfo;
+      const https = secure ? server : undefined;
+      const addr = server.address() as AddressInfo;
       const scheme = https ? 'wss' : 'ws';
       const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
       const listener: Listener = {
@@ -175,9 +240,10 @@ export function wsTransport(opts: WsTransportOptions): Transport {
         close: () =>
           new Promise<void>((resolve) => {
             for (const c of wss.clients) c.terminate();
+            for (const sock of pending.values()) sock.destroy();
             wss.close(() => {
-              if (https) https.close(() => resolve());
-              else resolve();
+              server.close(() => resolve());
+              server.closeAllConnections();
             });
           }),
       };

@@ -12,14 +12,18 @@ export interface WsPeerNetworkOptions extends Omit<PeerNetworkOptions, 'transpor
 /** Creates the network, starts listening (resolves once bound) and starts dialing its peers. */
 export async function createWsPeerNetwork(opts: WsPeerNetworkOptions): Promise<TransportPeerNetwork> {
   const limits = resolveLimits(opts.limits);
+  let net: TransportPeerNetwork | undefined;
   const transport = wsTransport({
     listen: opts.listen,
     maxFrameBytes: limits.maxFrameBytes,
     tls: opts.tls,
     logger: opts.logger,
+    handshakeTimeoutMs: limits.handshakeTimeoutMs,
+    maxPendingConnections: limits.maxPendingConnections,
+    onRefused: () => net?.connectionRefused(),
   });
   const { listen, tls, ...rest } = opts;
-  const net = new TransportPeerNetwork({ ...rest, transport });
+  net = new TransportPeerNetwork({ ...rest, transport });
   await net.start(listen !== undefined);
   return net;
 }

@@ -58,6 +58,38 @@ describe('xpmesh command line', () => {
     }
   });
 
+  it('every configuration error of `xpmesh node` is one line on stderr and exit 2, never a stack trace', async () => {
+    const { createServer } = await import('node:net');
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+    const port = String((taken.address() as { port: number }).port);
+    const spare = createServer();
+    await new Promise<void>((r) => spare.listen(0, '127.0.0.1', () => r()));
+    const free = String((spare.address() as { port: number }).port);
+    await new Promise<void>((r) => spare.close(() => r()));
+    try {
+      const cases: Array<[string[], RegExp]> = [
+        [['--cluster-key', 'short'], /cluster key must be at least 16 bytes/],
+        [['--cluster-key-file', '/nonexistent/key'], /cannot read cluster key file/],
+        [['--tls-cert', '/nonexistent/c.pem', '--tls-key', '/nonexistent/k.pem'], /--tls-cert .*cannot read/],
+        [['--max-peers', '0'], /--max-peers must be at least 1/],
+        [['--heartbeat-ms', '0'], /--heartbeat-ms must be at least 1/],
+        [['--listen-port', port, '--admin-port', '0'], /cannot listen on 127.0.0.1:\d+: EADDRINUSE/],
+        [['--admin-port', port, '--listen-port', free], /cannot listen on 127.0.0.1:\d+: EADDRINUSE/],
+      ];
+      for (const [args, re] of cases) {
+        const r = xpmesh('node', '--log-level', 'silent', '--frames', '16', ...args);
+        assert.equal(r.code, 2, `xpmesh node ${args.join(' ')} → ${r.code}: ${r.err}`);
+        const lines = r.err.trimEnd().split('\n');
+        assert.equal(lines.length, 1, `one line: ${r.err}`);
+        assert.match(lines[0], re);
+        assert.doesNotMatch(r.err, /\n\s+at /, 'no stack trace');
+      }
+    } finally {
+      taken.close();
+    }
+  });
+
   it('reports an unreachable admin API as a failure (exit 1), not a usage error', () => {
     const r = xpmesh('ctl', 'status');
     assert.equal(r.code, 1);

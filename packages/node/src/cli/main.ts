@@ -47,8 +47,9 @@ main(process.argv.slice(2)).then(
   },
   (err) => {
     if (err instanceof UsageError) {
-      stdio.err(`xpmesh: ${err.message}`);
-      stdio.err('run `xpmesh --help` or `xpmesh <command> --help` for usage');
+      // One line for a one-line message (every configuration error): what is wrong, and where help is.
+      const msg = err.message;
+      stdio.err(msg.includes('\n') ? `xpmesh: ${msg}` : `xpmesh: ${msg} (see xpmesh --help)`);
       process.exitCode = EXIT_USAGE;
     } else {
       stdio.err(`xpmesh: ${(err as Error)?.stack ?? String(err)}`);

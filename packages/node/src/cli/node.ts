@@ -21,6 +21,14 @@ export function nodeHelp(): string {
   ].join('\n');
 }
 
+/** An address that cannot be bound is a configuration error (one line, exit 2), not a crash. */
+function asConfigError(err: unknown, host: string, port: number): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (e?.syscall === 'listen' || ['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES'].includes(e?.code ?? ''))
+    return new UsageError(`cannot listen on ${host}:${port}: ${e.code ?? e.message}`);
+  return err;
+}
+
 export async function runNode(argv: string[], env: Env, io: Io): Promise<number> {
   const p = parse(argv, configArgOptions());
   if (p.help) {
@@ -41,7 +49,9 @@ export async function runNode(argv: string[], env: Env, io: Io): Promise<number>
   );
   // bootLayers removes the swap file's name once the kernel has it open (see unlinkSwapFile), so no
   // exit path below leaves it in the directory; on its own errors it closes what it started.
-  const parts = await bootLayers(config, logger);
+  const parts = await bootLayers(config, logger).catch((err) => {
+    throw asConfigError(err, config.listenHost, config.listenPort);
+  });
   let instance: Awaited<ReturnType<typeof startInstance>>;
   try {
     instance = await startInstance(config, logger, parts);
@@ -49,7 +59,7 @@ export async function runNode(argv: string[], env: Env, io: Io): Promise<number>
     // e.g. the admin port is taken: close the kernel's workers and the peer links, or they would
     // keep the process alive after the error is reported.
     await closeLayers(parts, logger);
-    throw err;
+    throw asConfigError(err, config.adminHost, config.adminPort);
   }
   return new Promise<number>((resolve) => {
     let exiting = false;

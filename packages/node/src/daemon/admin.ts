@@ -11,17 +11,24 @@
  * Security: bound to 127.0.0.1 by default. Operations that change state need
  * `Authorization: Bearer TOKEN` when the API is bound anywhere else, or whenever a token is
  * configured; refusals answer 401 E_UNAUTHORIZED and are counted in xpmesh_admin_refused_total.
+ *
+ * Hostile input (docs/reliability.md, "Hostile input"): every request has header, body and idle
+ * deadlines, bodies and JSON nesting have a bound (413 / 400 answered, never a reset), connections
+ * are capped, every `/events` subscriber has a bounded buffer (a slow one is dropped, never the
+ * instance), and metric labels come from fixed sets (a path never becomes a label). Each limit is
+ * in ADMIN_LIMITS and counted in xpmesh_admin_limits_total{limit}.
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { viewHandler } from '../view/serve.js';
 import { isDefaultAdminHost } from './config.js';
 import type { Logger } from './logger.js';
 import type { InstanceMetrics } from './metrics.js';
 import {
   AdminError,
+  KNOWN_ERROR_CODES,
   OP_NAMES,
   OP_SCHEMAS,
   type OpHandlers,
@@ -53,12 +60,93 @@ export interface AdminOptions {
   logger: Logger;
   /** Admin base URLs of every instance the live view (/view) should show; default: this one. */
   viewNodes?: string[];
+  /** Overrides of ADMIN_LIMITS (tests use small ones). */
+  limits?: Partial<AdminLimits>;
+}
+
+/** Every limit of the admin API (docs/limits.md, "Admin API", lists the same table; a test checks). */
+export interface AdminLimits {
+  /** Largest request body; larger: 413 E_TOO_LARGE (answered; the rest of the body is discarded). */
+  maxBodyBytes: number;
+  /** Deepest JSON nesting of a request body; deeper: 400 E_TOO_DEEP. */
+  maxJsonDepth: number;
+  /** Request line and headers must arrive within this; else 408 and the connection is closed. */
+  headersTimeoutMs: number;
+  /** The whole request (headers and body) must arrive within this; else 408, connection closed. */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveTimeoutMs: number;
+  /** A connection with no traffic either way for this long is closed (`/events` streams are kept
+   * busy by their heartbeat comments). */
+  socketIdleMs: number;
+  /** Concurrent connections (none of them authenticated: the token is per request); more are
+   * closed at accept. */
+  maxConnections: number;
+  /** Concurrent `/events` subscribers; more: 503 E_BUSY. */
+  maxSseClients: number;
+  /** Bytes an `/events` subscriber may have unread (queued in the instance); over it the subscriber
+   * is dropped and its buffer freed. */
+  sseBufferBytes: number;
+  /** Interval of the `/events` heartbeat comment. */
+  sseHeartbeatMs: number;
+}
+
+export const ADMIN_LIMITS: Readonly<AdminLimits> = Object.freeze({
+  maxBodyBytes: 8 << 20,
+  maxJsonDepth: 64,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 2_000,
+  socketIdleMs: 60_000,
+  maxConnections: 256,
+  maxSseClients: 32,
+  sseBufferBytes: 1 << 20,
+  sseHeartbeatMs: 15_000,
+});
+
+/** The `limit` label of xpmesh_admin_limits_total: a fixed set. */
+export const ADMIN_LIMIT_KINDS = {
+  body_too_large: 'a request body over maxBodyBytes (413)',
+  json_too_deep: 'a request body nested deeper than maxJsonDepth (400 E_TOO_DEEP)',
+  request_timeout: 'headers or body not complete within headersTimeoutMs / requestTimeoutMs (408)',
+  bad_request: 'a request HTTP could not parse (400), e.g. oversized headers',
+  idle_timeout: 'a connection closed after socketIdleMs without traffic',
+  connections_full: 'a connection closed at accept: maxConnections were open',
+  sse_full: 'an /events subscription refused: maxSseClients were subscribed (503)',
+  sse_slow: 'an /events subscriber dropped: more than sseBufferBytes unread',
+} as const;
+export type AdminLimitKind = keyof typeof ADMIN_LIMIT_KINDS;
+
+/** The `op` label of xpmesh_admin_requests_total for a GET path: from this table, else "unknown". */
+const GET_ROUTES: Readonly<Record<string, string>> = Object.freeze({
+  '/': 'index',
+  '/healthz': 'healthz',
+  '/status': 'status',
+  '/pages': 'pages',
+  '/metrics': 'metrics',
+  '/events': 'events',
+});
+
+/** The depth of a parsed JSON value (iterative: a hostile body cannot overflow the stack). */
+export function jsonDepth(value: unknown, limit: number): number {
+  let max = 0;
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (d > max) max = d;
+    if (max > limit) return max;
+    for (const c of Array.isArray(v) ? v : Object.values(v)) stack.push([c, d + 1]);
+  }
+  return max;
+}
+
+interface Subscriber {
+  res: ServerResponse;
 }
 
 /** GET endpoints a page served from another instance may read (the live view); never /ops. */
 const CORS_READABLE = new Set(['/healthz', '/status', '/pages', '/events']);
-
-const MAX_BODY = 8 << 20;
 
 /** Is a bearer token needed for state-changing operations? */
 export function adminRequiresToken(host: string, token: string | undefined): boolean {
@@ -79,14 +167,16 @@ export function toJson(value: unknown): string {
 
 export class AdminServer {
   private readonly server: Server;
-  private readonly sse = new Set<ServerResponse>();
+  private readonly sse = new Set<Subscriber>();
   private readonly requireToken: boolean;
   private shuttingDown = false;
   private readonly view: ReturnType<typeof viewHandler>;
+  private readonly limits: AdminLimits;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
   private readonly onEvent = (ev: AdminEvent) => {
     if (this.sse.size === 0) return;
     const frame = `event: ${ev.type}\ndata: ${toJson(ev)}\n\n`;
-    for (const res of this.sse) res.write(frame);
+    for (const sub of this.sse) this.push(sub, frame);
   };
 
   constructor(
@@ -95,15 +185,101 @@ export class AdminServer {
   ) {
     this.requireToken = adminRequiresToken(opts.host, opts.token);
     this.view = viewHandler({ nodes: opts.viewNodes });
-    this.server = createServer((req, res) => {
-      this.handle(req, res).catch((err) => {
-        opts.logger.error({ err }, 'admin handler failed');
-        if (!res.headersSent) this.send(res, 500, { code: 'E_INTERNAL', message: 'internal error' });
-        else res.destroy();
+    const l = { ...ADMIN_LIMITS, ...opts.limits };
+    this.limits = l;
+    this.server = createServer(
+      {
+        headersTimeout: l.headersTimeoutMs,
+        requestTimeout: l.requestTimeoutMs,
+        // how often the header/request deadlines are checked (default 30 s)
+        connectionsCheckingInterval: Math.max(50, Math.min(1000, l.headersTimeoutMs / 2)),
+      },
+      (req, res) => {
+        this.handle(req, res).catch((err) => {
+          opts.logger.error({ err }, 'admin handler failed');
+          if (!res.headersSent) this.send(res, 500, { code: 'E_INTERNAL', message: 'internal error' });
+          else res.destroy();
+        });
+      },
+    );
+    this.server.keepAliveTimeout = l.keepAliveTimeoutMs;
+    this.server.maxConnections = l.maxConnections;
+    this.server.on('drop', () => this.limited('connections_full'));
+    this.server.on('connection', (socket: Socket) => {
+      socket.setTimeout(l.socketIdleMs, () => {
+        this.limited('idle_timeout');
+        socket.destroy();
       });
     });
-    this.server.keepAliveTimeout = 2000;
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+      this.limited(timeout ? 'request_timeout' : 'bad_request');
+      if (socket.writable && !socket.destroyed) {
+        const status = timeout
+          ? '408 Request Timeout'
+          : err.code === 'HPE_HEADER_OVERFLOW'
+            ? '431 Request Header Fields Too Large'
+            : '400 Bad Request';
+        socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+        setTimeout(() => socket.destroy(), 1000).unref();
+      } else socket.destroy();
+    });
     backend.events.on('event', this.onEvent);
+  }
+
+  private limited(kind: AdminLimitKind): void {
+    this.opts.metrics.adminLimits.inc({ limit: kind });
+  }
+
+  /**
+   * Reads and drops the rest of a refused body before the answer goes out: a client still sending
+   * when the server closes would get a reset instead of the 413. Bounded: resolves false (the
+   * answer then closes the connection) after 4 × maxBodyBytes more, or requestTimeoutMs.
+   */
+  private discard(req: IncomingMessage): Promise<boolean> {
+    return new Promise((resolve) => {
+      if (req.complete) {
+        resolve(true);
+        return;
+      }
+      let left = 4 * this.limits.maxBodyBytes;
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        req.off('data', onData);
+        if (!ok) req.pause();
+        resolve(ok);
+      };
+      const onData = (c: Buffer) => {
+        left -= c.length;
+        if (left < 0) done(false);
+      };
+      const timer = setTimeout(() => done(false), this.limits.requestTimeoutMs);
+      req.on('data', onData);
+      req.once('end', () => done(true));
+      req.once('close', () => done(req.complete));
+      req.resume();
+    });
+  }
+
+  /** Queues one frame for a subscriber, or drops the subscriber if it is not reading. */
+  private push(sub: Subscriber, frame: string): void {
+    const res = sub.res;
+    if (res.writableLength + frame.length > this.limits.sseBufferBytes) {
+      this.sse.delete(sub);
+      this.limited('sse_slow');
+      this.opts.logger.warn(
+        { remote: res.socket?.remoteAddress, unread: res.writableLength },
+        'events subscriber dropped: not reading',
+      );
+      res.destroy(); // frees what was queued for it
+      return;
+    }
+    res.write(frame);
+  }
+
+  /** Subscribers currently connected to /events (tests, /status). */
+  get subscribers(): number {
+    return this.sse.size;
   }
 
   /** Listen; resolves with the base URL. */
@@ -139,7 +315,8 @@ export class AdminServer {
   async close(): Promise<void> {
     this.shuttingDown = true;
     this.backend.events.off('event', this.onEvent);
-    for (const res of this.sse) res.end();
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    for (const { res } of this.sse) res.end();
     this.sse.clear();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
@@ -156,11 +333,13 @@ export class AdminServer {
     res.end(text);
   }
 
+  /** Answers an error. `op` must come from a fixed set (an op name, a GET_ROUTES name, "unknown"). */
   private fail(res: ServerResponse, op: string, err: unknown): void {
     const body = toErrorBody(err);
     const status = err instanceof AdminError ? err.status : (toStatus(body.code) ?? 500);
-    if (body.code === 'E_INTERNAL') this.opts.logger.error({ err, op }, 'admin operation failed');
-    this.opts.metrics.adminRequests.inc({ op, code: body.code });
+    if (status >= 500 && status !== 503 && status !== 504 && status !== 507)
+      this.opts.logger.error({ err, op }, 'admin operation failed');
+    this.opts.metrics.adminRequests.inc({ op, code: metricCode(body.code) });
     this.send(res, status, body);
   }
 
@@ -185,11 +364,21 @@ export class AdminServer {
     if (CORS_READABLE.has(path)) res.setHeader('access-control-allow-origin', '*');
     if (path.startsWith('/ops/')) {
       const name = path.slice('/ops/'.length);
-      if (req.method !== 'POST')
-        return this.fail(res, name, new AdminError('E_METHOD', `use POST for ${path}`));
+      if (req.method !== 'POST') {
+        req.resume();
+        return this.fail(
+          res,
+          opLabel(name),
+          new AdminError('E_METHOD', `use POST for ${path.slice(0, 200)}`),
+        );
+      }
       return this.operation(name, req, res);
     }
-    if (req.method !== 'GET') return this.fail(res, path, new AdminError('E_METHOD', `use GET for ${path}`));
+    const route = GET_ROUTES[path] ?? 'unknown';
+    if (req.method !== 'GET') {
+      req.resume();
+      return this.fail(res, route, new AdminError('E_METHOD', `use GET for ${path.slice(0, 200)}`));
+    }
     switch (path) {
       case '/':
         return this.send(res, 200, {
@@ -225,18 +414,35 @@ export class AdminServer {
         res.end(text);
         return;
       }
-      case '/events':
+      case '/events': {
+        if (this.sse.size >= this.limits.maxSseClients) {
+          this.limited('sse_full');
+          return this.fail(
+            res,
+            'events',
+            new AdminError('E_BUSY', `${this.limits.maxSseClients} event subscribers already`, 503),
+          );
+        }
         res.writeHead(200, {
           'content-type': 'text/event-stream',
           'cache-control': 'no-cache',
           connection: 'keep-alive',
         });
         res.write(`: xpmesh ${this.backend.node}\nretry: 1000\n\n`);
-        this.sse.add(res);
-        req.on('close', () => this.sse.delete(res));
+        const sub: Subscriber = { res };
+        this.sse.add(sub);
+        req.on('close', () => this.sse.delete(sub));
+        this.heartbeat ??= setInterval(() => {
+          for (const s of this.sse) this.push(s, ': ping\n\n');
+        }, this.limits.sseHeartbeatMs).unref();
         return;
+      }
       default:
-        return this.fail(res, path, new AdminError('E_NOT_FOUND', `no such endpoint: ${path}`));
+        return this.fail(
+          res,
+          'unknown',
+          new AdminError('E_NOT_FOUND', `no such endpoint: ${path.slice(0, 200)}`),
+        );
     }
   }
 
@@ -265,15 +471,31 @@ export class AdminServer {
       req.resume();
       return this.fail(res, op, new AdminError('E_SHUTTING_DOWN', 'the instance is shutting down'));
     }
+    const max = this.limits.maxBodyBytes;
+    const declared = Number(req.headers['content-length'] ?? 0);
+    const text = declared > max ? undefined : await readBody(req, max);
+    if (text === undefined) {
+      this.limited('body_too_large');
+      const drained = await this.discard(req);
+      if (!drained) res.setHeader('connection', 'close');
+      return this.fail(res, op, new AdminError('E_TOO_LARGE', `body over ${max} bytes`));
+    }
     let body: unknown;
     try {
-      const text = await readBody(req);
       body = text === '' ? {} : JSON.parse(text);
     } catch (err) {
       return this.fail(
         res,
         op,
         new AdminError('E_BAD_REQUEST', `body is not JSON: ${(err as Error).message}`),
+      );
+    }
+    if (jsonDepth(body, this.limits.maxJsonDepth) > this.limits.maxJsonDepth) {
+      this.limited('json_too_deep');
+      return this.fail(
+        res,
+        op,
+        new AdminError('E_TOO_DEEP', `body nested deeper than ${this.limits.maxJsonDepth} levels`),
       );
     }
     const parsed = OP_SCHEMAS[op].safeParse(body);
@@ -298,20 +520,39 @@ function toStatus(code: string): number | undefined {
   return new AdminError(code, '').status;
 }
 
-function readBody(req: IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
+/** The `code` label: a known code, else "other" (codes of lower layers are a closed set, but the
+ * label set must not depend on that). */
+function metricCode(code: string): string {
+  return code === 'ok' || KNOWN_ERROR_CODES.has(code) ? code : 'other';
+}
+
+/** The `op` label for /ops/NAME: the name if it is an operation, else "unknown". */
+function opLabel(name: string): string {
+  return (OP_NAMES as string[]).includes(name) ? name : 'unknown';
+}
+
+/**
+ * The body as text, or undefined once it passes `max` bytes (what arrived is dropped at once; the
+ * caller answers 413 and discards the rest). A body cut short by the client resolves with what
+ * came (the JSON parse then fails: 400).
+ */
+function readBody(req: IncomingMessage, max: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (c: Buffer) => {
+    const onData = (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY) {
-        reject(new Error(`body over ${MAX_BODY} bytes`));
-        req.destroy();
+      if (size > max) {
+        chunks.length = 0;
+        req.off('data', onData);
+        resolve(undefined);
         return;
       }
       chunks.push(c);
-    });
+    };
+    req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
+    req.on('error', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
   });
 }

@@ -15,7 +15,7 @@ describe('configuration', () => {
         XPMESH_NODE_ID: 'ignored',
         XPMESH_FRAMES: '256',
         XPMESH_PEERS: 'h2:7402, h3:7403',
-        XPMESH_CLUSTER_KEY: 'k',
+        XPMESH_CLUSTER_KEY: 'k-0123456789abcdef',
       },
       42,
     );
@@ -33,7 +33,11 @@ describe('configuration', () => {
   it('uses the development key only when everything is on loopback', () => {
     assert.equal(resolveConfig({}, {}).clusterKey, DEV_CLUSTER_KEY);
     assert.throws(() => resolveConfig({ peers: 'node2:7400' }, {}), ConfigError);
-    assert.equal(resolveConfig({ peers: 'node2:7400' }, { XPMESH_CLUSTER_KEY: 'k' }).clusterKey, 'k');
+    assert.equal(
+      resolveConfig({ peers: 'node2:7400' }, { XPMESH_CLUSTER_KEY: 'k-0123456789abcdef' }).clusterKey,
+      'k-0123456789abcdef',
+    );
+    assert.throws(() => resolveConfig({ 'cluster-key': 'short' }, {}), /at least 16 bytes/);
   });
 
   it('refuses bad values with a message naming the setting', () => {

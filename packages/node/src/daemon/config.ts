@@ -391,6 +391,11 @@ export function resolveConfig(
       );
     clusterKey = DEV_CLUSTER_KEY;
   }
+  // The peer network refuses a key under 16 bytes; say so here, before anything starts.
+  if (Buffer.byteLength(clusterKey, 'utf8') < 16)
+    throw new ConfigError(
+      `the cluster key must be at least 16 bytes (got ${Buffer.byteLength(clusterKey, 'utf8')}); set --cluster-key, --cluster-key-file or XPMESH_CLUSTER_KEY`,
+    );
   const adminToken = raw.get('adminToken') ?? readSecretFile('adminTokenFile');
 
   const frames = int('frames');
@@ -420,6 +425,19 @@ export function resolveConfig(
   const tlsKey = raw.get('tlsKey');
   if ((tlsCert === undefined) !== (tlsKey === undefined))
     throw new ConfigError('--tls-cert and --tls-key go together');
+  for (const [flag, path] of [
+    ['tls-cert', tlsCert],
+    ['tls-key', tlsKey],
+  ] as const) {
+    if (path === undefined) continue;
+    try {
+      readFileSync(path);
+    } catch (err) {
+      throw new ConfigError(
+        `--${flag} ${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? err})`,
+      );
+    }
+  }
 
   return {
     node,

@@ -4,6 +4,7 @@
  * stream from the layers' events, and owns the shutdown order.
  */
 import { EventEmitter } from 'node:events';
+import { access } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { type AdminBackend, type AdminEvent, AdminServer } from './admin.js';
 import type { NodeConfig } from './config.js';
@@ -60,6 +61,7 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
       peer_version: net?.versionFailures ?? 0,
       peer_stale_epoch: net?.staleRefused ?? 0,
       peer_table_full: net?.peersRefused ?? 0,
+      peer_pending_full: net?.pendingRefused ?? 0,
       frame_rejected: Object.values(net?.rejected ?? {}).reduce((a, b) => a + b, 0),
       abuse_close: net?.abuseCloses ?? 0,
       no_permit: num(refused?.no_permit),
@@ -230,6 +232,14 @@ export async function startInstance(
       if (typeof p.run !== 'function') throw new AdminError('EINVAL', 'this kernel cannot run programs');
       // The schema allows only plain relative names, so the module stays inside dist/.
       const modulePath = fileURLToPath(new URL(`../${i.module}`, import.meta.url));
+      // A missing module is the caller's mistake (404), not an import failure inside the worker.
+      if (
+        !(await access(modulePath).then(
+          () => true,
+          () => false,
+        ))
+      )
+        throw new AdminError('E_NOT_FOUND', `no module ${i.module}`);
       return { result: (await p.run(modulePath, i.export, i.args)) ?? null };
     },
   };

@@ -33,6 +33,8 @@ export const REFUSAL_KINDS = {
   peer_version: 'a peer offered no protocol version we speak',
   peer_stale_epoch: 'a peer session refused because its epoch was fenced or not newer',
   peer_table_full: 'an authenticated new node id refused because the peer table was full (--max-peers)',
+  peer_pending_full:
+    'a peer-port connection closed at accept: limits.maxPendingConnections were unauthenticated',
   frame_rejected: 'an incoming frame rejected by ingress validation (each answered with an error code)',
   abuse_close: 'a link closed because its peer kept sending invalid frames',
   no_permit: 'a request naming a permit (apid) the caller does not hold, or one revoked',
@@ -55,6 +57,7 @@ export class InstanceMetrics {
   readonly reclaim: Counter<'outcome'>;
   readonly adminRequests: Counter<'op' | 'code'>;
   readonly adminRefused: Counter<'reason'>;
+  readonly adminLimits: Counter<'limit'>;
 
   constructor(node: string, snapshot: () => GaugeSnapshot) {
     const registers = [this.registry];
@@ -94,6 +97,12 @@ export class InstanceMetrics {
       name: 'xpmesh_admin_requests_total',
       help: 'Admin API requests by operation and result code (ok or an error code)',
       labelNames: ['op', 'code'],
+      registers,
+    });
+    this.adminLimits = new Counter({
+      name: 'xpmesh_admin_limits_total',
+      help: 'Admin requests, connections and event subscribers stopped by a limit (ADMIN_LIMITS), by limit',
+      labelNames: ['limit'],
       registers,
     });
     this.adminRefused = new Counter({

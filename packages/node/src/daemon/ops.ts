@@ -158,6 +158,9 @@ export type AdminErrorCode =
   | 'E_NOT_FOUND' // unknown path or operation
   | 'E_METHOD' // wrong HTTP method
   | 'E_SHUTTING_DOWN' // the instance is stopping
+  | 'E_TOO_LARGE' // body over the admin limit (413)
+  | 'E_TOO_DEEP' // body nested deeper than the admin limit
+  | 'E_BUSY' // a bounded resource is full (e.g. /events subscribers); retry later
   | 'E_INTERNAL'; // a bug; logged
 
 export class AdminError extends Error {
@@ -173,6 +176,7 @@ export class AdminError extends Error {
 
 const STATUS_BY_CODE: Record<string, number> = {
   E_BAD_REQUEST: 400,
+  E_TOO_DEEP: 400,
   EINVAL: 400,
   E_RANGE: 400,
   E_MALFORMED: 400,
@@ -194,11 +198,17 @@ const STATUS_BY_CODE: Record<string, number> = {
   EAGAIN: 409,
   E_BUSY: 409,
   E_STALE_EPOCH: 409,
+  E_PEER: 409,
+  E_TOO_LARGE: 413,
   ENOMEM: 507,
+  E_NOT_LOADED: 503,
   E_SHUTTING_DOWN: 503,
   ETIMEDOUT: 504,
   E_TIMEOUT: 504,
 };
+
+/** Every error code the admin API answers with a known status (the metric's `code` label set). */
+export const KNOWN_ERROR_CODES: ReadonlySet<string> = new Set([...Object.keys(STATUS_BY_CODE), 'E_INTERNAL']);
 
 export function httpStatusOf(code: string): number {
   return STATUS_BY_CODE[code] ?? 500;

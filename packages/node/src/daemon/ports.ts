@@ -73,6 +73,7 @@ export interface NetPort {
     versionFailures?: number;
     staleRefused?: number;
     peersRefused?: number;
+    pendingRefused?: number;
     abuseCloses?: number;
     idCollisions?: number;
     rejected?: Record<string, number>;

@@ -79,6 +79,10 @@ describe('codec + validation round trip', () => {
       bad({ t: 'nope' }).ok ? '' : (bad({ t: 'nope' }) as { code: string }).code,
       'E_UNKNOWN_TYPE',
     );
+    const unknown = bad({ t: 'nope', id: 7 });
+    assert.equal(!unknown.ok && unknown.re, 7, 'an unknown type with a valid id is answered with re');
+    const untyped = bad({ id: 8 });
+    assert.equal(!untyped.ok && untyped.re, 8);
     const short = bad({
       t: 'map-ok',
       re: 1,

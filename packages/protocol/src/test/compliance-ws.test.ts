@@ -154,3 +154,53 @@ it('TLS: wss with a self-signed certificate (generated with openssl)', async (t)
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+it('peer port: raw TCP connections, half-sent upgrades and silent WebSockets are closed by the handshake deadline; unauthenticated ones are capped and counted; the real peer is served throughout', async () => {
+  const { connect } = await import('node:net');
+  const limits = { handshakeTimeoutMs: 600, maxPendingConnections: 8 };
+  const b = await createWsPeerNetwork({
+    self: 'b',
+    listen: { host: '127.0.0.1', port: 0 },
+    clusterKey: KEY,
+    limits,
+    heartbeatMs: 100,
+  });
+  const a = await createWsPeerNetwork({
+    self: 'a',
+    peers: [{ node: 'b', url: b.address! }],
+    clusterKey: KEY,
+    limits,
+    heartbeatMs: 100,
+  });
+  const socks: import('node:net').Socket[] = [];
+  try {
+    await a.waitUp('b', 10_000);
+    const port = Number(new URL(b.address!).port);
+    let closed = 0;
+    const open = (first?: string) => {
+      const s = connect(port, '127.0.0.1');
+      s.on('error', () => {});
+      s.on('close', () => closed++);
+      if (first) s.on('connect', () => s.write(first));
+      socks.push(s);
+    };
+    for (let i = 0; i < 40; i++) open();
+    for (let i = 0; i < 10; i++) open('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n');
+    // all 50 are closed by b: the extra ones at accept, the pending ones at the deadline
+    for (let t = 0; t < 200 && closed < 50; t++) await sleep(50);
+    assert.equal(closed, 50, 'every unauthenticated connection was closed');
+    assert.ok(b.metrics().pendingRefused >= 50 - limits.maxPendingConnections);
+    // a WebSocket that upgrades and never says hello: 4004 at the deadline
+    const WebSocket = (await import('ws')).default;
+    const ws = new WebSocket(b.address!);
+    ws.on('error', () => {});
+    const code = await new Promise<number>((res) => ws.once('close', (c) => res(c)));
+    assert.equal(code, 4004);
+    assert.equal(a.sessions().length, 1, 'the real session stayed up');
+    assert.equal(b.status().length, 1, 'no peer-table entry for any of them');
+  } finally {
+    for (const s of socks) s.destroy();
+    await a.close();
+    await b.close();
+  }
+});

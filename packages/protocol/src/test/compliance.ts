@@ -453,6 +453,21 @@ export function complianceSuite(makeHarness: () => Harness): void {
       );
     });
 
+    it('one wrong-key attempt counts once in authFailures (at the server that refused it)', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }]);
+      await until(h, () => n.b.sessions().length === 1, 'session up');
+      const m = await rawConn(h, 'b');
+      m.hello('mallory', 1);
+      await until(h, () => m.got.some((x) => x.t === 'welcome'), 'welcome');
+      m.auth('not-the-cluster-key-at-all', 'mallory');
+      await until(h, () => m.closeCode() !== undefined, 'refused');
+      assert.equal(m.closeCode(), CloseCode.AUTH);
+      assert.equal(m.got.find((x) => x.t === 'error')?.code, 'E_AUTH');
+      await h.advance(50);
+      assert.equal(n.b.metrics().authFailures, 1);
+      assert.equal(n.b.metrics().closesByCode[CloseCode.AUTH], 1);
+    });
+
     it('an authenticated unknown node id joins as a member, up to limits.maxPeers; beyond it 4012, counted', async () => {
       const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 2 } }]);
       await until(h, () => n.b.sessions().length === 1, 'session up');

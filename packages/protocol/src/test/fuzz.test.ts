@@ -244,3 +244,19 @@ it('an unauthenticated peer gets one error and a close, never a second chance', 
     await b.close();
   }
 });
+
+it('an unknown message type with a valid id is answered with an error carrying re (docs/errors.md)', async () => {
+  const b = await createWsPeerNetwork({ self: 'b', listen: { host: '127.0.0.1', port: 0 }, clusterKey: KEY });
+  try {
+    const got: Record<string, unknown>[] = [];
+    const ws = await rawSession(b.address!, 'z', (m) => got.push(m));
+    ws.send(encodeFrame({ t: 'teleport', id: 42 } as unknown as Message));
+    for (let i = 0; i < 500 && !got.some((m) => m.t === 'error'); i++) await sleep(10);
+    const e = got.find((m) => m.t === 'error');
+    assert.equal(e?.code, 'E_UNKNOWN_TYPE');
+    assert.equal(e?.re, 42);
+    ws.close();
+  } finally {
+    await b.close();
+  }
+});

@@ -76,6 +76,7 @@ if (values.swarm) {
       },
     },
     measuredAt: new Date(hook.t0).toISOString(),
+    machine: existsSync(join(dir, 'machine.json')) ? read(dir, 'machine.json') : undefined,
   };
 }
 if (values.scale) {
@@ -100,6 +101,9 @@ if (s) {
     'three instances on three hosts (VXLAN overlay between the host namespaces) and once inside one container',
     '(three instance processes on one host, loopback). Same machine, same run; server-side latencies come',
     "from the instances' histograms (bucket-interpolated).",
+    s.machine
+      ? `Machine: ${s.machine.cpus} CPUs, load average ${s.machine.loadavg.map((x) => x.toFixed(1)).join(' / ')} (1/5/15 min) at the end of the run.`
+      : '',
     '',
     '| | across hosts (Swarm overlay) | one host (loopback) |',
     '| --- | --- | --- |',

@@ -16,7 +16,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -126,6 +126,11 @@ describe('Docker Swarm across three hosts', { skip }, () => {
     const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
     clearTimeout(timer);
     writeFileSync(join(reports, 'swarm-e2e.log'), output);
+    // the figures' context: this machine and how busy it was (other suites may share it)
+    writeFileSync(
+      join(reports, 'machine.json'),
+      `${JSON.stringify({ cpus: cpus().length, loadavg: loadavg() })}\n`,
+    );
     const tail = `\n--- swarm-e2e output (tail)\n${output.slice(-8000)}`;
     assert.equal(code, 0, `swarm-e2e exited ${code}${tail}`);
 

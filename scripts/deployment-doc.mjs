@@ -87,7 +87,12 @@ if (values.scale) {
 }
 if (values.swarm || values.scale) writeFileSync(dataFile, `${JSON.stringify(data, null, 2)}\n`);
 
-const n = (v) => (typeof v === 'number' ? Math.round(v).toLocaleString('en-US') : String(v ?? '-'));
+const n = (v) =>
+  typeof v === 'number'
+    ? Math.abs(v) < 10 && !Number.isInteger(v)
+      ? v.toFixed(2)
+      : Math.round(v).toLocaleString('en-US')
+    : String(v ?? '-');
 const us = (p) => (p && p.count !== 0 ? `p50 ${n(p.p50)} / p99 ${n(p.p99)} µs` : '-');
 const lines = [];
 const s = data.swarm;
@@ -129,8 +134,8 @@ if (s) {
     `| result | ${c.ok ? '**ok**: every check held' : `**FAILED**: ${c.failures.join('; ')}`} |`,
     `| time to fence the crashed host, per survivor | ${fences} (detection bound (missed-beats + 1) × heartbeat-ms = ${n(c.fenceBoundMs)} ms: the last beat seen may be one interval old when the host dies; observed through the survivors' event streams) |`,
     `| lost dirty pages (reverted to the last written-back data, counted by the home) | ${n(c.lostDirtyPages)} |`,
-    `| load during the crash | ${n(c.load.ops)} operations, ${n(c.load.lostChunks)} chunks lost with the host, ${n(c.load.slowCalls)} of ${n(c.load.calls)} calls past their bound |`,
-    `| history | ${c.load.history ? 'linearizable' : 'NOT linearizable'} (${n(c.load.rounds)} rounds, ${n(c.load.checkedOps)} operations checked, ${n(c.load.droppedReads)} reads dropped and ${n(c.load.indeterminateWrites)} writes indeterminate under the dirty-page policy) |`,
+    `| load during the crash | ${n(c.load.ops)} operations, ${n(c.load.lostChunks)} chunk(s) lost with the host, ${n(c.load.slowCalls)} of ${n(c.load.calls)} calls past their bound |`,
+    `| history | ${c.load.history ? 'linearizable' : 'NOT linearizable'} (${n(c.load.rounds)} round(s), ${n(c.load.checkedOps)} operations checked, ${n(c.load.droppedReads)} reads dropped and ${n(c.load.indeterminateWrites)} writes indeterminate under the dirty-page policy) |`,
     c.rejoin
       ? `| crash → the restarted instance up again at every survivor (new epoch) | ${n(c.rejoin.upMs)} ms (swarm marked the host down at ${n(c.hostDownMs)} ms; it booted again at ${n(c.hostStartMs)} ms, its engine ready at ${n(c.hostReadyMs)} ms) |`
       : '| rejoin | did not happen |',

@@ -4,8 +4,8 @@
  * answering invalidations (zap or write-protect, then ack with dirty data), detach, segment-gone and
  * the loss of a home.
  */
-import type { DriverFault, KernelModuleApi } from '@xpmesh/node/kernel';
-import { KernelError } from '@xpmesh/node/kernel';
+import type { DriverFault, KernelModuleApi } from '@xpmesh/kernel';
+import { KernelError } from '@xpmesh/kernel';
 import type {
   Detach,
   Invalidate,
@@ -16,17 +16,15 @@ import type {
   PeerSession,
   SegmentGone,
 } from '@xpmesh/protocol';
-import type { XpmemDriver } from './driver.js';
 import { codeOf } from './errors.js';
-import { localAttachFault } from './home.js';
 import { homeOf, pageKey } from './ids.js';
-import { MAX_PAGES, toRanges } from './invalidate.js';
 import { copyPage } from './page-copy.js';
-import type { Attachment, InflightMap } from './state.js';
+import { MAX_PAGES, normalRanges, toRanges } from './ranges.js';
+import type { Attachment, DriverState, InflightMap } from './state.js';
 
 const FAULT_ROUNDS = 8;
 
-export async function attachmentFault(d: XpmemDriver, att: Attachment, f: DriverFault): Promise<void> {
+export async function attachmentFault(d: DriverState, att: Attachment, f: DriverFault): Promise<void> {
   const k = d.kernel;
   const ps = k.pageSize;
   d.counters.faults++;
@@ -42,7 +40,7 @@ export async function attachmentFault(d: XpmemDriver, att: Attachment, f: Driver
     d.counters.localFaults++;
     const seg = d.segments.get(att.grant.segid);
     if (!seg || seg.removed) throw new KernelError('SIGBUS', `segment ${att.grant.segid} is gone`);
-    await localAttachFault(d, seg, p, att, i, f.address, f.write);
+    await d.homeSide.localFault(seg, p, att, i, f.address, f.write);
     return;
   }
   d.counters.remoteFaults++;
@@ -79,7 +77,7 @@ export async function attachmentFault(d: XpmemDriver, att: Attachment, f: Driver
 }
 
 /** One map request per page at a time: concurrent faults on a page join the request in flight. */
-async function fetchPage(d: XpmemDriver, att: Attachment, p: number, access: 'r' | 'rw'): Promise<void> {
+async function fetchPage(d: DriverState, att: Attachment, p: number, access: 'r' | 'rw'): Promise<void> {
   const key = pageKey(att.grant.segid, p);
   const pend = d.pendingFaults.get(key);
   if (pend) {
@@ -98,7 +96,7 @@ async function fetchPage(d: XpmemDriver, att: Attachment, p: number, access: 'r'
 }
 
 async function requestPages(
-  d: XpmemDriver,
+  d: DriverState,
   att: Attachment,
   p: number,
   access: 'r' | 'rw',
@@ -155,7 +153,7 @@ async function requestPages(
 }
 
 function installGranted(
-  d: XpmemDriver,
+  d: DriverState,
   att: Attachment,
   pages: PageData[],
   grants: number[],
@@ -211,7 +209,7 @@ function installGranted(
 }
 
 /** Prefault the first pages of a new remote attachment (one map request, read copies). */
-export async function prefaultAttachment(d: XpmemDriver, att: Attachment): Promise<void> {
+export async function prefaultAttachment(d: DriverState, att: Attachment): Promise<void> {
   if (d.prefault <= 1 || att.grant.local) return;
   try {
     await requestPages(d, att, att.firstPage, 'r', Math.min(d.prefault, att.npages));
@@ -221,30 +219,12 @@ export async function prefaultAttachment(d: XpmemDriver, att: Attachment): Promi
 }
 
 /**
- * Sorted, disjoint, merged copy of `ranges` (returned as is when it already is: the home sends
- * toRanges output). Pages are then visited once each, in order, with no per-page set.
- */
-export function normalRanges(ranges: readonly PageRange[]): readonly PageRange[] {
-  let ok = true;
-  for (let j = 1; j < ranges.length && ok; j++) ok = ranges[j][0] > ranges[j - 1][0] + ranges[j - 1][1];
-  if (ok) return ranges;
-  const sorted = ranges.map((r): PageRange => [r[0], r[1]]).sort((a, b) => a[0] - b[0]);
-  const out: PageRange[] = [];
-  for (const [first, count] of sorted) {
-    const last = out[out.length - 1];
-    if (last && first <= last[0] + last[1]) last[1] = Math.max(last[1], first + count - last[0]);
-    else out.push([first, count]);
-  }
-  return out;
-}
-
-/**
  * Zap (or write-protect) the pages of `ranges` (normalised) in every local attachment of `segid`,
  * one kernel call per run of mapped pages. Cost: the attachment's overlap with the ranges, never a
  * walk of the whole attachment for a small invalidate (reclaiming n pages one by one was O(n²)).
  */
 async function unmapPages(
-  d: XpmemDriver,
+  d: DriverState,
   segid: string,
   ranges: readonly PageRange[],
   wrprotect: boolean,
@@ -286,7 +266,7 @@ async function unmapPages(
 }
 
 export async function handleInvalidate(
-  d: XpmemDriver,
+  d: DriverState,
   from: PeerSession,
   msg: Invalidate,
 ): Promise<Omit<InvalidateAck, 're'>> {
@@ -348,7 +328,7 @@ export async function handleInvalidate(
 }
 
 /** Drop the driver's references to `pfns` (frames of cached copies no longer reachable). */
-function freeFrames(d: XpmemDriver, k: KernelModuleApi, pfns: number[]): void {
+function freeFrames(d: DriverState, k: KernelModuleApi, pfns: number[]): void {
   for (const pfn of pfns) {
     try {
       k.putPage(pfn);
@@ -364,7 +344,7 @@ function freeFrames(d: XpmemDriver, k: KernelModuleApi, pfns: number[]): void {
  * (detach, with the data of pages held for writing).
  */
 export async function releaseAttachmentPages(
-  d: XpmemDriver,
+  d: DriverState,
   att: Attachment,
   from: number,
   to: number,
@@ -406,7 +386,7 @@ export async function releaseAttachmentPages(
 }
 
 /** Run `send` (a detach of `pages` of `segid`) with the pages marked in d.detachInFlight meanwhile. */
-async function trackDetach(d: XpmemDriver, segid: string, pages: number[], send: () => Promise<void>) {
+async function trackDetach(d: DriverState, segid: string, pages: number[], send: () => Promise<void>) {
   const done = send();
   const mine = done.catch(() => undefined);
   const keys = pages.map((p) => pageKey(segid, p));
@@ -418,12 +398,12 @@ async function trackDetach(d: XpmemDriver, segid: string, pages: number[], send:
   }
 }
 
-function sendDetach(d: XpmemDriver, att: Attachment, pages: number[], dirty: PageData[]): Promise<void> {
+function sendDetach(d: DriverState, att: Attachment, pages: number[], dirty: PageData[]): Promise<void> {
   return trackDetach(d, att.grant.segid, pages, () => sendDetachNow(d, att, pages, dirty));
 }
 
 async function sendDetachNow(
-  d: XpmemDriver,
+  d: DriverState,
   att: Attachment,
   pages: number[],
   dirty: PageData[],
@@ -447,7 +427,7 @@ async function sendDetachNow(
 }
 
 /** Tell the home we do not hold `pages` (grants that arrived after a detach). */
-async function giveBack(d: XpmemDriver, att: Attachment, pages: number[]): Promise<void> {
+async function giveBack(d: DriverState, att: Attachment, pages: number[]): Promise<void> {
   const others = [...d.attachments.values()].filter((a) => !a.detached && a.grant.segid === att.grant.segid);
   const free = pages.filter((p) => !others.some((a) => p >= a.firstPage && p < a.firstPage + a.npages));
   if (free.length === 0) return;
@@ -465,7 +445,7 @@ async function giveBack(d: XpmemDriver, att: Attachment, pages: number[]): Promi
   });
 }
 
-export async function handleSegmentGone(d: XpmemDriver, from: PeerSession, msg: SegmentGone): Promise<void> {
+export async function handleSegmentGone(d: DriverState, from: PeerSession, msg: SegmentGone): Promise<void> {
   if (homeOf(msg.segid) !== from.node) return;
   await new Promise<void>((resolve) => setImmediate(resolve)); // after replies that arrived before it
   d.counters.segmentGone++;
@@ -473,11 +453,11 @@ export async function handleSegmentGone(d: XpmemDriver, from: PeerSession, msg: 
 }
 
 /** A home's session ended: its attachments are revoked (next touch SIGBUS), cached pages dropped. */
-export async function attacherDown(d: XpmemDriver, node: string, _why: string): Promise<void> {
+export async function attacherDown(d: DriverState, node: string, _why: string): Promise<void> {
   await revoke(d, (segid) => homeOf(segid) === node);
 }
 
-async function revoke(d: XpmemDriver, match: (segid: string) => boolean): Promise<void> {
+async function revoke(d: DriverState, match: (segid: string) => boolean): Promise<void> {
   const k = d.kernel;
   for (const c of d.cache.all()) {
     if (!match(c.segid)) continue;

@@ -9,16 +9,14 @@
  * it held for writing reverts to the last written-back data at the home: counted in
  * lostDirtyPages, event 'lost-dirty'.
  */
-import type { PeerSession } from '@xpmesh/protocol';
-import { attacherDown } from './attacher.js';
-import type { XpmemDriver } from './driver.js';
-import { syncHomePte } from './home.js';
-import { unexportIfEmpty } from './invalidate.js';
+
 import { epochAtMost } from './rmap.js';
-import type { Segment } from './state.js';
+import { syncHomePte } from './source-pte.js';
+import type { DriverState, FenceEvent, LostDirtyEvent, Segment } from './state.js';
+import { unexportIfEmpty } from './unexport.js';
 
 export async function fenceNode(
-  d: XpmemDriver,
+  d: DriverState,
   node: string,
   epoch: number,
   why: string,
@@ -29,7 +27,7 @@ export async function fenceNode(
   if (epoch + 1 > before) {
     d.minEpoch.set(node, epoch + 1);
     d.counters.fences++;
-    d.events.emit('fence', { node, epoch, why });
+    d.events.emit('fence', { node, epoch, why } satisfies FenceEvent);
     d.log.warn({ node, epoch, why }, 'xpmem: fencing instance');
   }
   if (callNet) {
@@ -58,7 +56,7 @@ export async function fenceNode(
     if (!seg) continue;
     if (e.write) {
       d.counters.lostDirtyPages++;
-      d.events.emit('lost-dirty', { segid: seg.segid, page: e.page, node });
+      d.events.emit('lost-dirty', { segid: seg.segid, page: e.page, node } satisfies LostDirtyEvent);
     }
     const left = d.rmap.entries(e.pfn, e.seg, e.page).length;
     d.transition(seg, e.page, left ? 'drop' : 'drop-last');
@@ -77,7 +75,7 @@ export async function fenceNode(
  * margin after now (the session is closed by the time we are called). Concurrent fences of one node
  * share the wait.
  */
-function leaseExpiry(d: XpmemDriver, node: string, epoch: number): Promise<void> {
+function leaseExpiry(d: DriverState, node: string, epoch: number): Promise<void> {
   const cur = d.fencing.get(node);
   if (cur && cur.epoch >= epoch) return cur.done;
   const done = new Promise<void>((resolve) => {
@@ -89,21 +87,4 @@ function leaseExpiry(d: XpmemDriver, node: string, epoch: number): Promise<void>
     if (d.fencing.get(node) === rec) d.fencing.delete(node);
   });
   return done;
-}
-
-/** A peer's (new) session is up. A larger epoch than we knew means the old session is over. */
-export async function peerUp(d: XpmemDriver, peer: PeerSession): Promise<void> {
-  const prev = d.epochs.get(peer.node);
-  d.epochs.set(peer.node, peer.epoch);
-  if (prev !== undefined && prev < peer.epoch) {
-    d.leaseHold.add(peer.node);
-    try {
-      await attacherDown(d, peer.node, 'new session');
-    } finally {
-      d.leaseHold.delete(peer.node);
-    }
-    const age = d.net.leaseAge(peer.node);
-    if (age !== undefined) d.renewLease(peer.node, age);
-    await fenceNode(d, peer.node, prev, 'new session', false);
-  }
 }

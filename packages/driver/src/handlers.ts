@@ -2,13 +2,13 @@
  * of the protocol is handled. Validation of shape happens at ingress (protocol package). */
 import type { PeerSession, RequestMessage, RequestReplyMap } from '@xpmesh/protocol';
 import { handleInvalidate } from './attacher.js';
-import type { XpmemDriver } from './driver.js';
 import { handleDetach, handleMap } from './home.js';
+import type { DriverState } from './state.js';
 import { handleGet } from './xpmem-get.js';
 import { handleRelease } from './xpmem-release.js';
 
 type Handler<T extends RequestMessage['t']> = (
-  d: XpmemDriver,
+  d: DriverState,
   from: PeerSession,
   msg: Extract<RequestMessage, { t: T }>,
 ) => Promise<Omit<RequestReplyMap[T], 're'>>;

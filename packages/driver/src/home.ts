@@ -14,94 +14,28 @@
  *   6. exportPage (PG_external_rmap, lock held) BEFORE adding the reverse-map entry; copy the data;
  *      unlockPage; putPage.
  */
-import type { DriverFault } from '@xpmesh/node/kernel';
-import { KernelError } from '@xpmesh/node/kernel';
+import type { DriverFault } from '@xpmesh/kernel';
+import { KernelError } from '@xpmesh/kernel';
 import type { Detach, MapOk, MapReq, Ok, PageData, PeerSession } from '@xpmesh/protocol';
-import type { XpmemDriver } from './driver.js';
 import { codeOf, DriverError, fail } from './errors.js';
-import { invalidatePages, unexportIfEmpty, writeBack } from './invalidate.js';
+import { invalidatePages, writeBack } from './invalidate.js';
 import { copyPage } from './page-copy.js';
-import { PM_ANY, PM_OTHER, PM_OTHER_WRITE, PM_WRITE } from './rmap.js';
-import { DEV_CLEAR, DEV_NONE, DEV_READONLY, type Permit, type Segment } from './state.js';
+import { PM_OTHER, PM_OTHER_WRITE } from './rmap.js';
+import { devModeAt, pageAddr, setHomeDevice, syncHomePte } from './source-pte.js';
+import type { DriverState } from './state.js';
+import { type Attachment, DEV_CLEAR, DEV_NONE, DEV_READONLY, type Permit, type Segment } from './state.js';
+import { unexportIfEmpty } from './unexport.js';
 
 const GRANT_RETRIES = 32;
 /** Node index of this instance: never in the reverse map (local attachers map frames directly). */
 export const SELF = 0;
-
-export function pageAddr(d: XpmemDriver, seg: Segment, p: number): number {
-  return seg.vaddr + p * d.kernel.pageSize;
-}
-
-/**
- * The device mode (DEV_*) of the source PTE as it is now, read from the page table: reclaim,
- * migration and their failure paths replace or restore device entries without telling us, so
- * `seg.dev` is only a hint and every decision that matters reads the real entry.
- */
-export function devModeAt(d: XpmemDriver, seg: Segment, p: number, pfn?: number): number {
-  if (seg.mm.exiting) return DEV_CLEAR;
-  const e = d.kernel.deviceEntryAt(seg.mm, pageAddr(d, seg, p));
-  if (!e || e.owner !== d.deviceOwner || (pfn !== undefined && e.pfn !== pfn)) return DEV_CLEAR;
-  return e.mode === 'none' ? DEV_NONE : DEV_READONLY;
-}
-
-/**
- * Put the source PTE of a page in device mode `mode` (DEV_*). Synchronous (returns undefined) when
- * no device entry has to be set: clearing one only adds access and needs no shootdown; setting one
- * awaits the kernel's shootdown.
- */
-export function setHomeDevice(
-  d: XpmemDriver,
-  seg: Segment,
-  p: number,
-  mode: number,
-): Promise<void> | undefined {
-  const cur = devModeAt(d, seg, p);
-  seg.dev[p] = cur;
-  if (cur === mode) return undefined;
-  const k = d.kernel;
-  const addr = pageAddr(d, seg, p);
-  if (cur !== DEV_CLEAR) {
-    k.clearDeviceEntry(seg.mm, addr);
-    seg.dev[p] = DEV_CLEAR;
-  }
-  if (mode === DEV_CLEAR) return undefined;
-  return k.setDeviceEntry(seg.mm, addr, d.deviceOwner, mode === DEV_NONE ? 'none' : 'readonly').then(() => {
-    seg.dev[p] = mode;
-  });
-}
-
-/**
- * Make the source PTE agree with the directory: no copy → normal, readers → 'readonly', writer →
- * 'none'. Returns undefined when that was done synchronously (the usual case: nothing to change).
- */
-export function syncHomePte(d: XpmemDriver, seg: Segment, p: number): Promise<void> | undefined {
-  const m = d.rmap.pageMask(seg.pfn[p], seg.slot, p);
-  const want =
-    seg.removed || seg.mm.exiting
-      ? DEV_CLEAR
-      : m & PM_WRITE
-        ? DEV_NONE
-        : m & PM_ANY
-          ? DEV_READONLY
-          : DEV_CLEAR;
-  const failed = (e: unknown) => {
-    d.log.debug({ err: e, segid: seg.segid, page: p }, 'xpmem: source PTE not changed');
-    if (want === DEV_CLEAR) seg.dev[p] = DEV_CLEAR;
-  };
-  try {
-    return setHomeDevice(d, seg, p, want)?.catch(failed);
-  } catch (e) {
-    failed(e);
-    return undefined;
-  }
-}
 
 /**
  * Copies held by other instances that conflict with an access by `requester` (SELF for the home's own
  * processes and local attachers): a write needs every other copy gone, a read needs no remote writer.
  */
 export function resolveConflicts(
-  d: XpmemDriver,
+  d: DriverState,
   seg: Segment,
   p: number,
   requester: number,
@@ -149,7 +83,7 @@ export function resolveConflicts(
  * Returns undefined (no promise to wait for) when none maps the page.
  */
 export function fenceLocalAttachers(
-  d: XpmemDriver,
+  d: DriverState,
   seg: Segment,
   p: number,
   write: boolean,
@@ -164,7 +98,7 @@ export function fenceLocalAttachers(
 }
 
 async function fenceLocalAttachersNow(
-  d: XpmemDriver,
+  d: DriverState,
   seg: Segment,
   p: number,
   write: boolean,
@@ -199,7 +133,7 @@ const inGup = new WeakMap<Segment, Map<number, boolean>>();
  * turn — with 8 instances writing one page almost no grant was ever used.
  */
 export function grantPage(
-  d: XpmemDriver,
+  d: DriverState,
   seg: Segment,
   p: number,
   permit: Permit,
@@ -227,7 +161,7 @@ export function grantPage(
 
 /** grantPage's work, with the page mutex held by the caller. */
 async function grantPageLocked(
-  d: XpmemDriver,
+  d: DriverState,
   seg: Segment,
   p: number,
   permit: Permit,
@@ -326,7 +260,7 @@ function gupError(e: unknown, seg: Segment, p: number): DriverError {
 }
 
 /** Remote fault: `map` from an attacher. Pages after the first are best effort (prefault). */
-export async function handleMap(d: XpmemDriver, from: PeerSession, msg: MapReq): Promise<Omit<MapOk, 're'>> {
+export async function handleMap(d: DriverState, from: PeerSession, msg: MapReq): Promise<Omit<MapOk, 're'>> {
   const permit = d.permits.get(msg.apid);
   if (!permit || permit.node !== from.node || permit.epoch !== from.epoch) {
     d.refuse('no_permit', 'E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}@${from.epoch}`);
@@ -369,7 +303,7 @@ export async function handleMap(d: XpmemDriver, from: PeerSession, msg: MapReq):
 }
 
 /** An attacher dropped pages (detach, exit, eviction): write its dirty data back, shrink the map. */
-export async function handleDetach(d: XpmemDriver, from: PeerSession, msg: Detach): Promise<Omit<Ok, 're'>> {
+export async function handleDetach(d: DriverState, from: PeerSession, msg: Detach): Promise<Omit<Ok, 're'>> {
   const permit = d.permits.get(msg.apid);
   if (!permit || permit.node !== from.node || permit.epoch !== from.epoch) {
     d.refuse('no_permit', 'E_NO_PERMIT', `no permit ${msg.apid} for ${from.node}@${from.epoch}`);
@@ -400,7 +334,7 @@ export async function handleDetach(d: XpmemDriver, from: PeerSession, msg: Detac
 }
 
 /** Segments of `mm` covering `address`. */
-export function segmentsAt(d: XpmemDriver, mmId: number, address: number): Segment[] {
+export function segmentsAt(d: DriverState, mmId: number, address: number): Segment[] {
   const rec = d.mms.get(mmId);
   if (!rec) return [];
   return [...rec.segs].filter((s) => !s.removed && address >= s.vaddr && address < s.vaddr + s.size);
@@ -410,7 +344,7 @@ export function segmentsAt(d: XpmemDriver, mmId: number, address: number): Segme
  * A home process touched a device entry (HMM migrate_to_ram analogue): bring the page home. A write
  * invalidates every remote copy (recalling a writer's data); a read recalls a writer with downgrade.
  */
-export async function handleDeviceFault(d: XpmemDriver, f: DriverFault): Promise<void> {
+export async function handleDeviceFault(d: DriverState, f: DriverFault): Promise<void> {
   const k = d.kernel;
   d.counters.homeFaults++;
   const segs = segmentsAt(d, f.mm.id, f.address);
@@ -442,10 +376,10 @@ export async function handleDeviceFault(d: XpmemDriver, f: DriverFault): Promise
 
 /** A same-instance attachment faulted: map the source frame directly (after resolving remote copies). */
 export async function localAttachFault(
-  d: XpmemDriver,
+  d: DriverState,
   seg: Segment,
   p: number,
-  att: import('./state.js').Attachment,
+  att: Attachment,
   index: number,
   address: number,
   write: boolean,
@@ -495,7 +429,7 @@ export async function localAttachFault(
 }
 
 /** Drop a permit at the home: its node's entries made through it stay until detach or fence. */
-export async function dropPermit(d: XpmemDriver, p: Permit): Promise<void> {
+export async function dropPermit(d: DriverState, p: Permit): Promise<void> {
   d.permits.delete(p.apid);
   d.permitBySlot.delete(p.slot);
 }
@@ -504,7 +438,7 @@ export async function dropPermit(d: XpmemDriver, p: Permit): Promise<void> {
  * Source exit, remove, or unload: every remote copy is invalidated, local attachments are zapped and
  * marked gone, every instance that held a permit gets segment-gone (its next touch is SIGBUS).
  */
-export async function teardownSegment(d: XpmemDriver, seg: Segment, why: 'remove' | 'exit'): Promise<void> {
+export async function teardownSegment(d: DriverState, seg: Segment, why: 'remove' | 'exit'): Promise<void> {
   const k = d.kernel;
   if (seg.removed) return;
   seg.removed = true;

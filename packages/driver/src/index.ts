@@ -1,12 +1,13 @@
 /** @xpmesh/driver: the XPmem-like kernel module. */
 export const DRIVER_NAME = 'xpmem';
 export {
-  type Clock,
   createXpmemDriver,
   type DriverCounters,
   type DriverStatus,
-  type Logger,
+  type FenceEvent,
+  type LostDirtyEvent,
   type MessageEvent,
+  type PageStateEvent,
   type PageStateView,
   XpmemDriver,
   type XpmemDriverOptions,

@@ -6,12 +6,13 @@
  * and the operation completes without it. While it runs, the pages are 'invalidating' and no grant
  * is made (grants wait in waitIdle).
  */
-import type { Invalidate, InvalidateReason, PageRange } from '@xpmesh/protocol';
-import type { XpmemDriver } from './driver.js';
+import type { Invalidate, InvalidateReason } from '@xpmesh/protocol';
 import { codeOf } from './errors.js';
 import { fenceNode } from './fence.js';
+import { MAX_PAGES, toRanges } from './ranges.js';
 import { epochAtMost } from './rmap.js';
-import type { Segment } from './state.js';
+import type { DriverState, Segment } from './state.js';
+import { unexportEmpty } from './unexport.js';
 
 export interface InvalidateOptions {
   reason: InvalidateReason;
@@ -39,25 +40,8 @@ export interface InvalidateResult {
   dirty: boolean;
 }
 
-/** Pages of data in one message (protocol limit maxPagesPerMessage). */
-export const MAX_PAGES = 64;
-
-export function toRanges(pages: number[]): PageRange[] {
-  let ascending = true;
-  for (let i = 1; i < pages.length && ascending; i++) ascending = pages[i] > pages[i - 1];
-  // the usual input (pages collected in order) is already strictly ascending: no set, no sort
-  const sorted = ascending ? pages : [...new Set(pages)].sort((a, b) => a - b);
-  const out: PageRange[] = [];
-  for (const p of sorted) {
-    const last = out[out.length - 1];
-    if (last && last[0] + last[1] === p) last[1]++;
-    else out.push([p, 1]);
-  }
-  return out;
-}
-
 export async function invalidatePages(
-  d: XpmemDriver,
+  d: DriverState,
   seg: Segment,
   pages: number[],
   o: InvalidateOptions,
@@ -206,7 +190,7 @@ export async function invalidatePages(
 
 /** Write a writer's data back into the home frame; the page's version moves on. */
 export function writeBack(
-  d: XpmemDriver,
+  d: DriverState,
   seg: Segment,
   page: number,
   data: Uint8Array,
@@ -218,58 +202,4 @@ export function writeBack(
   k.setPageDirty(pfn);
   seg.version[page]++;
   return true;
-}
-
-/**
- * Clear PG_external_rmap once the driver's reverse map for the frame is empty, under the page lock
- * (held by the caller on the rmap-notifier path; otherwise taken with trylock, or later in the
- * background if the kernel holds it right now, e.g. while reclaim walks the page).
- */
-export function unexportIfEmpty(d: XpmemDriver, pfn: number, lockHeld: boolean): void {
-  unexportEmpty(d, [pfn], lockHeld);
-}
-
-/**
- * unexportIfEmpty for many frames: the frames whose map is empty are unexported with one kernel call
- * (each under its page lock, taken with trylock); a frame whose lock is held is retried later.
- */
-export function unexportEmpty(d: XpmemDriver, pfns: Iterable<number>, lockHeld: boolean): void {
-  const k = d.kernel;
-  const empty: number[] = [];
-  for (const pfn of pfns) if (pfn >= 0 && d.rmap.isEmpty(pfn)) empty.push(pfn);
-  if (empty.length === 0) return;
-  if (lockHeld) {
-    for (const pfn of empty) if (k.pageExported(pfn)) k.unexportPage(pfn);
-    return;
-  }
-  // checked empty and unexported in one synchronous section, as attempt() below does for a retry
-  for (const pfn of k.tryUnexportPages(empty)) unexportLater(d, pfn);
-}
-
-/** The page lock of `pfn` was held: poll with trylock until it can be unexported (or need not be). */
-function unexportLater(d: XpmemDriver, pfn: number): void {
-  const k = d.kernel;
-  /** One synchronous attempt: true when done (unexported, or nothing left to do). */
-  const attempt = (): boolean => {
-    if (!d.loaded || !d.rmap.isEmpty(pfn) || !k.pageExported(pfn)) return true;
-    if (!k.trylockPage(pfn)) return false;
-    try {
-      if (d.rmap.isEmpty(pfn) && k.pageExported(pfn)) k.unexportPage(pfn);
-    } finally {
-      k.unlockPage(pfn);
-    }
-    return true;
-  };
-  // Someone (usually the kernel: reclaim or migration walking the page) holds the lock. Never sleep
-  // on the lock of a frame we hold no reference to: it may be freed and reused meanwhile, and a
-  // lock taken on the reused frame would collide with its new owner. Poll with trylock instead;
-  // each attempt checks and unexports in one synchronous section. If the kernel holds the lock for
-  // reclaim or migration it calls our rmap notifier anyway, which unexports an empty page.
-  let tries = 0;
-  const retry = () => {
-    if (attempt()) return;
-    if (++tries < 200) d.clock.setTimeout(retry, 5);
-    else d.log.warn({ pfn }, 'xpmem: page stayed locked; PG_external_rmap left for the rmap notifier');
-  };
-  d.clock.setTimeout(retry, 1);
 }

@@ -20,11 +20,13 @@ import type {
   MmuNotifierOps,
   RmapInvalidateResult,
   RmapNotifierOps,
-} from '@xpmesh/node/kernel';
+} from '@xpmesh/kernel';
 import type { InvalidateReason } from '@xpmesh/protocol';
-import type { XpmemDriver } from './driver.js';
-import { devModeAt, pageAddr, teardownSegment } from './home.js';
-import { invalidatePages, toRanges } from './invalidate.js';
+import { teardownSegment } from './home.js';
+import { invalidatePages } from './invalidate.js';
+import { toRanges } from './ranges.js';
+import { devModeAt, pageAddr } from './source-pte.js';
+import type { DriverState } from './state.js';
 import { type Attachment, DEV_CLEAR, type Segment } from './state.js';
 
 const REASON: Record<InvalidateEvent, InvalidateReason> = {
@@ -42,13 +44,13 @@ const REASON: Record<InvalidateEvent, InvalidateReason> = {
 const FRAME_CHANGES = new Set<InvalidateEvent>(['unmap', 'cow', 'release', 'migrate', 'reclaim']);
 
 /** Same-instance attachments of a segment (they map its frames directly). */
-function localAttachments(d: XpmemDriver, seg: Segment): Attachment[] {
+function localAttachments(d: DriverState, seg: Segment): Attachment[] {
   const out: Attachment[] = [];
   for (const a of d.attachments.values()) if (a.grant.local && a.grant.segid === seg.segid) out.push(a);
   return out;
 }
 
-function needsWork(d: XpmemDriver, seg: Segment, p: number, locals: readonly Attachment[]): boolean {
+function needsWork(d: DriverState, seg: Segment, p: number, locals: readonly Attachment[]): boolean {
   if (d.rmap.hasPage(seg.pfn[p], seg.slot, p)) return true;
   if (devModeAt(d, seg, p) !== DEV_CLEAR) return true;
   for (const a of locals) {
@@ -58,7 +60,7 @@ function needsWork(d: XpmemDriver, seg: Segment, p: number, locals: readonly Att
   return false;
 }
 
-export function mmNotifierOps(d: XpmemDriver, mm: MmHandle): MmuNotifierOps {
+export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
   return {
     invalidateRangeStart(range) {
       if (range.event === 'device') return undefined; // our own device entries
@@ -102,7 +104,7 @@ export function mmNotifierOps(d: XpmemDriver, mm: MmHandle): MmuNotifierOps {
  * Run a notifier's work with its pages marked busy: no grant or local map of them can start or
  * finish until the work, including the bookkeeping after the acks, is done.
  */
-async function bracket<T>(d: XpmemDriver, hits: Iterable<[Segment, Iterable<number>]>, fn: () => Promise<T>) {
+async function bracket<T>(d: DriverState, hits: Iterable<[Segment, Iterable<number>]>, fn: () => Promise<T>) {
   const held: Array<[Segment, number[]]> = [];
   for (const [seg, pages] of hits) {
     const ps = [...pages];
@@ -121,7 +123,7 @@ async function bracket<T>(d: XpmemDriver, hits: Iterable<[Segment, Iterable<numb
   }
 }
 
-async function invalidateSourcePages(d: XpmemDriver, seg: Segment, pages: number[], event: InvalidateEvent) {
+async function invalidateSourcePages(d: DriverState, seg: Segment, pages: number[], event: InvalidateEvent) {
   const k = d.kernel;
   const writeback = event !== 'unmap' && event !== 'release';
   await invalidatePages(d, seg, pages, { reason: REASON[event], writeback, downgrade: false });
@@ -148,7 +150,7 @@ async function invalidateSourcePages(d: XpmemDriver, seg: Segment, pages: number
 }
 
 /** Zap `pages` of a segment in its same-instance attachments (fenceLocalAttachers for a write, ranged). */
-async function zapLocalAttachers(d: XpmemDriver, seg: Segment, pages: readonly number[]): Promise<void> {
+async function zapLocalAttachers(d: DriverState, seg: Segment, pages: readonly number[]): Promise<void> {
   const k = d.kernel;
   const ps = k.pageSize;
   for (const att of localAttachments(d, seg)) {
@@ -166,7 +168,7 @@ async function zapLocalAttachers(d: XpmemDriver, seg: Segment, pages: readonly n
   }
 }
 
-export function rmapNotifierOps(d: XpmemDriver): RmapNotifierOps {
+export function rmapNotifierOps(d: DriverState): RmapNotifierOps {
   return {
     async invalidatePage(pfn, reason): Promise<RmapInvalidateResult> {
       const k = d.kernel;
@@ -190,7 +192,7 @@ export function rmapNotifierOps(d: XpmemDriver): RmapNotifierOps {
 }
 
 async function invalidateFrame(
-  d: XpmemDriver,
+  d: DriverState,
   pfn: number,
   reason: InvalidateReason,
   groups: Map<Segment, number[]>,

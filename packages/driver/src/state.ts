@@ -1,9 +1,33 @@
-/** The driver's records: segments and permits at the home, grants, attachments and the page cache at
- * the attacher. Per-page home state is kept in typed arrays per segment. */
-import type { MmHandle, NotifierRegistration } from '@xpmesh/node/kernel';
-import type { Access } from '@xpmesh/protocol';
+/**
+ * The driver's private state (XPMEM's xpmem_private.h): the records (segments and permits at the
+ * home; grants, attachments and the page cache at the attacher), the counters, the peers, and
+ * {@link DriverState}, which holds them all together with the helpers that touch nothing but this
+ * state (node indices, page-state transitions and their waits, leases, message accounting).
+ *
+ * Everything else of the driver imports this file and nothing imports back up: driver.ts
+ * (xpmem_main.c: load, dispatch, status) builds on it; the home side (home.ts, invalidate.ts,
+ * fence.ts, notifiers.ts) and the remote side (attacher.ts) each see only it, and the remote side
+ * reaches the home only through {@link HomeSide}.
+ */
+import { EventEmitter } from 'node:events';
+import type { DriverFault, KernelModuleApi, MmHandle, NotifierRegistration } from '@xpmesh/kernel';
+import type {
+  Access,
+  Clock,
+  Logger,
+  OneWayMessage,
+  PageData,
+  PeerNetwork,
+  PeerSession,
+  RequestMessage,
+  RequestReplyMap,
+} from '@xpmesh/protocol';
+import { silentLogger } from '@xpmesh/protocol';
+import { DriverError, fail } from './errors.js';
+import { homeOf } from './ids.js';
 import { KeyedMutex } from './mutex.js';
-import { PAGE_STATES, type PageState } from './page-state.js';
+import { nextState, PAGE_STATES, type PageEvent, type PageState, stateIndex } from './page-state.js';
+import { ReverseMap } from './rmap.js';
 
 /** Home device-entry mode of a page: none set, 'readonly', 'none'. */
 export const DEV_CLEAR = 0;
@@ -180,4 +204,462 @@ export interface MmRecord {
   readonly mm: MmHandle;
   readonly segs: Set<Segment>;
   reg?: NotifierRegistration;
+}
+
+export interface XpmemDriverOptions {
+  net: PeerNetwork;
+  logger?: Logger;
+  clock?: Clock;
+  /** Deadline for an invalidate ack; a mapper that misses it is fenced (default 2000 ms). */
+  ackTimeoutMs?: number;
+  /** Deadline for get/map/detach requests to a home (default 5000 ms). */
+  requestTimeoutMs?: number;
+  /** Pages fetched by one remote fault (1 = no prefault; default 1, max 64). */
+  prefault?: number;
+  /**
+   * Lease on remote copies (default 2000 ms; must exceed the heartbeat interval, normally
+   * heartbeat × missed beats). An attacher uses a copy only while its lease from the home is valid:
+   * renewed by every ping the home's session answers (a lease runs basis + leaseMs). A home that
+   * ends a session (fence) waits leaseMs + leaseMarginMs before it treats that instance's copies as
+   * gone, so a live but cut-off, slow or paused instance can no longer read or write them by then.
+   */
+  leaseMs?: number;
+  /** Extra wait for clock-rate drift and scheduling (default max(50, leaseMs / 10)). */
+  leaseMarginMs?: number;
+}
+
+export interface DriverCounters {
+  faults: number;
+  localFaults: number;
+  remoteFaults: number;
+  coalescedFaults: number;
+  upgrades: number;
+  recalls: number;
+  homeFaults: number;
+  mapsGranted: number;
+  invalidationsSent: number;
+  invalidationsAcked: number;
+  fences: number;
+  /** Copies revoked because an invalidation overtook the map-ok that granted them. */
+  overtakenGrants: number;
+  /** Invalidations that waited for an earlier invalidation of the same page to end first. */
+  serializedInvalidations: number;
+  /**
+   * Requests refused by a security check, by kind (exported as xpmesh_refusals_total{kind}):
+   * no_permit (an apid the caller does not hold, or a revoked one), access_denied (a get refused by
+   * the mode bits). Counted where the decision is made, so a refusal counts once, at the instance
+   * that refused. (A write to a read-only attachment never reaches the driver: the attachment's VMA
+   * has no PROT_WRITE and the kernel sends SIGSEGV, counted as kernel driverWriteDenied.)
+   */
+  refused: { no_permit: number; access_denied: number };
+  /** Accesses that found their lease expired and waited for renewal. */
+  leaseWaits: number;
+  lostDirtyPages: number;
+  reclaimRefusals: number;
+  staleMessages: number;
+  pins: number;
+  unpins: number;
+  segmentGone: number;
+}
+
+export type MessageEvent = {
+  dir: 'in' | 'out';
+  type: string;
+  peer: string;
+  cid?: string;
+  latencyMs?: number;
+};
+
+/** `events` 'fence': an instance was fenced (its sessions below `epoch + 1` are refused). */
+export interface FenceEvent {
+  node: string;
+  epoch: number;
+  why: string;
+}
+
+/** `events` 'lost-dirty': a page written by a fenced instance reverted to its last written-back data. */
+export interface LostDirtyEvent {
+  segid: string;
+  page: number;
+  node: string;
+}
+
+/** `events` 'page-state': one page changed state (emitted only while somebody listens). */
+export interface PageStateEvent {
+  segid: string;
+  page: number;
+  from: PageState;
+  to: PageState;
+  event: PageEvent;
+}
+
+/**
+ * The home side's entry points that the remote side may call: a same-instance attacher is one more
+ * mapper of the home, so its faults are resolved by the home's grant protocol. Nothing else of the
+ * home is reachable from attacher.ts (imports.test.ts checks it).
+ */
+export interface HomeSide {
+  /**
+   * A same-instance attachment `att` faulted at `address` on page `p` of `seg` (attachment index
+   * `index`): map the source frame directly, after resolving remote copies. Returns what was mapped
+   * (0 nothing: the access faults again, 1 read, 2 write).
+   */
+  localFault(
+    seg: Segment,
+    p: number,
+    att: Attachment,
+    index: number,
+    address: number,
+    write: boolean,
+  ): Promise<number>;
+  /** A home process touched one of our device entries (HMM migrate_to_ram analogue). */
+  deviceFault(f: DriverFault): Promise<void>;
+}
+
+const MAX_PREFAULT = 64;
+
+/** All the driver's state, with the helpers that touch nothing else (see the file comment). */
+export class DriverState {
+  readonly events = new EventEmitter();
+  readonly net: PeerNetwork;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly ackTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly prefault: number;
+  readonly leaseMs: number;
+  readonly leaseMarginMs: number;
+
+  protected k: KernelModuleApi | undefined;
+  /** Our device owner id in the kernel (device entries on source PTEs name it). */
+  deviceOwner = -1;
+
+  // ---- home side
+  readonly segments = new Map<string, Segment>();
+  readonly segBySlot = new Map<number, Segment>();
+  readonly mms = new Map<number, MmRecord>();
+  /** Per-mm notifiers on processes holding permits: their exit releases them (see xpmem-get.ts). */
+  readonly exitHooks = new Map<number, NotifierRegistration>();
+  readonly permits = new Map<string, Permit>();
+  readonly permitBySlot = new Map<number, Permit>();
+  readonly rmap = new ReverseMap();
+  nextSeg = 1;
+  nextPermit = 1;
+  /** Latest grant id (MapOk.grants, Invalidate.upTo). */
+  grantSeq = 0;
+  /** Fences whose lease wait is running, by node: callers for the same node share it. */
+  readonly fencing = new Map<string, { epoch: number; done: Promise<void> }>();
+
+  // ---- attacher side
+  readonly grants = new Map<string, Grant>();
+  readonly attachments = new Map<number, Attachment>();
+  readonly cache = new PageCache();
+  readonly pendingFaults = new Map<string, { access: Access; promise: Promise<void> }>();
+  /** Dirty pages given back in a detach the home has not acknowledged yet. */
+  readonly detaching = new Map<string, PageData>();
+  /**
+   * Detach messages not answered yet, by page key: a map request for such a page waits for it, or the
+   * home could grant the page first and then drop the new copy when the older detach reaches it.
+   */
+  readonly detachInFlight = new Map<string, Promise<void>>();
+  /** Pages with a map request in flight (invalidations that overtake the reply are noted). */
+  readonly inflightMaps = new Map<string, InflightMap>();
+  /** Lease slot in the kernel per home instance whose copies we hold. */
+  readonly leaseSlot = new Map<string, number>();
+  /** Homes whose copies are being revoked: no lease renewal until that is done. */
+  readonly leaseHold = new Set<string>();
+  /** Waiters for a lease renewal, by home. */
+  readonly leaseWaiters = new Map<string, Array<() => void>>();
+  nextAttachment = 1;
+
+  // ---- peers
+  readonly nodeIndex = new Map<string, number>();
+  readonly nodeNames: string[] = [];
+  /** Messages from sessions with an epoch below this are refused (the session was fenced). */
+  readonly minEpoch = new Map<string, number>();
+  readonly epochs = new Map<string, number>();
+
+  readonly counters: DriverCounters = {
+    faults: 0,
+    localFaults: 0,
+    remoteFaults: 0,
+    coalescedFaults: 0,
+    upgrades: 0,
+    recalls: 0,
+    homeFaults: 0,
+    mapsGranted: 0,
+    invalidationsSent: 0,
+    invalidationsAcked: 0,
+    fences: 0,
+    overtakenGrants: 0,
+    serializedInvalidations: 0,
+    refused: { no_permit: 0, access_denied: 0 },
+    leaseWaits: 0,
+    lostDirtyPages: 0,
+    reclaimRefusals: 0,
+    staleMessages: 0,
+    pins: 0,
+    unpins: 0,
+    segmentGone: 0,
+  };
+  private cidSeq = 0;
+
+  /** The home side's entry points for the remote side (wired by driver.ts). */
+  homeSide!: HomeSide;
+
+  constructor(opts: XpmemDriverOptions) {
+    this.net = opts.net;
+    this.log = opts.logger ?? silentLogger;
+    this.clock = opts.clock ?? {
+      now: () => performance.now(),
+      setTimeout,
+      clearTimeout: (h) => clearTimeout(h as never),
+    };
+    this.ackTimeoutMs = opts.ackTimeoutMs ?? 2000;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
+    this.prefault = Math.max(1, Math.min(MAX_PREFAULT, Math.floor(opts.prefault ?? 1)));
+    this.leaseMs = opts.leaseMs ?? 2000;
+    this.leaseMarginMs = opts.leaseMarginMs ?? Math.max(50, this.leaseMs / 10);
+    if (!(this.leaseMs > 0) || !(this.leaseMarginMs >= 0)) fail('EINVAL', 'leaseMs must be > 0');
+    this.nodeIdx(this.net.self);
+  }
+
+  get self(): string {
+    return this.net.self;
+  }
+
+  get kernel(): KernelModuleApi {
+    if (!this.k) fail('E_NOT_LOADED', 'the xpmem driver is not loaded');
+    return this.k;
+  }
+
+  get loaded(): boolean {
+    return this.k !== undefined;
+  }
+
+  // ---- helpers shared by the operation files ---------------------------------------------------
+
+  nodeIdx(node: string): number {
+    let i = this.nodeIndex.get(node);
+    if (i === undefined) {
+      i = this.nodeNames.length;
+      this.nodeIndex.set(node, i);
+      this.nodeNames.push(node);
+    }
+    return i;
+  }
+
+  /** Apply a page-state event (the only way a page's state changes). */
+  transition(seg: Segment, page: number, event: PageEvent): void {
+    const from = seg.pageState(page);
+    const to = nextState(from, event);
+    if (to === from) return;
+    seg.state[page] = stateIndex(to);
+    // the event object is built only for listeners (a 1024-page invalidation makes 2048 of them)
+    if (this.events.listenerCount('page-state') > 0)
+      this.events.emit('page-state', { segid: seg.segid, page, from, to, event } satisfies PageStateEvent);
+  }
+
+  /** Longest an invalidation can take: ack deadline, then the lease wait of a fence. */
+  get invalidationBoundMs(): number {
+    return this.ackTimeoutMs + this.leaseMs + this.leaseMarginMs;
+  }
+
+  /** Wait (bounded) until no invalidation or notifier bracket of the page is in flight. */
+  async waitIdle(seg: Segment, page: number): Promise<void> {
+    const deadline = this.invalidationBoundMs * 3 + 1000;
+    while (seg.inval[page] > 0 || seg.busy[page] > 0) {
+      await new Promise<void>((resolve, reject) => {
+        const list = seg.idle.get(page) ?? [];
+        seg.idle.set(page, list);
+        const t = this.clock.setTimeout(
+          () => reject(new DriverError('E_BUSY', 'invalidation did not end')),
+          deadline,
+        );
+        list.push(() => {
+          this.clock.clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /**
+   * Wait (bounded) until no invalidation of any of `pages` is in flight. Invalidations of one page
+   * are serialised: two in flight to the same mapper would race their acks (the mapper answers the
+   * second one "nothing here" once the first took the copy, and that empty ack may be processed
+   * first, removing the entry the dirty data of the other ack still needs). The in-flight one is
+   * itself bounded (ack deadline, then fence and lease), so this wait is too; past the bound it
+   * logs and goes on rather than hang a notifier.
+   */
+  async waitInvalidations(seg: Segment, pages: readonly number[]): Promise<void> {
+    const deadline = this.clock.now() + this.invalidationBoundMs * 3 + 1000;
+    let waited = false;
+    for (;;) {
+      const p = pages.find((q) => seg.inval[q] > 0);
+      if (p === undefined) break;
+      const left = deadline - this.clock.now();
+      if (left <= 0) {
+        this.log.error({ segid: seg.segid, page: p }, 'xpmem: earlier invalidation did not end in its bound');
+        break;
+      }
+      waited = true;
+      await new Promise<void>((resolve) => {
+        const list = seg.invalDone.get(p) ?? [];
+        seg.invalDone.set(p, list);
+        const t = this.clock.setTimeout(resolve, left);
+        list.push(() => {
+          this.clock.clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    if (waited) this.counters.serializedInvalidations++;
+  }
+
+  /** Count a refusal (see DriverCounters.refused), then throw its error. */
+  refuse(kind: keyof DriverCounters['refused'], code: 'E_NO_PERMIT' | 'E_PERM', message: string): never {
+    this.counters.refused[kind]++;
+    fail(code, message);
+  }
+
+  /** The last invalidation of `page` ended: wake the invalidations waiting for it. */
+  wakeInvalidations(seg: Segment, page: number): void {
+    if (seg.invalDone.size === 0) return;
+    const list = seg.invalDone.get(page);
+    if (!list || seg.inval[page] > 0) return;
+    seg.invalDone.delete(page);
+    for (const w of list) w();
+  }
+
+  wakeIdle(seg: Segment, page: number): void {
+    if (seg.idle.size === 0) return;
+    const list = seg.idle.get(page);
+    if (!list || seg.inval[page] > 0 || seg.busy[page] > 0) return;
+    seg.idle.delete(page);
+    for (const w of list) w();
+  }
+
+  // ---- leases (attacher side) --------------------------------------------------------------------
+
+  /** The kernel lease slot for copies from `home` (allocated on first use), or 0 if none is free. */
+  leaseSlotOf(home: string): number {
+    let slot = this.leaseSlot.get(home);
+    if (slot !== undefined) return slot;
+    const k = this.kernel;
+    const used = new Set(this.leaseSlot.values());
+    slot = 0;
+    for (let i = 1; i < k.leaseSlots; i++) {
+      if (!used.has(i)) {
+        slot = i;
+        break;
+      }
+    }
+    if (slot === 0) fail('E_BUSY', 'no free lease slot');
+    this.leaseSlot.set(home, slot);
+    const age = this.net.leaseAge(home);
+    k.setLease(slot, age === undefined ? 0 : this.leaseMs - age);
+    return slot;
+  }
+
+  /** A ping sent `ageMs` ago was answered by `home`: our copies from it are good for L - ageMs. */
+  renewLease(home: string, ageMs: number): void {
+    const slot = this.leaseSlot.get(home);
+    if (slot === undefined || !this.k || this.leaseHold.has(home)) return;
+    this.k.setLease(slot, this.leaseMs - ageMs);
+    const ws = this.leaseWaiters.get(home);
+    if (ws && this.k.leaseValid(slot)) {
+      this.leaseWaiters.delete(home);
+      for (const w of ws) w();
+    }
+  }
+
+  /** The session with `home` ended: its copies are unusable from now on. */
+  expireLease(home: string): void {
+    const slot = this.leaseSlot.get(home);
+    if (slot !== undefined && this.k) this.k.setLease(slot, 0);
+    const ws = this.leaseWaiters.get(home);
+    this.leaseWaiters.delete(home);
+    for (const w of ws ?? []) w();
+  }
+
+  /** Resolve when the lease from `home` is valid again, or after `timeoutMs` (the caller re-checks). */
+  waitLease(home: string, timeoutMs: number): Promise<void> {
+    const slot = this.leaseSlot.get(home);
+    if (slot === undefined || this.kernel.leaseValid(slot)) return Promise.resolve();
+    this.counters.leaseWaits++;
+    return new Promise<void>((resolve) => {
+      const list = this.leaseWaiters.get(home) ?? [];
+      this.leaseWaiters.set(home, list);
+      const t = this.clock.setTimeout(done, timeoutMs);
+      const self = this;
+      function done() {
+        self.clock.clearTimeout(t);
+        const l = self.leaseWaiters.get(home);
+        const i = l?.indexOf(done) ?? -1;
+        if (l && i >= 0) l.splice(i, 1);
+        resolve();
+      }
+      list.push(done);
+    });
+  }
+
+  newCid(): string {
+    return `${this.self}-${++this.cidSeq}`;
+  }
+
+  emitMessage(dir: 'in' | 'out', type: string, peer: string, cid?: string, latencyMs?: number): void {
+    if (this.events.listenerCount('message') === 0) return; // four per round trip: skip the object
+    const ev: MessageEvent = { dir, type, peer, cid };
+    if (latencyMs !== undefined) ev.latencyMs = latencyMs;
+    this.events.emit('message', ev);
+  }
+
+  /** Send a request and account for it (message events both ways). */
+  async request<T extends RequestMessage>(
+    node: string,
+    msg: Omit<T, 'id'>,
+    timeoutMs = this.requestTimeoutMs,
+  ): Promise<RequestReplyMap[T['t']]> {
+    const cid = (msg as { cid?: string }).cid ?? this.newCid();
+    const m = { ...msg, cid } as Omit<T, 'id'>;
+    const t0 = this.clock.now();
+    this.emitMessage('out', msg.t, node, cid);
+    const reply = await this.net.request<T>(node, m, { timeoutMs });
+    this.emitMessage('in', reply.t, node, cid, this.clock.now() - t0);
+    return reply;
+  }
+
+  sendOneWay(node: string, msg: OneWayMessage): void {
+    this.emitMessage('out', msg.t, node, msg.cid);
+    this.net.send(node, msg);
+  }
+
+  /** True if a message from this session must be refused (it was fenced). */
+  stale(from: PeerSession): boolean {
+    return from.epoch < (this.minEpoch.get(from.node) ?? 0);
+  }
+
+  homeOf(id: string): string {
+    const h = homeOf(id);
+    if (h === undefined) fail('EINVAL', `malformed id ${JSON.stringify(id)}`);
+    return h;
+  }
+
+  /** Run a background task; log (never throw) its failure. */
+  async guard(what: string, fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      this.log.warn({ err: e }, `xpmem: ${what} failed`);
+    }
+  }
+
+  pageSize(): number {
+    return this.kernel.pageSize;
+  }
+
+  stateNames(): readonly string[] {
+    return PAGE_STATES;
+  }
 }

@@ -1,13 +1,12 @@
 /** xpmem_attach: map [offset, offset+size) of a segment into a local process as a driver VMA. Pages
  * are mapped lazily on fault (optionally prefaulted). */
-import { PROT_READ, PROT_WRITE } from '@xpmesh/node/kernel';
+import { PROT_READ, PROT_WRITE } from '@xpmesh/kernel';
 import { attachmentFault, prefaultAttachment, releaseAttachmentPages } from './attacher.js';
-import type { XpmemDriver } from './driver.js';
 import { fail } from './errors.js';
-import type { Attachment } from './state.js';
+import type { Attachment, DriverState } from './state.js';
 
 export async function xpmemAttach(
-  d: XpmemDriver,
+  d: DriverState,
   pid: number,
   apid: string,
   offset: number,

@@ -1,10 +1,10 @@
 /** xpmem_detach: unmap an attachment. Remote pages go back to the home (detach, with dirty data). */
 
 import { releaseAttachmentPages } from './attacher.js';
-import type { XpmemDriver } from './driver.js';
 import { fail } from './errors.js';
+import type { DriverState } from './state.js';
 
-export async function xpmemDetach(d: XpmemDriver, pid: number, vaddr: number): Promise<void> {
+export async function xpmemDetach(d: DriverState, pid: number, vaddr: number): Promise<void> {
   const att = [...d.attachments.values()].find((a) => a.mm.pid === pid && a.vaddr === vaddr && !a.detached);
   if (!att) fail('EINVAL', `no attachment at ${vaddr} in pid ${pid}`);
   att.detached = true;

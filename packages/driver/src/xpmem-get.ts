@@ -4,12 +4,11 @@
  * bits if the gids match, else the other bits; 'r' needs read, 'rw' needs read and write. There is
  * no root override (documented).
  */
-import type { MmHandle } from '@xpmesh/node/kernel';
+import type { MmHandle } from '@xpmesh/kernel';
 import type { Access, Get, GetOk, PeerSession } from '@xpmesh/protocol';
-import type { XpmemDriver } from './driver.js';
 import { codeOf, DriverError, fail } from './errors.js';
 import { apidFor } from './ids.js';
-import type { Permit, Segment } from './state.js';
+import type { DriverState, Permit, Segment } from './state.js';
 import { xpmemRelease } from './xpmem-release.js';
 
 export function permitted(seg: Segment, uid: number, gid: number, access: Access): boolean {
@@ -20,7 +19,7 @@ export function permitted(seg: Segment, uid: number, gid: number, access: Access
 
 /** Home side: check and record a permit for `node`. */
 export function grantPermit(
-  d: XpmemDriver,
+  d: DriverState,
   node: string,
   epoch: number,
   segid: string,
@@ -46,7 +45,7 @@ export function grantPermit(
   return permit;
 }
 
-export async function xpmemGet(d: XpmemDriver, pid: number, segid: string, access: Access): Promise<string> {
+export async function xpmemGet(d: DriverState, pid: number, segid: string, access: Access): Promise<string> {
   const k = d.kernel;
   if (access !== 'r' && access !== 'rw') fail('EINVAL', `bad access ${String(access)}`);
   const home = d.homeOf(segid);
@@ -95,7 +94,7 @@ export async function xpmemGet(d: XpmemDriver, pid: number, segid: string, acces
  * (their dirty pages go home), then the permit is released at its home. Without it every exited
  * attacher left its grant here, and its permit at the home, for good.
  */
-function releaseOnExit(d: XpmemDriver, mm: MmHandle): void {
+function releaseOnExit(d: DriverState, mm: MmHandle): void {
   if (d.exitHooks.has(mm.id)) return;
   const reg = d.kernel.mmuNotifierRegister(mm, {
     release(m) {
@@ -132,7 +131,7 @@ export function remoteError(e: unknown, home: string): DriverError {
   return new DriverError('E_PEER', `home ${home}: ${(e as Error)?.message ?? code}`);
 }
 
-export async function handleGet(d: XpmemDriver, from: PeerSession, msg: Get): Promise<Omit<GetOk, 're'>> {
+export async function handleGet(d: DriverState, from: PeerSession, msg: Get): Promise<Omit<GetOk, 're'>> {
   const p = grantPermit(d, from.node, from.epoch, msg.segid, msg.access, msg.uid, msg.gid);
   return { t: 'get-ok', apid: p.apid, size: p.seg.size, access: p.access };
 }

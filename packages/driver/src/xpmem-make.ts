@@ -1,12 +1,13 @@
 /** xpmem_make: export [vaddr, vaddr+size) of a local process as a segment. */
-import type { XpmemDriver } from './driver.js';
+
 import { fail } from './errors.js';
 import { segidFor } from './ids.js';
 import { mmNotifierOps } from './notifiers.js';
+import type { DriverState } from './state.js';
 import { Segment } from './state.js';
 
 export async function xpmemMake(
-  d: XpmemDriver,
+  d: DriverState,
   pid: number,
   vaddr: number,
   size: number,

@@ -1,11 +1,11 @@
 /** xpmem_release: give a permit back; attachments made through it are detached first. */
 import type { Ok, PeerSession, Release } from '@xpmesh/protocol';
-import type { XpmemDriver } from './driver.js';
 import { fail } from './errors.js';
 import { dropPermit } from './home.js';
+import type { DriverState } from './state.js';
 import { xpmemDetach } from './xpmem-detach.js';
 
-export async function xpmemRelease(d: XpmemDriver, pid: number, apid: string): Promise<void> {
+export async function xpmemRelease(d: DriverState, pid: number, apid: string): Promise<void> {
   const g = d.grants.get(apid);
   if (!g || g.pid !== pid) d.refuse('no_permit', 'E_NO_PERMIT', `no permit ${apid} for pid ${pid}`);
   for (const att of [...d.attachments.values()]) {
@@ -25,7 +25,7 @@ export async function xpmemRelease(d: XpmemDriver, pid: number, apid: string): P
 }
 
 export async function handleRelease(
-  d: XpmemDriver,
+  d: DriverState,
   from: PeerSession,
   msg: Release,
 ): Promise<Omit<Ok, 're'>> {

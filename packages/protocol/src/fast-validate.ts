@@ -6,6 +6,7 @@
  * which produce the error code and message (so diagnostics are zod's, byte for byte).
  * test/validate-diff.test.ts proves accept/reject and output equal to zod with fast-check.
  */
+import { PAGE_SIZE } from './base.js';
 import { WIRE_ERROR_CODES } from './errors.js';
 import type { Limits } from './limits.js';
 import { INVALIDATE_REASONS, type Message, type MessageType } from './messages.js';
@@ -13,7 +14,6 @@ import { INVALIDATE_REASONS, type Message, type MessageType } from './messages.j
 type Rec = Record<string, unknown>;
 type Check = (v: Rec) => Message | undefined;
 
-const PAGE = 4096;
 const NONCE = 32;
 const PROOF = 32;
 const MAX_U32 = 0xffffffff;
@@ -69,7 +69,7 @@ export function buildFastChecks(l: Limits): Record<MessageType, Check> {
       const page = p.page;
       const version = p.version;
       const data = p.data;
-      if (!u32(page) || !u53(version) || !bytes(data, PAGE)) return undefined;
+      if (!u32(page) || !u53(version) || !bytes(data, PAGE_SIZE)) return undefined;
       out[i] = { page, version, data };
     }
     return out;

@@ -10,6 +10,7 @@
  * Every callback from the transport is wrapped so that an exception closes the link, never the process.
  */
 import { clientProof, newNonce, proofsEqual, serverProof } from './auth.js';
+import type { Clock, Logger } from './base.js';
 import { encodeFrame, type FrameDecoder } from './codec.js';
 import { CloseCode, closeCodeName, isWireErrorCode, WireError } from './errors.js';
 import type { Limits } from './limits.js';
@@ -24,7 +25,7 @@ import type {
 } from './messages.js';
 import type { Metrics } from './metrics.js';
 import { RequestError } from './peers.js';
-import type { Clock, Conn, Logger } from './transport.js';
+import type { Conn } from './transport.js';
 
 export type LinkState = 'await-hello' | 'await-welcome' | 'await-auth' | 'await-ready' | 'up' | 'closed';
 
@@ -277,7 +278,7 @@ export class Link {
     if (this.o.checkOutgoing) {
       const r = this.o.decoder.validator.validate(msg);
       if (!r.ok) {
-        this.o.logger.error('protocol: invalid outgoing one-way message dropped', { error: r.message });
+        this.o.logger.error({ error: r.message }, 'protocol: invalid outgoing one-way message dropped');
         m.oneWayDropped++;
         return false;
       }
@@ -293,7 +294,7 @@ export class Link {
     let msg = { ...reply, re: req.id } as Record<string, unknown>;
     if (msg.cid === undefined && req.cid !== undefined) msg.cid = req.cid;
     if (msg.t !== REPLY_TYPE[req.t] && msg.t !== 'error') {
-      this.o.logger.error('protocol: handler returned the wrong reply type', { req: req.t, reply: msg.t });
+      this.o.logger.error({ req: req.t, reply: msg.t }, 'protocol: handler returned the wrong reply type');
       msg = {
         t: 'error',
         re: req.id,
@@ -304,7 +305,7 @@ export class Link {
     } else if (this.o.checkOutgoing) {
       const r = this.o.decoder.validator.validate(msg);
       if (!r.ok) {
-        this.o.logger.error('protocol: handler returned an invalid reply', { error: r.message });
+        this.o.logger.error({ error: r.message }, 'protocol: handler returned an invalid reply');
         msg = {
           t: 'error',
           re: req.id,
@@ -743,7 +744,7 @@ export class Link {
     try {
       fn();
     } catch (e) {
-      this.o.logger.error('protocol: link callback failed', { error: String((e as Error)?.stack ?? e) });
+      this.o.logger.error({ error: String((e as Error)?.stack ?? e) }, 'protocol: link callback failed');
       try {
         this.close(CloseCode.INTERNAL, 'internal error');
       } catch {

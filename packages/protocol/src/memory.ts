@@ -9,10 +9,12 @@
  * stalled or the path is partitioned; a close reaches the peer after the frames sent before it (and
  * is lost in a partition, so only heartbeats detect it); frames arriving at a closed end are dropped.
  */
+
+import { type Clock, systemClock } from './base.js';
 import { CloseCode } from './errors.js';
 import { type PeerNetworkOptions, TransportPeerNetwork } from './network.js';
-import type { Clock, Conn, ConnHandlers, Listener, Transport } from './transport.js';
-import { seededRandom, systemClock } from './transport.js';
+import type { Conn, ConnHandlers, Listener, Transport } from './transport.js';
+import { seededRandom } from './transport.js';
 
 /** Faults of one direction of a path (from → to). */
 export interface LinkFaults {

@@ -12,6 +12,7 @@
  * creates no peer-table entry and touches no epoch, fence or session (docs/protocol.md §7).
  */
 import { clusterKeyBytes } from './auth.js';
+import { type Clock, type Logger, silentLogger, systemClock } from './base.js';
 import { FrameDecoder } from './codec.js';
 import { CloseCode, closeCodeName } from './errors.js';
 import { type Limits, resolveLimits } from './limits.js';
@@ -33,14 +34,7 @@ import {
   type RequestHandler,
   type RequestOptions,
 } from './peers.js';
-import {
-  type Clock,
-  type Listener,
-  type Logger,
-  silentLogger,
-  systemClock,
-  type Transport,
-} from './transport.js';
+import type { Listener, Transport } from './transport.js';
 
 export interface PeerAddress {
   /** The peer's node id, if known. We dial it only if our id is lower (or it is unknown). */
@@ -327,7 +321,7 @@ export class TransportPeerNetwork implements PeerNetwork {
     for (const l of p.pending) l.close(CloseCode.FENCED, why.slice(0, 100));
     if (p.link) p.link.close(CloseCode.FENCED, why.slice(0, 100));
     p.state = 'fenced';
-    this.logger.warn('protocol: peer fenced', { peer: node, epoch: p.fencedEpoch, why });
+    this.logger.warn({ peer: node, epoch: p.fencedEpoch, why }, 'protocol: peer fenced');
   }
 
   async close(): Promise<void> {
@@ -508,7 +502,7 @@ export class TransportPeerNetwork implements PeerNetwork {
     if (t) t.node ??= link.peerNode;
     for (const x of this.targets) if (x.node === p.node) x.attempt = 0;
     this.metricsImpl.c.sessionsUp++;
-    this.logger.info('protocol: peer up', { peer: p.node, epoch: link.peerEpoch, version: link.version });
+    this.logger.info({ peer: p.node, epoch: link.peerEpoch, version: link.version }, 'protocol: peer up');
     this.emit('up', { node: p.node, epoch: link.peerEpoch });
   }
 
@@ -532,14 +526,14 @@ export class TransportPeerNetwork implements PeerNetwork {
         if (p.state !== 'fenced') p.state = 'down';
         this.metricsImpl.c.sessionsDown++;
         const why = `${byUs ? 'closed by us' : 'closed by peer'}: ${closeCodeName(code)} ${reason}`;
-        this.logger.info('protocol: peer down', { peer: node, epoch: link.peerEpoch, why });
+        this.logger.info({ peer: node, epoch: link.peerEpoch, why }, 'protocol: peer down');
         this.emit('down', { node, epoch: link.peerEpoch }, why);
         // Targets that idled while the session was up (whoever dialed it) dial again.
         for (const x of this.targets) if (x.node === node && x !== this.targetOf(link)) this.scheduleDial(x);
       }
     }
     if (!byUs && !link.peerNode)
-      this.logger.warn('protocol: handshake failed', { code, reason, peerError: link.peerError });
+      this.logger.warn({ code, reason, peerError: link.peerError }, 'protocol: handshake failed');
     const t = this.targetOf(link);
     if (t) {
       t.dialing = false;
@@ -557,11 +551,10 @@ export class TransportPeerNetwork implements PeerNetwork {
    */
   private idCollision(node: string, link: Link): void {
     this.metricsImpl.c.idCollisions++;
-    this.logger.error('protocol: node id collision: another live instance uses our node id', {
-      peer: node,
-      ourEpoch: link.epoch,
-      self: this.self,
-    });
+    this.logger.error(
+      { peer: node, ourEpoch: link.epoch, self: this.self },
+      'protocol: node id collision: another live instance uses our node id',
+    );
   }
 
   private incomingRequest(link: Link, msg: RequestMessage): void {
@@ -583,7 +576,7 @@ export class TransportPeerNetwork implements PeerNetwork {
         try {
           link.reply(msg, reply as unknown as Record<string, unknown>);
         } catch (e) {
-          this.logger.error('protocol: reply failed', { error: String(e) });
+          this.logger.error({ error: String(e) }, 'protocol: reply failed');
         }
       },
       (e) => this.handlerFailed(link, msg, e),
@@ -593,7 +586,7 @@ export class TransportPeerNetwork implements PeerNetwork {
   private handlerFailed(link: Link, msg: RequestMessage, e: unknown): void {
     const err = e as { code?: unknown; message?: unknown };
     const code = typeof err?.code === 'string' ? err.code : 'E_INTERNAL';
-    if (code === 'E_INTERNAL') this.logger.error('protocol: request handler threw', { error: String(e) });
+    if (code === 'E_INTERNAL') this.logger.error({ error: String(e) }, 'protocol: request handler threw');
     link.replyError(msg, code, typeof err?.message === 'string' ? err.message : String(e));
   }
 
@@ -602,7 +595,7 @@ export class TransportPeerNetwork implements PeerNetwork {
       try {
         (l as (...a: unknown[]) => void)(...args);
       } catch (e) {
-        this.logger.error(`protocol: ${event} listener threw`, { error: String(e) });
+        this.logger.error({ error: String(e) }, `protocol: ${event} listener threw`);
       }
     }
   }
@@ -630,7 +623,7 @@ export class TransportPeerNetwork implements PeerNetwork {
       },
       (e) => {
         this.metricsImpl.c.dialFailures++;
-        this.logger.debug('protocol: dial failed', { url: t.url, error: String(e) });
+        this.logger.debug({ url: t.url, error: String(e) }, 'protocol: dial failed');
         t.dialing = false;
         this.scheduleDial(t);
       },
@@ -648,7 +641,7 @@ export class TransportPeerNetwork implements PeerNetwork {
       try {
         this.dial(t);
       } catch (e) {
-        this.logger.error('protocol: dial threw', { error: String(e) });
+        this.logger.error({ error: String(e) }, 'protocol: dial threw');
       }
     }, delay);
   }

@@ -48,30 +48,6 @@ export interface Transport {
   dial(address: string, timeoutMs: number): Promise<Conn>;
 }
 
-/** Time source; injected so tests can drive time (@sinonjs/fake-timers). */
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-/** Resolves the globals at call time, so a fake-timers `install()` done later still takes effect. */
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
-};
-
-/** Tiny logger interface; the daemon passes pino, libraries never create one. */
-export interface Logger {
-  debug(msg: string, fields?: Record<string, unknown>): void;
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
-
-export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
-
 /** Deterministic PRNG (mulberry32): same seed, same sequence. Returns [0, 1). */
 export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;

@@ -9,12 +9,12 @@
  * the two equal with fast-check.
  */
 import { z } from 'zod';
+import { PAGE_SIZE } from './base.js';
 import { WIRE_ERROR_CODES } from './errors.js';
 import { buildFastChecks } from './fast-validate.js';
 import { type Limits, resolveLimits } from './limits.js';
 import { INVALIDATE_REASONS, type Message, type MessageType, type WireErrorCode } from './messages.js';
 
-export const PAGE_SIZE = 4096;
 export const NONCE_BYTES = 32;
 export const PROOF_BYTES = 32;
 export const NODE_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;

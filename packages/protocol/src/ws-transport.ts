@@ -7,9 +7,9 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
+import { type Logger, silentLogger } from './base.js';
 import { CloseCode } from './errors.js';
-import type { Conn, ConnHandlers, Listener, Logger, Transport } from './transport.js';
-import { silentLogger } from './transport.js';
+import type { Conn, ConnHandlers, Listener, Transport } from './transport.js';
 
 export interface TlsOptions {
   /** PEM certificate file (server side). */
@@ -62,7 +62,7 @@ export class WsConn implements Conn {
     ws.on('pong', () => this.emit({ k: 'pong' }));
     ws.on('close', (code, reason) => this.emit({ k: 'close', code, reason: reason.toString('utf8') }));
     ws.on('error', (err) => {
-      this.logger.debug('ws: socket error', { remote, error: String(err) });
+      this.logger.debug({ remote, error: String(err) }, 'ws: socket error');
     });
   }
 
@@ -89,7 +89,7 @@ export class WsConn implements Conn {
         h.onClose(e.code, e.reason);
       }
     } catch (err) {
-      this.logger.error('ws: handler threw', { error: String(err) });
+      this.logger.error({ error: String(err) }, 'ws: handler threw');
     }
   }
 
@@ -98,7 +98,7 @@ export class WsConn implements Conn {
     try {
       this.ws.send(frame, { binary: true, compress: false });
     } catch (err) {
-      this.logger.debug('ws: send failed', { error: String(err) });
+      this.logger.debug({ error: String(err) }, 'ws: send failed');
     }
   }
 
@@ -125,7 +125,7 @@ export class WsConn implements Conn {
     try {
       this.ws.ping();
     } catch (err) {
-      this.logger.debug('ws: ping failed', { error: String(err) });
+      this.logger.debug({ error: String(err) }, 'ws: ping failed');
     }
   }
 
@@ -140,7 +140,7 @@ export class WsConn implements Conn {
         if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
       }, 2000).unref();
     } catch (err) {
-      this.logger.debug('ws: close failed', { error: String(err) });
+      this.logger.debug({ error: String(err) }, 'ws: close failed');
       this.ws.terminate();
     }
     if (!this.done) {
@@ -186,7 +186,7 @@ export function wsTransport(opts: WsTransportOptions): Transport {
           try {
             opts.onRefused?.();
           } catch (err) {
-            logger.error('ws: onRefused threw', { error: String(err) });
+            logger.error({ error: String(err) }, 'ws: onRefused threw');
           }
           return;
         }
@@ -209,7 +209,7 @@ export function wsTransport(opts: WsTransportOptions): Transport {
         server,
       });
       // ws re-emits the server's errors on wss: a listener must be there before listen() can fail
-      const wssErrors = (err: Error) => logger.debug('ws: server error', { error: String(err) });
+      const wssErrors = (err: Error) => logger.debug({ error: String(err) }, 'ws: server error');
       wss.on('error', wssErrors);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -219,15 +219,15 @@ export function wsTransport(opts: WsTransportOptions): Transport {
         });
       });
       wss.off('error', wssErrors);
-      server.on('error', (err) => logger.error('ws: server error', { error: String(err) }));
-      wss.on('error', (err) => logger.error('ws: server error', { error: String(err) }));
+      server.on('error', (err) => logger.error({ error: String(err) }, 'ws: server error'));
+      wss.on('error', (err) => logger.error({ error: String(err) }, 'ws: server error'));
       wss.on('connection', (ws, req) => {
         try {
           const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
           const key = keyOf(req.socket);
           onConn(new WsConn(ws, remote, logger, () => pending.delete(key)));
         } catch (err) {
-          logger.error('ws: accept failed', { error: String(err) });
+          logger.error({ error: String(err) }, 'ws: accept failed');
           ws.terminate();
         }
       });

@@ -19,13 +19,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import * as instance from '@xpmesh/node/instance';
+import * as instance from '@xpmesh/kernel';
+import { PAGE_SIZE } from '@xpmesh/kernel';
 import { createWsPeerNetwork, type TransportPeerNetwork } from '@xpmesh/protocol';
 import WebSocket, { WebSocketServer } from 'ws';
 import { createXpmemDriver, type MessageEvent, ReverseMap, type XpmemDriver } from '../index.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
-const PAGE = 4096;
 const KEY = 'bench-cluster-key-0123456789abcdef';
 
 function bench(name: string, value: number, unit: string, baseline: number | null = null) {
@@ -113,15 +113,15 @@ async function close(nodes: Node[]) {
 
 async function attachAll(home: Node, others: Node[], pages: number, prefault = true) {
   const p = await home.kernel.spawn({ catchSignals: true });
-  const va = await p.mmap(pages * PAGE, 3);
-  for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE, i);
-  const segid = await home.driver.make(p.pid, va, pages * PAGE, 0o600);
+  const va = await p.mmap(pages * PAGE_SIZE, 3);
+  for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE_SIZE, i);
+  const segid = await home.driver.make(p.pid, va, pages * PAGE_SIZE, 0o600);
   const atts = [];
   for (const n of others) {
     const q = await n.kernel.spawn({ catchSignals: true });
     const apid = await n.driver.get(q.pid, segid, 'rw');
-    const ava = await n.driver.attach(q.pid, apid, 0, pages * PAGE);
-    if (prefault) for (let i = 0; i < pages; i++) await q.read32(ava + i * PAGE);
+    const ava = await n.driver.attach(q.pid, apid, 0, pages * PAGE_SIZE);
+    if (prefault) for (let i = 0; i < pages; i++) await q.read32(ava + i * PAGE_SIZE);
     atts.push({ n, q, va: ava });
   }
   return { p, va, segid, atts };
@@ -138,7 +138,7 @@ async function main() {
   const N = QUICK ? 200 : 2000;
   try {
     // ---- baselines, same process, same run
-    const raw4k = await rawWs(PAGE, N);
+    const raw4k = await rawWs(PAGE_SIZE, N);
     const raw32 = await rawWs(32, N);
     bench('raw-ws-4k-rtt-p50', pct(raw4k, 0.5), 'us');
     bench('raw-ws-32b-rtt-p50', pct(raw32, 0.5), 'us');
@@ -159,7 +159,7 @@ async function main() {
       b.addPeer({ node: 'pa', url: a.address as string });
       await a.waitUp('pb', 10_000);
       await b.waitUp('pa', 10_000);
-      const data = new Uint8Array(PAGE);
+      const data = new Uint8Array(PAGE_SIZE);
       b.onRequest(
         async () =>
           ({ t: 'map-ok', access: 'r', pages: [{ page: 0, version: 0, data }], grants: [1] }) as never,
@@ -182,12 +182,12 @@ async function main() {
       const [home, att] = nodes;
       const pages = QUICK ? 256 : 2048;
       const p = await home.kernel.spawn({ catchSignals: true });
-      const va = await p.mmap(pages * PAGE, 3);
-      for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE, i);
-      const segid = await home.driver.make(p.pid, va, pages * PAGE, 0o600);
+      const va = await p.mmap(pages * PAGE_SIZE, 3);
+      for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE_SIZE, i);
+      const segid = await home.driver.make(p.pid, va, pages * PAGE_SIZE, 0o600);
       const q = await att.kernel.spawn({ catchSignals: true });
       const apid = await att.driver.get(q.pid, segid, 'r');
-      const ava = await att.driver.attach(q.pid, apid, 0, pages * PAGE);
+      const ava = await att.driver.attach(q.pid, apid, 0, pages * PAGE_SIZE);
       const mapLat: number[] = [];
       att.driver.events.on('message', (m: MessageEvent) => {
         if (m.dir === 'in' && m.type === 'map-ok' && m.latencyMs !== undefined)
@@ -198,10 +198,10 @@ async function main() {
       const hit: number[] = [];
       for (let i = 64; i < pages; i += 64) {
         let t = performance.now();
-        await q.read32(ava + i * PAGE + 4);
+        await q.read32(ava + i * PAGE_SIZE + 4);
         fault.push((performance.now() - t) * 1000);
         t = performance.now();
-        await q.read32(ava + i * PAGE + 8);
+        await q.read32(ava + i * PAGE_SIZE + 8);
         hit.push((performance.now() - t) * 1000);
       }
       bench('remote-read-fault-prefault64-p50', pct(fault, 0.5), 'us', pct(raw4k, 0.5));
@@ -223,12 +223,12 @@ async function main() {
       const [home, att] = nodes;
       const pages = QUICK ? 200 : 1000;
       const p = await home.kernel.spawn({ catchSignals: true });
-      const va = await p.mmap(pages * PAGE, 3);
-      for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE, i);
-      const segid = await home.driver.make(p.pid, va, pages * PAGE, 0o600);
+      const va = await p.mmap(pages * PAGE_SIZE, 3);
+      for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE_SIZE, i);
+      const segid = await home.driver.make(p.pid, va, pages * PAGE_SIZE, 0o600);
       const q = await att.kernel.spawn({ catchSignals: true });
       const apid = await att.driver.get(q.pid, segid, 'r');
-      const ava = await att.driver.attach(q.pid, apid, 0, pages * PAGE);
+      const ava = await att.driver.attach(q.pid, apid, 0, pages * PAGE_SIZE);
       const mapLat: number[] = [];
       att.driver.events.on('message', (m: MessageEvent) => {
         if (m.dir === 'in' && m.type === 'map-ok' && m.latencyMs !== undefined)
@@ -237,7 +237,7 @@ async function main() {
       const fault: number[] = [];
       for (let i = 1; i < pages; i++) {
         const t = performance.now();
-        await q.read32(ava + i * PAGE);
+        await q.read32(ava + i * PAGE_SIZE);
         fault.push((performance.now() - t) * 1000);
       }
       bench('remote-read-fault-p50', pct(fault, 0.5), 'us', pct(raw4k, 0.5));
@@ -284,9 +284,9 @@ async function main() {
         const s = await attachAll(home, [att], pages);
         const inv = invalidations(home.driver);
         for (let r = 0; r < rounds; r++) {
-          await s.p.mprotect(s.va, pages * PAGE, 1);
-          await s.p.mprotect(s.va, pages * PAGE, 3);
-          for (let i = 0; i < pages; i += 1) await s.atts[0].q.read32(s.atts[0].va + i * PAGE);
+          await s.p.mprotect(s.va, pages * PAGE_SIZE, 1);
+          await s.p.mprotect(s.va, pages * PAGE_SIZE, 3);
+          for (let i = 0; i < pages; i += 1) await s.atts[0].q.read32(s.atts[0].va + i * PAGE_SIZE);
         }
         result[pages] = inv.filter((e) => e.reason === 'protection').map((e) => e.ms * 1000);
         await home.driver.remove(s.segid);

@@ -6,11 +6,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as instance from '@xpmesh/node/instance';
+import * as instance from '@xpmesh/kernel';
+import { PAGE_SIZE } from '@xpmesh/kernel';
 import { createMemoryNetwork, type LinkFaults, type PeerNetwork } from '@xpmesh/protocol';
 import { createXpmemDriver, type MessageEvent, type XpmemDriver } from '../index.js';
 
-export const PAGE = 4096;
 export const PROT_RW = 3;
 export const PROT_R = 1;
 
@@ -121,7 +121,7 @@ export async function checkKernel(k: TestKernel): Promise<void> {
 export async function attachOn(n: Inst, segid: string, pages: number) {
   const q = await n.kernel.spawn({ catchSignals: true });
   const apid = await n.driver.get(q.pid, segid, 'rw');
-  return { q, apid, va: await n.driver.attach(q.pid, apid, 0, pages * PAGE) };
+  return { q, apid, va: await n.driver.attach(q.pid, apid, 0, pages * PAGE_SIZE) };
 }
 
 /**

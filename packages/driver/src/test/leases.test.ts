@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { PAGE_SIZE } from '@xpmesh/kernel';
 import {
   attachOn,
   type Cluster,
@@ -15,7 +16,6 @@ import {
   expectCode,
   type Inst,
   makeCluster,
-  PAGE,
   PROT_RW,
   until,
 } from './cluster.js';
@@ -35,9 +35,9 @@ after(async () => {
 
 async function exported(value: number) {
   const p = await A.kernel.spawn({ catchSignals: true });
-  const va = await p.mmap(PAGE, PROT_RW);
+  const va = await p.mmap(PAGE_SIZE, PROT_RW);
   await p.write32(va, value);
-  const segid = await A.driver.make(p.pid, va, PAGE, 0o600);
+  const segid = await A.driver.make(p.pid, va, PAGE_SIZE, 0o600);
   return { p, va, segid };
 }
 
@@ -115,7 +115,7 @@ test('a reclaim refused because a mapper was fenced leaves a device entry the dr
   assert.equal(A.kernel.api.deviceEntryAt(s.p.mm, s.va), null, 'no copy left: a normal PTE again');
   c.sw.heal('a', 'b');
   await allUp();
-  await expectCode(B.driver.attach(b.q.pid, b.apid, 0, PAGE), 'E_NO_PERMIT');
+  await expectCode(B.driver.attach(b.q.pid, b.apid, 0, PAGE_SIZE), 'E_NO_PERMIT');
   const b2 = await attachOn(B, s.segid, 1);
   assert.equal(await b2.q.read32(b2.va), 0x3001);
   checkDriver(A, new Set(['a', 'b']));

@@ -6,13 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { PAGE_SIZE } from '@xpmesh/kernel';
 import {
   checkDriver,
   checkExportedFrames,
   checkKernel,
   expectCode,
   makeCluster,
-  PAGE,
   PROT_RW,
   type Proc,
 } from './cluster.js';
@@ -25,20 +25,20 @@ for (const peers of [1, 4, 10]) {
       const [H, ...P] = c.nodes;
       const PAGES = 32;
       const src = await H.kernel.spawn({ catchSignals: true });
-      const va = await src.mmap(PAGES * PAGE, PROT_RW);
-      for (let i = 0; i < PAGES; i++) await src.write32(va + i * PAGE, i);
-      const segid = await H.driver.make(src.pid, va, PAGES * PAGE, 0o666);
+      const va = await src.mmap(PAGES * PAGE_SIZE, PROT_RW);
+      for (let i = 0; i < PAGES; i++) await src.write32(va + i * PAGE_SIZE, i);
+      const segid = await H.driver.make(src.pid, va, PAGES * PAGE_SIZE, 0o666);
       const atts = await Promise.all(
         P.map(async (n) => {
           const q = await n.kernel.spawn({ catchSignals: true });
           const apid = await n.driver.get(q.pid, segid, 'rw');
-          return { n, q, apid, va: await n.driver.attach(q.pid, apid, 0, PAGES * PAGE) };
+          return { n, q, apid, va: await n.driver.attach(q.pid, apid, 0, PAGES * PAGE_SIZE) };
         }),
       );
       const m = c.sent.length;
       await Promise.all(
         atts.map(async (a) => {
-          for (let i = 0; i < PAGES; i++) assert.equal(await a.q.read32(a.va + i * PAGE), i);
+          for (let i = 0; i < PAGES; i++) assert.equal(await a.q.read32(a.va + i * PAGE_SIZE), i);
         }),
       );
       // prefault 8: 32 pages take at most 4 map requests per peer (fewer when the attach prefaulted)
@@ -49,12 +49,12 @@ for (const peers of [1, 4, 10]) {
       await Promise.all(
         atts.map(async (a, k) => {
           for (let i = k % PAGES; i < PAGES; i += peers)
-            await a.q.write32(a.va + i * PAGE + 4 * (1 + (k % 8)), 1000 + k);
+            await a.q.write32(a.va + i * PAGE_SIZE + 4 * (1 + (k % 8)), 1000 + k);
         }),
       );
       for (let k = 0; k < peers; k++) {
         for (let i = k % PAGES; i < PAGES; i += peers)
-          assert.equal(await src.read32(va + i * PAGE + 4 * (1 + (k % 8))), 1000 + k);
+          assert.equal(await src.read32(va + i * PAGE_SIZE + 4 * (1 + (k % 8))), 1000 + k);
       }
       for (const a of atts) {
         await a.n.driver.detach(a.q.pid, a.va);
@@ -87,9 +87,9 @@ test('random order: make / get / attach / write / read / detach / release / remo
     const src = await A.kernel.spawn({ catchSignals: true });
     const segs: Array<{ segid: string; va: number; model: number[]; live: boolean }> = [];
     for (let s = 0; s < 4; s++) {
-      const va = await src.mmap(4 * PAGE, PROT_RW);
+      const va = await src.mmap(4 * PAGE_SIZE, PROT_RW);
       segs.push({
-        segid: await A.driver.make(src.pid, va, 4 * PAGE, 0o600),
+        segid: await A.driver.make(src.pid, va, 4 * PAGE_SIZE, 0o600),
         va,
         model: [0, 0, 0, 0],
         live: true,
@@ -122,7 +122,7 @@ test('random order: make / get / attach / write / read / detach / release / remo
           const a = mine.find((x) => x.va === null);
           if (!a) break;
           if (!seg.live) break;
-          a.va = await n.driver.attach(q.pid, a.apid, 0, 4 * PAGE);
+          a.va = await n.driver.attach(q.pid, a.apid, 0, 4 * PAGE_SIZE);
           break;
         }
         case 2:
@@ -131,14 +131,14 @@ test('random order: make / get / attach / write / read / detach / release / remo
           if (!a || a.va === null) break;
           const p = rnd(4);
           if (!seg.live) {
-            await expectCode(q.read32(a.va + p * PAGE), 'SIGBUS');
+            await expectCode(q.read32(a.va + p * PAGE_SIZE), 'SIGBUS');
             break;
           }
           if (rnd(2)) {
             const v = step * 10 + p;
-            await q.write32(a.va + p * PAGE, v);
+            await q.write32(a.va + p * PAGE_SIZE, v);
             seg.model[p] = v;
-          } else assert.equal(await q.read32(a.va + p * PAGE), seg.model[p], `step ${step}`);
+          } else assert.equal(await q.read32(a.va + p * PAGE_SIZE), seg.model[p], `step ${step}`);
           break;
         }
         case 4: {
@@ -153,13 +153,14 @@ test('random order: make / get / attach / write / read / detach / release / remo
           if (!a) break;
           await n.driver.release(q.pid, a.apid);
           atts.splice(atts.indexOf(a), 1);
-          await expectCode(n.driver.attach(q.pid, a.apid, 0, PAGE), 'E_NO_PERMIT');
+          await expectCode(n.driver.attach(q.pid, a.apid, 0, PAGE_SIZE), 'E_NO_PERMIT');
           break;
         }
         case 6: {
           if (rnd(4) !== 0) {
             // the home reads through the source: sees the model
-            if (seg.live) assert.equal(await src.read32(seg.va + (step % 4) * PAGE), seg.model[step % 4]);
+            if (seg.live)
+              assert.equal(await src.read32(seg.va + (step % 4) * PAGE_SIZE), seg.model[step % 4]);
             break;
           }
           if (seg.live) {

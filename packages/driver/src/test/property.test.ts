@@ -12,6 +12,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { PAGE_SIZE } from '@xpmesh/kernel';
 import type { LinkFaults } from '@xpmesh/protocol';
 import fc from 'fast-check';
 import {
@@ -20,7 +21,6 @@ import {
   checkKernel,
   type Inst,
   makeCluster,
-  PAGE,
   PROT_RW,
   type Proc,
   quiesce,
@@ -211,21 +211,21 @@ async function runSchedule(ops: Op[]): Promise<void> {
   run++;
   const [A, B, C] = nodes;
   const home = await A.kernel.spawn({ catchSignals: true });
-  const va = await home.mmap(PAGES * PAGE, PROT_RW);
+  const va = await home.mmap(PAGES * PAGE_SIZE, PROT_RW);
   const initial = new Map<number, number>();
   for (let p = 0; p < PAGES; p++) {
     for (let w = 0; w < WORDS; w++) {
-      await home.write32(va + p * PAGE + w * 4, 1000 * run + p * 10 + w);
-      initial.set(p * PAGE + w * 4, 1000 * run + p * 10 + w);
+      await home.write32(va + p * PAGE_SIZE + w * 4, 1000 * run + p * 10 + w);
+      initial.set(p * PAGE_SIZE + w * 4, 1000 * run + p * 10 + w);
     }
   }
-  const segid = await A.driver.make(home.pid, va, PAGES * PAGE, 0o600);
+  const segid = await A.driver.make(home.pid, va, PAGES * PAGE_SIZE, 0o600);
   const att: Array<{ q: Proc; va: number } | null> = [{ q: home, va }, null, null];
   const spawnAttacher = async (i: number) => {
     const n = nodes[i];
     const q = await n.kernel.spawn({ catchSignals: true });
     const apid = await n.driver.get(q.pid, segid, 'rw');
-    att[i] = { q, va: await n.driver.attach(q.pid, apid, 0, PAGES * PAGE) };
+    att[i] = { q, va: await n.driver.attach(q.pid, apid, 0, PAGES * PAGE_SIZE) };
   };
   await spawnAttacher(1).catch(() => undefined);
   await spawnAttacher(2).catch(() => undefined);
@@ -254,7 +254,7 @@ async function runSchedule(ops: Op[]): Promise<void> {
       case 'write': {
         const a = att[op.node];
         if (!a) return;
-        const off = op.page * PAGE + op.word * 4;
+        const off = op.page * PAGE_SIZE + op.word * 4;
         const start = tick();
         try {
           if (op.k === 'read') {
@@ -275,7 +275,7 @@ async function runSchedule(ops: Op[]): Promise<void> {
       }
       case 'reclaim':
       case 'migrate': {
-        const pfn = A.kernel.pfnOf(home.pid, va + op.page * PAGE);
+        const pfn = A.kernel.pfnOf(home.pid, va + op.page * PAGE_SIZE);
         if (pfn === undefined || pfn === null || pfn < 0) return;
         const f = op.k === 'reclaim' ? A.kernel.reclaimPage(pfn) : A.kernel.migratePage(pfn);
         await f.catch(() => undefined);
@@ -346,9 +346,9 @@ async function runSchedule(ops: Op[]): Promise<void> {
     for (let p = 0; p < PAGES; p++) {
       for (let w = 0; w < WORDS; w++) {
         const start = tick();
-        const v = await home.read32(va + p * PAGE + w * 4);
+        const v = await home.read32(va + p * PAGE_SIZE + w * 4);
         if (!tainted.has(p))
-          history.push({ addr: p * PAGE + w * 4, kind: 'r', value: v, start, end: tick() });
+          history.push({ addr: p * PAGE_SIZE + w * 4, kind: 'r', value: v, start, end: tick() });
       }
     }
     checkLinearizable(history, initial);

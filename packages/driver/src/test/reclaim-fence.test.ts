@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { PAGE_SIZE } from '@xpmesh/kernel';
 import {
   attachOn,
   type Cluster,
@@ -12,7 +13,6 @@ import {
   expectCode,
   type Inst,
   makeCluster,
-  PAGE,
   PROT_RW,
   until,
 } from './cluster.js';
@@ -32,9 +32,9 @@ after(async () => {
 
 async function setup(pages: number, value: number) {
   const p = await A.kernel.spawn({ catchSignals: true });
-  const va = await p.mmap(pages * PAGE, PROT_RW);
-  for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE, value + i);
-  const segid = await A.driver.make(p.pid, va, pages * PAGE, 0o600);
+  const va = await p.mmap(pages * PAGE_SIZE, PROT_RW);
+  for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE_SIZE, value + i);
+  const segid = await A.driver.make(p.pid, va, pages * PAGE_SIZE, 0o600);
   return { p, va, segid };
 }
 
@@ -58,9 +58,9 @@ test('reclaim of an exported page: invalidate, ack (with dirty data), swap out; 
   const b = await attachOn(B, s.segid, 2);
   const cc = await attachOn(C, s.segid, 2);
   assert.equal(await cc.q.read32(cc.va), 0x300);
-  await b.q.write32(b.va + PAGE, 0x3ff); // b holds page 1 dirty
+  await b.q.write32(b.va + PAGE_SIZE, 0x3ff); // b holds page 1 dirty
   const pfn0 = A.kernel.pfnOf(s.p.pid, s.va) as number;
-  const pfn1 = A.kernel.pfnOf(s.p.pid, s.va + PAGE) as number;
+  const pfn1 = A.kernel.pfnOf(s.p.pid, s.va + PAGE_SIZE) as number;
   const m = c.sent.length;
   assert.equal(await reclaimExported(pfn0, t), 'reclaimed');
   assert.equal(countSent(c, m, 'invalidate'), 1, 'one invalidate to the one reader');
@@ -69,11 +69,11 @@ test('reclaim of an exported page: invalidate, ack (with dirty data), swap out; 
   assert.equal(A.driver.status().rmap.entries, 0);
   assert.equal(A.kernel.api.pageExported(pfn1), false);
   assert.equal(B.driver.status().cachedPages + C.driver.status().cachedPages, 0);
-  assert.equal(A.kernel.pfnOf(s.p.pid, s.va + PAGE), undefined, 'page 1 is in swap');
+  assert.equal(A.kernel.pfnOf(s.p.pid, s.va + PAGE_SIZE), undefined, 'page 1 is in swap');
   // re-fault from swap, data intact (the dirty page came back in the ack before the swap-out)
-  assert.equal(await cc.q.read32(cc.va + PAGE), 0x3ff);
+  assert.equal(await cc.q.read32(cc.va + PAGE_SIZE), 0x3ff);
   assert.equal(await b.q.read32(b.va), 0x300);
-  assert.equal(await s.p.read32(s.va + PAGE), 0x3ff);
+  assert.equal(await s.p.read32(s.va + PAGE_SIZE), 0x3ff);
   await A.driver.remove(s.segid);
 });
 
@@ -100,7 +100,7 @@ test('a partitioned writer misses the ack deadline: fenced, its dirty page rever
   const b = await attachOn(B, s.segid, 2);
   const cc = await attachOn(C, s.segid, 2);
   await b.q.write32(b.va, 0x5ff); // only dirty copy on b
-  assert.equal(await cc.q.read32(cc.va + PAGE), 0x501);
+  assert.equal(await cc.q.read32(cc.va + PAGE_SIZE), 0x501);
   const lost: unknown[] = [];
   const fences: unknown[] = [];
   A.driver.events.on('lost-dirty', (e) => lost.push(e));
@@ -114,7 +114,7 @@ test('a partitioned writer misses the ack deadline: fenced, its dirty page rever
   assert.ok(A.driver.pageStates(s.segid).every((ps) => !ps.sharers.includes('b') && ps.writer !== 'b'));
   checkDriver(A, new Set(['a', 'c']));
   // c is unaffected
-  assert.equal(await cc.q.read32(cc.va + PAGE), 0x501);
+  assert.equal(await cc.q.read32(cc.va + PAGE_SIZE), 0x501);
   // b notices the home is gone: its attachment is revoked (SIGBUS), then it comes back as a new session
   await until(() => !B.net.sessions().some((x) => x.node === 'a'), 'b sees a down', 10_000);
   await expectCode(b.q.read32(b.va), 'SIGBUS');
@@ -124,7 +124,7 @@ test('a partitioned writer misses the ack deadline: fenced, its dirty page rever
     'b back',
     15_000,
   );
-  await expectCode(B.driver.attach(b.q.pid, b.apid, 0, PAGE), 'E_NO_PERMIT');
+  await expectCode(B.driver.attach(b.q.pid, b.apid, 0, PAGE_SIZE), 'E_NO_PERMIT');
   const b2 = await attachOn(B, s.segid, 2);
   assert.equal(await b2.q.read32(b2.va), 0x500, 'the new session sees the reverted page');
   await b2.q.write32(b2.va, 0x600);

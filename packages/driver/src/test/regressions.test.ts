@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { PAGE_SIZE } from '@xpmesh/kernel';
 import type { MessageEvent } from '../index.js';
 import type { Segment } from '../state.js';
 import {
@@ -12,7 +13,6 @@ import {
   checkKernel,
   type Inst,
   makeCluster,
-  PAGE,
   PROT_RW,
   type Proc,
   quiesce,
@@ -58,15 +58,15 @@ function holdPage(seg: Segment, page: number): { release(): Promise<void> } {
 
 test('attach-churn: a grant made after a detach was sent is not dropped by that detach', async () => {
   const p = await spawn(A);
-  const va = await p.mmap(2 * PAGE, PROT_RW);
+  const va = await p.mmap(2 * PAGE_SIZE, PROT_RW);
   await p.write32(va, 10);
-  await p.write32(va + PAGE, 20);
-  const segid = await A.driver.make(p.pid, va, 2 * PAGE, 0o600);
+  await p.write32(va + PAGE_SIZE, 20);
+  const segid = await A.driver.make(p.pid, va, 2 * PAGE_SIZE, 0o600);
   const q = await spawn(B);
   const apid = await B.driver.get(q.pid, segid, 'rw');
-  const v1 = await B.driver.attach(q.pid, apid, 0, 2 * PAGE);
+  const v1 = await B.driver.attach(q.pid, apid, 0, 2 * PAGE_SIZE);
   assert.equal(await q.read32(v1), 10);
-  assert.equal(await q.read32(v1 + PAGE), 20);
+  assert.equal(await q.read32(v1 + PAGE_SIZE), 20);
 
   // Hold page 0 at the home: the detach (pages 0 and 1) stalls on page 0 ...
   const seg = A.driver.segments.get(segid);
@@ -75,16 +75,16 @@ test('attach-churn: a grant made after a detach was sent is not dropped by that 
   const detached = B.driver.detach(q.pid, v1);
   await tick();
   // ... while the re-attached process faults page 1 (a new map request behind the detach).
-  const v2 = await B.driver.attach(q.pid, apid, 0, 2 * PAGE);
-  const read = q.read32(v2 + PAGE);
+  const v2 = await B.driver.attach(q.pid, apid, 0, 2 * PAGE_SIZE);
+  const read = q.read32(v2 + PAGE_SIZE);
   await tick(50);
   await page0.release();
   await detached;
   assert.equal(await read, 20);
 
   // The home must still know B's copy of page 1: a home write invalidates it.
-  await p.write32(va + PAGE, 21);
-  assert.equal(await q.read32(v2 + PAGE), 21, 'the re-attached reader sees the latest write');
+  await p.write32(va + PAGE_SIZE, 21);
+  assert.equal(await q.read32(v2 + PAGE_SIZE), 21, 'the re-attached reader sees the latest write');
   await B.driver.detach(q.pid, v2);
   await B.driver.release(q.pid, apid);
   await A.driver.remove(segid);
@@ -100,9 +100,9 @@ test('reclaim-storm: an invalidation racing an upgrade of the same page does not
   // once, the empty ack (B's second handler has nothing to zap, so it answers first) removed B's
   // entry and the data in the other ack was thrown away: the frame went to swap without B's write.
   const p = await spawn(A);
-  const va = await p.mmap(PAGE, PROT_RW);
+  const va = await p.mmap(PAGE_SIZE, PROT_RW);
   await p.write32(va, 0xa0);
-  const segid = await A.driver.make(p.pid, va, PAGE, 0o600);
+  const segid = await A.driver.make(p.pid, va, PAGE_SIZE, 0o600);
   const b = await attachOn(B, segid, 1);
   const cc = await attachOn(C, segid, 1);
   procs.push(b.q, cc.q);
@@ -136,9 +136,9 @@ test('8-instance livelock: a grant reaches its requester before the next conflic
   // the other order B drops the copy as overtaken (by its grant id) and faults again, and with more
   // writers no grant is ever used (8 instances ran at 39 ops/s, 316 messages per operation).
   const p = await spawn(A);
-  const va = await p.mmap(PAGE, PROT_RW);
+  const va = await p.mmap(PAGE_SIZE, PROT_RW);
   await p.write32(va, 1);
-  const segid = await A.driver.make(p.pid, va, PAGE, 0o600);
+  const segid = await A.driver.make(p.pid, va, PAGE_SIZE, 0o600);
   const b = await attachOn(B, segid, 1);
   const cc = await attachOn(C, segid, 1);
   procs.push(b.q, cc.q);

@@ -10,8 +10,8 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PAGE_SIZE } from '@xpmesh/kernel';
 
-export const PAGE = 4096;
 const script = new URL('./ws-instance.js', import.meta.url).pathname;
 /** Default bound of one call; generous (fences wait out a lease), but a hang fails with a message. */
 export const CALL_TIMEOUT_MS = 30_000;
@@ -196,10 +196,10 @@ export async function expectCode(p: Promise<unknown>, code: string, what?: strin
 /** A process on `r` with `pages` pages, word 0 of page i = base + i, exported with `mode`. */
 export async function source(r: Remote, pages: number, opts: { mode?: number; base?: number } = {}) {
   const pid = await r.call<number>('spawn');
-  const va = await r.call<number>('mmap', { pid, len: pages * PAGE });
+  const va = await r.call<number>('mmap', { pid, len: pages * PAGE_SIZE });
   const base = opts.base ?? 0x100;
   await r.call('writeWords', { pid, addr: va, values: Array.from({ length: pages }, (_, i) => base + i) });
-  const segid = await r.call<string>('make', { pid, va, size: pages * PAGE, mode: opts.mode ?? 0o600 });
+  const segid = await r.call<string>('make', { pid, va, size: pages * PAGE_SIZE, mode: opts.mode ?? 0o600 });
   return { pid, va, segid };
 }
 
@@ -207,7 +207,7 @@ export async function source(r: Remote, pages: number, opts: { mode?: number; ba
 export async function attach(r: Remote, segid: string, access: 'r' | 'rw', pages: number, pid?: number) {
   const p = pid ?? (await r.call<number>('spawn'));
   const apid = await r.call<string>('get', { pid: p, segid, access });
-  const va = await r.call<number>('attach', { pid: p, apid, offset: 0, size: pages * PAGE });
+  const va = await r.call<number>('attach', { pid: p, apid, offset: 0, size: pages * PAGE_SIZE });
   return { pid: p, apid, va };
 }
 

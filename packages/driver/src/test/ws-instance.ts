@@ -10,14 +10,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as instance from '@xpmesh/node/instance';
+import * as instance from '@xpmesh/kernel';
+import { PAGE_SIZE } from '@xpmesh/kernel';
 import { createWsPeerNetwork, type TransportPeerNetwork } from '@xpmesh/protocol';
 import { createXpmemDriver, type XpmemDriver } from '../index.js';
 
 type Cmd = { id: number; op: string; [k: string]: unknown };
 
 const FRAMES = 2048;
-const PAGE = 4096;
 
 let kernel: instance.Kernel | undefined;
 let driver: XpmemDriver;
@@ -100,7 +100,7 @@ const ops: Record<string, (c: Cmd) => Promise<unknown>> = {
     const p = proc(c);
     const out: number[] = [];
     for (let i = 0; i < (c.count as number); i++)
-      out.push(await p.read32((c.addr as number) + i * ((c.stride as number) ?? PAGE)));
+      out.push(await p.read32((c.addr as number) + i * ((c.stride as number) ?? PAGE_SIZE)));
     return out;
   },
   /** values[i] at addr + i * stride, one access after the other, in order. */
@@ -108,7 +108,7 @@ const ops: Record<string, (c: Cmd) => Promise<unknown>> = {
     const p = proc(c);
     const values = c.values as number[];
     for (let i = 0; i < values.length; i++)
-      await p.write32((c.addr as number) + i * ((c.stride as number) ?? PAGE), values[i]);
+      await p.write32((c.addr as number) + i * ((c.stride as number) ?? PAGE_SIZE), values[i]);
     return null;
   },
   /** A byte range, as hex. */

@@ -9,11 +9,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { PAGE_SIZE } from '@xpmesh/kernel';
 import { PERMISSION_MATRIX } from './permission-matrix.js';
 import {
   attach,
   expectCode,
-  PAGE,
   type Remote,
   type RmapEntryView,
   type Status,
@@ -49,23 +49,23 @@ test('two attachments of one segment in one process see each other', async () =>
   const s = await source(A, 2);
   const q = await B.call<number>('spawn');
   const apid = await B.call<string>('get', { pid: q, segid: s.segid, access: 'rw' });
-  const v1 = await B.call<number>('attach', { pid: q, apid, offset: 0, size: 2 * PAGE });
-  const v2 = await B.call<number>('attach', { pid: q, apid, offset: 0, size: 2 * PAGE });
+  const v1 = await B.call<number>('attach', { pid: q, apid, offset: 0, size: 2 * PAGE_SIZE });
+  const v2 = await B.call<number>('attach', { pid: q, apid, offset: 0, size: 2 * PAGE_SIZE });
   assert.notEqual(v1, v2);
   assert.equal((await status(B)).attachments.filter((a) => a.pid === q).length, 2);
   await write32(B, q, v1 + 4, 77);
   assert.equal(await read32(B, q, v2 + 4), 77);
-  await write32(B, q, v2 + PAGE + 4, 78);
-  assert.equal(await read32(B, q, v1 + PAGE + 4), 78);
-  assert.equal(await read32(A, s.pid, s.va + PAGE + 4), 78, 'the home sees the write');
+  await write32(B, q, v2 + PAGE_SIZE + 4, 78);
+  assert.equal(await read32(B, q, v1 + PAGE_SIZE + 4), 78);
+  assert.equal(await read32(A, s.pid, s.va + PAGE_SIZE + 4), 78, 'the home sees the write');
   // a byte range across the page boundary, written through one attachment, read through the other
   const bytes = '0102030405060708a1a2a3a4a5a6a7a8';
-  await B.call('write', { pid: q, addr: v1 + PAGE - 8, hex: bytes });
-  assert.equal(await B.call('read', { pid: q, addr: v2 + PAGE - 8, len: 16 }), bytes);
-  assert.equal(await A.call('read', { pid: s.pid, addr: s.va + PAGE - 8, len: 16 }), bytes);
+  await B.call('write', { pid: q, addr: v1 + PAGE_SIZE - 8, hex: bytes });
+  assert.equal(await B.call('read', { pid: q, addr: v2 + PAGE_SIZE - 8, len: 16 }), bytes);
+  assert.equal(await A.call('read', { pid: s.pid, addr: s.va + PAGE_SIZE - 8, len: 16 }), bytes);
   await B.call('detach', { pid: q, va: v1 });
   assert.equal(await read32(B, q, v2 + 4), 77, 'the other attachment still works');
-  assert.equal(await B.call('read', { pid: q, addr: v2 + PAGE - 8, len: 16 }), bytes);
+  assert.equal(await B.call('read', { pid: q, addr: v2 + PAGE_SIZE - 8, len: 16 }), bytes);
   await B.call('detach', { pid: q, va: v2 });
   await B.call('release', { pid: q, apid });
   await A.call('remove', { segid: s.segid });
@@ -76,11 +76,16 @@ test('two attachments of one segment in one process see each other', async () =>
 
 test('two segments of one process, attached on two instances', async () => {
   const p = await A.call<number>('spawn');
-  const va = await A.call<number>('mmap', { pid: p, len: 4 * PAGE });
+  const va = await A.call<number>('mmap', { pid: p, len: 4 * PAGE_SIZE });
   await write32(A, p, va, 1);
-  await write32(A, p, va + 2 * PAGE, 3);
-  const s1 = await A.call<string>('make', { pid: p, va, size: 2 * PAGE, mode: 0o600 });
-  const s2 = await A.call<string>('make', { pid: p, va: va + 2 * PAGE, size: 2 * PAGE, mode: 0o600 });
+  await write32(A, p, va + 2 * PAGE_SIZE, 3);
+  const s1 = await A.call<string>('make', { pid: p, va, size: 2 * PAGE_SIZE, mode: 0o600 });
+  const s2 = await A.call<string>('make', {
+    pid: p,
+    va: va + 2 * PAGE_SIZE,
+    size: 2 * PAGE_SIZE,
+    mode: 0o600,
+  });
   assert.notEqual(s1, s2);
   const b = await attach(B, s1, 'rw', 2);
   const c = await attach(C, s2, 'rw', 2);
@@ -89,7 +94,7 @@ test('two segments of one process, attached on two instances', async () => {
   await write32(B, b.pid, b.va, 11);
   await write32(C, c.pid, c.va, 33);
   assert.equal(await read32(A, p, va), 11);
-  assert.equal(await read32(A, p, va + 2 * PAGE), 33);
+  assert.equal(await read32(A, p, va + 2 * PAGE_SIZE), 33);
   // each segment's reverse-map entries belong to its own attacher
   const entries = await A.call<RmapEntryView[]>('rmapEntries');
   assert.deepEqual(
@@ -148,12 +153,12 @@ test("fork then copy-on-write: attachers see the parent's new page, the child ke
 test('permission matrix (System V IPC style, checked at the home); refusals change nothing', async () => {
   const cases = PERMISSION_MATRIX;
   const src = await A.call<number>('spawn');
-  const va = await A.call<number>('mmap', { pid: src, len: PAGE });
+  const va = await A.call<number>('mmap', { pid: src, len: PAGE_SIZE });
   await write32(A, src, va, 0x600d);
   const users = new Map<string, number>();
   for (const [mode, access, uid, gid, want] of cases) {
     const what = `mode 0${mode.toString(8)} ${access} uid ${uid} gid ${gid}`;
-    const segid = await A.call<string>('make', { pid: src, va, size: PAGE, mode });
+    const segid = await A.call<string>('make', { pid: src, va, size: PAGE_SIZE, mode });
     const key = `${uid}:${gid}`;
     if (!users.has(key)) users.set(key, await B.call<number>('spawn', { uid, gid }));
     const q = users.get(key)!;
@@ -182,18 +187,18 @@ test('permission matrix (System V IPC style, checked at the home); refusals chan
 
 test('a hole in the source is SIGBUS at the attacher; mapped pages still work', async () => {
   const p = await A.call<number>('spawn');
-  const va = await A.call<number>('mmap', { pid: p, len: 3 * PAGE });
+  const va = await A.call<number>('mmap', { pid: p, len: 3 * PAGE_SIZE });
   await write32(A, p, va, 5);
-  await write32(A, p, va + 2 * PAGE, 7);
-  await A.call('munmap', { pid: p, addr: va + PAGE, len: PAGE });
-  const segid = await A.call<string>('make', { pid: p, va, size: 3 * PAGE, mode: 0o600 });
+  await write32(A, p, va + 2 * PAGE_SIZE, 7);
+  await A.call('munmap', { pid: p, addr: va + PAGE_SIZE, len: PAGE_SIZE });
+  const segid = await A.call<string>('make', { pid: p, va, size: 3 * PAGE_SIZE, mode: 0o600 });
   const t = await attach(B, segid, 'rw', 3);
   assert.equal(await read32(B, t.pid, t.va), 5);
-  await expectCode(read32(B, t.pid, t.va + PAGE), 'SIGBUS', 'read of the hole');
-  await expectCode(write32(B, t.pid, t.va + PAGE, 1), 'SIGBUS', 'write of the hole');
-  assert.equal(await read32(B, t.pid, t.va + 2 * PAGE), 7);
-  await write32(B, t.pid, t.va + 2 * PAGE + 4, 8);
-  assert.equal(await read32(A, p, va + 2 * PAGE + 4), 8, 'a mapped page still works both ways');
+  await expectCode(read32(B, t.pid, t.va + PAGE_SIZE), 'SIGBUS', 'read of the hole');
+  await expectCode(write32(B, t.pid, t.va + PAGE_SIZE, 1), 'SIGBUS', 'write of the hole');
+  assert.equal(await read32(B, t.pid, t.va + 2 * PAGE_SIZE), 7);
+  await write32(B, t.pid, t.va + 2 * PAGE_SIZE + 4, 8);
+  assert.equal(await read32(A, p, va + 2 * PAGE_SIZE + 4), 8, 'a mapped page still works both ways');
   assert.equal(await read32(B, t.pid, t.va), 5);
   await B.call('detach', { pid: t.pid, va: t.va });
   await B.call('release', { pid: t.pid, apid: t.apid });
@@ -204,12 +209,12 @@ test('a hole in the source is SIGBUS at the attacher; mapped pages still work', 
 test('source munmap, then touch: SIGBUS', async () => {
   const s = await source(A, 2);
   const t = await attach(B, s.segid, 'rw', 2);
-  assert.equal(await read32(B, t.pid, t.va + PAGE), 0x101);
+  assert.equal(await read32(B, t.pid, t.va + PAGE_SIZE), 0x101);
   await write32(B, t.pid, t.va, 0x1234); // page 0 held for writing by b
   assert.ok((await status(A)).rmap.entries > 0);
-  await A.call('munmap', { pid: s.pid, addr: s.va, len: 2 * PAGE });
+  await A.call('munmap', { pid: s.pid, addr: s.va, len: 2 * PAGE_SIZE });
   assert.equal((await status(A)).rmap.entries, 0, 'munmap invalidated the remote copies');
-  await expectCode(read32(B, t.pid, t.va + PAGE), 'SIGBUS', 'read after munmap');
+  await expectCode(read32(B, t.pid, t.va + PAGE_SIZE), 'SIGBUS', 'read after munmap');
   await expectCode(read32(B, t.pid, t.va), 'SIGBUS', 'read of the page b was writing');
   assert.equal((await status(B)).cachedPages, 0, 'b holds no copy');
   await B.call('detach', { pid: t.pid, va: t.va });
@@ -245,8 +250,8 @@ for (const n of [1, 4, 10]) {
       atts.map((a) =>
         a.r.call('writeWords', {
           pid: a.pid,
-          addr: a.va + a.k * PAGE + 4,
-          stride: n * PAGE,
+          addr: a.va + a.k * PAGE_SIZE + 4,
+          stride: n * PAGE_SIZE,
           values: Array.from({ length: Math.ceil((PAGES - a.k) / n) }, (_, j) => written(a.k + j * n)),
         }),
       ),
@@ -321,7 +326,7 @@ test('random order: seeded interleaving of reads and writes by five processes on
     const a = actors[rnd(actors.length)];
     const page = rnd(NPAGES);
     const word = rnd(WORDS);
-    const addr = a.va + page * PAGE + 4 * word;
+    const addr = a.va + page * PAGE_SIZE + 4 * word;
     const where = `seed ${seed} step ${step}: ${a.name} page ${page} word ${word}`;
     if (rnd(2)) {
       const v = (0x10000 + step * 8 + actors.indexOf(a)) >>> 0;
@@ -343,7 +348,7 @@ test('random order: seeded interleaving of reads and writes by five processes on
   for (const a of actors)
     for (let page = 0; page < NPAGES; page++)
       assert.deepEqual(
-        await a.r.call('readWords', { pid: a.pid, addr: a.va + page * PAGE, count: WORDS, stride: 4 }),
+        await a.r.call('readWords', { pid: a.pid, addr: a.va + page * PAGE_SIZE, count: WORDS, stride: 4 }),
         model[page],
         `final values seen by ${a.name}, page ${page}`,
       );

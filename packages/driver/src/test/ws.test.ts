@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { attach, expectCode, PAGE, type Status, source, wsCluster } from './ws-harness.js';
+import { PAGE_SIZE } from '@xpmesh/kernel';
+import { attach, expectCode, type Status, source, wsCluster } from './ws-harness.js';
 
 const cluster = wsCluster(['a', 'b', 'c']);
 const [A, B, C] = cluster.nodes;
@@ -17,9 +18,9 @@ after(() => cluster.close());
 test('ws, separate processes: base read-modify, permission refusal, detach shrinks the home map', async () => {
   const s = await source(A, 3);
   const b = await attach(B, s.segid, 'rw', 3);
-  assert.equal(await B.call('read32', { pid: b.pid, addr: b.va + 2 * PAGE }), 0x102);
-  await B.call('write32', { pid: b.pid, addr: b.va + PAGE, value: 0xdead });
-  assert.equal(await A.call('read32', { pid: s.pid, addr: s.va + PAGE }), 0xdead);
+  assert.equal(await B.call('read32', { pid: b.pid, addr: b.va + 2 * PAGE_SIZE }), 0x102);
+  await B.call('write32', { pid: b.pid, addr: b.va + PAGE_SIZE, value: 0xdead });
+  assert.equal(await A.call('read32', { pid: s.pid, addr: s.va + PAGE_SIZE }), 0xdead);
   const cpid = await C.call<number>('spawn', { uid: 2000, gid: 2000 });
   await expectCode(C.call('get', { pid: cpid, segid: s.segid, access: 'r' }), 'E_PERM');
   await B.call('detach', { pid: b.pid, va: b.va });

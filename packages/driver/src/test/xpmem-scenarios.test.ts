@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { PAGE_SIZE } from '@xpmesh/kernel';
 import {
   type Cluster,
   checkDriver,
@@ -12,7 +13,6 @@ import {
   expectCode,
   type Inst,
   makeCluster,
-  PAGE,
   PROT_RW,
   type Proc,
 } from './cluster.js';
@@ -41,28 +41,28 @@ async function spawn(n: Inst, uid = 1000, gid = 1000): Promise<Proc> {
 /** A source process on `n` with `pages` pages, word 0 of page i = base + i, exported with `mode`. */
 async function source(n: Inst, pages: number, mode = 0o600, base = 0x1000) {
   const p = await spawn(n);
-  const va = await p.mmap(pages * PAGE, PROT_RW);
-  for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE, base + i);
-  const segid = await n.driver.make(p.pid, va, pages * PAGE, mode);
+  const va = await p.mmap(pages * PAGE_SIZE, PROT_RW);
+  for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE_SIZE, base + i);
+  const segid = await n.driver.make(p.pid, va, pages * PAGE_SIZE, mode);
   return { p, va, segid };
 }
 
 async function attach(n: Inst, segid: string, access: 'r' | 'rw', pages: number, offset = 0, p?: Proc) {
   const q = p ?? (await spawn(n));
   const apid = await n.driver.get(q.pid, segid, access);
-  const va = await n.driver.attach(q.pid, apid, offset, pages * PAGE);
+  const va = await n.driver.attach(q.pid, apid, offset, pages * PAGE_SIZE);
   return { q, apid, va };
 }
 
 test('base: read and modify through a remote attachment; the home sees the write', async () => {
   const s = await source(A, 4);
   const t = await attach(B, s.segid, 'rw', 4);
-  for (let i = 0; i < 4; i++) assert.equal(await t.q.read32(t.va + i * PAGE), 0x1000 + i);
-  await t.q.write32(t.va + PAGE + 8, 0xbeef);
-  assert.equal(await s.p.read32(s.va + PAGE + 8), 0xbeef, 'home read recalls the remote write');
-  assert.equal(await t.q.read32(t.va + PAGE + 8), 0xbeef);
-  await s.p.write32(s.va + PAGE + 8, 0xcafe);
-  assert.equal(await t.q.read32(t.va + PAGE + 8), 0xcafe, 'remote read sees the home write');
+  for (let i = 0; i < 4; i++) assert.equal(await t.q.read32(t.va + i * PAGE_SIZE), 0x1000 + i);
+  await t.q.write32(t.va + PAGE_SIZE + 8, 0xbeef);
+  assert.equal(await s.p.read32(s.va + PAGE_SIZE + 8), 0xbeef, 'home read recalls the remote write');
+  assert.equal(await t.q.read32(t.va + PAGE_SIZE + 8), 0xbeef);
+  await s.p.write32(s.va + PAGE_SIZE + 8, 0xcafe);
+  assert.equal(await t.q.read32(t.va + PAGE_SIZE + 8), 0xcafe, 'remote read sees the home write');
   await B.driver.detach(t.q.pid, t.va);
   await B.driver.release(t.q.pid, t.apid);
   assert.equal(A.driver.status().rmap.entries, 0, 'detach shrinks the home map');
@@ -75,14 +75,14 @@ test('two attachments of one segment in one process see each other', async () =>
   const s = await source(A, 2);
   const q = await spawn(B);
   const apid = await B.driver.get(q.pid, s.segid, 'rw');
-  const v1 = await B.driver.attach(q.pid, apid, 0, 2 * PAGE);
-  const v2 = await B.driver.attach(q.pid, apid, 0, 2 * PAGE);
+  const v1 = await B.driver.attach(q.pid, apid, 0, 2 * PAGE_SIZE);
+  const v2 = await B.driver.attach(q.pid, apid, 0, 2 * PAGE_SIZE);
   assert.notEqual(v1, v2);
   await q.write32(v1 + 4, 77);
   assert.equal(await q.read32(v2 + 4), 77);
-  await q.write32(v2 + PAGE + 4, 78);
-  assert.equal(await q.read32(v1 + PAGE + 4), 78);
-  assert.equal(await s.p.read32(s.va + PAGE + 4), 78);
+  await q.write32(v2 + PAGE_SIZE + 4, 78);
+  assert.equal(await q.read32(v1 + PAGE_SIZE + 4), 78);
+  assert.equal(await s.p.read32(s.va + PAGE_SIZE + 4), 78);
   await B.driver.detach(q.pid, v1);
   assert.equal(await q.read32(v2 + 4), 77, 'the other attachment still works');
   await B.driver.detach(q.pid, v2);
@@ -93,11 +93,11 @@ test('two attachments of one segment in one process see each other', async () =>
 
 test('two segments of one process, attached on two instances', async () => {
   const p = await spawn(A);
-  const va = await p.mmap(4 * PAGE, PROT_RW);
+  const va = await p.mmap(4 * PAGE_SIZE, PROT_RW);
   await p.write32(va, 1);
-  await p.write32(va + 2 * PAGE, 3);
-  const s1 = await A.driver.make(p.pid, va, 2 * PAGE, 0o600);
-  const s2 = await A.driver.make(p.pid, va + 2 * PAGE, 2 * PAGE, 0o600);
+  await p.write32(va + 2 * PAGE_SIZE, 3);
+  const s1 = await A.driver.make(p.pid, va, 2 * PAGE_SIZE, 0o600);
+  const s2 = await A.driver.make(p.pid, va + 2 * PAGE_SIZE, 2 * PAGE_SIZE, 0o600);
   assert.notEqual(s1, s2);
   const b = await attach(B, s1, 'rw', 2);
   const cc = await attach(C, s2, 'rw', 2);
@@ -106,7 +106,7 @@ test('two segments of one process, attached on two instances', async () => {
   await b.q.write32(b.va, 11);
   await cc.q.write32(cc.va, 33);
   assert.equal(await p.read32(va), 11);
-  assert.equal(await p.read32(va + 2 * PAGE), 33);
+  assert.equal(await p.read32(va + 2 * PAGE_SIZE), 33);
   await A.driver.remove(s1);
   await A.driver.remove(s2);
 });
@@ -153,25 +153,25 @@ test('a read-only attachment refuses writes (SIGSEGV)', async () => {
 
 test('a hole in the source is SIGBUS at the attacher; mapped pages work', async () => {
   const p = await spawn(A);
-  const va = await p.mmap(3 * PAGE, PROT_RW);
+  const va = await p.mmap(3 * PAGE_SIZE, PROT_RW);
   await p.write32(va, 5);
-  await p.write32(va + 2 * PAGE, 7);
-  await p.munmap(va + PAGE, PAGE);
-  const segid = await A.driver.make(p.pid, va, 3 * PAGE, 0o600);
+  await p.write32(va + 2 * PAGE_SIZE, 7);
+  await p.munmap(va + PAGE_SIZE, PAGE_SIZE);
+  const segid = await A.driver.make(p.pid, va, 3 * PAGE_SIZE, 0o600);
   const t = await attach(B, segid, 'rw', 3);
   assert.equal(await t.q.read32(t.va), 5);
-  await expectCode(t.q.read32(t.va + PAGE), 'SIGBUS');
-  assert.equal(await t.q.read32(t.va + 2 * PAGE), 7);
+  await expectCode(t.q.read32(t.va + PAGE_SIZE), 'SIGBUS');
+  assert.equal(await t.q.read32(t.va + 2 * PAGE_SIZE), 7);
   await A.driver.remove(segid);
 });
 
 test('source munmap, then touch: SIGBUS', async () => {
   const s = await source(A, 2);
   const t = await attach(B, s.segid, 'rw', 2);
-  assert.equal(await t.q.read32(t.va + PAGE), 0x1001);
-  await s.p.munmap(s.va, 2 * PAGE);
+  assert.equal(await t.q.read32(t.va + PAGE_SIZE), 0x1001);
+  await s.p.munmap(s.va, 2 * PAGE_SIZE);
   assert.equal(A.driver.status().rmap.entries, 0, 'munmap invalidated the remote copy');
-  await expectCode(t.q.read32(t.va + PAGE), 'SIGBUS');
+  await expectCode(t.q.read32(t.va + PAGE_SIZE), 'SIGBUS');
   await A.driver.remove(s.segid);
 });
 
@@ -197,25 +197,25 @@ test('bad arguments fail with stable codes and change no state', async () => {
       k === 'counters' || k === 'peers' ? undefined : v,
     );
   const before = snapshot();
-  await expectCode(A.driver.make(s.p.pid, s.va + 1, PAGE, 0o600), 'EINVAL');
+  await expectCode(A.driver.make(s.p.pid, s.va + 1, PAGE_SIZE, 0o600), 'EINVAL');
   await expectCode(A.driver.make(s.p.pid, s.va, 0, 0o600), 'EINVAL');
-  await expectCode(A.driver.make(s.p.pid, s.va, PAGE, 0o1777), 'EINVAL');
-  await expectCode(A.driver.make(999_999, s.va, PAGE, 0o600), 'ESRCH');
+  await expectCode(A.driver.make(s.p.pid, s.va, PAGE_SIZE, 0o1777), 'EINVAL');
+  await expectCode(A.driver.make(999_999, s.va, PAGE_SIZE, 0o600), 'ESRCH');
   await expectCode(A.driver.remove('a:999'), 'E_NO_SEGMENT');
   await expectCode(A.driver.remove(`${B.name}:1`), 'E_NO_SEGMENT');
   await expectCode(B.driver.get(q.pid, 'a:999', 'r'), 'E_NO_SEGMENT');
   await expectCode(B.driver.get(q.pid, 'garbage', 'r'), 'EINVAL');
   await expectCode(B.driver.get(q.pid, s.segid, 'x' as 'r'), 'EINVAL');
-  await expectCode(B.driver.attach(q.pid, 'a:a999', 0, PAGE), 'E_NO_PERMIT');
+  await expectCode(B.driver.attach(q.pid, 'a:a999', 0, PAGE_SIZE), 'E_NO_PERMIT');
   await expectCode(B.driver.detach(q.pid, 0x1234000), 'EINVAL');
   await expectCode(B.driver.release(q.pid, 'a:a999'), 'E_NO_PERMIT');
   assert.equal(snapshot(), before);
   const apid = await B.driver.get(q.pid, s.segid, 'r');
   const mid = snapshot();
-  await expectCode(B.driver.attach(q.pid, apid, 1, PAGE), 'EINVAL');
-  await expectCode(B.driver.attach(q.pid, apid, PAGE, 2 * PAGE), 'E_RANGE');
+  await expectCode(B.driver.attach(q.pid, apid, 1, PAGE_SIZE), 'EINVAL');
+  await expectCode(B.driver.attach(q.pid, apid, PAGE_SIZE, 2 * PAGE_SIZE), 'E_RANGE');
   await expectCode(B.driver.attach(q.pid, apid, 0, 0), 'EINVAL');
-  await expectCode(B.driver.attach(q.pid + 1, apid, 0, PAGE), 'E_NO_PERMIT');
+  await expectCode(B.driver.attach(q.pid + 1, apid, 0, PAGE_SIZE), 'E_NO_PERMIT');
   assert.equal(snapshot(), mid);
   await B.driver.release(q.pid, apid);
   await A.driver.remove(s.segid);
@@ -239,10 +239,10 @@ test('many-to-one writers: every increment from two instances lands exactly once
     inc(tb.q, tb.va + 16),
     inc(tc.q, tc.va + 16),
     inc(s.p, s.va + 16),
-    inc(tb.q, tb.va + PAGE),
+    inc(tb.q, tb.va + PAGE_SIZE),
   ]);
   assert.equal(await s.p.read32(s.va + 16), 3 * N);
-  assert.equal(await tc.q.read32(tc.va + PAGE), 1 + N, 'page 1 word 0 started at 1');
+  assert.equal(await tc.q.read32(tc.va + PAGE_SIZE), 1 + N, 'page 1 word 0 started at 1');
   await A.driver.remove(s.segid);
 });
 
@@ -258,9 +258,9 @@ test('same-instance attachment maps the source frames directly and stays coheren
   await local.q.write32(local.va + 4, 0x21); // local write invalidates the remote reader
   assert.equal(await remote.q.read32(remote.va + 4), 0x21);
   assert.equal(await s.p.read32(s.va + 4), 0x21);
-  await s.p.write32(s.va + PAGE, 0x30);
-  assert.equal(await local.q.read32(local.va + PAGE), 0x30);
-  assert.equal(await remote.q.read32(remote.va + PAGE), 0x30);
+  await s.p.write32(s.va + PAGE_SIZE, 0x30);
+  assert.equal(await local.q.read32(local.va + PAGE_SIZE), 0x30);
+  assert.equal(await remote.q.read32(remote.va + PAGE_SIZE), 0x30);
   await A.driver.detach(local.q.pid, local.va);
   await A.driver.remove(s.segid);
   await expectCode(remote.q.read32(remote.va), 'SIGBUS');
@@ -276,9 +276,9 @@ test('unload: segments are withdrawn (attachers get SIGBUS), notifiers unregiste
   assert.equal(registered(), 0, 'the rmap notifier is unregistered');
   assert.equal(A.driver.status().segments.length, 0);
   await expectCode(t.q.read32(t.va), 'SIGBUS');
-  await expectCode(A.driver.make(s.p.pid, s.va, PAGE, 0o600), 'E_NOT_LOADED');
+  await expectCode(A.driver.make(s.p.pid, s.va, PAGE_SIZE, 0o600), 'E_NOT_LOADED');
   await A.kernel.loadModule(A.driver);
-  const segid = await A.driver.make(s.p.pid, s.va, PAGE, 0o600);
+  const segid = await A.driver.make(s.p.pid, s.va, PAGE_SIZE, 0o600);
   const t2 = await attach(B, segid, 'r', 1);
   assert.equal(await t2.q.read32(t2.va), 0x1000);
   await A.driver.remove(segid);
@@ -290,7 +290,7 @@ test('exit releases the permits a process holds, local and remote, with its atta
   // no reverse-map entry, and the dirty data is home.
   const { p, va, segid } = await source(A, 2, 0o644, 0x700);
   const { q: remote, va: rva } = await attach(B, segid, 'rw', 2);
-  await remote.write32(rva + PAGE, 0x7ff); // B holds page 1 dirty
+  await remote.write32(rva + PAGE_SIZE, 0x7ff); // B holds page 1 dirty
   const local = await spawn(A);
   await A.driver.get(local.pid, segid, 'r'); // a permit, never attached
   const seg = A.driver.status().segments.find((s) => s.segid === segid);
@@ -317,7 +317,7 @@ test('exit releases the permits a process holds, local and remote, with its atta
     'no grant left at the home',
   );
   assert.equal(A.driver.status().rmap.entries, 0);
-  assert.equal(await p.read32(va + PAGE), 0x7ff, "the exiting attacher's dirty page came home");
+  assert.equal(await p.read32(va + PAGE_SIZE), 0x7ff, "the exiting attacher's dirty page came home");
   await A.driver.remove(segid);
 });
 

@@ -7,6 +7,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PAGE_SIZE } from '@xpmesh/protocol/base';
 import { AdminCallError, AdminClient, type SseEvent } from '../daemon/admin-client.js';
 import { ConnectError, parseDnsConnect, resolveConnect } from '../daemon/discover.js';
 import { type LocalCluster, launchCluster } from '../daemon/launcher.js';
@@ -29,8 +30,6 @@ Every step's data is verified; the exit code is 0 only if all of them held.
                    the first step, and keep the cluster up after the scenario until Ctrl-C
   --view-delay-ms  how long to wait for the browser with --view [8000]
   --quiet          print only step titles and results`;
-
-const PAGE = 4096;
 
 interface Inst {
   name: string;
@@ -273,18 +272,18 @@ export async function runScenario(
       `${label(A)}: a process maps two pages, writes to both, and exports them as a segment (xpmem_make, mode 0600).`,
       async () => {
         pidA = (await A.client.op<{ pid: number }>('spawn', { name: 'source' })).pid;
-        addrA = (await A.client.op<{ addr: number }>('mmap', { pid: pidA, len: 2 * PAGE })).addr;
+        addrA = (await A.client.op<{ addr: number }>('mmap', { pid: pidA, len: 2 * PAGE_SIZE })).addr;
         await A.client.op('write', { pid: pidA, addr: addrA, text: t0 });
-        await A.client.op('write', { pid: pidA, addr: addrA + PAGE, text: t1 });
+        await A.client.op('write', { pid: pidA, addr: addrA + PAGE_SIZE, text: t1 });
         segid = (
           await A.client.op<{ segid: string }>('make', {
             pid: pidA,
             addr: addrA,
-            size: 2 * PAGE,
+            size: 2 * PAGE_SIZE,
             mode: 0o600,
           })
         ).segid;
-        return `segment ${segid} = pid ${pidA} [0x${addrA.toString(16)}, +${2 * PAGE})`;
+        return `segment ${segid} = pid ${pidA} [0x${addrA.toString(16)}, +${2 * PAGE_SIZE})`;
       },
     );
     await step(
@@ -303,10 +302,20 @@ export async function runScenario(
       'Both attach the whole segment. Nothing is mapped yet: pages come one at a time, on fault.',
       async () => {
         addrB = (
-          await B.client.op<{ addr: number }>('attach', { pid: pidB, apid: apidB, offset: 0, size: 2 * PAGE })
+          await B.client.op<{ addr: number }>('attach', {
+            pid: pidB,
+            apid: apidB,
+            offset: 0,
+            size: 2 * PAGE_SIZE,
+          })
         ).addr;
         addrC = (
-          await C.client.op<{ addr: number }>('attach', { pid: pidC, apid: apidC, offset: 0, size: 2 * PAGE })
+          await C.client.op<{ addr: number }>('attach', {
+            pid: pidC,
+            apid: apidC,
+            offset: 0,
+            size: 2 * PAGE_SIZE,
+          })
         ).addr;
         return `attached at ${B.node}:0x${addrB.toString(16)} and ${C.node}:0x${addrC.toString(16)}`;
       },
@@ -342,10 +351,10 @@ export async function runScenario(
       'home reclaims an exported page',
       `${label(B)} reads page 1 (now exported), then ${label(A)} forces reclaim of that page: the kernel unmaps it locally, then calls the rmap notifier, which sends invalidate to every mapper and waits for every ack before the page is swapped out.`,
       async () => {
-        expectEqual(`${B.node} read page 1`, await read(B, pidB, addrB + PAGE, 64), t1);
+        expectEqual(`${B.node} read page 1`, await read(B, pidB, addrB + PAGE_SIZE, 64), t1);
         const r = await A.client.op<{ outcome: string; pfn: number }>('reclaim', {
           pid: pidA,
-          addr: addrA + PAGE,
+          addr: addrA + PAGE_SIZE,
         });
         if (!/swap|reclaim|ok/i.test(r.outcome)) throw new StepFailed(`reclaim outcome ${r.outcome}`);
         return `pfn ${r.pfn}: ${r.outcome}`;
@@ -355,7 +364,7 @@ export async function runScenario(
       're-fault from swap',
       `${label(B)} reads page 1 again: its copy is gone, so it faults; the home swaps the page back in and maps it again.`,
       async () => {
-        expectEqual(`${B.node} read page 1`, await read(B, pidB, addrB + PAGE, 64), t1);
+        expectEqual(`${B.node} read page 1`, await read(B, pidB, addrB + PAGE_SIZE, 64), t1);
         await settle();
         const refault = observed.some(
           (o) =>

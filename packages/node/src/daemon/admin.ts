@@ -24,7 +24,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import { viewHandler } from '../view/serve.js';
 import { isDefaultAdminHost } from './config.js';
-import type { Logger } from './logger.js';
+import type { DaemonLogger } from './logger.js';
 import type { InstanceMetrics } from './metrics.js';
 import {
   AdminError,
@@ -57,7 +57,7 @@ export interface AdminOptions {
   port: number;
   token: string | undefined;
   metrics: InstanceMetrics;
-  logger: Logger;
+  logger: DaemonLogger;
   /** Admin base URLs of every instance the live view (/view) should show; default: this one. */
   viewNodes?: string[];
   /** Overrides of ADMIN_LIMITS (tests use small ones). */

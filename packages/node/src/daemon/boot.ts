@@ -3,43 +3,13 @@
  * XPmem driver loaded into the kernel as a module. Returns them as the daemon's ports.
  */
 import { access, unlink } from 'node:fs/promises';
-import { createWsPeerNetwork, type PeerNetwork } from '@xpmesh/protocol';
-import type { KernelModule } from '../kernel/api.js';
-import { createKernel } from '../kernel/index.js';
+import { createXpmemDriver } from '@xpmesh/driver';
+import { createKernel } from '@xpmesh/kernel';
+import { createWsPeerNetwork } from '@xpmesh/protocol';
 import type { NodeConfig } from './config.js';
 import type { InstanceParts } from './instance.js';
-import type { Logger } from './logger.js';
+import type { DaemonLogger } from './logger.js';
 import { DnsMembership, selfMatcher } from './membership.js';
-import type { DriverPort } from './ports.js';
-
-/**
- * The driver is loaded by module name at run time and typed by the daemon's own port. Why not a
- * static import: in one clean `tsc -b` of the whole solution, the kernel project (which shares
- * packages/node/package.json, where @xpmesh/driver is a dependency) looks the package up before
- * the driver is built, and tsc caches "packages/driver/dist/index.d.ts does not exist" for the
- * rest of the build, so a fresh clone would fail to compile once.
- */
-const DRIVER_MODULE: string = '@xpmesh/driver';
-interface DriverModule {
-  createXpmemDriver(opts: {
-    net: PeerNetwork;
-    logger?: Logger;
-    ackTimeoutMs?: number;
-    leaseMs?: number;
-    requestTimeoutMs?: number;
-    prefault?: number;
-  }): DriverPort & KernelModule;
-}
-
-/** The protocol package logs `(message, fields)`; pino wants `(fields, message)`. */
-export function messageFirst(l: Logger) {
-  return {
-    debug: (msg: string, fields?: Record<string, unknown>) => l.debug(fields ?? {}, msg),
-    info: (msg: string, fields?: Record<string, unknown>) => l.info(fields ?? {}, msg),
-    warn: (msg: string, fields?: Record<string, unknown>) => l.warn(fields ?? {}, msg),
-    error: (msg: string, fields?: Record<string, unknown>) => l.error(fields ?? {}, msg),
-  };
-}
 
 /**
  * The swap file's name is removed as soon as the kernel has opened it: the kernel reads and writes
@@ -47,7 +17,7 @@ export function messageFirst(l: Logger) {
  * the kernel closes it, and no way out of the process (signal, shutdown, an error during start-up,
  * a crash, SIGKILL) can leave it behind. Its space is freed when the descriptor is closed.
  */
-export async function unlinkSwapFile(path: string, logger: Logger): Promise<void> {
+export async function unlinkSwapFile(path: string, logger: DaemonLogger): Promise<void> {
   try {
     await unlink(path);
   } catch (err) {
@@ -56,7 +26,7 @@ export async function unlinkSwapFile(path: string, logger: Logger): Promise<void
   }
 }
 
-export async function bootLayers(config: NodeConfig, logger: Logger): Promise<InstanceParts> {
+export async function bootLayers(config: NodeConfig, logger: DaemonLogger): Promise<InstanceParts> {
   const existed = await access(config.swapPath).then(
     () => true,
     () => false,
@@ -94,14 +64,13 @@ export async function bootLayers(config: NodeConfig, logger: Logger): Promise<In
       requestTimeoutMs: config.requestTimeoutMs,
       limits: { maxPeers: config.maxPeers },
       tls: config.tlsCert && config.tlsKey ? { certFile: config.tlsCert, keyFile: config.tlsKey } : undefined,
-      logger: messageFirst(logger.child({ layer: 'protocol' })),
+      logger: logger.child({ layer: 'protocol' }),
     });
   } catch (err) {
     await closeLayers({ kernel }, logger);
     throw err;
   }
   try {
-    const { createXpmemDriver } = (await import(DRIVER_MODULE)) as DriverModule;
     const driver = createXpmemDriver({
       net,
       logger: logger.child({ layer: 'driver' }),
@@ -119,20 +88,15 @@ export async function bootLayers(config: NodeConfig, logger: Logger): Promise<In
 }
 
 /** Membership from DNS (--peers-dns), started once the driver listens to the network. */
-function startMembership(config: NodeConfig, net: PeerNetwork & DialTableNet, logger: Logger) {
+function startMembership(config: NodeConfig, net: DialTableNet, logger: DaemonLogger) {
   if (config.peersDns.length === 0) return undefined;
-  const log = logger.child({ layer: 'membership' });
   const membership = new DnsMembership({
     names: config.peersDns,
     scheme: config.tlsCert ? 'wss' : 'ws',
     intervalMs: config.peersDnsIntervalMs,
     net,
     isSelf: selfMatcher(config.listenHost, config.listenPort),
-    logger: {
-      info: (f, m) => log.info(f, m),
-      warn: (f, m) => log.warn(f, m),
-      debug: (f, m) => log.debug(f, m),
-    },
+    logger: logger.child({ layer: 'membership' }),
   });
   membership.start();
   return membership;
@@ -144,7 +108,7 @@ type DialTableNet = { addPeer(p: { url: string }): void; removePeer(url: string)
  * taken), in the shutdown order: driver, peer links, kernel (its workers end, the swap area is
  * closed). Failures are logged, not thrown: the caller is already failing.
  */
-export async function closeLayers(parts: Partial<InstanceParts>, logger: Logger): Promise<void> {
+export async function closeLayers(parts: Partial<InstanceParts>, logger: DaemonLogger): Promise<void> {
   const step = async (name: string, f: () => unknown) => {
     try {
       await f();

@@ -9,11 +9,11 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { PAGE_SIZE } from '@xpmesh/protocol/base';
 import { runScenario } from '../cli/demo.js';
 import type { AdminCallError } from './admin-client.js';
 import { type LocalCluster, launchCluster, MAIN_JS } from './launcher.js';
 
-const PAGE = 4096;
 const logDir = mkdtempSync(join(tmpdir(), 'xpmesh-cluster-test-'));
 
 function alive(pid: number): boolean {
@@ -102,7 +102,7 @@ describe('a local 3-instance cluster', { timeout: 120_000 }, () => {
     const pa = ctl(a, 'spawn', '--name', 'src');
     assert.equal(pa.code, 0, pa.err);
     const pid = String(pa.json.pid);
-    const m = ctl(a, 'mmap', '--pid', pid, '--len', String(2 * PAGE));
+    const m = ctl(a, 'mmap', '--pid', pid, '--len', String(2 * PAGE_SIZE));
     assert.equal(m.code, 0, m.err);
     const addr = String(m.json.addr);
     assert.equal(ctl(a, 'write', '--pid', pid, '--addr', addr, '--text', 'by hand').code, 0);
@@ -110,13 +110,14 @@ describe('a local 3-instance cluster', { timeout: 120_000 }, () => {
     const pf = ctl(a, 'pfn', '--pid', pid, '--addr', addr);
     assert.equal(pf.code, 0, pf.err);
     const segid = String(
-      ctl(a, 'make', '--pid', pid, '--addr', addr, '--size', String(2 * PAGE), '--mode', '0644').json.segid,
+      ctl(a, 'make', '--pid', pid, '--addr', addr, '--size', String(2 * PAGE_SIZE), '--mode', '0644').json
+        .segid,
     );
     assert.match(segid, /^n1:/);
 
     const pb = String(ctl(b, 'spawn').json.pid);
     const apid = String(ctl(b, 'get', '--pid', pb, '--segid', segid, '--access', 'r').json.apid);
-    const at = ctl(b, 'attach', '--pid', pb, '--apid', apid, '--size', String(2 * PAGE));
+    const at = ctl(b, 'attach', '--pid', pb, '--apid', apid, '--size', String(2 * PAGE_SIZE));
     assert.equal(at.code, 0, at.err);
     const baddr = String(at.json.addr);
     assert.equal(ctl(b, 'read', '--pid', pb, '--addr', baddr, '--len', '7').json.text, 'by hand');
@@ -165,14 +166,14 @@ describe('a local 3-instance cluster', { timeout: 120_000 }, () => {
   it('keeps serving when an instance is killed, fences it, and shows it in /status', async () => {
     const [A, B] = [c.client(0), c.client(1)];
     const pid = (await A.op<{ pid: number }>('spawn')).pid;
-    const addr = (await A.op<{ addr: number }>('mmap', { pid, len: PAGE })).addr;
+    const addr = (await A.op<{ addr: number }>('mmap', { pid, len: PAGE_SIZE })).addr;
     await A.op('write', { pid, addr, text: 'still here' });
-    const segid = (await A.op<{ segid: string }>('make', { pid, addr, size: PAGE, mode: 0o644 })).segid;
+    const segid = (await A.op<{ segid: string }>('make', { pid, addr, size: PAGE_SIZE, mode: 0o644 })).segid;
     // n3 maps the page for writing, then dies without a goodbye.
     const C = c.client(2);
     const pc = (await C.op<{ pid: number }>('spawn')).pid;
     const apc = (await C.op<{ apid: string }>('get', { pid: pc, segid, access: 'rw' })).apid;
-    const ac = (await C.op<{ addr: number }>('attach', { pid: pc, apid: apc, size: PAGE })).addr;
+    const ac = (await C.op<{ addr: number }>('attach', { pid: pc, apid: apc, size: PAGE_SIZE })).addr;
     assert.equal((await C.op<{ text: string }>('read', { pid: pc, addr: ac, len: 10 })).text, 'still here');
     const killed = c.nodes[2].pid;
     const t0 = Date.now();
@@ -189,7 +190,7 @@ describe('a local 3-instance cluster', { timeout: 120_000 }, () => {
     // The survivors keep serving: n2 attaches and reads the same page; the home reads and writes.
     const pb = (await B.op<{ pid: number }>('spawn')).pid;
     const apb = (await B.op<{ apid: string }>('get', { pid: pb, segid, access: 'rw' })).apid;
-    const ab = (await B.op<{ addr: number }>('attach', { pid: pb, apid: apb, size: PAGE })).addr;
+    const ab = (await B.op<{ addr: number }>('attach', { pid: pb, apid: apb, size: PAGE_SIZE })).addr;
     assert.equal((await B.op<{ text: string }>('read', { pid: pb, addr: ab, len: 10 })).text, 'still here');
     await B.op('write', { pid: pb, addr: ab, text: 'after kill' });
     assert.equal((await A.op<{ text: string }>('read', { pid, addr, len: 10 })).text, 'after kill');

@@ -6,9 +6,10 @@
 import { EventEmitter } from 'node:events';
 import { access } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import type { FenceEvent, LostDirtyEvent, MessageEvent, PageStateEvent } from '@xpmesh/driver';
 import { type AdminBackend, type AdminEvent, AdminServer } from './admin.js';
 import type { NodeConfig } from './config.js';
-import type { Logger } from './logger.js';
+import type { DaemonLogger } from './logger.js';
 import type { DnsMembership } from './membership.js';
 import { type GaugeSnapshot, InstanceMetrics } from './metrics.js';
 import { AdminError, decodeWriteBytes, encodeReadBytes, type OpHandlers } from './ops.js';
@@ -31,28 +32,21 @@ export interface RunningInstance {
   stop(why: string): Promise<void>;
 }
 
-function num(x: unknown): number {
-  return typeof x === 'number' && Number.isFinite(x) ? x : 0;
-}
-
-/** Pull counts for the gauges out of whatever shape the layers report (missing → 0). */
+/** The gauges' counts, read from the layers' status. */
 function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
-  const stats = (parts.kernel.stats() ?? {}) as Record<string, unknown>;
-  const ds = (parts.driver.status() ?? {}) as Record<string, unknown>;
-  const count = (v: unknown) => (Array.isArray(v) ? v.length : num(v));
+  const stats = parts.kernel.stats();
+  const ds = parts.driver.status();
   const peers: Record<string, number> = { connecting: 0, up: 0, down: 0, fenced: 0 };
   for (const p of parts.net.status()) peers[p.state] = (peers[p.state] ?? 0) + 1;
-  const rmap = ds.rmap as Record<string, unknown> | undefined;
   const net = parts.net.metrics?.();
-  const refused = (ds.counters as { refused?: Record<string, unknown> } | undefined)?.refused;
   return {
-    framesTotal: num(stats.frames ?? stats.framesTotal),
-    framesFree: num(stats.freeFrames ?? stats.framesFree ?? stats.free),
+    framesTotal: stats.frames,
+    framesFree: stats.freeFrames,
     processes: [...parts.kernel.processes()].length,
-    segments: count(ds.segments),
-    attachments: count(ds.attachments),
-    rmapEntries: num(rmap?.entries ?? ds.rmapEntries),
-    exportedPages: num(rmap?.pages ?? ds.exportedPages ?? stats.exportedPages),
+    segments: ds.segments.length,
+    attachments: ds.attachments.length,
+    rmapEntries: ds.rmap.entries,
+    exportedPages: ds.rmap.frames,
     peers,
     messages: net?.byType ?? {},
     refusals: {
@@ -64,9 +58,9 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
       peer_pending_full: net?.pendingRefused ?? 0,
       frame_rejected: Object.values(net?.rejected ?? {}).reduce((a, b) => a + b, 0),
       abuse_close: net?.abuseCloses ?? 0,
-      no_permit: num(refused?.no_permit),
-      access_denied: num(refused?.access_denied),
-      readonly_write: num((stats.counters as Record<string, unknown> | undefined)?.driverWriteDenied),
+      no_permit: ds.counters.refused.no_permit,
+      access_denied: ds.counters.refused.access_denied,
+      readonly_write: stats.counters.driverWriteDenied,
       node_id_collision: net?.idCollisions ?? 0,
     },
   };
@@ -74,7 +68,7 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
 
 export async function startInstance(
   config: NodeConfig,
-  logger: Logger,
+  logger: DaemonLogger,
   parts: InstanceParts,
 ): Promise<RunningInstance> {
   const { kernel, net, driver } = parts;
@@ -88,10 +82,10 @@ export async function startInstance(
   // ---- events from the layers → metrics, logs, the admin event stream -------------------------
   // One debug line per protocol message, with the correlation id it carries; reply latencies feed
   // the fault (map → map-ok) and invalidation (invalidate → invalidate-ack) histograms.
-  driver.events.on('message', (m: Record<string, unknown>) => {
-    const msg = String(m.type ?? m.t ?? 'unknown');
-    const direction = String(m.dir ?? m.direction ?? 'unknown');
-    const latencyMs = typeof m.latencyMs === 'number' ? m.latencyMs : undefined;
+  driver.events.on('message', (m: MessageEvent) => {
+    const msg = m.type;
+    const direction = m.dir;
+    const latencyMs = m.latencyMs;
     protoLog.debug(
       { type: msg, direction, peer: m.peer, cid: m.cid, latencyMs },
       `${direction === 'out' ? 'sent' : 'received'} ${msg}`,
@@ -107,16 +101,16 @@ export async function startInstance(
     }
     emit({ ...m, type: 'message', msg, direction });
   });
-  driver.events.on('page-state', (e: Record<string, unknown>) => emit({ ...e, type: 'page-state' }));
-  driver.events.on('fence', (e: Record<string, unknown>) => {
-    metrics.fences.inc({ reason: String(e.reason ?? e.why ?? 'unknown') });
-    logger.warn({ peer: e.node ?? e.peer, epoch: e.epoch, why: e.why ?? e.reason }, 'peer fenced');
+  driver.events.on('page-state', (e: PageStateEvent) => emit({ ...e, type: 'page-state' }));
+  driver.events.on('fence', (e: FenceEvent) => {
+    metrics.fences.inc({ reason: e.why });
+    logger.warn({ peer: e.node, epoch: e.epoch, why: e.why }, 'peer fenced');
     emit({ ...e, type: 'fence' });
   });
-  driver.events.on('lost-dirty', (e: Record<string, unknown>) => {
-    metrics.lostDirtyPages.inc(num(e.pages ?? e.count) || 1);
+  driver.events.on('lost-dirty', (e: LostDirtyEvent) => {
+    metrics.lostDirtyPages.inc(1);
     logger.warn(
-      { ...e, node: undefined, peer: e.node ?? e.peer },
+      { ...e, node: undefined, peer: e.node },
       'dirty page lost with a fenced instance: reverted to last written-back data',
     );
     emit({ ...e, type: 'lost-dirty' });
@@ -196,7 +190,7 @@ export async function startInstance(
     },
     pressure: async (i) => {
       if (typeof kernel.shrink !== 'function') throw new AdminError('EINVAL', 'this kernel cannot reclaim');
-      const free = () => num((kernel.stats() as Record<string, unknown> | undefined)?.freeFrames);
+      const free = () => kernel.stats().freeFrames;
       const before = free();
       const t0 = performance.now();
       const r = await kernel.shrink(i.pages, { budgetMs: i.budgetMs, concurrency: i.concurrency });

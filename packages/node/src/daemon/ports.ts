@@ -5,6 +5,8 @@
  * Every method may be sync or async: the daemon awaits all of them.
  */
 import type { EventEmitter } from 'node:events';
+import type { DriverStatus, PageStateView } from '@xpmesh/driver';
+import type { KernelStats, PageInfo } from '@xpmesh/kernel';
 
 type MaybePromise<T> = T | Promise<T>;
 
@@ -35,10 +37,10 @@ export interface KernelPort {
   }>;
   migratePage(pfn: number): MaybePromise<unknown>;
   pfnOf(pid: number, vaddr: number): number | undefined;
-  pageInfo(pfn: number): unknown;
+  pageInfo(pfn: number): PageInfo;
   /** Every invariant violation the checker finds (empty when all hold). */
   violations(): string[];
-  stats(): unknown;
+  stats(): KernelStats;
   close(): MaybePromise<unknown>;
 }
 
@@ -49,8 +51,9 @@ export interface DriverPort {
   release(pid: number, apid: string): MaybePromise<unknown>;
   attach(pid: number, apid: string, offset: number, size: number, vaddr?: number): MaybePromise<number>;
   detach(pid: number, vaddr: number): MaybePromise<unknown>;
-  status(): unknown;
-  pageStates(segid: string): unknown;
+  status(): DriverStatus;
+  pageStates(segid: string): PageStateView[];
+  /** 'message' (MessageEvent), 'page-state', 'fence', 'lost-dirty': the driver's exported event types. */
   readonly events: EventEmitter;
   unload?(): Promise<void>;
 }

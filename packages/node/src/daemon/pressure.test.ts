@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { after, before, describe, it } from 'node:test';
-import { createKernel, type Kernel } from '../kernel/index.js';
+import type { DriverStatus } from '@xpmesh/driver';
+import { createKernel, type Kernel } from '@xpmesh/kernel';
 import { type AdminCallError, AdminClient } from './admin-client.js';
 import { resolveConfig } from './config.js';
 import { type RunningInstance, startInstance } from './instance.js';
@@ -16,6 +17,40 @@ import { PRESSURE_MAX_BUDGET_MS } from './ops.js';
 import type { DriverPort, NetPort } from './ports.js';
 
 const PAGES = 24;
+
+/** The status of a driver with nothing in it. */
+const noDriverStatus: DriverStatus = {
+  node: 'pressure',
+  segments: [],
+  grants: [],
+  attachments: [],
+  rmap: { entries: 0, frames: 0, pages: 0, bytes: 0, bytesPerEntry: 0 },
+  cachedPages: 0,
+  peers: [],
+  counters: {
+    faults: 0,
+    localFaults: 0,
+    remoteFaults: 0,
+    coalescedFaults: 0,
+    upgrades: 0,
+    recalls: 0,
+    homeFaults: 0,
+    mapsGranted: 0,
+    invalidationsSent: 0,
+    invalidationsAcked: 0,
+    fences: 0,
+    overtakenGrants: 0,
+    serializedInvalidations: 0,
+    leaseWaits: 0,
+    lostDirtyPages: 0,
+    reclaimRefusals: 0,
+    staleMessages: 0,
+    pins: 0,
+    unpins: 0,
+    segmentGone: 0,
+    refused: { no_permit: 0, access_denied: 0 },
+  },
+};
 
 function inertParts(kernel: Kernel): { kernel: Kernel; net: NetPort; driver: DriverPort } {
   const refuse = () => Promise.reject(Object.assign(new Error('no driver here'), { code: 'EINVAL' }));
@@ -29,7 +64,7 @@ function inertParts(kernel: Kernel): { kernel: Kernel; net: NetPort; driver: Dri
       release: refuse,
       attach: refuse,
       detach: refuse,
-      status: () => ({}),
+      status: () => noDriverStatus,
       pageStates: () => [],
       events: new EventEmitter(),
     },

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { ReclaimOutcome } from '../kernel/index.js';
+import type { ReclaimOutcome } from '@xpmesh/kernel';
 import { reclaimOutcome } from './instance.js';
 
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));

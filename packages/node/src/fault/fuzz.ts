@@ -61,6 +61,7 @@ import {
   seededRandom,
   WIRE_ERROR_CODES,
 } from '@xpmesh/protocol';
+import { PAGE_SIZE } from '@xpmesh/protocol/base';
 import WebSocket from 'ws';
 import { AdminClient } from '../daemon/admin-client.js';
 import { bootLayers } from '../daemon/boot.js';
@@ -84,7 +85,6 @@ export interface FuzzOptions {
 const HOME = 'n1';
 const GOOD = 'n2';
 const FUZZER = 'fuzzer';
-const PAGE = 4096;
 /** Pages of the segment; the good peer holds the first GOOD_HELD, cycles the rest. */
 const NPAGES = 8;
 const GOOD_HELD = 4;
@@ -271,7 +271,7 @@ class Generator {
     private readonly k: Known,
   ) {
     this.rnd = seededRandom(seed);
-    this.pageBufs = [new Uint8Array(PAGE), new Uint8Array(PAGE).fill(0xff), this.bytes(PAGE)];
+    this.pageBufs = [new Uint8Array(PAGE_SIZE), new Uint8Array(PAGE_SIZE).fill(0xff), this.bytes(PAGE_SIZE)];
   }
 
   int(n: number): number {
@@ -405,7 +405,7 @@ class Generator {
     'unsolicited-reply': () =>
       this.pick([
         { t: 'ok', re: this.uint32() },
-        { t: 'get-ok', re: this.uint32(), apid: this.apid(), size: NPAGES * PAGE, access: 'rw' },
+        { t: 'get-ok', re: this.uint32(), apid: this.apid(), size: NPAGES * PAGE_SIZE, access: 'rw' },
         { t: 'error', re: this.uint32(), code: this.pick(Object.keys(WIRE_ERROR_CODES)), message: 'nope' },
       ]),
     'segment-gone-other-home': () => ({
@@ -479,7 +479,7 @@ class Generator {
       {},
       { t: 'get' },
       new Uint8Array(3),
-      new Uint8Array(PAGE + 1),
+      new Uint8Array(PAGE_SIZE + 1),
       this.int(1e6),
     ]);
   }
@@ -1015,21 +1015,22 @@ export async function fuzzInstance(o: FuzzOptions): Promise<Record<string, unkno
     await peerUp(G, HOME);
     await peerUp(H, GOOD);
     const rnd = seededRandom(o.seed ^ 0x5eed);
-    const data = Buffer.alloc(NPAGES * PAGE);
+    const data = Buffer.alloc(NPAGES * PAGE_SIZE);
     for (let i = 0; i < data.length; i++) data[i] = Math.floor(rnd() * 256);
     const dataHex = data.toString('hex');
-    const pagesHex = (first: number, n: number) => dataHex.slice(first * PAGE * 2, (first + n) * PAGE * 2);
+    const pagesHex = (first: number, n: number) =>
+      dataHex.slice(first * PAGE_SIZE * 2, (first + n) * PAGE_SIZE * 2);
     const { pid: owner } = await H.op<{ pid: number }>('spawn', {
       uid: OWNER_UID,
       gid: OWNER_GID,
       name: 'owner',
     });
-    const { addr } = await H.op<{ addr: number }>('mmap', { pid: owner, len: NPAGES * PAGE });
+    const { addr } = await H.op<{ addr: number }>('mmap', { pid: owner, len: NPAGES * PAGE_SIZE });
     await H.op('write', { pid: owner, addr, hex: dataHex });
     const { segid } = await H.op<{ segid: string }>('make', {
       pid: owner,
       addr,
-      size: NPAGES * PAGE,
+      size: NPAGES * PAGE_SIZE,
       mode: MODE,
     });
     const { pid: local } = await H.op<{ pid: number }>('spawn', {
@@ -1041,11 +1042,11 @@ export async function fuzzInstance(o: FuzzOptions): Promise<Record<string, unkno
     const { addr: localAddr } = await H.op<{ addr: number }>('attach', {
       pid: local,
       apid: localApid,
-      size: NPAGES * PAGE,
+      size: NPAGES * PAGE_SIZE,
     });
     const readHex = async (c: AdminClient, pid: number, at: number, len: number) =>
       (await c.op<{ hex: string }>('read', { pid, addr: at, len })).hex;
-    if ((await readHex(H, local, localAddr, NPAGES * PAGE)) !== dataHex)
+    if ((await readHex(H, local, localAddr, NPAGES * PAGE_SIZE)) !== dataHex)
       throw new Error('set-up: the local attachment does not read the written bytes');
     const { pid: reader } = await G.op<{ pid: number }>('spawn', {
       uid: OWNER_UID,
@@ -1056,9 +1057,9 @@ export async function fuzzInstance(o: FuzzOptions): Promise<Record<string, unkno
     const { addr: goodAddr } = await G.op<{ addr: number }>('attach', {
       pid: reader,
       apid: goodApid,
-      size: GOOD_HELD * PAGE,
+      size: GOOD_HELD * PAGE_SIZE,
     });
-    if ((await readHex(G, reader, goodAddr, GOOD_HELD * PAGE)) !== pagesHex(0, GOOD_HELD))
+    if ((await readHex(G, reader, goodAddr, GOOD_HELD * PAGE_SIZE)) !== pagesHex(0, GOOD_HELD))
       throw new Error('set-up: the good peer does not read the written bytes');
     const { pid: cycler } = await G.op<{ pid: number }>('spawn', {
       uid: OWNER_UID,
@@ -1071,11 +1072,11 @@ export async function fuzzInstance(o: FuzzOptions): Promise<Record<string, unkno
       const at = await G.op<{ addr: number }>('attach', {
         pid: cycler,
         apid,
-        offset: GOOD_HELD * PAGE,
-        size: (NPAGES - GOOD_HELD) * PAGE,
+        offset: GOOD_HELD * PAGE_SIZE,
+        size: (NPAGES - GOOD_HELD) * PAGE_SIZE,
       });
       if (
-        (await readHex(G, cycler, at.addr, (NPAGES - GOOD_HELD) * PAGE)) !==
+        (await readHex(G, cycler, at.addr, (NPAGES - GOOD_HELD) * PAGE_SIZE)) !==
         pagesHex(GOOD_HELD, NPAGES - GOOD_HELD)
       )
         throw new Error(`${GOOD} read other bytes through a fresh attachment`);
@@ -1109,7 +1110,8 @@ export async function fuzzInstance(o: FuzzOptions): Promise<Record<string, unkno
             memory: memoryState(gs.memory),
             processes: gs.processes,
           },
-          segmentBytes: (await readHex(H, owner, addr, NPAGES * PAGE)) === dataHex ? 'as written' : 'CHANGED',
+          segmentBytes:
+            (await readHex(H, owner, addr, NPAGES * PAGE_SIZE)) === dataHex ? 'as written' : 'CHANGED',
         },
         homeCounters: flatten(hs.driver.counters),
         goodCounters: flatten(gs.driver.counters),
@@ -1172,11 +1174,11 @@ export async function fuzzInstance(o: FuzzOptions): Promise<Record<string, unkno
       let k = 0;
       while (!stop()) {
         try {
-          if ((await readHex(G, reader, goodAddr, GOOD_HELD * PAGE)) !== pagesHex(0, GOOD_HELD))
+          if ((await readHex(G, reader, goodAddr, GOOD_HELD * PAGE_SIZE)) !== pagesHex(0, GOOD_HELD))
             throw new Error(`${GOOD} read other bytes through its attachment`);
           goodOps.reads++;
           const p = k++ % NPAGES;
-          if ((await readHex(H, local, localAddr + p * PAGE, PAGE)) !== pagesHex(p, 1))
+          if ((await readHex(H, local, localAddr + p * PAGE_SIZE, PAGE_SIZE)) !== pagesHex(p, 1))
             throw new Error(`the local attachment read other bytes at page ${p}`);
           goodOps.localReads++;
           await goodCycle();

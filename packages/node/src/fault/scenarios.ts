@@ -19,6 +19,8 @@
  * direction the reply (or ack) travels, then start the exchange: the request arrives, the answer
  * is lost.
  */
+
+import { PAGE_SIZE } from '@xpmesh/protocol/base';
 import type { CallResult, InstanceStatus, Observation } from './controller.js';
 import {
   type boundsOf,
@@ -30,8 +32,6 @@ import {
   sleep,
 } from './netns.js';
 import type { FaultWindow, LoadConfig, LoadSummary } from './workload.js';
-
-const PAGE = 4096;
 
 export interface Check {
   name: string;
@@ -150,14 +150,19 @@ export interface Att {
 export async function makeSegment(ctx: ScenarioContext, node: string, pages: number): Promise<Seg> {
   const pid = (await ctx.ctl.must<{ pid: number }>(node, 'spawn', { name: 'home' })).pid;
   ctx.procs.push({ node, pid });
-  const base = (await ctx.ctl.must<{ addr: number }>(node, 'mmap', { pid, len: pages * PAGE })).addr;
+  const base = (await ctx.ctl.must<{ addr: number }>(node, 'mmap', { pid, len: pages * PAGE_SIZE })).addr;
   const pattern: string[] = [];
   for (let p = 0; p < pages; p++) {
     pattern.push(`P${p}-${rand()}`);
-    await ctx.ctl.must(node, 'write', { pid, addr: base + p * PAGE, text: pattern[p] });
+    await ctx.ctl.must(node, 'write', { pid, addr: base + p * PAGE_SIZE, text: pattern[p] });
   }
   const segid = (
-    await ctx.ctl.must<{ segid: string }>(node, 'make', { pid, addr: base, size: pages * PAGE, mode: 0o666 })
+    await ctx.ctl.must<{ segid: string }>(node, 'make', {
+      pid,
+      addr: base,
+      size: pages * PAGE_SIZE,
+      mode: 0o666,
+    })
   ).segid;
   return { node, pid, base, segid, pages, pattern };
 }
@@ -174,7 +179,12 @@ export async function attachSegment(
   const apid = (await ctx.ctl.must<{ apid: string }>(node, 'get', { pid: p, segid: seg.segid, access: 'rw' }))
     .apid;
   const base = (
-    await ctx.ctl.must<{ addr: number }>(node, 'attach', { pid: p, apid, offset: 0, size: seg.pages * PAGE })
+    await ctx.ctl.must<{ addr: number }>(node, 'attach', {
+      pid: p,
+      apid,
+      offset: 0,
+      size: seg.pages * PAGE_SIZE,
+    })
   ).addr;
   return { node, pid: p, base, apid };
 }
@@ -391,7 +401,7 @@ const remoteFault: Scenario = {
     const tCut = await ctx.lab.cutOneWay([['n1', 'n2']]);
     const r = await ctx.bounded('the remote fault during the cut', 'n2', 'read', {
       pid: a2.pid,
-      addr: a2.base + PAGE,
+      addr: a2.base + PAGE_SIZE,
       len: 24,
     });
     ctx.check(
@@ -411,14 +421,14 @@ const remoteFault: Scenario = {
     await expectRmapClear(ctx, 'n1', seg.segid, 'n2', tCut);
     await ctx.lab.heal();
     await expectRejoin(ctx, 'n2', before, ['n1']);
-    const old = await readText(ctx, 'n2', a2.pid, a2.base + PAGE);
+    const old = await readText(ctx, 'n2', a2.pid, a2.base + PAGE_SIZE);
     ctx.check(
       'the old attachment is revoked (SIGBUS), not served from a copy',
       !old.ok && old.code === 'SIGBUS',
       show(old),
     );
     const a2b = await attachSegment(ctx, 'n2', seg, a2.pid);
-    const fresh = await readText(ctx, 'n2', a2b.pid, a2b.base + PAGE);
+    const fresh = await readText(ctx, 'n2', a2b.pid, a2b.base + PAGE_SIZE);
     ctx.check(
       'a new attachment in the new session reads the right data',
       fresh.ok && fresh.value?.text === seg.pattern[1],
@@ -438,13 +448,13 @@ const invalidation: Scenario = {
   async run(ctx) {
     const seg = await makeSegment(ctx, 'n1', 4);
     const a2 = await attachSegment(ctx, 'n2', seg);
-    const r0 = await readText(ctx, 'n2', a2.pid, a2.base + 2 * PAGE);
+    const r0 = await readText(ctx, 'n2', a2.pid, a2.base + 2 * PAGE_SIZE);
     ctx.check('the remote maps page 2 (read fault)', r0.ok && r0.value?.text === seg.pattern[2], show(r0));
     const before = { n1: (await peerEpoch(ctx, 'n1', 'n2')).epoch };
     const tCut = await ctx.lab.cutOneWay([['n2', 'n1']]);
     const rc = await ctx.bounded('the reclaim during the cut', 'n1', 'reclaim', {
       pid: seg.pid,
-      addr: seg.base + 2 * PAGE,
+      addr: seg.base + 2 * PAGE_SIZE,
     });
     ctx.note('reclaim outcome', rc.value ?? rc.code);
     const inv = await messageSeen(ctx, 'n2', 'invalidate', 'in', 'n1', tCut);
@@ -457,7 +467,7 @@ const invalidation: Scenario = {
     ctx.check('the remote sent its ack (which the cut drops)', ack !== undefined, ack);
     await expectFence(ctx, 'n1', 'n2', tCut);
     await expectRmapClear(ctx, 'n1', seg.segid, 'n2', tCut);
-    const home = await readText(ctx, 'n1', seg.pid, seg.base + 2 * PAGE);
+    const home = await readText(ctx, 'n1', seg.pid, seg.base + 2 * PAGE_SIZE);
     ctx.check(
       "the page's data survives (read back at the home)",
       home.ok && home.value?.text === seg.pattern[2],
@@ -466,10 +476,10 @@ const invalidation: Scenario = {
     const newer = `H2-${Math.random().toString(36).slice(2, 8)}`;
     await ctx.bounded('a home write after the fence', 'n1', 'write', {
       pid: seg.pid,
-      addr: seg.base + 2 * PAGE,
+      addr: seg.base + 2 * PAGE_SIZE,
       text: newer,
     });
-    const r2 = await readText(ctx, 'n2', a2.pid, a2.base + 2 * PAGE);
+    const r2 = await readText(ctx, 'n2', a2.pid, a2.base + 2 * PAGE_SIZE);
     ctx.check(
       'the fenced remote never reads its old copy after the home wrote',
       notStale(r2, seg.pattern[2], newer),
@@ -478,7 +488,7 @@ const invalidation: Scenario = {
     await ctx.lab.heal();
     await expectRejoin(ctx, 'n2', before, ['n1']);
     const a2b = await attachSegment(ctx, 'n2', seg, a2.pid);
-    const fresh = await readText(ctx, 'n2', a2b.pid, a2b.base + 2 * PAGE);
+    const fresh = await readText(ctx, 'n2', a2b.pid, a2b.base + 2 * PAGE_SIZE);
     ctx.check(
       'after rejoining, a new attachment reads the home write',
       fresh.ok && fresh.value?.text === newer,
@@ -499,8 +509,8 @@ const upgrade: Scenario = {
     const seg = await makeSegment(ctx, 'n1', 4);
     const a2 = await attachSegment(ctx, 'n2', seg);
     const a3 = await attachSegment(ctx, 'n3', seg);
-    const r2 = await readText(ctx, 'n2', a2.pid, a2.base + PAGE);
-    const r3 = await readText(ctx, 'n3', a3.pid, a3.base + PAGE);
+    const r2 = await readText(ctx, 'n2', a2.pid, a2.base + PAGE_SIZE);
+    const r3 = await readText(ctx, 'n3', a3.pid, a3.base + PAGE_SIZE);
     ctx.check(
       'both remotes hold page 1 for reading',
       r2.ok && r3.ok && r2.value?.text === seg.pattern[1] && r3.value?.text === seg.pattern[1],
@@ -511,7 +521,7 @@ const upgrade: Scenario = {
     const data = `W2-${Math.random().toString(36).slice(2, 8)}`;
     const w = await ctx.bounded('the upgrading write during the cut', 'n2', 'write', {
       pid: a2.pid,
-      addr: a2.base + PAGE,
+      addr: a2.base + PAGE_SIZE,
       text: data,
     });
     ctx.check('the upgrading write succeeds', w.ok, w);
@@ -525,18 +535,18 @@ const upgrade: Scenario = {
     const pages = await expectRmapClear(ctx, 'n1', seg.segid, 'n3', tCut);
     const p1 = pages?.find((p) => p.page === 1);
     ctx.check('the directory shows the writer alone', p1?.writer === 'n2' && p1.sharers.length === 0, p1);
-    const stale3 = await readText(ctx, 'n3', a3.pid, a3.base + PAGE);
+    const stale3 = await readText(ctx, 'n3', a3.pid, a3.base + PAGE_SIZE);
     ctx.check(
       'the fenced reader never returns the old value after the write',
       notStale(stale3, seg.pattern[1], data),
       show(stale3),
     );
-    const home = await readText(ctx, 'n1', seg.pid, seg.base + PAGE);
+    const home = await readText(ctx, 'n1', seg.pid, seg.base + PAGE_SIZE);
     ctx.check('the home reads the new data (recall)', home.ok && home.value?.text === data, show(home));
     await ctx.lab.heal();
     await expectRejoin(ctx, 'n3', before, ['n1']);
     const a3b = await attachSegment(ctx, 'n3', seg, a3.pid);
-    const fresh = await readText(ctx, 'n3', a3b.pid, a3b.base + PAGE);
+    const fresh = await readText(ctx, 'n3', a3b.pid, a3b.base + PAGE_SIZE);
     ctx.check(
       'after rejoining, the reader sees the new data',
       fresh.ok && fresh.value?.text === data,
@@ -559,7 +569,7 @@ const recall: Scenario = {
     const dirty = `W2-${Math.random().toString(36).slice(2, 8)}`;
     const w2 = await ctx.bounded('the remote write', 'n2', 'write', {
       pid: a2.pid,
-      addr: a2.base + 3 * PAGE,
+      addr: a2.base + 3 * PAGE_SIZE,
       text: dirty,
     });
     ctx.check('the remote holds page 3 for writing (dirty)', w2.ok, w2);
@@ -569,7 +579,7 @@ const recall: Scenario = {
     const mine = `H1-${Math.random().toString(36).slice(2, 8)}`;
     const hw = await ctx.bounded('the home write during the cut', 'n1', 'write', {
       pid: seg.pid,
-      addr: seg.base + 3 * PAGE + 2048,
+      addr: seg.base + 3 * PAGE_SIZE + 2048,
       text: mine,
     });
     ctx.check('the home write succeeds', hw.ok, hw);
@@ -587,15 +597,15 @@ const recall: Scenario = {
       before: lostBefore,
       after: await lostDirty(ctx, 'n1'),
     });
-    const head = await readText(ctx, 'n1', seg.pid, seg.base + 3 * PAGE);
+    const head = await readText(ctx, 'n1', seg.pid, seg.base + 3 * PAGE_SIZE);
     ctx.check(
       'the page reverted to the last written-back version (the lost write is not there)',
       head.ok && head.value?.text === seg.pattern[3],
       show(head),
     );
-    const tail = await readText(ctx, 'n1', seg.pid, seg.base + 3 * PAGE + 2048);
+    const tail = await readText(ctx, 'n1', seg.pid, seg.base + 3 * PAGE_SIZE + 2048);
     ctx.check("the home's own write is there", tail.ok && tail.value?.text === mine, show(tail));
-    const r2 = await readText(ctx, 'n2', a2.pid, a2.base + 3 * PAGE);
+    const r2 = await readText(ctx, 'n2', a2.pid, a2.base + 3 * PAGE_SIZE);
     ctx.check(
       'the fenced writer no longer reads its lost data',
       notStale(r2, dirty, seg.pattern[3]),
@@ -603,7 +613,7 @@ const recall: Scenario = {
     );
     await ctx.lab.heal();
     await expectRejoin(ctx, 'n2', before, ['n1']);
-    const again = await readText(ctx, 'n1', seg.pid, seg.base + 3 * PAGE);
+    const again = await readText(ctx, 'n1', seg.pid, seg.base + 3 * PAGE_SIZE);
     ctx.check(
       'after the heal, the lost write still never shows up at the home',
       again.ok && again.value?.text === seg.pattern[3],
@@ -626,7 +636,7 @@ const pauseStale: Scenario = {
     const dirty = `W2-${Math.random().toString(36).slice(2, 8)}`;
     const w2 = await ctx.bounded('the remote write', 'n2', 'write', {
       pid: a2.pid,
-      addr: a2.base + PAGE,
+      addr: a2.base + PAGE_SIZE,
       text: dirty,
     });
     ctx.check('the remote holds page 1 for writing (dirty)', w2.ok, w2);
@@ -644,7 +654,7 @@ const pauseStale: Scenario = {
       before: lostBefore,
       after: lostNow,
     });
-    const rev = await readText(ctx, 'n1', seg.pid, seg.base + PAGE);
+    const rev = await readText(ctx, 'n1', seg.pid, seg.base + PAGE_SIZE);
     ctx.check(
       'the page reverted to the last written-back version',
       rev.ok && rev.value?.text === seg.pattern[1],
@@ -656,7 +666,7 @@ const pauseStale: Scenario = {
     const stale = ctx.ctl.call(
       'n2',
       'write',
-      { pid: a2.pid, addr: a2.base + PAGE, text: staleText },
+      { pid: a2.pid, addr: a2.base + PAGE_SIZE, text: staleText },
       ctx.opTimeout,
     );
     await sleep(300);
@@ -669,7 +679,7 @@ const pauseStale: Scenario = {
     });
     await expectRejoin(ctx, 'n2', before, ['n1', 'n3']);
     await sleep(ctx.t.heartbeatMs * 2);
-    const home = await readText(ctx, 'n1', seg.pid, seg.base + PAGE);
+    const home = await readText(ctx, 'n1', seg.pid, seg.base + PAGE_SIZE);
     ctx.check(
       'the stale write is not visible at the home',
       home.ok && home.value?.text === seg.pattern[1],
@@ -681,17 +691,17 @@ const pauseStale: Scenario = {
       pages.every((p) => !p.sharers.includes('n2') && p.writer !== 'n2'),
       pages,
     );
-    const old = await readText(ctx, 'n2', a2.pid, a2.base + PAGE);
+    const old = await readText(ctx, 'n2', a2.pid, a2.base + PAGE_SIZE);
     ctx.check('its old attachment is revoked', !old.ok, show(old));
     const a2b = await attachSegment(ctx, 'n2', seg, a2.pid);
     const fresh = `NEW-${Math.random().toString(36).slice(2, 8)}`;
     const nw = await ctx.bounded('a write in the new session', 'n2', 'write', {
       pid: a2b.pid,
-      addr: a2b.base + PAGE,
+      addr: a2b.base + PAGE_SIZE,
       text: fresh,
     });
     ctx.check('a write in the new session succeeds', nw.ok, nw);
-    const seen = await readText(ctx, 'n1', seg.pid, seg.base + PAGE);
+    const seen = await readText(ctx, 'n1', seg.pid, seg.base + PAGE_SIZE);
     ctx.check(
       'a write made after re-faulting in the new session is visible at the home',
       seen.ok && seen.value?.text === fresh,
@@ -714,10 +724,16 @@ const crash: Scenario = {
     const dirty = `W2-${Math.random().toString(36).slice(2, 8)}`;
     ctx.check(
       'the victim holds page 1 for writing',
-      (await ctx.ctl.call('n2', 'write', { pid: a2.pid, addr: a2.base + PAGE, text: dirty }, ctx.opTimeout))
-        .ok,
+      (
+        await ctx.ctl.call(
+          'n2',
+          'write',
+          { pid: a2.pid, addr: a2.base + PAGE_SIZE, text: dirty },
+          ctx.opTimeout,
+        )
+      ).ok,
     );
-    const r3 = await readText(ctx, 'n3', a3.pid, a3.base + 2 * PAGE);
+    const r3 = await readText(ctx, 'n3', a3.pid, a3.base + 2 * PAGE_SIZE);
     ctx.check('a survivor holds page 2 for reading', r3.ok && r3.value?.text === seg.pattern[2], show(r3));
     const lostBefore = await lostDirty(ctx, 'n1');
     const before = {
@@ -740,21 +756,21 @@ const crash: Scenario = {
       'the dirty page of the crashed instance is counted as lost',
       (await lostDirty(ctx, 'n1')) === lostBefore + 1,
     );
-    const h1 = await readText(ctx, 'n1', seg.pid, seg.base + PAGE);
+    const h1 = await readText(ctx, 'n1', seg.pid, seg.base + PAGE_SIZE);
     ctx.check(
       'its page reverted to the last written-back version',
       h1.ok && h1.value?.text === seg.pattern[1],
       show(h1),
     );
-    const s3 = await readText(ctx, 'n3', a3.pid, a3.base + 2 * PAGE);
+    const s3 = await readText(ctx, 'n3', a3.pid, a3.base + 2 * PAGE_SIZE);
     ctx.check("a survivor's data is intact", s3.ok && s3.value?.text === seg.pattern[2], show(s3));
     const w3 = `W3-${Math.random().toString(36).slice(2, 8)}`;
     await ctx.bounded('a survivor write while the victim is dead', 'n3', 'write', {
       pid: a3.pid,
-      addr: a3.base + 3 * PAGE,
+      addr: a3.base + 3 * PAGE_SIZE,
       text: w3,
     });
-    const h3 = await readText(ctx, 'n1', seg.pid, seg.base + 3 * PAGE);
+    const h3 = await readText(ctx, 'n1', seg.pid, seg.base + 3 * PAGE_SIZE);
     ctx.check(
       'survivors keep working (the home reads the survivor write)',
       h3.ok && h3.value?.text === w3,
@@ -763,8 +779,8 @@ const crash: Scenario = {
     await ctx.lab.restart('n2');
     await expectRejoin(ctx, 'n2', before, ['n1', 'n3']);
     const a2b = await attachSegment(ctx, 'n2', seg);
-    const n2p1 = await readText(ctx, 'n2', a2b.pid, a2b.base + PAGE);
-    const n2p3 = await readText(ctx, 'n2', a2b.pid, a2b.base + 3 * PAGE);
+    const n2p1 = await readText(ctx, 'n2', a2b.pid, a2b.base + PAGE_SIZE);
+    const n2p3 = await readText(ctx, 'n2', a2b.pid, a2b.base + 3 * PAGE_SIZE);
     ctx.check(
       "the restarted instance reads the survivors' data",
       n2p1.value?.text === seg.pattern[1] && n2p3.value?.text === w3,
@@ -787,8 +803,8 @@ const lease: Scenario = {
     const seg = await makeSegment(ctx, 'n1', 4);
     const a2 = await attachSegment(ctx, 'n2', seg);
     const a3 = await attachSegment(ctx, 'n3', seg);
-    const r2 = await readText(ctx, 'n2', a2.pid, a2.base + PAGE);
-    const r3 = await readText(ctx, 'n3', a3.pid, a3.base + PAGE);
+    const r2 = await readText(ctx, 'n2', a2.pid, a2.base + PAGE_SIZE);
+    const r3 = await readText(ctx, 'n3', a3.pid, a3.base + PAGE_SIZE);
     ctx.check('both remotes hold page 1 for reading', r2.ok && r3.ok && r3.value?.text === seg.pattern[1], {
       r2: show(r2),
       r3: show(r3),
@@ -798,7 +814,7 @@ const lease: Scenario = {
     const data = `W2-${Math.random().toString(36).slice(2, 8)}`;
     const w = await ctx.bounded('the upgrading write while the reader is cut off', 'n2', 'write', {
       pid: a2.pid,
-      addr: a2.base + PAGE,
+      addr: a2.base + PAGE_SIZE,
       text: data,
     });
     ctx.check('the write succeeds', w.ok, w);
@@ -808,7 +824,7 @@ const lease: Scenario = {
     const reads: Array<ReturnType<typeof show> & { afterWriteMs: number }> = [];
     const end = now() + ctx.b.heartbeatTimeoutMs * 3;
     while (now() < end) {
-      const r = await readText(ctx, 'n3', a3.pid, a3.base + PAGE);
+      const r = await readText(ctx, 'n3', a3.pid, a3.base + PAGE_SIZE);
       reads.push({ ...show(r), afterWriteMs: Math.round(r.t0 - w.t1) });
       if (!r.ok) break;
       await sleep(20);

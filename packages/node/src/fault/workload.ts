@@ -20,12 +20,13 @@
  * the chunk was sent). With these rules a history is linearizable exactly when the survivors saw a
  * single-copy register and no write of a fenced session became visible after the home moved on.
  */
+
+import { PAGE_SIZE } from '@xpmesh/protocol/base';
 import { checkHistory, type HistoryOp, type Violation } from '../load/history.js';
 import { type LoadProgramArgs, type LoadProgramResult, MAX_SEQ } from '../load/program.js';
 import { touchedPages } from '../load/workloads.js';
 import type { CallResult, InstanceStatus, Observation } from './controller.js';
 
-const PAGE = 4096;
 const WORDS_PER_PAGE = 1024;
 const PROGRAM = 'load/program.js';
 const now = (): number => performance.timeOrigin + performance.now();
@@ -293,7 +294,7 @@ export class LoadEngine {
 
   private async buildGeneration(): Promise<Generation | undefined> {
     const home = this.cfg.home;
-    const size = this.cfg.segmentPages * PAGE;
+    const size = this.cfg.segmentPages * PAGE_SIZE;
     const os0 = (await this.ports.status(home))?.pid;
     if (os0 === undefined || this.ports.osPid(home) !== os0) return undefined;
     const sp = await this.call<{ pid: number }>(home, 'spawn', { name: 'fault-home' });
@@ -406,7 +407,7 @@ export class LoadEngine {
       pid: s.pid,
       apid: s.apid,
       offset: 0,
-      size: this.cfg.segmentPages * PAGE,
+      size: this.cfg.segmentPages * PAGE_SIZE,
     });
     if (!at.ok || !at.value) {
       if (at.code === 'ESRCH') s.pid = undefined;
@@ -472,7 +473,7 @@ export class LoadEngine {
     const args: LoadProgramArgs = {
       proc: s.index,
       seed: this.seedOf(s.index, s.chunk++),
-      vaddrs: keys.map((k) => base + k.page * PAGE + k.word * 4),
+      vaddrs: keys.map((k) => base + k.page * PAGE_SIZE + k.word * 4),
       keys: keys.map((k) => k.address),
       readable: all,
       writable: canWrite ? all : [],
@@ -600,7 +601,7 @@ export class LoadEngine {
       const page = pages[Math.floor(rnd() * pages.length)];
       const r = await this.call<{ outcome: string }>(this.cfg.home, 'reclaim', {
         pid: g.pid,
-        addr: g.base + page * PAGE,
+        addr: g.base + page * PAGE_SIZE,
       });
       const outcome = r.ok ? String(r.value?.outcome) : `error:${r.code}`;
       this.reclaims[outcome] = (this.reclaims[outcome] ?? 0) + 1;

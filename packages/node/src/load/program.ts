@@ -11,7 +11,7 @@
  * and processes of one machine (the history checker compares invoke/response times of different
  * processes).
  */
-import type { ProcessContext } from '../kernel/process-messages.js';
+import type { ProcessContext } from '@xpmesh/kernel';
 
 export interface LoadProgramArgs {
   /** Global process index, 0..2047 (the high bits of every written value). */

@@ -5,13 +5,14 @@
  * chunks), runs the workload's background events, then tears everything down and collects the
  * history and the instances' counters.
  */
+
+import { PAGE_SIZE } from '@xpmesh/protocol/base';
 import { AdminCallError, type AdminClient } from '../daemon/admin-client.js';
 import type { HistoryOp, LostChunk } from './history.js';
 import { type LoadProgramArgs, type LoadProgramResult, MAX_PROCS, MAX_SEQ, prng } from './program.js';
 import { type InstanceSnapshot, snapshot } from './stats.js';
 import { plan as makePlan, type Plan, type Workload } from './workloads.js';
 
-export const PAGE = 4096;
 export const PROGRAM_MODULE = 'load/program.js';
 
 export interface LoadOptions {
@@ -142,7 +143,7 @@ export async function runWorkload(clients: AdminClient[], o: LoadOptions): Promi
   if (nProcs > MAX_PROCS) throw new Error(`at most ${MAX_PROCS} processes`);
   const plan: Plan = makePlan(o.workload, nProcs, o.pages, o.segmentPages);
   const nodes = await waitMesh(clients);
-  const size = o.segmentPages * PAGE;
+  const size = o.segmentPages * PAGE_SIZE;
   const procs: ProcInfo[] = [];
   const home = clients[0];
   let segid = '';
@@ -229,7 +230,7 @@ export async function runWorkload(clients: AdminClient[], o: LoadOptions): Promi
         const args: LoadProgramArgs = {
           proc: p.index,
           seed: seedOf(p.index, chunk),
-          vaddrs: plan.keys.map((k) => p.base + k.page * PAGE + k.word * 4),
+          vaddrs: plan.keys.map((k) => p.base + k.page * PAGE_SIZE + k.word * 4),
           keys: plan.keys.map((k) => k.key),
           readable: role.readable,
           writable: role.writable,
@@ -312,7 +313,10 @@ export async function runWorkload(clients: AdminClient[], o: LoadOptions): Promi
         let outcome: string;
         try {
           outcome = (
-            await home.op<{ outcome: string }>('reclaim', { pid: hpid, addr: procs[0].base + page * PAGE })
+            await home.op<{ outcome: string }>('reclaim', {
+              pid: hpid,
+              addr: procs[0].base + page * PAGE_SIZE,
+            })
           ).outcome;
         } catch (e) {
           outcome = `error:${codeOf(e)}`;

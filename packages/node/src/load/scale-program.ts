@@ -7,7 +7,8 @@
  * word back and counts pages whose stamp is wrong. Both are bounded by `count` (≤ 2^20 pages) and
  * `durationMs` (≤ 600 s) and stop after 20 consecutive refused accesses.
  */
-import type { ProcessContext } from '../kernel/process-messages.js';
+import type { ProcessContext } from '@xpmesh/kernel';
+import { PAGE_SIZE } from '@xpmesh/protocol/base';
 
 export interface TouchArgs {
   /** Virtual address of page `first` of the range in THIS process. */
@@ -29,7 +30,6 @@ export interface TouchResult {
   ms: number;
 }
 
-const PAGE = 4096;
 export const MAX_TOUCH_PAGES = 1 << 20;
 
 function touch(ctx: ProcessContext, a: TouchArgs, write: boolean): TouchResult {
@@ -41,7 +41,7 @@ function touch(ctx: ProcessContext, a: TouchArgs, write: boolean): TouchResult {
   for (let i = 0; i < count; i++) {
     if ((i & 63) === 0 && performance.now() >= end) break;
     const page = a.first + i;
-    const va = a.base + i * PAGE;
+    const va = a.base + i * PAGE_SIZE;
     try {
       if (write) ctx.write32(va, page + 1);
       else {

@@ -14,12 +14,12 @@ import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { PAGE_SIZE } from '@xpmesh/protocol/base';
 import { launchCluster } from '../daemon/launcher.js';
 import { contentSecurityPolicy, originsOf, staticDir, viewHandler } from './serve.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = fileURLToPath(new URL('../../../../artifacts/', import.meta.url));
-const PAGE = 4096;
 
 // ---- helpers -----------------------------------------------------------------------------------------
 
@@ -335,13 +335,13 @@ describe('view in headless Chromium', () => {
       const [n1, n2, n3] = [cluster.client(0), cluster.client(1), cluster.client(2)];
       const NPAGES = 512;
       const { pid } = await n1.op<{ pid: number }>('spawn', {});
-      const { addr } = await n1.op<{ addr: number }>('mmap', { pid, len: NPAGES * PAGE });
+      const { addr } = await n1.op<{ addr: number }>('mmap', { pid, len: NPAGES * PAGE_SIZE });
       for (let p = 0; p < NPAGES; p += 16)
-        await n1.op('write', { pid, addr: addr + p * PAGE, text: `page ${p}` });
+        await n1.op('write', { pid, addr: addr + p * PAGE_SIZE, text: `page ${p}` });
       const { segid } = await n1.op<{ segid: string }>('make', {
         pid,
         addr,
-        size: NPAGES * PAGE,
+        size: NPAGES * PAGE_SIZE,
         mode: 0o666,
       });
       await within(
@@ -357,7 +357,7 @@ describe('view in headless Chromium', () => {
       const { addr: v2 } = await n2.op<{ addr: number }>('attach', {
         pid: p2,
         apid: a2,
-        size: NPAGES * PAGE,
+        size: NPAGES * PAGE_SIZE,
       });
       const attachMs = await within(
         page,
@@ -368,7 +368,7 @@ describe('view in headless Chromium', () => {
       );
 
       // 2. remote fault (n2 reads page 5): map → grant-read at the home
-      await n2.op('read', { pid: p2, addr: v2 + 5 * PAGE, len: 6 });
+      await n2.op('read', { pid: p2, addr: v2 + 5 * PAGE_SIZE, len: 6 });
       const faultMs = await within(
         page,
         'the remote read fault of page 5',
@@ -382,7 +382,7 @@ describe('view in headless Chromium', () => {
       );
 
       // 3. invalidation: the home writes page 5 → invalidate n2's copy → ack
-      await n1.op('write', { pid, addr: addr + 5 * PAGE, text: 'home wrote' });
+      await n1.op('write', { pid, addr: addr + 5 * PAGE_SIZE, text: 'home wrote' });
       const invalMs = await within(
         page,
         'the invalidation of page 5',
@@ -403,16 +403,16 @@ describe('view in headless Chromium', () => {
       const { addr: v3 } = await n3.op<{ addr: number }>('attach', {
         pid: p3,
         apid: a3,
-        size: NPAGES * PAGE,
+        size: NPAGES * PAGE_SIZE,
       });
-      for (let p = 32; p < 96; p++) await n2.op('read', { pid: p2, addr: v2 + p * PAGE, len: 1 });
-      for (let p = 64; p < 128; p++) await n3.op('read', { pid: p3, addr: v3 + p * PAGE, len: 1 });
-      for (let p = 160; p < 184; p++) await n2.op('write', { pid: p2, addr: v2 + p * PAGE, text: 'n2' });
-      for (let p = 200; p < 208; p++) await n3.op('write', { pid: p3, addr: v3 + p * PAGE, text: 'n3' });
+      for (let p = 32; p < 96; p++) await n2.op('read', { pid: p2, addr: v2 + p * PAGE_SIZE, len: 1 });
+      for (let p = 64; p < 128; p++) await n3.op('read', { pid: p3, addr: v3 + p * PAGE_SIZE, len: 1 });
+      for (let p = 160; p < 184; p++) await n2.op('write', { pid: p2, addr: v2 + p * PAGE_SIZE, text: 'n2' });
+      for (let p = 200; p < 208; p++) await n3.op('write', { pid: p3, addr: v3 + p * PAGE_SIZE, text: 'n3' });
       // reclaim of exported pages (rmap notifier → invalidate → ack → swap-out); not asserted here
       for (let p = 240; p < 256; p++) {
-        await n2.op('read', { pid: p2, addr: v2 + p * PAGE, len: 1 });
-        await n1.op('reclaim', { pid, addr: addr + p * PAGE }).catch(() => undefined);
+        await n2.op('read', { pid: p2, addr: v2 + p * PAGE_SIZE, len: 1 });
+        await n1.op('reclaim', { pid, addr: addr + p * PAGE_SIZE }).catch(() => undefined);
       }
       await within(
         page,
@@ -460,7 +460,7 @@ describe('view in headless Chromium', () => {
           processes: [{ pid: 1 }],
           driver: {
             segments: [
-              { segid: 'r1:1', pid: 1, vaddr: 0x10000000, size: NPAGES * PAGE, mode: 0o600, permits: 1 },
+              { segid: 'r1:1', pid: 1, vaddr: 0x10000000, size: NPAGES * PAGE_SIZE, mode: 0o600, permits: 1 },
             ],
             grants: [],
             attachments: [],

@@ -1,7 +1,7 @@
 import FakeTimers from '@sinonjs/fake-timers';
+import type { Clock } from '../base.js';
 import { MemorySwitch } from '../memory.js';
 import { TransportPeerNetwork } from '../network.js';
-import type { Clock } from '../transport.js';
 import { complianceSuite, type Harness } from './compliance.js';
 
 complianceSuite((): Harness => {

@@ -523,9 +523,12 @@ export function complianceSuite(makeHarness: () => Harness): void {
 
     it('backpressure: a peer that stops reading makes requests fail fast with E_BUSY; nothing is lost', async () => {
       const hwm = 512 * 1024;
+      // Heartbeats slow enough that the stall below is never taken for a dead peer on a busy CPU:
+      // this test is about the send high-water mark, not heartbeat loss (that has its own test).
+      const slowBeat = { heartbeatMs: 10_000, missedBeats: 3 };
       const n = await fresh([
-        { node: 'a', limits: { sendHighWaterBytes: hwm, maxOutstandingRequests: 5000 } },
-        { node: 'b', limits: { maxIncomingRequests: 5000 } },
+        { node: 'a', ...slowBeat, limits: { sendHighWaterBytes: hwm, maxOutstandingRequests: 5000 } },
+        { node: 'b', ...slowBeat, limits: { maxIncomingRequests: 5000 } },
       ]);
       let handled = 0;
       n.b.onRequest(async () => {

@@ -1,6 +1,6 @@
 /**
  * Kernel benchmarks (figures, not pass/fail). Prints `BENCH {...}` lines for scripts/bench.mjs.
- * BENCH_QUICK=1 shortens every run. Run: `npm run bench -- kernel` or `node dist/kernel/bench/kernel.bench.js`.
+ * BENCH_QUICK=1 shortens every run. Run: `npm run bench -- kernel` or `node packages/kernel/dist/bench/kernel.bench.js`.
  */
 import { fileURLToPath } from 'node:url';
 import { PROT_READ, PROT_WRITE } from '../api.js';

@@ -4,6 +4,7 @@
  * migrate.ts, fork.ts, syscalls.ts); this file holds the shared state and the small helpers they
  * all use (frame references, LRU membership, frame allocation with reclaim).
  */
+import type { Logger } from '@xpmesh/protocol';
 import { type DeviceOps, KernelError, type Pfn } from './api.js';
 import { LeaseTable } from './lease.js';
 import type { Mm } from './mm.js';
@@ -14,15 +15,6 @@ import { Rmap } from './rmap.js';
 import { RmapNotifiers } from './rmap-notifier.js';
 import type { SwapArea } from './swap.js';
 import type { TlbEnv } from './tlb.js';
-
-export interface Logger {
-  debug(o: unknown, msg?: string): void;
-  info(o: unknown, msg?: string): void;
-  warn(o: unknown, msg?: string): void;
-  error(o: unknown, msg?: string): void;
-}
-
-export const nullLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 export interface Watermarks {
   /** Below this many free frames, an allocation for a process reclaims directly. */

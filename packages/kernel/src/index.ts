@@ -1,10 +1,12 @@
 /**
- * Boot API of an instance kernel, for the daemon and test harnesses (NOT for drivers: a driver
- * imports only `@xpmesh/node/kernel`, i.e. api.ts). Exported as `@xpmesh/node/instance`.
+ * `@xpmesh/kernel`: the module API (api.ts, re-exported whole) and the boot API of an instance
+ * kernel for the daemon and test harnesses (`createKernel`, processes, reclaim/migrate/check/stats).
+ * Export policy (see api.ts): a driver uses only the names of api.ts.
  */
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type Logger, silentLogger } from '@xpmesh/protocol';
 import {
   KernelError,
   type KernelModule,
@@ -15,7 +17,7 @@ import {
   type Pfn,
 } from './api.js';
 import { type CheckOptions, checkKernel } from './check.js';
-import { Kernel as KernelState, type Logger, nullLogger, type Watermarks } from './kernel.js';
+import { Kernel as KernelState, type Watermarks } from './kernel.js';
 import { type MigrateOutcome, migratePage } from './migrate.js';
 import { createModuleApi, pageInfoOf } from './module-api.js';
 import { PhysMem } from './page.js';
@@ -31,9 +33,10 @@ import {
 } from './reclaim.js';
 import { SwapArea } from './swap.js';
 
+export type { Clock, Logger } from '@xpmesh/protocol';
 export * from './api.js';
 export type { CheckOptions } from './check.js';
-export type { Logger, Watermarks } from './kernel.js';
+export type { Watermarks } from './kernel.js';
 export type { MigrateOutcome } from './migrate.js';
 export type { ExitStatus, Process, SpawnOptions } from './process.js';
 export type { ProcessContext, Program } from './process-messages.js';
@@ -274,7 +277,7 @@ export async function createKernel(opts: KernelOptions): Promise<Kernel> {
       faultTimeoutMs: opts.faultTimeoutMs ?? 60_000,
       unregisterTimeoutMs: opts.unregisterTimeoutMs ?? 10_000,
     },
-    opts.logger ?? nullLogger,
+    opts.logger ?? silentLogger,
   );
   return new InstanceKernel(k);
 }

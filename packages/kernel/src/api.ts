@@ -1,18 +1,19 @@
 /**
- * The kernel's one public surface for drivers ("kernel modules").
+ * The kernel's module API: the surface for drivers ("kernel modules").
  *
- * Export policy (BRIEF §2, the EXPORT_SYMBOL vs EXPORT_SYMBOL_GPL review point): a driver may import
- * exactly this module (`@xpmesh/node/kernel`) and nothing else of the kernel. Everything a driver
- * can do to the kernel is a method of {@link KernelModuleApi}, handed to the driver when it is
- * loaded. Types and constants below are part of the same surface. Nothing else is reachable: the
- * package's `exports` map names only this file.
+ * Export policy (BRIEF §2, the EXPORT_SYMBOL vs EXPORT_SYMBOL_GPL review point): `@xpmesh/kernel`
+ * is one module (index.ts, the package's only `exports` entry) that re-exports this file and adds
+ * the boot API for the daemon and test harnesses. A driver uses exactly the names of this file and
+ * nothing else of the kernel: everything a driver can do to the kernel is a method of
+ * {@link KernelModuleApi}, handed to the driver when it is loaded; the types and constants below
+ * are part of the same surface. packages/driver/src/test/imports.test.ts holds drivers to it.
  *
  * CONTRACT STATUS: these signatures are the agreement between the kernel and the driver. Additive
  * changes are fine; a changed signature must be changed in both places in one commit.
  */
 
-/** Size of a page frame in bytes. */
-export const PAGE_SIZE = 4096;
+/** Size of a page frame in bytes: the one page size of every layer (defined by the protocol). */
+export { PAGE_SIZE } from '@xpmesh/protocol';
 export const PAGE_SHIFT = 12;
 
 /** A physical frame number: index of a 4 KiB frame in the instance's physical memory. */

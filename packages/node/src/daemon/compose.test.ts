@@ -20,7 +20,8 @@ import { fileURLToPath } from 'node:url';
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 // ../shared beside the repository (XPMESH_SHARED_DIR overrides it, e.g. for a git worktree elsewhere)
 const E2E = resolve(process.env.XPMESH_SHARED_DIR ?? resolve(ROOT, '../shared'), 'tools/compose-e2e.sh');
-const BUDGET_MS = 300_000;
+// generous: the image is built from scratch by a private engine (npm ci twice, tsc), on 2 cores
+const BUDGET_MS = 540_000;
 
 function has(cmd: string): boolean {
   return (

@@ -20,6 +20,14 @@ const fmt = (v) =>
       ? Math.round(v).toLocaleString('en-US')
       : String(Math.round(v * 1000) / 1000);
 const esc = (s) => String(s).replace(/\|/g, '\\|');
+/** 'yes' / 'no' for a target of the form `[ratio] <=|>= number ...`, '-' when none or unparsable. */
+function met(r, target) {
+  const m = /^\s*(ratio\s*)?(<=|>=)\s*([0-9.]+)/.exec(target ?? '');
+  if (!m) return '-';
+  const x = m[1] ? r.ratio : r.value;
+  if (x === null || x === undefined || Number.isNaN(x)) return '-';
+  return (m[2] === '<=' ? x <= Number(m[3]) : x >= Number(m[3])) ? 'yes' : '**no**';
+}
 
 const suites = new Map();
 for (const r of Array.isArray(results) ? results : []) {
@@ -40,9 +48,13 @@ const lines = [
   '|---|---|---|---|---|',
   `| ${machine.cpus ?? '?'} | ${esc(machine.cpuModel ?? '?')} | ${machine.memGiB ?? '?'} GiB | ${machine.node ?? '?'} | ${machine.date ?? '?'} |`,
   '',
-  'Figures are single runs on a noisy shared VM (p99 swings 2-10x). A `baseline` is measured in the',
-  'same run (raw `ws` with the same payloads between the same kind of processes, or a raw',
-  'SharedArrayBuffer copy); `ratio` = value / baseline. Compare only figures of one run.',
+  'The VM is noisy and shared (p99 swings 2-10x): compare only figures of one run. A `baseline` is',
+  'measured in the same run with the same placement (raw `ws` with the same payloads, the raw hop',
+  'chain a fault must take, or a raw SharedArrayBuffer access); `ratio` = value / baseline. Driver',
+  'figures are medians over several rounds in which baseline and driver path alternate; `-2proc`',
+  'figures have every instance in its own process (as deployed), `-1proc` ones all in one process;',
+  '`-cpu` figures are process CPU microseconds (every thread, both ends) per operation, far less',
+  'noisy than wall time. Each benchmark file documents exactly what it measures.',
   '',
 ];
 if (suites.size === 0) lines.push('_No results yet: run `npm run bench`._', '');
@@ -50,12 +62,12 @@ for (const [suite, rows] of [...suites].sort((a, b) => a[0].localeCompare(b[0]))
   lines.push(
     `## ${suite}`,
     '',
-    '| name | value | unit | baseline | ratio | target |',
-    '|---|---:|---|---:|---:|---|',
+    '| name | value | unit | baseline | ratio | target | met |',
+    '|---|---:|---|---:|---:|---|---|',
   );
   for (const r of rows)
     lines.push(
-      `| ${esc(r.name)} | ${fmt(r.value)} | ${esc(r.unit ?? '')} | ${fmt(r.baseline)} | ${fmt(r.ratio)} | ${esc(targets[`${suite}/${r.name}`] ?? '-')} |`,
+      `| ${esc(r.name)} | ${fmt(r.value)} | ${esc(r.unit ?? '')} | ${fmt(r.baseline)} | ${fmt(r.ratio)} | ${esc(targets[`${suite}/${r.name}`] ?? '-')} | ${met(r, targets[`${suite}/${r.name}`])} |`,
     );
   lines.push('');
 }

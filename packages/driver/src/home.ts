@@ -259,6 +259,195 @@ function gupError(e: unknown, seg: Segment, p: number): DriverError {
   return new DriverError('E_BUSY', `getUserPage: ${c}`);
 }
 
+type GrantResult = PromiseSettledResult<{ pd: PageData; grant: number }>;
+
+/**
+ * Steps 1-6 for the `count` pages from `first` as ONE ranged operation (a map with prefault): every
+ * page mutex of the range is held (taken in ascending page order: the only holder of several, so no
+ * lock-order cycle) from the start until `hold` settles, exactly as grantPage holds one; then steps
+ * 1-2 per page (usually nothing to wait for), ONE mmuIntervalReadBegin, ONE getUserPages for the
+ * range, ONE setDeviceEntries (one TLB shootdown) per run of pages, and step 5-6 per page with the
+ * same re-checks under its own page lock (one page lock at a time, as grantPage). A page that fails
+ * a re-check in the ranged pass is granted afterwards by grantPageLocked (its mutex still held), so
+ * the ordering guarantees are grantPage's for every page: no grant while an invalidation of the page
+ * is in flight (inval/busy/gen re-checked under the page lock), PG_external_rmap before the reverse-map
+ * entry, grant ids in order. Results per page, in order.
+ */
+async function grantRange(
+  d: DriverState,
+  seg: Segment,
+  first: number,
+  count: number,
+  permit: Permit,
+  write: boolean,
+  hold: Promise<void>,
+): Promise<GrantResult[]> {
+  return new Promise((resolve, reject) => {
+    const pages = Array.from({ length: count }, (_, i) => first + i);
+    const lockAll = (i: number, fn: () => Promise<void>): Promise<void> =>
+      i === pages.length ? fn() : seg.mutex.run(pages[i], () => lockAll(i + 1, fn));
+    lockAll(0, async () => {
+      let out: GrantResult[];
+      try {
+        out = await grantRangeLocked(d, seg, pages, permit, write);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      resolve(out);
+      await hold;
+    }).catch(reject);
+  });
+}
+
+async function grantRangeLocked(
+  d: DriverState,
+  seg: Segment,
+  pages: number[],
+  permit: Permit,
+  write: boolean,
+): Promise<GrantResult[]> {
+  const k = d.kernel;
+  const node = d.nodeIdx(permit.node);
+  const n = pages.length;
+  const out: Array<GrantResult | undefined> = new Array(n);
+  const retry: number[] = [];
+  const mode = write ? DEV_NONE : DEV_READONLY;
+  if (seg.removed) fail('E_NO_SEGMENT', `segment ${seg.segid} removed`);
+  if (d.permits.get(permit.apid) !== permit)
+    d.refuse('no_permit', 'E_NO_PERMIT', `permit ${permit.apid} revoked`);
+  // steps 1-2 and the source PTE, per page (each usually synchronous: nothing to wait for)
+  for (const p of pages) {
+    if (seg.inval[p] > 0 || seg.busy[p] > 0) await d.waitIdle(seg, p);
+    const conflicts = resolveConflicts(d, seg, p, node, write);
+    if (conflicts) await conflicts;
+    const fenced = fenceLocalAttachers(d, seg, p, write);
+    if (fenced) await fenced;
+    const synced = syncHomePte(d, seg, p);
+    if (synced) await synced;
+  }
+  // step 3 for the range: the sequence number BEFORE getUserPages (mainline order)
+  const seq = await k.mmuIntervalReadBegin(seg.mm);
+  const gens = pages.map((p) => seg.gen[p]);
+  const busy = inGup.get(seg) ?? new Map<number, boolean>();
+  inGup.set(seg, busy);
+  for (const p of pages) busy.set(p, write);
+  let pfns: number[];
+  try {
+    pfns = await k.getUserPages(seg.mm, pageAddr(d, seg, pages[0]), n, { write });
+  } catch (e) {
+    throw gupError(e, seg, pages[0]);
+  } finally {
+    for (const p of pages) busy.delete(p);
+  }
+  d.counters.pins += pfns.length;
+  const granted = new Array<boolean>(n).fill(false);
+  try {
+    // pages past a short getUserPages: a hole (the first page's error was thrown above)
+    for (let i = pfns.length; i < n; i++)
+      out[i] = {
+        status: 'rejected',
+        reason: new DriverError('E_FAULT', `page ${pages[i]} of ${seg.segid}: hole`),
+      };
+    // which pages go on in the ranged pass (the others are retried one by one)
+    const ok = new Array<boolean>(pfns.length).fill(false);
+    for (let i = 0; i < pfns.length; i++) {
+      const p = pages[i];
+      if (seg.gen[p] !== gens[i] || seg.inval[p] > 0 || seg.busy[p] > 0) continue;
+      if (seg.pfn[p] !== pfns[i]) {
+        if (!d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = pfns[i];
+        else continue; // stale entries on an old frame: an invalidation is coming
+      }
+      ok[i] = true;
+    }
+    // step 4: device entries, one ranged update (one shootdown) per run of pages that need one
+    const need = ok.map((v, i) => v && devModeAt(d, seg, pages[i]) !== mode);
+    for (let i = 0; i < pfns.length; ) {
+      if (!need[i]) {
+        i++;
+        continue;
+      }
+      let j = i;
+      while (j < pfns.length && need[j]) {
+        // a page in the other device mode is cleared first (only adds access: no shootdown)
+        if (devModeAt(d, seg, pages[j]) !== DEV_CLEAR) k.clearDeviceEntry(seg.mm, pageAddr(d, seg, pages[j]));
+        j++;
+      }
+      try {
+        const set = await k.setDeviceEntries(
+          seg.mm,
+          pageAddr(d, seg, pages[i]),
+          j - i,
+          d.deviceOwner,
+          write ? 'none' : 'readonly',
+        );
+        for (let x = i; x < j; x++) {
+          if (set[x - i] === null) ok[x] = false;
+          else seg.dev[pages[x]] = mode;
+        }
+      } catch {
+        for (let x = i; x < j; x++) ok[x] = false;
+      }
+      i = j;
+    }
+    // steps 5-6 per page under its page lock, with every re-check of grantPage
+    for (let i = 0; i < pfns.length; i++) {
+      if (!ok[i]) continue;
+      const p = pages[i];
+      const pfn = pfns[i];
+      if (!k.trylockPage(pfn)) {
+        try {
+          await k.lockPage(pfn, d.ackTimeoutMs);
+        } catch (e) {
+          out[i] = { status: 'rejected', reason: new DriverError('E_BUSY', `page ${p}: ${codeOf(e)}`) };
+          continue;
+        }
+      }
+      try {
+        const devOk = devModeAt(d, seg, p, pfn) === mode;
+        if (
+          seg.gen[p] !== gens[i] ||
+          seg.inval[p] > 0 ||
+          seg.busy[p] > 0 ||
+          k.mmuIntervalReadRetry(seg.mm, seq) ||
+          seg.removed ||
+          !devOk
+        )
+          continue;
+        if (!k.pageExported(pfn)) k.exportPage(pfn); // PG_external_rmap first, lock held
+        d.rmap.add(pfn, node, seg.slot, p, permit.slot, permit.epoch, write);
+        const grant = ++d.grantSeq;
+        d.transition(seg, p, write ? 'grant-write' : 'grant-read');
+        const data = copyPage(k.pageBytes(pfn));
+        granted[i] = true;
+        d.counters.mapsGranted++;
+        out[i] = { status: 'fulfilled', value: { pd: { page: p, version: seg.version[p], data }, grant } };
+      } finally {
+        k.unlockPage(pfn);
+      }
+    }
+  } finally {
+    for (let i = 0; i < pfns.length; i++) {
+      k.putPage(pfns[i]);
+      d.counters.unpins++;
+    }
+    for (let i = 0; i < pfns.length; i++) {
+      if (granted[i]) continue;
+      if (!out[i]) retry.push(i);
+      await syncHomePte(d, seg, pages[i]);
+    }
+  }
+  // pages that failed a re-check: granted one by one, as grantPage would (their mutexes are held)
+  for (const i of retry) {
+    try {
+      out[i] = { status: 'fulfilled', value: await grantPageLocked(d, seg, pages[i], permit, write) };
+    } catch (e) {
+      out[i] = { status: 'rejected', reason: e };
+    }
+  }
+  return out as GrantResult[];
+}
+
 /** Remote fault: `map` from an attacher. Pages after the first are best effort (prefault). */
 export async function handleMap(d: DriverState, from: PeerSession, msg: MapReq): Promise<Omit<MapOk, 're'>> {
   const permit = d.permits.get(msg.apid);
@@ -282,11 +471,15 @@ export async function handleMap(d: DriverState, from: PeerSession, msg: MapReq):
   const queued = new Promise<void>((r) => {
     release = r;
   });
-  const results = await Promise.allSettled(
-    Array.from({ length: msg.count }, (_, i) =>
-      grantPage(d, seg, msg.page + i, permit, msg.access === 'rw', queued),
-    ),
-  ).finally(() => setImmediate(release));
+  const write = msg.access === 'rw';
+  const results: Array<PromiseSettledResult<{ pd: PageData; grant: number }>> =
+    msg.count === 1
+      ? await Promise.allSettled([grantPage(d, seg, msg.page, permit, write, queued)]).finally(() =>
+          setImmediate(release),
+        )
+      : await grantRange(d, seg, msg.page, msg.count, permit, write, queued).finally(() =>
+          setImmediate(release),
+        );
   const first = results[0];
   if (first.status === 'rejected') {
     // later pages may have been granted: they stay in the map as if prefetched and dropped
@@ -319,7 +512,7 @@ export async function handleDetach(d: DriverState, from: PeerSession, msg: Detac
       await seg.mutex.run(p, async () => {
         const i = d.rmap.find(seg.pfn[p], node, seg.slot, p);
         if (i < 0) return;
-        const e = d.rmap.entry(i);
+        const e = d.rmap.entry(i, seg.pfn[p]);
         const pd = dirty.get(p);
         if (e.write && pd) writeBack(d, seg, p, pd.data);
         d.rmap.remove(e.pfn, node, seg.slot, p);

@@ -31,6 +31,11 @@ export interface InvalidateOptions {
    * data written back, on this frame, whatever the directory last recorded in seg.pfn.
    */
   pfn?: number;
+  /**
+   * Per page, the frame the kernel is working on (a batch of frames from the rmap notifier's
+   * invalidatePages: each page of the call on its own frame). Takes precedence over `pfn`.
+   */
+  pfns?: ReadonlyMap<number, number>;
 }
 
 export interface InvalidateResult {
@@ -38,6 +43,8 @@ export interface InvalidateResult {
   ok: boolean;
   /** Some mapper returned dirty data. */
   dirty: boolean;
+  /** The pages whose dirty data was written back (a subset of the call's pages). */
+  dirtyPages?: Set<number>;
 }
 
 export async function invalidatePages(
@@ -46,7 +53,7 @@ export async function invalidatePages(
   pages: number[],
   o: InvalidateOptions,
 ): Promise<InvalidateResult> {
-  const pfnOf = (p: number): number => o.pfn ?? seg.pfn[p];
+  const pfnOf = (p: number): number => o.pfns?.get(p) ?? o.pfn ?? seg.pfn[p];
   // one invalidation of a page at a time (see waitInvalidations); the entries are read after it
   // (checked here first so that the usual case, nothing in flight, does not wait a turn)
   if (pages.some((q) => seg.inval[q] > 0)) await d.waitInvalidations(seg, pages);
@@ -93,6 +100,7 @@ export async function invalidatePages(
   }
   let ok = true;
   let dirty = false;
+  const dirtyPages = new Set<number>();
   const t0 = d.clock.now();
   try {
     // Order on the wire needs no care: a map-ok may reach the mapper after this invalidate (its reply
@@ -148,7 +156,10 @@ export async function invalidatePages(
             if (!asked?.has(pd.page)) continue;
             const i = rm.find(pfnOf(pd.page), node, seg.slot, pd.page);
             if (i < 0 || !rm.isWrite(i)) continue; // only a writer's data counts
-            if (writeBack(d, seg, pd.page, pd.data, pfnOf(pd.page))) dirty = true;
+            if (writeBack(d, seg, pd.page, pd.data, pfnOf(pd.page))) {
+              dirty = true;
+              dirtyPages.add(pd.page);
+            }
           }
           for (const p of ps) {
             if (o.downgrade) {
@@ -185,7 +196,7 @@ export async function invalidatePages(
     ok,
     ms: d.clock.now() - t0,
   });
-  return { ok, dirty };
+  return { ok, dirty, dirtyPages };
 }
 
 /** Write a writer's data back into the home frame; the page's version moves on. */

@@ -23,7 +23,7 @@ import type {
 } from '@xpmesh/kernel';
 import type { InvalidateReason } from '@xpmesh/protocol';
 import { teardownSegment } from './home.js';
-import { invalidatePages } from './invalidate.js';
+import { type InvalidateResult, invalidatePages } from './invalidate.js';
 import { toRanges } from './ranges.js';
 import { devModeAt, pageAddr } from './source-pte.js';
 import type { DriverState } from './state.js';
@@ -77,6 +77,25 @@ export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
         for (let a = lo - (lo % ps); a < hi; a += ps) {
           const p = (a - seg.vaddr) / ps;
           seg.gen[p]++; // a grant in progress retries
+          // Reclaim and migration of an exported frame: its remote copies are left to the rmap
+          // notifier (the 2008 path), which the kernel calls for this very frame after its local
+          // unmap, page lock held, before the frame is written out, copied or freed, and calls once
+          // per BATCH of frames (invalidatePages), so a mapper gets one invalidate per batch, not
+          // one per page. Nothing can map the page anew meanwhile: gen moved just above (a grant
+          // rechecks it under the page lock), the kernel's interval sequence moved (a grant's
+          // mmuIntervalReadRetry), and getUserPage on the swap/migration entry sleeps on the page
+          // lock that reclaim/migration holds until the frame is gone or restored. A frame with
+          // reverse-map entries has PG_external_rmap (invariant 2), so the notifier does run for it.
+          // (reclaim-fence.test.ts: batched reclaim with a remote writer's dirty data.) Only for a
+          // blockable range: direct reclaim (non-blockable) still gets 'again' below for a page with
+          // remote copies, as before, rather than waiting for remote acks inside an allocation.
+          if (
+            range.blockable &&
+            (range.event === 'reclaim' || range.event === 'migrate') &&
+            d.rmap.hasPage(seg.pfn[p], seg.slot, p) &&
+            d.kernel.pageExported(seg.pfn[p])
+          )
+            continue;
           if (needsWork(d, seg, p, locals)) pages.push(p);
           else if (FRAME_CHANGES.has(range.event)) seg.pfn[p] = -1;
         }
@@ -169,7 +188,7 @@ async function zapLocalAttachers(d: DriverState, seg: Segment, pages: readonly n
 }
 
 export function rmapNotifierOps(d: DriverState): RmapNotifierOps {
-  return {
+  const ops: RmapNotifierOps = {
     async invalidatePage(pfn, reason): Promise<RmapInvalidateResult> {
       const k = d.kernel;
       const es = d.rmap.entries(pfn);
@@ -188,7 +207,96 @@ export function rmapNotifierOps(d: DriverState): RmapNotifierOps {
       }
       return bracket(d, [...groups], () => invalidateFrame(d, pfn, reason, groups));
     },
+
+    /**
+     * A batch of frames (reclaim / migration batches): every remote copy of every frame invalidated
+     * with ONE invalidatePages call per segment, so each mapper gets one invalidate per segment per
+     * batch instead of one per page. Per frame the contract is invalidatePage's (every page lock is
+     * held by the kernel; entries are looked up and dirty data written on that frame). A segment page
+     * whose entries sit on two frames of the batch (a stale frame and the current one) cannot share
+     * one per-page frame map: such frames go through invalidatePage, one at a time, afterwards.
+     * An outcome is per call: a mapper fenced during the call fails every frame of the call (the
+     * kernel keeps them this time: a refusal, never a frame freed under a copy).
+     */
+    async invalidatePages(pfns, reason): Promise<RmapInvalidateResult[]> {
+      const k = d.kernel;
+      const out: RmapInvalidateResult[] = new Array(pfns.length);
+      /** segment → (page → frame) for the batched call */
+      const bySeg = new Map<Segment, Map<number, number>>();
+      /** frame index → its (segment, pages) */
+      const frames = new Map<number, Map<Segment, number[]>>();
+      const later: number[] = [];
+      for (let i = 0; i < pfns.length; i++) {
+        const pfn = pfns[i];
+        const es = d.rmap.entries(pfn);
+        if (es.length === 0) {
+          if (k.pageExported(pfn)) k.unexportPage(pfn);
+          out[i] = { ok: true, dirty: false };
+          continue;
+        }
+        const groups = new Map<Segment, number[]>();
+        let clash = false;
+        for (const e of es) {
+          const seg = d.segBySlot.get(e.seg);
+          if (!seg) continue;
+          const owner = bySeg.get(seg)?.get(e.page);
+          if (owner !== undefined && owner !== pfn) clash = true;
+          const list = groups.get(seg) ?? [];
+          groups.set(seg, list);
+          if (!list.includes(e.page)) list.push(e.page);
+        }
+        if (clash) {
+          later.push(i);
+          continue;
+        }
+        for (const [seg, pages] of groups) {
+          let m = bySeg.get(seg);
+          if (!m) {
+            m = new Map();
+            bySeg.set(seg, m);
+          }
+          for (const p of pages) {
+            m.set(p, pfn);
+            seg.gen[p]++;
+          }
+        }
+        frames.set(i, groups);
+      }
+      if (frames.size > 0) {
+        const hits: Array<[Segment, number[]]> = [...bySeg].map(([seg, m]) => [seg, [...m.keys()]]);
+        await bracket(d, hits, async () => {
+          const r = new Map<Segment, InvalidateResult>();
+          await Promise.all(
+            hits.map(async ([seg, pages]) => {
+              r.set(
+                seg,
+                await invalidatePages(d, seg, pages, {
+                  reason,
+                  writeback: true,
+                  downgrade: false,
+                  lockHeld: true,
+                  pfns: bySeg.get(seg),
+                }),
+              );
+            }),
+          );
+          for (const [i, groups] of frames) {
+            let ok = true;
+            let dirty = false;
+            for (const [seg, pages] of groups) {
+              const sr = r.get(seg)!;
+              ok &&= sr.ok;
+              for (const p of pages) if (sr.dirtyPages?.has(p)) dirty = true;
+            }
+            out[i] = afterFrame(d, pfns[i], reason, groups, ok, dirty);
+          }
+        });
+      }
+      for (const i of later) out[i] = await ops.invalidatePage(pfns[i], reason);
+      return out;
+    },
   };
+  return ops;
 }
 
 async function invalidateFrame(
@@ -197,7 +305,6 @@ async function invalidateFrame(
   reason: InvalidateReason,
   groups: Map<Segment, number[]>,
 ): Promise<RmapInvalidateResult> {
-  const k = d.kernel;
   let ok = true;
   let dirty = false;
   await Promise.all(
@@ -213,6 +320,19 @@ async function invalidateFrame(
       dirty ||= r.dirty;
     }),
   );
+  return afterFrame(d, pfn, reason, groups, ok, dirty);
+}
+
+/** The directory after the remote copies of frame `pfn` were invalidated (ok: every mapper acked). */
+function afterFrame(
+  d: DriverState,
+  pfn: number,
+  reason: InvalidateReason,
+  groups: Map<Segment, number[]>,
+  ok: boolean,
+  dirty: boolean,
+): RmapInvalidateResult {
+  const k = d.kernel;
   for (const [seg, pages] of groups) {
     for (const p of pages) {
       if (reason === 'clean') {

@@ -3,22 +3,26 @@
  * segment page, through which permit (apid), read or write, in which session epoch.
  *
  * Layout (struct of arrays, one slot per entry, singly linked per frame):
- *   pfn    Int32   4 B   frame the entry belongs to
  *   next   Int32   4 B   next entry of the same frame (-1 ends the chain; also the free list)
  *   seg    Uint32  4 B   segment slot (driver-wide index)
- *   page   Uint32  4 B   page index within the segment
+ *   page   Uint32  4 B   bits 0-30: page index within the segment (< 2^31: a segment is at most
+ *                        2^32 bytes = 2^20 pages); bit 31: write access
  *   apid   Uint32  4 B   permit slot
  *   epoch  Uint32  4 B   the mapper's session epoch when the entry was made, modulo 2^32 (compare
  *                        with epochAtMost: epochs of one node only grow, by far less than 2^31)
  *   node   Uint16  2 B   instance index (up to 65535 peers)
- *   flags  Uint8   1 B   bit 0: write access
- * = 27 bytes per entry, plus `head`, an Int32 per frame number seen (4 B per frame, shared by all
- * entries of the frame). Capacity doubles on demand; `bytes()` reports what is allocated.
+ * = 22 bytes per entry, plus `head`, an Int32 per frame number seen (4 B per frame, shared by all
+ * entries of the frame). The frame of an entry is not stored: every way to reach an entry starts
+ * from its frame's chain. Capacity doubles on demand; `bytes()` reports what is allocated.
  *
  * Invariant (checked by the driver, asserted in tests): PG_external_rmap is set on a frame iff its
  * chain is non-empty.
  */
-export const RMAP_WRITE = 1;
+/** Write access: the top bit of an entry's page word. */
+const WRITE_BIT = 0x80000000;
+const PAGE_MASK = 0x7fffffff;
+/** Entry bytes per slot (see Layout). */
+const SLOT_BYTES = 22;
 
 /** ReverseMap.pageMask bits. */
 export const PM_ANY = 1;
@@ -39,14 +43,12 @@ export interface RmapEntry {
 
 export class ReverseMap {
   private cap = 0;
-  private pfn = new Int32Array(0);
   private next = new Int32Array(0);
   private seg = new Uint32Array(0);
   private page = new Uint32Array(0);
   private apid = new Uint32Array(0);
   private epoch = new Uint32Array(0);
   private node = new Uint16Array(0);
-  private flags = new Uint8Array(0);
   private head = new Int32Array(0);
   private freeList = -1;
   private used = 0;
@@ -61,7 +63,7 @@ export class ReverseMap {
 
   /** Bytes held by the map's arrays. */
   bytes(): number {
-    return this.cap * 27 + this.head.length * 4;
+    return this.cap * SLOT_BYTES + this.head.length * 4;
   }
 
   /** Add or update the entry (pfn, node, seg, page). Returns true if a new entry was added. */
@@ -74,24 +76,23 @@ export class ReverseMap {
     epoch: number,
     write: boolean,
   ): boolean {
+    if (!Number.isInteger(page) || page < 0 || page > PAGE_MASK) throw new RangeError(`rmap: page ${page}`);
     const found = this.find(pfn, node, seg, page);
     if (found >= 0) {
       this.apid[found] = apid;
       this.epoch[found] = epoch;
-      this.flags[found] = write ? RMAP_WRITE : 0;
+      this.page[found] = write ? (page | WRITE_BIT) >>> 0 : page;
       return false;
     }
     if (this.freeList < 0) this.grow(this.cap * 2);
     const i = this.freeList;
     this.freeList = this.next[i];
     this.ensureHead(pfn);
-    this.pfn[i] = pfn;
     this.seg[i] = seg;
-    this.page[i] = page;
+    this.page[i] = write ? (page | WRITE_BIT) >>> 0 : page;
     this.apid[i] = apid;
     this.epoch[i] = epoch;
     this.node[i] = node;
-    this.flags[i] = write ? RMAP_WRITE : 0;
     this.next[i] = this.head[pfn];
     this.head[pfn] = i;
     this.used++;
@@ -101,7 +102,7 @@ export class ReverseMap {
   find(pfn: number, node: number, seg: number, page: number): number {
     if (pfn < 0 || pfn >= this.head.length) return -1;
     for (let i = this.head[pfn]; i >= 0; i = this.next[i]) {
-      if (this.node[i] === node && this.seg[i] === seg && this.page[i] === page) return i;
+      if (this.node[i] === node && this.seg[i] === seg && (this.page[i] & PAGE_MASK) === page) return i;
     }
     return -1;
   }
@@ -119,8 +120,9 @@ export class ReverseMap {
     if (pfn < 0 || pfn >= this.head.length) return 0;
     let m = 0;
     for (let i = this.head[pfn]; i >= 0; i = this.next[i]) {
-      if (this.seg[i] !== seg || this.page[i] !== page) continue;
-      const w = (this.flags[i] & RMAP_WRITE) !== 0;
+      const pw = this.page[i];
+      if (this.seg[i] !== seg || (pw & PAGE_MASK) !== page) continue;
+      const w = pw >= WRITE_BIT;
       m |= w ? PM_ANY | PM_WRITE : PM_ANY;
       if (this.node[i] !== node) m |= w ? PM_OTHER | PM_OTHER_WRITE : PM_OTHER;
     }
@@ -131,7 +133,7 @@ export class ReverseMap {
   hasPage(pfn: number, seg: number, page: number): boolean {
     if (pfn < 0 || pfn >= this.head.length) return false;
     for (let i = this.head[pfn]; i >= 0; i = this.next[i]) {
-      if (this.seg[i] === seg && this.page[i] === page) return true;
+      if (this.seg[i] === seg && (this.page[i] & PAGE_MASK) === page) return true;
     }
     return false;
   }
@@ -144,7 +146,7 @@ export class ReverseMap {
   slotsOf(pfn: number, seg: number, page: number, out: number[]): number[] {
     if (pfn < 0 || pfn >= this.head.length) return out;
     for (let i = this.head[pfn]; i >= 0; i = this.next[i]) {
-      if (this.seg[i] === seg && this.page[i] === page) out.push(i);
+      if (this.seg[i] === seg && (this.page[i] & PAGE_MASK) === page) out.push(i);
     }
     return out;
   }
@@ -159,7 +161,7 @@ export class ReverseMap {
 
   /** Whether the entry in slot `i` (from find) is a write entry. */
   isWrite(i: number): boolean {
-    return (this.flags[i] & RMAP_WRITE) !== 0;
+    return this.page[i] >= WRITE_BIT;
   }
 
   /** Entries of a frame (optionally only those of one segment page). */
@@ -167,33 +169,36 @@ export class ReverseMap {
     const out: RmapEntry[] = [];
     if (pfn < 0 || pfn >= this.head.length) return out;
     for (let i = this.head[pfn]; i >= 0; i = this.next[i]) {
-      if (seg !== undefined && (this.seg[i] !== seg || this.page[i] !== page)) continue;
-      out.push(this.entry(i));
+      if (seg !== undefined && (this.seg[i] !== seg || (this.page[i] & PAGE_MASK) !== page)) continue;
+      out.push(this.entry(i, pfn));
     }
     return out;
   }
 
-  entry(i: number): RmapEntry {
+  /** The entry in slot `i` of frame `pfn`'s chain (from find / slotsOf on that frame). */
+  entry(i: number, pfn: number): RmapEntry {
+    const pw = this.page[i];
     return {
       idx: i,
-      pfn: this.pfn[i],
+      pfn,
       seg: this.seg[i],
-      page: this.page[i],
+      page: pw & PAGE_MASK,
       node: this.node[i],
       apid: this.apid[i],
       epoch: this.epoch[i],
-      write: (this.flags[i] & RMAP_WRITE) !== 0,
+      write: pw >= WRITE_BIT,
     };
   }
 
   setWrite(i: number, write: boolean): void {
-    this.flags[i] = write ? this.flags[i] | RMAP_WRITE : this.flags[i] & ~RMAP_WRITE;
+    const p = this.page[i] & PAGE_MASK;
+    this.page[i] = write ? (p | WRITE_BIT) >>> 0 : p;
   }
 
   /** Remove the entry (pfn, node, seg, page); returns it, or undefined if absent. */
   remove(pfn: number, node: number, seg: number, page: number): RmapEntry | undefined {
     const i = this.unlink(pfn, node, seg, page);
-    return i < 0 ? undefined : this.entry(i);
+    return i < 0 ? undefined : this.entry(i, pfn);
   }
 
   /** Remove the entry (pfn, node, seg, page) without building it; true if it was there. */
@@ -206,7 +211,7 @@ export class ReverseMap {
     if (pfn < 0 || pfn >= this.head.length) return -1;
     let prev = -1;
     for (let i = this.head[pfn]; i >= 0; prev = i, i = this.next[i]) {
-      if (this.node[i] === node && this.seg[i] === seg && this.page[i] === page) {
+      if (this.node[i] === node && this.seg[i] === seg && (this.page[i] & PAGE_MASK) === page) {
         if (prev < 0) this.head[pfn] = this.next[i];
         else this.next[prev] = this.next[i];
         this.next[i] = this.freeList;
@@ -223,7 +228,7 @@ export class ReverseMap {
     const out: RmapEntry[] = [];
     for (let pfn = 0; pfn < this.head.length; pfn++) {
       for (let i = this.head[pfn]; i >= 0; i = this.next[i]) {
-        const e = this.entry(i);
+        const e = this.entry(i, pfn);
         if (pred(e)) out.push(e);
       }
     }
@@ -248,22 +253,17 @@ export class ReverseMap {
 
   private grow(n: number): void {
     const old = this.cap;
-    const g = <T extends Int32Array | Uint32Array | Uint16Array | Uint8Array>(
-      a: T,
-      C: new (n: number) => T,
-    ): T => {
+    const g = <T extends Int32Array | Uint32Array | Uint16Array>(a: T, C: new (n: number) => T): T => {
       const b = new C(n);
       b.set(a);
       return b;
     };
-    this.pfn = g(this.pfn, Int32Array);
     this.next = g(this.next, Int32Array);
     this.seg = g(this.seg, Uint32Array);
     this.page = g(this.page, Uint32Array);
     this.apid = g(this.apid, Uint32Array);
     this.epoch = g(this.epoch, Uint32Array);
     this.node = g(this.node, Uint16Array);
-    this.flags = g(this.flags, Uint8Array);
     for (let i = n - 1; i >= old; i--) {
       this.next[i] = this.freeList;
       this.freeList = i;

@@ -117,6 +117,18 @@ export type RmapInvalidateResult =
 export interface RmapNotifierOps {
   invalidatePage(pfn: Pfn, reason: 'reclaim' | 'migrate' | 'clean'): Promise<RmapInvalidateResult>;
   /**
+   * Optional (additive): invalidatePage for a batch of pages in ONE call (reclaim calls it once per
+   * batch: kernel shrink / reclaimPages), with the same contract for every page of the batch: each
+   * page lock is held, each page has PG_external_rmap and its local mappings are already replaced.
+   * Returns one result per page, in order (a wrong length fails the whole batch). One deadline
+   * covers the call. A notifier without it gets one invalidatePage call per page, all started before
+   * any is awaited.
+   */
+  invalidatePages?(
+    pfns: readonly Pfn[],
+    reason: 'reclaim' | 'migrate' | 'clean',
+  ): Promise<readonly RmapInvalidateResult[]>;
+  /**
    * Optional (additive): true if the driver's reverse map currently holds `pfn`. Lets
    * `kernel.check()` verify "PG_external_rmap is set iff the driver's reverse map is non-empty".
    * Synchronous, side-effect free; called only from checks.
@@ -218,6 +230,13 @@ export interface KernelModuleApi {
    * `putPage` it. Throws EFAULT if no VMA covers the address, EACCES if the VMA forbids the access.
    */
   getUserPage(mm: MmHandle, address: number, opts: { write: boolean }): Promise<Pfn>;
+  /**
+   * Ranged getUserPage (`get_user_pages`): the `count` pages (1..1024, else EINVAL) from `address`,
+   * under one mmap read lock, each resolved and pinned as getUserPage does. Returns the frames of
+   * the run that succeeded from the first page (shorter than `count` if a later page failed: the
+   * caller `putPage`s every frame returned); throws what getUserPage would if the FIRST page fails.
+   */
+  getUserPages(mm: MmHandle, address: number, count: number, opts: { write: boolean }): Promise<Pfn[]>;
   /** Drop a reference taken by getUserPage or allocPage. */
   putPage(pfn: Pfn): void;
 
@@ -334,6 +353,19 @@ export interface KernelModuleApi {
    * The entry does not pin the page: reclaim/migration may unmap it (see RmapNotifierOps).
    */
   setDeviceEntry(mm: MmHandle, address: number, owner: number, mode: 'none' | 'readonly'): Promise<Pfn>;
+  /**
+   * Ranged setDeviceEntry for the `count` pages (1..1024, else EINVAL) from `address`, with ONE TLB
+   * shootdown for the whole range (a process of mm is waited for at most once, not once per page).
+   * Per page: its frame, or null where setDeviceEntry would have thrown EFAULT (nothing mapped) or
+   * EAGAIN (the PTE changed meanwhile); those pages are left as they were.
+   */
+  setDeviceEntries(
+    mm: MmHandle,
+    address: number,
+    count: number,
+    owner: number,
+    mode: 'none' | 'readonly',
+  ): Promise<Array<Pfn | null>>;
   /** Turn a device entry back into a normal PTE (writable if the VMA allows). No-op if none (also
    * when reclaim or migration already replaced the entry: a swap/migration entry or a fresh PTE). */
   clearDeviceEntry(mm: MmHandle, address: number): void;

@@ -18,7 +18,7 @@ import {
 } from './api.js';
 import { type CheckOptions, checkKernel } from './check.js';
 import { Kernel as KernelState, type Watermarks } from './kernel.js';
-import { type MigrateOutcome, migratePage } from './migrate.js';
+import { type MigrateOutcome, migratePage, migratePages } from './migrate.js';
 import { createModuleApi, pageInfoOf } from './module-api.js';
 import { PhysMem } from './page.js';
 import { KIND_DEVICE, KIND_NORMAL, pteKind, ptePfn, walk } from './pagetable.js';
@@ -91,6 +91,8 @@ export interface Kernel {
   shrink(nrPages: number, limits?: ShrinkLimits): Promise<ShrinkResult>;
   /** Move a page to another frame; the new pfn, or why not. */
   migratePage(pfn: Pfn): Promise<Pfn | MigrateOutcome>;
+  /** Migrate several pages with one rmap-notifier dispatch for the batch; per page as migratePage. */
+  migratePages(pfns: readonly Pfn[]): Promise<Array<Pfn | MigrateOutcome>>;
   /** page_mkclean on one page (takes and releases the page lock). */
   pageMkclean(pfn: Pfn): Promise<{ dirty: boolean; clean: boolean }>;
   /** The frame mapped at vaddr in pid (normal or device entry), or undefined. */
@@ -154,6 +156,10 @@ class InstanceKernel implements Kernel {
 
   migratePage(pfn: Pfn): Promise<Pfn | MigrateOutcome> {
     return migratePage(this.k, pfn);
+  }
+
+  migratePages(pfns: readonly Pfn[]): Promise<Array<Pfn | MigrateOutcome>> {
+    return migratePages(this.k, pfns);
   }
 
   async pageMkclean(pfn: Pfn): Promise<{ dirty: boolean; clean: boolean }> {

@@ -24,20 +24,78 @@ import {
   pteKind,
   walk,
 } from './pagetable.js';
-import { type ReclaimOutcome, restoreUnmapped, tryToUnmap, unevictableReason } from './reclaim.js';
+import {
+  type ReclaimOutcome,
+  restoreUnmapped,
+  tryToUnmap,
+  type UnmappedEntry,
+  unevictableReason,
+} from './reclaim.js';
+import type { RmapOutcome } from './rmap-notifier.js';
 
 export type MigrateOutcome =
   | Exclude<ReclaimOutcome, 'reclaimed' | 'referenced' | 'no_swap' | 'io_error'>
   | 'nomem';
 
 export async function migratePage(k: Kernel, pfn: Pfn): Promise<Pfn | MigrateOutcome> {
-  const r = await migrateInner(k, pfn);
-  if (typeof r === 'number') k.stats.migrated++;
-  else k.stats.migrateFailed++;
+  const c = await migrateStart(k, pfn);
+  let r: Pfn | MigrateOutcome;
+  if (typeof c === 'string') r = c;
+  else {
+    const res = k.phys.testFlag(pfn, PG_external_rmap)
+      ? await k.rmapNotifiers.invalidatePage(pfn, 'migrate')
+      : undefined;
+    r = await migrateFinish(k, c, res);
+  }
+  count(k, r);
   return r;
 }
 
-async function migrateInner(k: Kernel, pfn: Pfn): Promise<Pfn | MigrateOutcome> {
+/**
+ * Migrate a batch of pages with ONE rmap-notifier dispatch for all of them (invalidatePages): each
+ * page is locked and unmapped (migration entries in place) first, then the exported ones go to the
+ * notifiers together, then each is copied and remapped, or restored if its outcome failed. Per page
+ * the order is migratePage's; only the notifier calls are merged. Page locks are only TRIED.
+ */
+export async function migratePages(k: Kernel, pfns: readonly Pfn[]): Promise<Array<Pfn | MigrateOutcome>> {
+  const started = await Promise.all(pfns.map((pfn) => migrateStart(k, pfn)));
+  const exported: Pfn[] = [];
+  for (const c of started) {
+    if (typeof c !== 'string' && k.phys.testFlag(c.pfn, PG_external_rmap)) exported.push(c.pfn);
+  }
+  const results = new Map<Pfn, RmapOutcome>();
+  if (exported.length > 0) {
+    const rs = await k.rmapNotifiers.invalidatePages(exported, 'migrate');
+    for (let i = 0; i < exported.length; i++) results.set(exported[i], rs[i]);
+  }
+  const out = await Promise.all(
+    started.map((c) => (typeof c === 'string' ? c : migrateFinish(k, c, results.get(c.pfn)))),
+  );
+  for (const r of out) count(k, r);
+  return out;
+}
+
+function count(k: Kernel, r: Pfn | MigrateOutcome): void {
+  if (typeof r === 'number') k.stats.migrated++;
+  else k.stats.migrateFailed++;
+}
+
+/** A page migrateStart locked, pinned and unmapped, with its new frame (locked, pinned). */
+interface Moving {
+  pfn: Pfn;
+  np: Pfn;
+  unmapped: UnmappedEntry[];
+}
+
+function migrateRelease(k: Kernel, pfn: Pfn, np: Pfn): void {
+  const ph = k.phys;
+  ph.unlockPage(np);
+  k.unpin(np); // the allocation reference; the new PTEs hold their own
+  ph.unlockPage(pfn);
+  k.unpin(pfn);
+}
+
+async function migrateStart(k: Kernel, pfn: Pfn): Promise<Moving | MigrateOutcome> {
   const ph = k.phys;
   k.checkPfn(pfn);
   const why = unevictableReason(k, pfn);
@@ -54,17 +112,34 @@ async function migrateInner(k: Kernel, pfn: Pfn): Promise<Pfn | MigrateOutcome> 
   // The allocation reference is accounted as a pin, so check({ quiescent: false }) stays exact while
   // the migration awaits (notifiers, shootdown).
   k.pins.set(np, (k.pins.get(np) ?? 0) + 1);
+  let held = false;
   try {
-    const migPte = mkMigrationPte(pfn);
-    const unmapped = await tryToUnmap(k, pfn, migPte, 'migrate', true);
+    const unmapped = await tryToUnmap(k, pfn, mkMigrationPte(pfn), 'migrate', true);
     if (unmapped === 'again') return 'again';
+    held = true;
+    return { pfn, np, unmapped };
+  } finally {
+    if (!held) migrateRelease(k, pfn, np);
+  }
+}
+
+async function migrateFinish(
+  k: Kernel,
+  c: Moving,
+  res: RmapOutcome | undefined,
+): Promise<Pfn | MigrateOutcome> {
+  const ph = k.phys;
+  const { pfn, np, unmapped } = c;
+  const migPte = mkMigrationPte(pfn);
+  try {
     if (ph.testFlag(pfn, PG_external_rmap)) {
-      const res = await k.rmapNotifiers.invalidatePage(pfn, 'migrate');
-      if (!res.ok) {
+      // the flag only changes under the page lock, which we hold: `res` is this page's outcome
+      const r = res ?? (await k.rmapNotifiers.invalidatePage(pfn, 'migrate'));
+      if (!r.ok) {
         restoreUnmapped(k, pfn, unmapped, () => {});
         return 'external_failed';
       }
-      if (res.dirty) ph.setFlag(pfn, PG_dirty);
+      if (r.dirty) ph.setFlag(pfn, PG_dirty);
       ph.clearFlag(pfn, PG_external_rmap);
     }
     ph.copyFrame(pfn, np);
@@ -91,9 +166,6 @@ async function migrateInner(k: Kernel, pfn: Pfn): Promise<Pfn | MigrateOutcome> 
     k.lruAdd(np);
     return np;
   } finally {
-    ph.unlockPage(np);
-    k.unpin(np); // the allocation reference; the new PTEs hold their own
-    ph.unlockPage(pfn);
-    k.unpin(pfn);
+    migrateRelease(k, pfn, np);
   }
 }

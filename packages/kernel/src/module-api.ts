@@ -56,6 +56,9 @@ import {
 import { doMmap, doMunmapDriver, dropDeviceEntry, zapPteRange } from './syscalls.js';
 import { shootdown } from './tlb.js';
 
+/** Pages one ranged call (getUserPages, setDeviceEntries) may cover. */
+export const MAX_RANGE_PAGES = 1024;
+
 export function pageInfoOf(k: Kernel, pfn: Pfn): PageInfo {
   k.checkPfn(pfn);
   return {
@@ -101,6 +104,79 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     dropDeviceEntry(k, pfn);
   };
 
+  /**
+   * getUserPage's work for one page, the mmap read lock held by the caller: resolve the page as a
+   * fault would and pin it.
+   */
+  const gupOne = async (mm: ReturnType<Kernel['mmOf']>, va: number, write: boolean): Promise<Pfn> => {
+    for (let attempt = 0; attempt < 64; attempt++) {
+      if (mm.exiting) throw new KernelError('ESRCH', 'address space is exiting');
+      const vma = mm.findVma(va);
+      if (!vma || vma.driver) throw new KernelError('EFAULT', `no ordinary VMA at 0x${va.toString(16)}`);
+      if (!protAllows(vma.prot, write)) throw new KernelError('EACCES', 'VMA protection forbids the access');
+      const pi = pteIndex(ph, mm, va, false);
+      const pte = pi >= 0 ? Atomics.load(words, pi) : 0;
+      if (pte & PTE_PRESENT && (!write || pte & PTE_WRITE) && pteKind(pte) === KIND_NORMAL) {
+        const pfn = ptePfn(pte);
+        k.pin(pfn);
+        if (write) ph.setFlag(pfn, PG_dirty);
+        return pfn;
+      }
+      if (pte & PTE_PRESENT && !write && pteKind(pte) === KIND_DEVICE) {
+        const pfn = ptePfn(pte);
+        k.pin(pfn);
+        return pfn;
+      }
+      await faultAnon(k, mm, vma, va, write);
+    }
+    throw new KernelError('EAGAIN', 'getUserPage: fault did not settle');
+  };
+
+  /**
+   * setDeviceEntry's page-table change for one page, without the shootdown: the present PTE (or
+   * device entry) at `va` becomes a device entry of `owner`. Returns its frame, or throws EFAULT
+   * (nothing mapped) / EAGAIN (the PTE changed under us).
+   */
+  const setDevicePte = (
+    mm: ReturnType<Kernel['mmOf']>,
+    va: number,
+    owner: number,
+    mode: 'none' | 'readonly',
+  ) => {
+    const vma = mm.findVma(va);
+    if (!vma || vma.driver) throw new KernelError('EFAULT', 'no ordinary VMA there');
+    const pi = pteIndex(ph, mm, va, false);
+    let pte = pi >= 0 ? Atomics.load(words, pi) : 0;
+    const kind = pteKind(pte);
+    if (
+      pte === 0 ||
+      (kind !== KIND_NORMAL && kind !== KIND_DEVICE) ||
+      (kind === KIND_NORMAL && !(pte & PTE_PRESENT))
+    ) {
+      throw new KernelError('EFAULT', `nothing mapped at 0x${va.toString(16)}`);
+    }
+    const pfn = ptePfn(pte);
+    const want = mkDevicePte(pfn, mode === 'readonly');
+    for (;;) {
+      const prev = Atomics.compareExchange(words, pi, pte, want);
+      if (prev === pte) break;
+      if (ptePfn(prev) !== pfn || pteKind(prev) !== kind) throw new KernelError('EAGAIN', 'PTE changed');
+      pte = prev;
+    }
+    if (pte & PTE_DIRTY) ph.setFlag(pfn, PG_dirty);
+    if (kind === KIND_NORMAL) {
+      k.deviceEntries.set(pfn, (k.deviceEntries.get(pfn) ?? 0) + 1);
+      ph.setFlag(pfn, PG_device);
+    }
+    ph.setPrivate(pfn, owner);
+    return pfn;
+  };
+
+  const checkDevice = (owner: number, mode: string) => {
+    if (!k.devices.has(owner)) throw new KernelError('EINVAL', `unknown device ${owner}`);
+    if (mode !== 'none' && mode !== 'readonly') throw new KernelError('EINVAL', `bad mode ${String(mode)}`);
+  };
+
   const api: KernelModuleApi = {
     pageSize: PAGE_SIZE,
     name: k.name,
@@ -125,28 +201,30 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       const va = address - (address % PAGE_SIZE);
       const unlock = mm.lock.tryRead() ?? (await mm.lock.read(k.timeouts.lockTimeoutMs));
       try {
-        for (let attempt = 0; attempt < 64; attempt++) {
-          if (mm.exiting) throw new KernelError('ESRCH', 'address space is exiting');
-          const vma = mm.findVma(va);
-          if (!vma || vma.driver) throw new KernelError('EFAULT', `no ordinary VMA at 0x${va.toString(16)}`);
-          if (!protAllows(vma.prot, write))
-            throw new KernelError('EACCES', 'VMA protection forbids the access');
-          const pi = pteIndex(ph, mm, va, false);
-          const pte = pi >= 0 ? Atomics.load(words, pi) : 0;
-          if (pte & PTE_PRESENT && (!write || pte & PTE_WRITE) && pteKind(pte) === KIND_NORMAL) {
-            const pfn = ptePfn(pte);
-            k.pin(pfn);
-            if (write) ph.setFlag(pfn, PG_dirty);
-            return pfn;
+        return await gupOne(mm, va, write);
+      } finally {
+        unlock();
+      }
+    },
+
+    async getUserPages(mmH, address, count, { write }) {
+      const mm = k.mmOf(mmH);
+      if (!Number.isInteger(count) || count < 1 || count > MAX_RANGE_PAGES)
+        throw new KernelError('EINVAL', `getUserPages: count ${String(count)}`);
+      const va = address - (address % PAGE_SIZE);
+      // one mmap read lock for the range (Linux takes mmap_lock once for a GUP range)
+      const unlock = mm.lock.tryRead() ?? (await mm.lock.read(k.timeouts.lockTimeoutMs));
+      const out: Pfn[] = [];
+      try {
+        for (let i = 0; i < count; i++) {
+          try {
+            out.push(await gupOne(mm, va + i * PAGE_SIZE, write));
+          } catch (e) {
+            if (i === 0) throw e;
+            break; // the pages pinned so far are the result (Linux: a short count)
           }
-          if (pte & PTE_PRESENT && !write && pteKind(pte) === KIND_DEVICE) {
-            const pfn = ptePfn(pte);
-            k.pin(pfn);
-            return pfn;
-          }
-          await faultAnon(k, mm, vma, va, write);
         }
-        throw new KernelError('EAGAIN', 'getUserPage: fault did not settle');
+        return out;
       } finally {
         unlock();
       }
@@ -352,38 +430,41 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
 
     async setDeviceEntry(mmH, address, owner, mode) {
       const mm = k.mmOf(mmH);
-      if (!k.devices.has(owner)) throw new KernelError('EINVAL', `unknown device ${owner}`);
-      if (mode !== 'none' && mode !== 'readonly') throw new KernelError('EINVAL', `bad mode ${String(mode)}`);
-      const va = address - (address % PAGE_SIZE);
-      const vma = mm.findVma(va);
-      if (!vma || vma.driver) throw new KernelError('EFAULT', 'no ordinary VMA there');
-      const pi = pteIndex(ph, mm, va, false);
-      let pte = pi >= 0 ? Atomics.load(words, pi) : 0;
-      const kind = pteKind(pte);
-      if (
-        pte === 0 ||
-        (kind !== KIND_NORMAL && kind !== KIND_DEVICE) ||
-        (kind === KIND_NORMAL && !(pte & PTE_PRESENT))
-      ) {
-        throw new KernelError('EFAULT', `nothing mapped at 0x${va.toString(16)}`);
-      }
-      const pfn = ptePfn(pte);
-      const want = mkDevicePte(pfn, mode === 'readonly');
-      for (;;) {
-        const prev = Atomics.compareExchange(words, pi, pte, want);
-        if (prev === pte) break;
-        if (ptePfn(prev) !== pfn || pteKind(prev) !== kind) throw new KernelError('EAGAIN', 'PTE changed');
-        pte = prev;
-      }
-      if (pte & PTE_DIRTY) ph.setFlag(pfn, PG_dirty);
-      if (kind === KIND_NORMAL) {
-        k.deviceEntries.set(pfn, (k.deviceEntries.get(pfn) ?? 0) + 1);
-        ph.setFlag(pfn, PG_device);
-      }
-      ph.setPrivate(pfn, owner);
+      checkDevice(owner, mode);
+      const pfn = setDevicePte(mm, address - (address % PAGE_SIZE), owner, mode);
       const flushed = shootdown(k, [mm]);
       if (flushed) await flushed;
       return pfn;
+    },
+
+    async setDeviceEntries(mmH, address, count, owner, mode) {
+      const mm = k.mmOf(mmH);
+      checkDevice(owner, mode);
+      if (!Number.isInteger(count) || count < 1 || count > MAX_RANGE_PAGES)
+        throw new KernelError('EINVAL', `setDeviceEntries: count ${String(count)}`);
+      const va = address - (address % PAGE_SIZE);
+      const out: Array<Pfn | null> = [];
+      let changed = 0;
+      for (let i = 0; i < count; i++) {
+        try {
+          out.push(setDevicePte(mm, va + i * PAGE_SIZE, owner, mode));
+          changed++;
+        } catch (e) {
+          const c = (e as { code?: string }).code;
+          if (c !== 'EFAULT' && c !== 'EAGAIN') throw e;
+          out.push(null);
+        }
+      }
+      // ONE shootdown for the whole range (flush_tlb_range), after the last PTE changed and before
+      // we return. Enough for every page: it waits for every access window of the mm open at this
+      // moment, and any access that could have read an old entry of ANY page of the range opened
+      // before that page's change, hence before now, and is either closed already or waited for.
+      // (tlb.test.ts / driver-api.test.ts: the call does not resolve while a window is open.)
+      if (changed > 0) {
+        const flushed = shootdown(k, [mm]);
+        if (flushed) await flushed;
+      }
+      return out;
     },
 
     clearDeviceEntry(mmH, address) {

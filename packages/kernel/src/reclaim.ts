@@ -51,6 +51,7 @@ import {
   ptePfn,
   walk,
 } from './pagetable.js';
+import type { RmapOutcome } from './rmap-notifier.js';
 import { dropDeviceEntry } from './syscalls.js';
 import { flushTlb } from './tlb.js';
 
@@ -255,16 +256,78 @@ export async function reclaimPage(
   pfn: Pfn,
   opts: { force: boolean; blockable: boolean },
 ): Promise<ReclaimOutcome> {
-  const o = await reclaimPageInner(k, pfn, opts);
+  const c = await reclaimStart(k, pfn, opts);
+  let o: ReclaimOutcome;
+  if (typeof c === 'string') o = c;
+  else {
+    const res = k.phys.testFlag(pfn, PG_external_rmap)
+      ? await k.rmapNotifiers.invalidatePage(pfn, 'reclaim')
+      : undefined;
+    o = await reclaimFinish(k, c, res);
+  }
   k.stats.reclaim[o] = (k.stats.reclaim[o] ?? 0) + 1;
   return o;
 }
 
-async function reclaimPageInner(
+/**
+ * Reclaim a batch of pages with ONE rmap-notifier dispatch for all of them (the multi-page
+ * `invalidatePages`, as mainline calls notifiers once per range): every page is locked, unmapped
+ * locally (swap entries in place) and held; then the exported ones go to the rmap notifiers in one
+ * call; then each page is written out and freed, or restored if its notifier outcome failed.
+ * Per page this is exactly reclaimPage's order (local unmap, then rmap notifiers with the page lock
+ * held, then write-out): only the notifier calls of the batch are merged. Page locks are only ever
+ * TRIED here ('busy' otherwise), so holding several at once cannot deadlock with another reclaimer.
+ */
+export async function reclaimPages(
+  k: Kernel,
+  pfns: readonly Pfn[],
+  opts: { force: boolean; blockable: boolean },
+): Promise<ReclaimOutcome[]> {
+  const started = await Promise.all(pfns.map((pfn) => reclaimStart(k, pfn, opts)));
+  const exported: Pfn[] = [];
+  for (const c of started) {
+    if (typeof c !== 'string' && k.phys.testFlag(c.pfn, PG_external_rmap)) exported.push(c.pfn);
+  }
+  const results = new Map<Pfn, RmapOutcome>();
+  if (exported.length > 0) {
+    const rs = await k.rmapNotifiers.invalidatePages(exported, 'reclaim');
+    for (let i = 0; i < exported.length; i++) results.set(exported[i], rs[i]);
+  }
+  const out = await Promise.all(
+    started.map((c) => (typeof c === 'string' ? c : reclaimFinish(k, c, results.get(c.pfn)))),
+  );
+  for (const o of out) k.stats.reclaim[o] = (k.stats.reclaim[o] ?? 0) + 1;
+  return out;
+}
+
+/** A page reclaimStart locked, pinned, put in the swap cache and unmapped locally. */
+interface Unmapped {
+  pfn: Pfn;
+  slot: number;
+  unmapped: UnmappedEntry[];
+}
+
+/** Drop what reclaimStart took: the swap-cache slot, the page lock, the pin. */
+function reclaimRelease(k: Kernel, pfn: Pfn, slot: number): void {
+  const ph = k.phys;
+  if (slot >= 0) {
+    k.swapCache.delete(slot);
+    ph.clearFlag(pfn, PG_swapcache);
+    k.swap!.unreserve(slot);
+  }
+  ph.unlockPage(pfn);
+  k.unpin(pfn);
+}
+
+/**
+ * First half of a swap-out: trylock, pin, young check, swap slot, tryToUnmap. Returns an outcome
+ * (everything released again) or the unmapped page, still locked and pinned, for reclaimFinish.
+ */
+async function reclaimStart(
   k: Kernel,
   pfn: Pfn,
   opts: { force: boolean; blockable: boolean },
-): Promise<ReclaimOutcome> {
+): Promise<ReclaimOutcome | Unmapped> {
   const ph = k.phys;
   k.checkPfn(pfn);
   const why = unevictableReason(k, pfn);
@@ -274,6 +337,7 @@ async function reclaimPageInner(
   if (!ph.trylockPage(pfn)) return 'busy';
   k.pin(pfn);
   let slot = -1;
+  let held = false;
   try {
     if (!opts.force && pageReferenced(k, pfn)) {
       k.lru.delete(pfn);
@@ -288,19 +352,37 @@ async function reclaimPageInner(
     // Each swap entry takes its slot reference in the same synchronous section that writes it.
     const unmapped = await tryToUnmap(k, pfn, swapPte, 'reclaim', opts.blockable, () => swap.get(slot));
     if (unmapped === 'again') return 'again';
+    held = true;
+    return { pfn, slot, unmapped };
+  } finally {
+    if (!held) reclaimRelease(k, pfn, slot);
+  }
+}
+
+/**
+ * Second half: given the rmap notifiers' outcome for the page (when it has PG_external_rmap), keep
+ * it (restore the PTEs) or write it out and free it. Always releases what reclaimStart took.
+ */
+async function reclaimFinish(k: Kernel, c: Unmapped, res: RmapOutcome | undefined): Promise<ReclaimOutcome> {
+  const ph = k.phys;
+  const swap = k.swap!;
+  const { pfn, slot, unmapped } = c;
+  try {
     const abort = async (): Promise<void> => {
       restoreUnmapped(k, pfn, unmapped, () => swap.put(slot));
       // fork may have copied a swap entry meanwhile: give that copy valid data.
       if (swap.ref(slot) > 0) await swap.write(slot, ph.frameBytes(pfn).slice());
     };
     if (ph.testFlag(pfn, PG_external_rmap)) {
-      const res = await k.rmapNotifiers.invalidatePage(pfn, 'reclaim');
-      if (!res.ok) {
+      // the flag only changes under the page lock, which we hold: it was set when the batch was
+      // dispatched, so `res` is this page's outcome (a caller without one asks now)
+      const r = res ?? (await k.rmapNotifiers.invalidatePage(pfn, 'reclaim'));
+      if (!r.ok) {
         await abort();
-        k.logger.debug({ pfn, failures: res.failures }, 'reclaim: rmap notifier failed, page kept');
+        k.logger.debug({ pfn, failures: r.failures }, 'reclaim: rmap notifier failed, page kept');
         return 'external_failed';
       }
-      if (res.dirty) ph.setFlag(pfn, PG_dirty);
+      if (r.dirty) ph.setFlag(pfn, PG_dirty);
       ph.clearFlag(pfn, PG_external_rmap);
     }
     if (swap.ref(slot) > 0) {
@@ -322,13 +404,7 @@ async function reclaimPageInner(
     ph.clearFlag(pfn, PG_dirty | PG_referenced);
     return 'reclaimed';
   } finally {
-    if (slot >= 0) {
-      k.swapCache.delete(slot);
-      ph.clearFlag(pfn, PG_swapcache);
-      swap.unreserve(slot);
-    }
-    ph.unlockPage(pfn);
-    k.unpin(pfn);
+    reclaimRelease(k, pfn, slot);
   }
 }
 
@@ -346,7 +422,10 @@ export interface ShrinkResult {
 export interface ShrinkLimits {
   /** No new page is started once this many ms have passed (a page in flight completes). */
   budgetMs?: number;
-  /** Pages reclaimed at once (1..64, default 1): independent pages, each under its own page lock. */
+  /**
+   * Pages reclaimed at once, as one batch (1..64, default 1): each under its own page lock, their
+   * rmap notifiers called once for the batch (reclaimPages).
+   */
   concurrency?: number;
 }
 
@@ -354,9 +433,9 @@ export const MAX_SHRINK_CONCURRENCY = 64;
 
 /**
  * Reclaim up to `nr` pages from the LRU (oldest first, young pages get a second chance), looking at
- * no more than 2 × the LRU size + 8 pages, within `limits.budgetMs`, with up to `limits.concurrency`
- * pages in flight (each page's swap-out waits for its notifiers and acks; several pages overlap
- * those waits the way several reclaiming threads would).
+ * no more than 2 × the LRU size + 8 pages, within `limits.budgetMs`, in batches of up to
+ * `limits.concurrency` pages (reclaimPages: the batch's swap-outs overlap, and their rmap notifiers
+ * are called once for the batch, so remote invalidations go out per batch, not per page).
  */
 export async function shrink(
   k: Kernel,
@@ -392,8 +471,8 @@ export async function shrink(
         }
         const pfn = n.value;
         if (inFlight.has(pfn)) {
-          // The scan came round to a page another worker of this call holds: skip it; if only such
-          // pages are left, this worker ends (the others go on when their page is done).
+          // The scan came round to a page of the batch being gathered: skip it; if only such pages
+          // are left, the batch is complete.
           if (++skipped > inFlight.size) return null;
           continue;
         }
@@ -404,21 +483,29 @@ export async function shrink(
       }
     }
   };
-  const worker = async (): Promise<void> => {
-    for (let pfn = take(); pfn !== null; pfn = take()) {
+  // Pages are taken `width` at a time and reclaimed as one batch (reclaimPages: one rmap-notifier
+  // dispatch for the batch, so a driver can send one invalidation per mapper per batch).
+  for (;;) {
+    const batch: Pfn[] = [];
+    while (batch.length < width) {
+      const pfn = take();
+      if (pfn === null) break;
       inFlight.add(pfn);
-      let o: ReclaimOutcome;
-      try {
-        o = await reclaimPage(k, pfn, { force: false, blockable });
-      } finally {
-        inFlight.delete(pfn);
-      }
+      batch.push(pfn);
+    }
+    if (batch.length === 0) break;
+    let outcomes: ReclaimOutcome[];
+    try {
+      outcomes = await reclaimPages(k, batch, { force: false, blockable });
+    } finally {
+      for (const pfn of batch) inFlight.delete(pfn);
+    }
+    for (const o of outcomes) {
       res.outcomes[o] = (res.outcomes[o] ?? 0) + 1;
       if (o === 'reclaimed') res.reclaimed++;
     }
-  };
-  await Promise.all(Array.from({ length: width }, worker));
-  // Every worker has left take() for good, so either nr pages were reclaimed or `stop` says why not.
+  }
+  // take() returned null for good, so either nr pages were reclaimed or `stop` says why not.
   res.stoppedBy = res.reclaimed >= nr ? 'done' : (stop ?? 'done');
   return res;
 }

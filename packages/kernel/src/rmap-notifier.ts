@@ -8,7 +8,7 @@
  * by a deadline; a missed deadline counts as failure. The outcome is success only if every
  * notifier reported success; only then may the caller clear PG_external_rmap.
  */
-import { KernelError, type Pfn, type RmapNotifierOps } from './api.js';
+import { KernelError, type Pfn, type RmapInvalidateResult, type RmapNotifierOps } from './api.js';
 import { PG_locked, type PhysMem } from './page.js';
 import { NotifierList, withDeadline } from './srcu.js';
 
@@ -68,6 +68,92 @@ export class RmapNotifiers {
       }
     }
     if (!out.ok) this.failures++;
+    return out;
+  }
+
+  /**
+   * invalidatePage for a batch (the caller holds every page lock): each notifier is called once for
+   * the whole batch when it has invalidatePages, else once per page; every call is started before any
+   * is awaited, each under the deadline. Outcome per page, in order: ok only if every notifier
+   * reported ok for that page.
+   */
+  async invalidatePages(
+    pfns: readonly Pfn[],
+    reason: 'reclaim' | 'migrate' | 'clean',
+  ): Promise<RmapOutcome[]> {
+    for (const pfn of pfns) {
+      if (!this.phys.testFlag(pfn, PG_locked)) {
+        throw new KernelError('EPERM', `rmap notifier dispatch for pfn ${pfn} without the page lock`);
+      }
+    }
+    const out: RmapOutcome[] = pfns.map(() => ({ ok: true, dirty: false, failures: [] }));
+    const fail = (i: number, why: string) => {
+      out[i].ok = false;
+      out[i].failures.push(why);
+    };
+    const apply = (i: number, r: PromiseSettledResult<RmapInvalidateResult | 'deadline'>) => {
+      if (r.status === 'rejected') fail(i, `threw: ${String(r.reason)}`);
+      else if (r.value === 'deadline') fail(i, 'deadline');
+      else if (!r.value.ok) fail(i, r.value.reason);
+      else if (r.value.dirty) out[i].dirty = true;
+    };
+    const calls: Array<Promise<void>> = [];
+    for (const reg of this.list.live()) {
+      if (reg.ops.invalidatePages) {
+        this.calls++;
+        const batch = pfns.slice();
+        let p: Promise<readonly RmapInvalidateResult[] | 'deadline'>;
+        try {
+          p = withDeadline(
+            Promise.resolve(reg.call('invalidatePages', (ops) => ops.invalidatePages!(batch, reason))),
+            this.timeoutMs,
+          );
+        } catch (e) {
+          p = Promise.reject(e);
+        }
+        calls.push(
+          p.then(
+            (rs) => {
+              if (rs === 'deadline') {
+                this.deadlines++;
+                for (let i = 0; i < pfns.length; i++) fail(i, 'deadline');
+              } else if (!Array.isArray(rs) || rs.length !== pfns.length) {
+                for (let i = 0; i < pfns.length; i++) fail(i, 'invalidatePages: wrong number of results');
+              } else {
+                for (let i = 0; i < pfns.length; i++) apply(i, { status: 'fulfilled', value: rs[i] });
+              }
+            },
+            (e) => {
+              for (let i = 0; i < pfns.length; i++) fail(i, `threw: ${String(e)}`);
+            },
+          ),
+        );
+      } else {
+        for (let i = 0; i < pfns.length; i++) {
+          this.calls++;
+          let p: Promise<RmapInvalidateResult | 'deadline'>;
+          try {
+            p = withDeadline(
+              Promise.resolve(reg.call('invalidatePage', (ops) => ops.invalidatePage(pfns[i], reason))),
+              this.timeoutMs,
+            );
+          } catch (e) {
+            p = Promise.reject(e);
+          }
+          calls.push(
+            p.then(
+              (v) => {
+                if (v === 'deadline') this.deadlines++;
+                apply(i, { status: 'fulfilled', value: v });
+              },
+              (e) => apply(i, { status: 'rejected', reason: e }),
+            ),
+          );
+        }
+      }
+    }
+    await Promise.all(calls);
+    for (const o of out) if (!o.ok) this.failures++;
     return out;
   }
 

@@ -1,32 +1,52 @@
 /**
- * Driver benchmarks (figures, not pass/fail), each against raw `ws` measured in the same run and the
- * same process placement. Real kernels, the xpmem driver, the ws PeerNetwork on 127.0.0.1.
- * Prints BENCH lines (scripts/bench.mjs). BENCH_QUICK=1 for a short run.
+ * Driver benchmarks (figures, not pass/fail). Every figure is a ratio against a baseline measured in
+ * the same run with the same placement, and the whole measurement is repeated ROUNDS times with the
+ * baseline and the driver path alternating: a figure is the median over rounds of the per-round value.
+ * Prints BENCH lines (scripts/bench.mjs). BENCH_QUICK=1 for a short run; BENCH_RECLAIM_PAGES sets the
+ * reclaim size (default 100,000).
  *
- *   remote-read-fault p50/p99   read32 of an unmapped remote page, prefault 1 (fault → map → map-ok →
- *                               install → retry), vs a raw ws round trip with a 4 KiB reply
- *   map-round-trip p50/p99      the map request/reply alone (driver 'message' latency)
- *   protocol-map-4k-rtt         the same request/reply through the protocol with a canned handler
- *                               (no kernel, no driver): what the link itself costs
- *   remote-read-fault-prefault64 one fault that brings 64 pages (map of 64 pages)
- *   invalidate-ack p50          home write to a page one remote reads: invalidate → ack (driver
- *                               'invalidated' event) vs a raw ws 32 B round trip
- *   invalidate-fanout-8 p50     the same with 8 remote readers vs 1
- *   invalidate-1024-pages p50   mprotect of a 1024-page range one remote holds vs 1 page
- *   rmap-bytes-per-entry        bytes of the reverse map / entries at 131,072 entries
+ * Placements (suffix of every name): `2proc` = every instance in its own process, as deployed (the
+ * raw echo server too); `1proc` = every instance (and the echo server) in this one process.
+ *
+ * Baselines (raw.ts: no kernel, no driver, no protocol):
+ *   hop-chain        worker traps (Atomics word + postMessage) → main → raw ws 32 B request, 4 KiB
+ *                    reply → copy into shared memory → worker woken. Timed in the worker.
+ *   inval-chain      raw ws 32 B round trip whose server interrupts one worker thread once (Atomics
+ *                    notify and back) before it replies. Timed at the main thread.
+ * Driver paths:
+ *   remote-read-fault     first read32 of a remote page (prefault 1), timed in the faulting process's
+ *                         own thread (programs.ts), vs hop-chain
+ *   map-1-page / map-64-pages   the map request → map-ok round trip of a 1-page and a 64-page fault
+ *                         (driver 'message' latency; prefault 64 for the latter)
+ *   invalidate-ack-N      a home process writes a page N remotes read: invalidate → every ack, at the
+ *                         home (driver 'invalidated' event), vs inval-chain; fan-out 8 vs 1
+ *   invalidate-1024-page-range  mprotect of a 1024-page range one remote holds vs a 1-page range
+ *   reclaim-*             kernel shrink of N exported pages that 2 remotes map vs N plain pages
+ *   rmap-bytes-per-entry  reverse-map bytes per (page, mapper) entry at 131,072 entries
+ * `*-cpu` figures: process CPU time (user + system, every thread) of BOTH ends per operation,
+ * which is far less noisy than wall time on a shared VM.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import * as instance from '@xpmesh/kernel';
-import { PAGE_SIZE } from '@xpmesh/kernel';
-import { createWsPeerNetwork, type TransportPeerNetwork } from '@xpmesh/protocol';
-import WebSocket, { WebSocketServer } from 'ws';
-import { createXpmemDriver, type MessageEvent, ReverseMap, type XpmemDriver } from '../index.js';
+import { ReverseMap } from '../index.js';
+import {
+  cpuNow,
+  type Inst,
+  type InstanceOptions,
+  LocalInstance,
+  PAGE,
+  PROGRAMS,
+  RemoteInstance,
+} from './instance.js';
+import { profileStart, profileStop } from './profile.js';
+import { RawClient, startRawServer, WAKE_THEN_32 } from './raw.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
-const KEY = 'bench-cluster-key-0123456789abcdef';
+/** A directory: CPU profiles (main threads, both ends) of the first separate-process fault round. */
+const PROFILE = process.env.BENCH_PROFILE;
+const ROUNDS = QUICK ? 2 : 5;
+type Placement = '1proc' | '2proc';
+const PLACEMENTS: Placement[] = ['2proc', '1proc'];
 
 function bench(name: string, value: number, unit: string, baseline: number | null = null) {
   const ratio = baseline ? Number((value / baseline).toFixed(3)) : null;
@@ -36,277 +56,314 @@ function bench(name: string, value: number, unit: string, baseline: number | nul
 }
 const pct = (xs: number[], q: number) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * q))];
+const median = (xs: number[]) => pct(xs, 0.5);
 
-async function rawWs(replyBytes: number, n: number): Promise<number[]> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
-  await new Promise((r) => wss.once('listening', r));
-  const reply = new Uint8Array(replyBytes);
-  wss.on('connection', (s) => s.on('message', () => s.send(reply, { binary: true })));
-  const port = (wss.address() as { port: number }).port;
-  const ws = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false });
-  await new Promise((r) => ws.once('open', r));
-  let waiter: (() => void) | undefined;
-  ws.on('message', () => waiter?.());
-  const req = new Uint8Array(32);
-  const rt = () =>
-    new Promise<void>((r) => {
-      waiter = r;
-      ws.send(req, { binary: true });
-    });
-  for (let i = 0; i < 200; i++) await rt();
-  const lat: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    await rt();
-    lat.push((performance.now() - t) * 1000);
+/** Per-round values of several figures; median over rounds at the end. */
+class Rounds {
+  private readonly v = new Map<string, number[]>();
+  add(name: string, x: number) {
+    if (!this.v.has(name)) this.v.set(name, []);
+    this.v.get(name)!.push(x);
   }
-  ws.close();
-  await new Promise((r) => wss.close(r));
-  return lat;
+  get(name: string): number {
+    return median(this.v.get(name) ?? [Number.NaN]);
+  }
 }
 
-interface Node {
-  name: string;
-  kernel: instance.Kernel;
-  driver: XpmemDriver;
-  net: TransportPeerNetwork;
+async function spawnInst(pl: Placement, o: InstanceOptions): Promise<Inst> {
+  return pl === '1proc' ? LocalInstance.create(o) : RemoteInstance.spawn(o.name, o);
 }
 
-async function cluster(count: number, frames: number, dir: string, prefault = 64): Promise<Node[]> {
-  const names = Array.from({ length: count }, (_, i) => `n${i}`);
-  const nets: TransportPeerNetwork[] = [];
-  for (const self of names) {
-    nets.push(
-      await createWsPeerNetwork({
-        self,
-        clusterKey: KEY,
-        listen: { host: '127.0.0.1', port: 0 },
-        heartbeatMs: 1000,
-      }),
+/** Connect every pair of `a` × `b` (both directions). */
+async function mesh(a: Inst[], b: Inst[]) {
+  await Promise.all([
+    ...a.map((x) => x.connect(b.map((y) => ({ node: y.name, url: y.address })))),
+    ...b.map((y) => y.connect(a.map((x) => ({ node: x.name, url: x.address })))),
+  ]);
+}
+
+/** CPU µs of this process and of `others` (children; a local instance is this process) over fn. */
+async function withCpu<T>(others: Inst[], fn: () => Promise<T>): Promise<{ r: T; cpu: number }> {
+  const remote = others.filter((x) => x instanceof RemoteInstance);
+  const r0 = await Promise.all(remote.map((x) => x.cpu()));
+  const l0 = cpuNow();
+  const r = await fn();
+  const l1 = cpuNow();
+  const r1 = await Promise.all(remote.map((x) => x.cpu()));
+  return { r, cpu: l1 - l0 + r1.reduce((s, v, i) => s + v - r0[i], 0) };
+}
+
+async function rawFor(pl: Placement, host?: RemoteInstance) {
+  if (pl === '2proc') {
+    const port = await host!.rawServer();
+    return { client: await RawClient.connect(port), close: async () => undefined };
+  }
+  const srv = await startRawServer();
+  return { client: await RawClient.connect(srv.port), close: () => srv.close() };
+}
+
+/** Remote read faults (prefault 1 and 64) vs the hop chain. The attachers live in this process. */
+/** A full collection before a measured section, so garbage of the previous one is not billed to it. */
+const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
+
+async function faults(pl: Placement) {
+  const N = QUICK ? 100 : 300; // faults per round
+  const K = QUICK ? 4 : 12; // 64-page faults per round
+  const seg1Pages = (ROUNDS + 1) * N;
+  const seg64Pages = (ROUNDS + 1) * K * 64;
+  const home = await spawnInst(pl, { name: 'h', frames: seg1Pages + seg64Pages + 2048, prefault: 1 });
+  const a1 = await LocalInstance.create({ name: 'a1', frames: seg1Pages + 1024, prefault: 1 });
+  const a64 = await LocalInstance.create({ name: 'a64', frames: seg64Pages + 1024, prefault: 64 });
+  // the echo server lives in the home's process (2proc) or in this one (1proc)
+  const raw = await rawFor(pl, home as RemoteInstance);
+  const others = [home];
+  try {
+    await mesh([home], [a1, a64]);
+    const seg1 = await home.exportSeg(seg1Pages);
+    const seg64 = await home.exportSeg(seg64Pages);
+    const k1 = await a1.attach(seg1, seg1Pages, 'r', false);
+    const k64 = await a64.attach(seg64, seg64Pages, 'r', false);
+    const att1 = a1.atts.get(k1)!;
+    const att64 = a64.atts.get(k64)!;
+    const mapLat = { a1: [] as number[], a64: [] as number[] };
+    a1.driver.events.on('message', (m) => {
+      if (m.dir === 'in' && m.type === 'map-ok' && m.latencyMs !== undefined)
+        mapLat.a1.push(m.latencyMs * 1000);
+    });
+    a64.driver.events.on('message', (m) => {
+      if (m.dir === 'in' && m.type === 'map-ok' && m.latencyMs !== undefined)
+        mapLat.a64.push(m.latencyMs * 1000);
+    });
+    const R = new Rounds();
+    // warm-up: the first N pages / K big faults, and the chains
+    await raw.client.hopChain(N);
+    await raw.client.timed(1, N);
+    await att1.q.run(PROGRAMS, 'firstTouch', { addr: att1.va, count: N, stride: 1 });
+    await att64.q.run(PROGRAMS, 'firstTouch', { addr: att64.va, count: K, stride: 64 });
+    for (let r = 1; r <= ROUNDS; r++) {
+      const prof = PROFILE !== undefined && pl === '2proc' && r === 1;
+      const profiled = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+        if (!prof) return fn();
+        await (home as RemoteInstance).call('profile-start');
+        await profileStart();
+        try {
+          return await fn();
+        } finally {
+          await profileStop(join(PROFILE!, `${what}-attacher.cpuprofile`));
+          await (home as RemoteInstance).call('profile-stop', join(PROFILE!, `${what}-home.cpuprofile`));
+        }
+      };
+      gc();
+      const hop = await withCpu(others, () => profiled('hop-chain', () => raw.client.hopChain(N)));
+      R.add('hop50', pct(hop.r, 0.5));
+      R.add('hop99', pct(hop.r, 0.99));
+      R.add('hopCpu', hop.cpu / N);
+      const rt = await raw.client.timed(1, N);
+      R.add('rt4k', pct(rt, 0.5));
+      mapLat.a1.length = 0;
+      gc();
+      const f = await withCpu(others, () =>
+        profiled('fault', () =>
+          att1.q.run<number[]>(PROGRAMS, 'firstTouch', { addr: att1.va + r * N * PAGE, count: N, stride: 1 }),
+        ),
+      );
+      R.add('fault50', pct(f.r, 0.5));
+      R.add('fault99', pct(f.r, 0.99));
+      R.add('faultCpu', f.cpu / N);
+      R.add('map1', pct(mapLat.a1, 0.5));
+      mapLat.a64.length = 0;
+      gc();
+      const f64 = await withCpu(others, () =>
+        att64.q.run<number[]>(PROGRAMS, 'firstTouch', {
+          addr: att64.va + r * K * 64 * PAGE,
+          count: K,
+          stride: 64,
+        }),
+      );
+      R.add('fault64', pct(f64.r, 0.5));
+      R.add('fault64Cpu', f64.cpu / K);
+      R.add('map64', pct(mapLat.a64, 0.5));
+    }
+    const s = `-${pl}`;
+    bench(`hop-chain-p50${s}`, R.get('hop50'), 'us');
+    bench(`hop-chain-cpu${s}`, R.get('hopCpu'), 'us/op');
+    bench(`raw-ws-4k-rtt-p50${s}`, R.get('rt4k'), 'us');
+    bench(`remote-read-fault-p50${s}`, R.get('fault50'), 'us', R.get('hop50'));
+    bench(`remote-read-fault-p99${s}`, R.get('fault99'), 'us', R.get('hop99'));
+    bench(`remote-read-fault-cpu${s}`, R.get('faultCpu'), 'us/op', R.get('hopCpu'));
+    bench(`map-1-page-p50${s}`, R.get('map1'), 'us', R.get('rt4k'));
+    bench(`map-64-pages-p50${s}`, R.get('map64'), 'us', R.get('map1'));
+    bench(`remote-read-fault-prefault64-p50${s}`, R.get('fault64'), 'us', R.get('fault50'));
+    bench(`remote-read-fault-prefault64-cpu${s}`, R.get('fault64Cpu'), 'us/op', R.get('faultCpu'));
+  } finally {
+    raw.client.close();
+    await raw.close();
+    for (const x of [a1, a64, home]) await x.close();
+  }
+}
+
+/** Invalidations: 1 and 8 remote readers vs the invalidation chain; a 1024-page range vs 1 page. */
+async function invalidations(pl: Placement) {
+  const M = QUICK ? 32 : 64; // pages written (= invalidations) per round
+  const home = await LocalInstance.create({ name: 'h', frames: 8192, prefault: 1 });
+  const remotes: Inst[] = [];
+  for (let i = 1; i <= 8; i++)
+    remotes.push(await spawnInst(pl, { name: `r${i}`, frames: 4096, prefault: 64 }));
+  const raw = await rawFor(pl, remotes[0] as RemoteInstance);
+  try {
+    await mesh([home], remotes);
+    const R = new Rounds();
+    const events: Array<{ pages: number; peers: number; ms: number; reason: string }> = [];
+    home.driver.events.on('invalidated', (e) => events.push(e));
+    const fans = [1, 8];
+    const segs = new Map<number, { segid: string; keys: number[] }>();
+    for (const fan of fans) {
+      const segid = await home.exportSeg(M);
+      const keys = await Promise.all(remotes.slice(0, fan).map((x) => x.attach(segid, M, 'r', true)));
+      segs.set(fan, { segid, keys });
+    }
+    await raw.client.timed(WAKE_THEN_32, M);
+    for (let r = 0; r <= ROUNDS; r++) {
+      gc();
+      const chain = await withCpu(remotes.slice(0, 1), () => raw.client.timed(WAKE_THEN_32, M));
+      for (const fan of fans) {
+        const { segid, keys } = segs.get(fan)!;
+        const { p, va } = home.segs.get(segid)!;
+        events.length = 0;
+        gc();
+        const w = await withCpu(remotes.slice(0, fan), async () => {
+          for (let i = 0; i < M; i++) await p.write32(va + i * PAGE, r * 1000 + i);
+        });
+        const ms = events.filter((e) => e.reason === 'recall' && e.peers === fan).map((e) => e.ms * 1000);
+        if (r > 0) {
+          R.add(`inv${fan}`, pct(ms, 0.5));
+          R.add(`inv${fan}Cpu`, w.cpu / M);
+        }
+        await Promise.all(remotes.slice(0, fan).map((x, i) => x.readAll(keys[i])));
+      }
+      if (r > 0) {
+        R.add('chain50', pct(chain.r, 0.5));
+        R.add('chainCpu', chain.cpu / M);
+      }
+    }
+    const s = `-${pl}`;
+    bench(`inval-chain-p50${s}`, R.get('chain50'), 'us');
+    bench(`inval-chain-cpu${s}`, R.get('chainCpu'), 'us/op');
+    bench(`invalidate-ack-1-remote-p50${s}`, R.get('inv1'), 'us', R.get('chain50'));
+    bench(`invalidate-ack-1-remote-cpu${s}`, R.get('inv1Cpu'), 'us/op', R.get('chainCpu'));
+    bench(`invalidate-ack-8-remotes-p50${s}`, R.get('inv8'), 'us', R.get('chain50'));
+    bench(`invalidate-fanout-8-vs-1-p50${s}`, R.get('inv8'), 'us', R.get('inv1'));
+    bench(`invalidate-fanout-8-vs-1-cpu${s}`, R.get('inv8Cpu'), 'us/op', R.get('inv1Cpu'));
+
+    // a 1024-page range vs one page: mprotect of the source range one remote holds
+    const ranges = new Map<number, { segid: string; key: number }>();
+    for (const pages of [1, 1024]) {
+      const segid = await home.exportSeg(pages);
+      ranges.set(pages, { segid, key: await remotes[0].attach(segid, pages, 'r', true) });
+    }
+    const RR = new Rounds();
+    for (let r = 0; r <= ROUNDS * 2; r++) {
+      for (const pages of [1, 1024]) {
+        const { segid, key } = ranges.get(pages)!;
+        const { p, va } = home.segs.get(segid)!;
+        events.length = 0;
+        const c = await withCpu(remotes.slice(0, 1), async () => {
+          await p.mprotect(va, pages * PAGE, 1);
+          await p.mprotect(va, pages * PAGE, 3);
+        });
+        const ms = events.filter((e) => e.reason === 'protection').map((e) => e.ms * 1000);
+        if (r > 0 && ms.length > 0) {
+          RR.add(`range${pages}`, pct(ms, 0.5));
+          RR.add(`range${pages}Cpu`, c.cpu);
+        }
+        await remotes[0].readAll(key);
+      }
+    }
+    bench(`invalidate-1-page-range-p50${s}`, RR.get('range1'), 'us', R.get('chain50'));
+    bench(`invalidate-1024-page-range-p50${s}`, RR.get('range1024'), 'us', RR.get('range1'));
+    bench(`invalidate-1024-page-range-cpu${s}`, RR.get('range1024Cpu'), 'us/op', RR.get('range1Cpu'));
+  } finally {
+    raw.client.close();
+    await raw.close();
+    for (const x of [home, ...remotes]) await x.close();
+  }
+}
+
+/**
+ * Reclaim (kernel shrink, 64 pages in flight) of N exported pages that 2 remote instances map, vs N
+ * plain pages on the same kernel; the mappers in their own processes. Counts the invalidate messages
+ * the home sends each mapper and the rmap-notifier calls (the kernel's batches).
+ */
+async function reclaim() {
+  const N = Number(process.env.BENCH_RECLAIM_PAGES ?? (QUICK ? 4096 : 100_000));
+  const home = await LocalInstance.create({ name: 'h', frames: N + 4096, prefault: 1, swapSlots: N + 1024 });
+  const mappers = [
+    await RemoteInstance.spawn('m1', { name: 'm1', frames: N + 1024, prefault: 64 }),
+    await RemoteInstance.spawn('m2', { name: 'm2', frames: N + 1024, prefault: 64 }),
+  ];
+  try {
+    await mesh([home], mappers);
+    const k = home.kernel;
+    // plain pages
+    const p = await k.spawn({ catchSignals: true });
+    const va = await p.mmap(N * PAGE, 3);
+    await p.run(PROGRAMS, 'fill', { addr: va, count: N });
+    let t0 = performance.now();
+    const plain = await withCpu([], () => k.shrink(N, { concurrency: 64 }));
+    const plainRate = plain.r.reclaimed / ((performance.now() - t0) / 1000);
+    await p.exit(0);
+    // exported pages, both mappers hold every page
+    const segid = await home.exportSeg(N);
+    await Promise.all(mappers.map((m) => m.attach(segid, N, 'r', true)));
+    const perPeer = new Map<string, number>();
+    home.driver.events.on('message', (m) => {
+      if (m.dir === 'out' && m.type === 'invalidate') perPeer.set(m.peer, (perPeer.get(m.peer) ?? 0) + 1);
+    });
+    const calls0 = k.stats().rmapNotifiers.calls;
+    t0 = performance.now();
+    const ex = await withCpu(mappers, () => k.shrink(N, { concurrency: 64 }));
+    const exRate = ex.r.reclaimed / ((performance.now() - t0) / 1000);
+    const calls = k.stats().rmapNotifiers.calls - calls0;
+    const inv = Math.max(...mappers.map((m) => perPeer.get(m.name) ?? 0));
+    console.log(
+      `reclaim: ${N} pages; plain ${JSON.stringify(plain.r.outcomes)}; exported ${JSON.stringify(ex.r.outcomes)}; ${calls} rmap-notifier calls; invalidates per mapper ${JSON.stringify(Object.fromEntries(perPeer))}`,
     );
+    bench('reclaim-plain-pages-per-s', plainRate, 'pages/s');
+    bench('reclaim-exported-2-mappers-pages-per-s', exRate, 'pages/s', plainRate);
+    bench('reclaim-plain-cpu', plain.cpu / Math.max(1, plain.r.reclaimed), 'us/page');
+    bench(
+      'reclaim-exported-2-mappers-cpu',
+      ex.cpu / Math.max(1, ex.r.reclaimed),
+      'us/page',
+      plain.cpu / Math.max(1, plain.r.reclaimed),
+    );
+    bench('reclaim-pages-per-rmap-notifier-call', ex.r.reclaimed / Math.max(1, calls), 'pages');
+    bench('reclaim-invalidates-per-mapper-per-notifier-call', inv / Math.max(1, calls), 'msgs');
+    bench(
+      'reclaim-invalidates-per-mapper-per-1000-pages',
+      (inv * 1000) / Math.max(1, ex.r.reclaimed),
+      'msgs',
+    );
+  } finally {
+    for (const x of [home, ...mappers]) await x.close();
   }
-  for (let i = 0; i < count; i++) {
-    for (let j = 0; j < count; j++)
-      if (i !== j) nets[i].addPeer({ node: names[j], url: nets[j].address as string });
-  }
-  for (let i = 0; i < count; i++)
-    for (let j = 0; j < count; j++) if (i !== j) await nets[i].waitUp(names[j], 10_000);
-  const nodes: Node[] = [];
-  for (let i = 0; i < count; i++) {
-    const kernel = await instance.createKernel({
-      name: names[i],
-      frames,
-      swapPath: join(dir, `${names[i]}.swap`),
-    });
-    const driver = createXpmemDriver({ net: nets[i], ackTimeoutMs: 5000, prefault });
-    await kernel.loadModule(driver);
-    nodes.push({ name: names[i], kernel, driver, net: nets[i] });
-  }
-  return nodes;
-}
-
-async function close(nodes: Node[]) {
-  for (const n of nodes) await n.driver.unload().catch(() => undefined);
-  for (const n of nodes) await n.kernel.close().catch(() => undefined);
-  for (const n of nodes) await n.net.close().catch(() => undefined);
-}
-
-async function attachAll(home: Node, others: Node[], pages: number, prefault = true) {
-  const p = await home.kernel.spawn({ catchSignals: true });
-  const va = await p.mmap(pages * PAGE_SIZE, 3);
-  for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE_SIZE, i);
-  const segid = await home.driver.make(p.pid, va, pages * PAGE_SIZE, 0o600);
-  const atts = [];
-  for (const n of others) {
-    const q = await n.kernel.spawn({ catchSignals: true });
-    const apid = await n.driver.get(q.pid, segid, 'rw');
-    const ava = await n.driver.attach(q.pid, apid, 0, pages * PAGE_SIZE);
-    if (prefault) for (let i = 0; i < pages; i++) await q.read32(ava + i * PAGE_SIZE);
-    atts.push({ n, q, va: ava });
-  }
-  return { p, va, segid, atts };
-}
-
-function invalidations(d: XpmemDriver) {
-  const out: Array<{ pages: number; peers: number; ms: number; reason: string }> = [];
-  d.events.on('invalidated', (e) => out.push(e));
-  return out;
 }
 
 async function main() {
-  const dir = mkdtempSync(join(tmpdir(), 'xpmesh-driver-bench-'));
-  const N = QUICK ? 200 : 2000;
-  try {
-    // ---- baselines, same process, same run
-    const raw4k = await rawWs(PAGE_SIZE, N);
-    const raw32 = await rawWs(32, N);
-    bench('raw-ws-4k-rtt-p50', pct(raw4k, 0.5), 'us');
-    bench('raw-ws-32b-rtt-p50', pct(raw32, 0.5), 'us');
-
-    // ---- the protocol alone: a map request answered at once with a canned 4 KiB map-ok (no kernel)
-    {
-      const a = await createWsPeerNetwork({
-        self: 'pa',
-        clusterKey: KEY,
-        listen: { host: '127.0.0.1', port: 0 },
-      });
-      const b = await createWsPeerNetwork({
-        self: 'pb',
-        clusterKey: KEY,
-        listen: { host: '127.0.0.1', port: 0 },
-      });
-      a.addPeer({ node: 'pb', url: b.address as string });
-      b.addPeer({ node: 'pa', url: a.address as string });
-      await a.waitUp('pb', 10_000);
-      await b.waitUp('pa', 10_000);
-      const data = new Uint8Array(PAGE_SIZE);
-      b.onRequest(
-        async () =>
-          ({ t: 'map-ok', access: 'r', pages: [{ page: 0, version: 0, data }], grants: [1] }) as never,
-      );
-      const lat: number[] = [];
-      for (let i = 0; i < N + 200; i++) {
-        const t = performance.now();
-        await a.request('pb', { t: 'map', apid: 'pb:a1', page: 0, count: 1, access: 'r' } as never);
-        if (i >= 200) lat.push((performance.now() - t) * 1000);
-      }
-      bench('protocol-map-4k-rtt-p50', pct(lat, 0.5), 'us', pct(raw4k, 0.5));
-      bench('protocol-map-4k-rtt-p99', pct(lat, 0.99), 'us', pct(raw4k, 0.99));
-      await a.close();
-      await b.close();
-    }
-
-    // ---- remote read fault, two instances
-    {
-      const nodes = await cluster(2, 8192, dir);
-      const [home, att] = nodes;
-      const pages = QUICK ? 256 : 2048;
-      const p = await home.kernel.spawn({ catchSignals: true });
-      const va = await p.mmap(pages * PAGE_SIZE, 3);
-      for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE_SIZE, i);
-      const segid = await home.driver.make(p.pid, va, pages * PAGE_SIZE, 0o600);
-      const q = await att.kernel.spawn({ catchSignals: true });
-      const apid = await att.driver.get(q.pid, segid, 'r');
-      const ava = await att.driver.attach(q.pid, apid, 0, pages * PAGE_SIZE);
-      const mapLat: number[] = [];
-      att.driver.events.on('message', (m: MessageEvent) => {
-        if (m.dir === 'in' && m.type === 'map-ok' && m.latencyMs !== undefined)
-          mapLat.push(m.latencyMs * 1000);
-      });
-      // (prefault is 64 in this cluster: walk pages 64 apart so every read is one fault, one page map)
-      const fault: number[] = [];
-      const hit: number[] = [];
-      for (let i = 64; i < pages; i += 64) {
-        let t = performance.now();
-        await q.read32(ava + i * PAGE_SIZE + 4);
-        fault.push((performance.now() - t) * 1000);
-        t = performance.now();
-        await q.read32(ava + i * PAGE_SIZE + 8);
-        hit.push((performance.now() - t) * 1000);
-      }
-      bench('remote-read-fault-prefault64-p50', pct(fault, 0.5), 'us', pct(raw4k, 0.5));
-      bench('remote-read-fault-prefault64-p99', pct(fault, 0.99), 'us', pct(raw4k, 0.99));
-      bench('local-hit-read-p50', pct(hit, 0.5), 'us');
-      bench(
-        'remote-read-fault-prefault64-minus-hit-p50',
-        pct(fault, 0.5) - pct(hit, 0.5),
-        'us',
-        pct(raw4k, 0.5),
-      );
-      bench('map-64-pages-round-trip-p50', pct(mapLat, 0.5), 'us', pct(raw4k, 0.5));
-      await close(nodes);
-    }
-
-    // ---- single-page map round trip with prefault 1 (a read fault's network part)
-    {
-      const nodes = await cluster(2, 4096, dir, 1);
-      const [home, att] = nodes;
-      const pages = QUICK ? 200 : 1000;
-      const p = await home.kernel.spawn({ catchSignals: true });
-      const va = await p.mmap(pages * PAGE_SIZE, 3);
-      for (let i = 0; i < pages; i++) await p.write32(va + i * PAGE_SIZE, i);
-      const segid = await home.driver.make(p.pid, va, pages * PAGE_SIZE, 0o600);
-      const q = await att.kernel.spawn({ catchSignals: true });
-      const apid = await att.driver.get(q.pid, segid, 'r');
-      const ava = await att.driver.attach(q.pid, apid, 0, pages * PAGE_SIZE);
-      const mapLat: number[] = [];
-      att.driver.events.on('message', (m: MessageEvent) => {
-        if (m.dir === 'in' && m.type === 'map-ok' && m.latencyMs !== undefined)
-          mapLat.push(m.latencyMs * 1000);
-      });
-      const fault: number[] = [];
-      for (let i = 1; i < pages; i++) {
-        const t = performance.now();
-        await q.read32(ava + i * PAGE_SIZE);
-        fault.push((performance.now() - t) * 1000);
-      }
-      bench('remote-read-fault-p50', pct(fault, 0.5), 'us', pct(raw4k, 0.5));
-      bench('remote-read-fault-p99', pct(fault, 0.99), 'us', pct(raw4k, 0.99));
-      bench('map-round-trip-p50', pct(mapLat, 0.5), 'us', pct(raw4k, 0.5));
-      bench('map-round-trip-p99', pct(mapLat, 0.99), 'us', pct(raw4k, 0.99));
-      await close(nodes);
-    }
-
-    // ---- invalidate → ack: 1 remote and 8 remotes (home write to a page every remote reads)
-    {
-      const nodes = await cluster(9, 2048, dir);
-      const [home, ...rest] = nodes;
-      const rounds = QUICK ? 30 : 200;
-      for (const fan of [1, 8]) {
-        const s = await attachAll(home, rest.slice(0, fan), 1);
-        const inv = invalidations(home.driver);
-        for (let r = 0; r < rounds; r++) {
-          await s.p.write32(s.va, r); // invalidate every reader
-          for (const a of s.atts) await a.q.read32(a.va); // they read again
-        }
-        const ms = inv.filter((e) => e.reason === 'recall' && e.peers === fan).map((e) => e.ms * 1000);
-        if (fan === 1) bench('invalidate-ack-1-remote-p50', pct(ms, 0.5), 'us', pct(raw32, 0.5));
-        else {
-          bench('invalidate-ack-8-remotes-p50', pct(ms, 0.5), 'us', null);
-          const one = (globalThis as { __one?: number }).__one ?? null;
-          if (one) bench('invalidate-fanout-8-vs-1-p50', pct(ms, 0.5), 'us', one);
-        }
-        if (fan === 1) (globalThis as { __one?: number }).__one = pct(ms, 0.5);
-        await home.driver.remove(s.segid);
-        await s.p.exit(0);
-        for (const a of s.atts) await a.q.exit(0);
-      }
-      await close(nodes);
-    }
-
-    // ---- a 1024-page range vs one page (mprotect of the source range one remote holds)
-    {
-      const nodes = await cluster(2, 8192, dir);
-      const [home, att] = nodes;
-      const rounds = QUICK ? 3 : 10;
-      const result: Record<number, number[]> = {};
-      for (const pages of [1, 1024]) {
-        const s = await attachAll(home, [att], pages);
-        const inv = invalidations(home.driver);
-        for (let r = 0; r < rounds; r++) {
-          await s.p.mprotect(s.va, pages * PAGE_SIZE, 1);
-          await s.p.mprotect(s.va, pages * PAGE_SIZE, 3);
-          for (let i = 0; i < pages; i += 1) await s.atts[0].q.read32(s.atts[0].va + i * PAGE_SIZE);
-        }
-        result[pages] = inv.filter((e) => e.reason === 'protection').map((e) => e.ms * 1000);
-        await home.driver.remove(s.segid);
-        await s.p.exit(0);
-        await s.atts[0].q.exit(0);
-      }
-      bench('invalidate-1-page-range-p50', pct(result[1], 0.5), 'us', pct(raw32, 0.5));
-      bench('invalidate-1024-page-range-p50', pct(result[1024], 0.5), 'us', pct(result[1], 0.5));
-      await close(nodes);
-    }
-
-    // ---- reverse-map bytes per entry
-    {
-      const r = new ReverseMap();
-      const frames = 65536;
-      for (let i = 0; i < 2 * frames; i++) r.add(i % frames, 1 + (i & 1), 1, i % frames, 1, 1, false);
-      bench('rmap-bytes-per-entry', r.bytes() / r.size, 'B', 48);
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  for (const pl of PLACEMENTS) {
+    console.log(`placement ${pl}: faults`);
+    await faults(pl);
+    console.log(`placement ${pl}: invalidations`);
+    await invalidations(pl);
+  }
+  console.log('reclaim (separate processes)');
+  await reclaim();
+  // 65,536 exported frames, each mapped by 2 instances (131,072 entries), then by 1
+  for (const mappers of [2, 1]) {
+    const r = new ReverseMap();
+    const frames = 65536;
+    for (let m = 1; m <= mappers; m++) for (let f = 0; f < frames; f++) r.add(f, m, 1, f, 1, 1, false);
+    bench(`rmap-bytes-per-entry${mappers === 1 ? '-1-mapper' : ''}`, r.bytes() / r.size, 'B', 24);
   }
 }
 

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { PAGE_SIZE } from '@xpmesh/kernel';
-import { type Cluster, countSent, type Inst, makeCluster, PROT_RW, type Proc } from './cluster.js';
+import { attachOn, type Cluster, countSent, type Inst, makeCluster, PROT_RW, type Proc } from './cluster.js';
 
 let c: Cluster;
 let A: Inst;
@@ -148,4 +148,34 @@ test('detach returns dirty data and empties the map; PG_external_rmap follows th
   assert.equal(await home.read32(va + 7 * PAGE_SIZE), 0x777, 'dirty data came back with the detach');
   assert.ok(A.driver.pageStates(segid).every((p) => p.state === 'home'));
   await A.driver.remove(segid);
+});
+
+test('invalidation fan-out: every mapper is sent its invalidate before any ack is awaited', async () => {
+  // a fresh segment both remotes read, then the home writes its page: 2 invalidates, 2 acks
+  const p = await A.kernel.spawn({ catchSignals: true });
+  const a = await p.mmap(PAGE_SIZE, PROT_RW);
+  await p.write32(a, 106);
+  const sid = await A.driver.make(p.pid, a, PAGE_SIZE, 0o600);
+  const b = await attachOn(B, sid, 1);
+  const cc = await attachOn(C, sid, 1);
+  assert.equal(await b.q.read32(b.va), 106);
+  assert.equal(await cc.q.read32(cc.va), 106);
+  const seen: string[] = [];
+  const onMsg = (m: { dir: string; type: string }) => {
+    if (m.type === 'invalidate' || m.type === 'invalidate-ack') seen.push(`${m.dir} ${m.type}`);
+  };
+  A.driver.events.on('message', onMsg);
+  try {
+    await p.write32(a, 66);
+  } finally {
+    A.driver.events.off('message', onMsg);
+  }
+  // a per-mapper serial step (send, await the ack, send the next) would interleave out/in
+  assert.deepEqual(seen, ['out invalidate', 'out invalidate', 'in invalidate-ack', 'in invalidate-ack']);
+  assert.equal(await b.q.read32(b.va), 66);
+  assert.equal(await cc.q.read32(cc.va), 66);
+  await A.driver.remove(sid);
+  await p.exit(0);
+  await b.q.exit(0);
+  await cc.q.exit(0);
 });

@@ -95,6 +95,47 @@ test('migration of an exported page: copies are invalidated first, then re-fault
   await A.driver.remove(s.segid);
 });
 
+test('reclaim in batches: one invalidate per mapper per batch, dirty data of a writer comes home, pages re-fault intact', async () => {
+  const n = 24;
+  const s = await setup(n, 0x900);
+  const b = await attachOn(B, s.segid, n);
+  const cc = await attachOn(C, s.segid, n);
+  for (let i = 0; i < n; i++) {
+    assert.equal(await b.q.read32(b.va + i * PAGE_SIZE), 0x900 + i);
+    assert.equal(await cc.q.read32(cc.va + i * PAGE_SIZE), 0x900 + i);
+  }
+  // C writes page 5 (every other copy of it goes; C holds it for writing, its data newer than home's)
+  await cc.q.write32(cc.va + 5 * PAGE_SIZE, 0xbeef);
+  const sent0 = c.sent.length;
+  const calls0 = A.kernel.stats().rmapNotifiers.calls;
+  const r = await A.kernel.shrink(n, { concurrency: 12 });
+  const batches = A.kernel.stats().rmapNotifiers.calls - calls0;
+  const inv = c.sent.slice(sent0).filter((m) => m.type === 'invalidate');
+  const perPeer = new Map<string, number>();
+  for (const m of inv) perPeer.set(m.peer, (perPeer.get(m.peer) ?? 0) + 1);
+  assert.ok(r.reclaimed >= n - 2, `reclaimed ${r.reclaimed} of ${n}: ${JSON.stringify(r.outcomes)}`);
+  assert.ok(batches >= 2 && batches <= 6, `${batches} notifier calls`);
+  for (const [peer, count] of perPeer)
+    assert.ok(
+      count <= batches,
+      `${peer} got ${count} invalidates in ${batches} batches (one per page would be ${n})`,
+    );
+  // the writer's data came home before the frame went to swap; everybody reads it back
+  assert.equal(await s.p.read32(s.va + 5 * PAGE_SIZE), 0xbeef);
+  assert.equal(await b.q.read32(b.va + 5 * PAGE_SIZE), 0xbeef);
+  for (let i = 0; i < n; i++) {
+    if (i === 5) continue;
+    assert.equal(await s.p.read32(s.va + i * PAGE_SIZE), 0x900 + i);
+    assert.equal(await b.q.read32(b.va + i * PAGE_SIZE), 0x900 + i);
+    assert.equal(await cc.q.read32(cc.va + i * PAGE_SIZE), 0x900 + i);
+  }
+  checkDriver(A, new Set([A.name, B.name, C.name]));
+  await A.driver.remove(s.segid);
+  await s.p.exit(0);
+  await b.q.exit(0);
+  await cc.q.exit(0);
+});
+
 test('a partitioned writer misses the ack deadline: fenced, its dirty page reverts and is counted', async () => {
   const s = await setup(2, 0x500);
   const b = await attachOn(B, s.segid, 2);

@@ -69,15 +69,19 @@ async function leasedReads(): Promise<void> {
     }
     const rounds = QUICK ? 20 : 200;
     const bw = { plain: [] as number[], leased: [] as number[] };
-    const word = { plain: [] as number[], leased: [] as number[] };
+    const word = { plain: [] as number[], leased: [] as number[], raw: [] as number[] };
     for (let i = 0; i < (QUICK ? 2 : 7); i++) {
       bw.plain.push(await p.run<number>(PROGRAMS, 'readBandwidth', { addr: plain, len, rounds }));
       bw.leased.push(await p.run<number>(PROGRAMS, 'readBandwidth', { addr: leased, len, rounds }));
       word.plain.push(await p.run<number>(PROGRAMS, 'read32PerPage', { addr: plain, len, rounds }));
       word.leased.push(await p.run<number>(PROGRAMS, 'read32PerPage', { addr: leased, len, rounds }));
+      word.raw.push(await p.run<number>(PROGRAMS, 'rawRead32PerPage', { len, rounds }));
     }
     emit('mapped_read_bandwidth_leased', median(bw.leased) / 1000, 'MB/s', median(bw.plain) / 1000);
     emit('mapped_read32_leased', median(word.leased), 'ns/access', median(word.plain));
+    // a mapped read32 (page-table walk inside the access window) vs the same read straight from the
+    // SharedArrayBuffer, same thread, same pattern
+    emit('mapped_read32', median(word.plain), 'ns/access', median(word.raw));
   } finally {
     await k.close();
   }

@@ -41,3 +41,19 @@ export function read32PerPage(ctx: ProcessContext, a: { addr: number; len: numbe
   const ns = ((performance.now() - t0) * 1e6) / ((a.rounds * a.len) / 4096);
   return s === 0x7fffffff ? ns + 0 : ns; // keep `s` alive
 }
+
+/**
+ * Baseline of read32PerPage: the same word-per-page pattern with Atomics.load straight from the
+ * physical-memory SharedArrayBuffer (no page table, no access window); ns per access.
+ */
+export function rawRead32PerPage(ctx: ProcessContext, a: { len: number; rounds: number }): number {
+  const words = new Int32Array(ctx.physMemForBaseline(), 4096 * 64, a.len / 4);
+  let s = 0;
+  for (let off = 0; off < a.len; off += 4096) s ^= Atomics.load(words, off >>> 2);
+  const t0 = performance.now();
+  for (let r = 0; r < a.rounds; r++) {
+    for (let off = 0; off < a.len; off += 4096) s ^= Atomics.load(words, off >>> 2);
+  }
+  const ns = ((performance.now() - t0) * 1e6) / ((a.rounds * a.len) / 4096);
+  return s === 0x7fffffff ? ns + 0 : ns; // keep `s` alive
+}

@@ -108,3 +108,8 @@ export function leaseSpin(
   }
   return n;
 }
+
+/** Word 0 of page i of [addr, addr + pages pages) := 0x5000 + i. */
+export function fillPages(ctx: ProcessContext, a: { addr: number; pages: number }): void {
+  for (let i = 0; i < a.pages; i++) ctx.write32(a.addr + i * 4096, 0x5000 + i);
+}

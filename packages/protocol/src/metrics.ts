@@ -48,6 +48,8 @@ export interface NetworkMetrics {
   closesByCode: Record<string, number>;
   fences: number;
   dialFailures: number;
+  /** Our live session was superseded by another live instance claiming our node id (never silent). */
+  idCollisions: number;
 }
 
 export class Metrics {
@@ -78,6 +80,7 @@ export class Metrics {
     closesByCode: {},
     fences: 0,
     dialFailures: 0,
+    idCollisions: 0,
   };
 
   get c(): NetworkMetrics {

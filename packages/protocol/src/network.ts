@@ -227,6 +227,27 @@ export class TransportPeerNetwork implements PeerNetwork {
     if (this.started) this.dial(t);
   }
 
+  /**
+   * Stops dialing `url` (membership from DNS: the address left the name). A session that is up
+   * stays: it ends by its own heartbeats or close, like any other. Returns whether a target was
+   * removed.
+   */
+  removePeer(url: string): boolean {
+    const i = this.targets.findIndex((t) => t.url === url);
+    if (i < 0) return false;
+    const t = this.targets[i];
+    t.stopped = true;
+    if (t.timer !== undefined) this.clock.clearTimeout(t.timer);
+    t.timer = undefined;
+    this.targets.splice(i, 1);
+    return true;
+  }
+
+  /** The URLs this network dials (configured and added at run time). */
+  dialTargets(): string[] {
+    return this.targets.map((t) => t.url);
+  }
+
   private started = false;
 
   // ---- PeerNetwork --------------------------------------------------------------------------------
@@ -503,6 +524,7 @@ export class TransportPeerNetwork implements PeerNetwork {
       p.pending.delete(link);
       if (p.committed === link) p.committed = undefined;
       if (p.link === link) {
+        if (!byUs && code === CloseCode.SUPERSEDED) this.idCollision(node, link);
         p.link = undefined;
         if (p.state !== 'fenced') p.state = 'down';
         this.metricsImpl.c.sessionsDown++;
@@ -523,6 +545,19 @@ export class TransportPeerNetwork implements PeerNetwork {
       if (code === CloseCode.DUPLICATE && node) t.node ??= node;
       this.scheduleDial(t);
     }
+  }
+
+  /**
+   * The peer closed our live session because "a newer incarnation of us" came up there: another
+   * live instance authenticated with our node id (a restart of ours would have ended this process).
+   * Never silent: counted (`idCollisions`) and logged as an error; the peer now refuses us as stale.
+   */
+  private idCollision(node: string, link: Link): void {
+    this.metricsImpl.c.idCollisions++;
+    this.logger.error(
+      { peer: node, ourEpoch: link.epoch, self: this.self },
+      'protocol: node id collision: another live instance uses our node id',
+    );
   }
 
   private incomingRequest(link: Link, msg: RequestMessage): void {

@@ -16,6 +16,7 @@ import {
   WordError,
 } from '../client/words.js';
 import { AdminCallError, AdminClient } from '../daemon/admin-client.js';
+import { ConnectError, resolveConnect } from '../daemon/discover.js';
 import { OP_NAMES, OP_SCHEMAS, type OpName } from '../daemon/ops.js';
 import {
   type Env,
@@ -31,7 +32,7 @@ import {
 
 const VIEWS = ['status', 'pages', 'metrics', 'events', 'healthz'] as const;
 
-export const CTL_HELP = `usage: xpmesh ctl [--url URL] [--token TOKEN] [--json] COMMAND [--field value ...]
+export const CTL_HELP = `usage: xpmesh ctl [--url URL | --connect dns:NAME:PORT] [--token TOKEN] [--json] COMMAND [--field value ...]
        xpmesh ctl [--url URL] [--token TOKEN] script [--stop-on-error] < ops.jsonl
 
 Talks to one instance's admin API (URL from --url or XPMESH_ADMIN_URL, default
@@ -39,6 +40,8 @@ http://127.0.0.1:7500; token from --token or XPMESH_ADMIN_TOKEN). Prints JSON.
 Errors print "xpmesh ctl OP: CODE: message" on stderr; with --json they are one JSON line on
 stderr, {"error":{"code","message","status"}} (code E_USAGE for bad arguments), and successes one
 JSON line on stdout. Exit codes: 0 success, 1 the instance refused or failed, 2 bad usage.
+--connect dns:NAME:PORT runs COMMAND on every instance NAME resolves to (e.g. dns:tasks.node:7500
+under Swarm) and prints one JSON object per instance: {"url", "exit", "output"}.
 
 views:
   status                              memory, processes, segments, attachments, rmap, peers
@@ -98,7 +101,7 @@ const camel = (k: string) => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperC
 
 /** Split argv into the global part (before the command) and the command's own arguments. */
 function splitGlobal(argv: string[]): { global: string[]; command?: string; rest: string[] } {
-  const withValue = new Set(['--url', '-u', '--token']);
+  const withValue = new Set(['--url', '-u', '--token', '--connect']);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (withValue.has(a)) {
@@ -184,6 +187,47 @@ export function buildCall(op: OpName, args: string[]): { body: Record<string, un
   return { body, as };
 }
 
+/** `--connect dns:NAME:PORT`: the command once per instance behind the name. */
+async function ctlEach(
+  connect: string,
+  g: ReturnType<typeof parse>,
+  command: string,
+  rest: string[],
+  env: Env,
+  io: Io,
+): Promise<number> {
+  if (str(g, 'url') !== undefined) throw new UsageError('give --url or --connect, not both');
+  if (command === 'events') throw new UsageError('events follows one instance: use --url');
+  if (!connect.startsWith('dns:')) throw new UsageError('--connect takes dns:NAME:PORT (or use --url)');
+  let urls: string[];
+  try {
+    urls = await resolveConnect(connect, { waitMs: 5000 });
+  } catch (err) {
+    if (err instanceof ConnectError) throw new UsageError(err.message);
+    io.err(`xpmesh ctl: ${(err as Error).message}`);
+    return EXIT_FAIL;
+  }
+  let worst = EXIT_OK;
+  const token = str(g, 'token');
+  for (const url of urls) {
+    const lines: string[] = [];
+    const errs: string[] = [];
+    const sub: Io = { out: (l) => lines.push(l), err: (l) => errs.push(l) };
+    const argv = ['--url', url, ...(token ? ['--token', token] : []), command, ...rest];
+    const code = await runCtl(argv, env, sub);
+    worst = Math.max(worst, code);
+    const text = lines.join('\n');
+    let output: unknown = text;
+    try {
+      output = JSON.parse(text);
+    } catch {
+      // not JSON (metrics text)
+    }
+    io.out(JSON.stringify({ url, exit: code, output, ...(errs.length ? { error: errs.join('\n') } : {}) }));
+  }
+  return worst;
+}
+
 export async function runCtl(argv: string[], env: Env, io: Io): Promise<number> {
   // --json may stand anywhere (before or after the command).
   const json = argv.includes('--json');
@@ -211,11 +255,17 @@ async function ctl(
   io: Io,
   json: boolean,
 ): Promise<number> {
-  const g = parse(global, { url: { type: 'string', short: 'u' }, token: { type: 'string' } });
+  const g = parse(global, {
+    url: { type: 'string', short: 'u' },
+    token: { type: 'string' },
+    connect: { type: 'string' },
+  });
   if (g.help || command === undefined || command === 'help') {
     io.out(CTL_HELP);
     return command === undefined && !g.help ? EXIT_USAGE : EXIT_OK;
   }
+  const connect = str(g, 'connect');
+  if (connect !== undefined) return ctlEach(connect, g, command, rest, env, io);
   const client = new AdminClient(
     str(g, 'url') ?? env.XPMESH_ADMIN_URL ?? 'http://127.0.0.1:7500',
     str(g, 'token') ?? env.XPMESH_ADMIN_TOKEN,

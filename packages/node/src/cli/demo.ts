@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PAGE_SIZE } from '@xpmesh/protocol/base';
 import { AdminCallError, AdminClient, type SseEvent } from '../daemon/admin-client.js';
+import { ConnectError, parseDnsConnect, resolveConnect } from '../daemon/discover.js';
 import { type LocalCluster, launchCluster } from '../daemon/launcher.js';
 import { type Env, EXIT_FAIL, EXIT_OK, type Io, parse, str, UsageError } from './usage.js';
 
@@ -20,7 +21,8 @@ remote read fault → remote write (upgrade) → home reads (recall) → home re
 Every step's data is verified; the exit code is 0 only if all of them held.
 
   --connect URLS   use running instances (admin URLs, comma-separated: home, attacher, reader)
-                   instead of starting a local 3-process cluster (e.g. under docker compose)
+                   instead of starting a local 3-process cluster (e.g. under docker compose);
+                   or dns:NAME:PORT: the first 3 addresses of NAME (waits up to --wait-ms)
   --token T        admin bearer token (or XPMESH_ADMIN_TOKEN)
   --wait-ms MS     how long to wait for the instances and their peer links [30000]
   --logs DIR       keep the local cluster's JSON logs in DIR (default: a temp dir, path printed)
@@ -125,7 +127,9 @@ export async function runDemo(argv: string[], env: Env, io: Io): Promise<number>
   let urls: string[];
   let cluster: LocalCluster | undefined;
   const connect = str(p, 'connect') ?? env.XPMESH_DEMO_CONNECT;
-  if (connect) {
+  if (connect && dnsConnect(connect)) {
+    urls = (await resolveConnect(connect, { min: 3, waitMs })).slice(0, 3);
+  } else if (connect) {
     urls = connect
       .split(',')
       .map((s) => s.trim())
@@ -171,6 +175,15 @@ export async function runDemo(argv: string[], env: Env, io: Io): Promise<number>
       const codes = await cluster.stop(10_000);
       if (!quiet) io.out(`Local cluster stopped (exit codes ${codes.join(', ')}).`);
     }
+  }
+}
+
+function dnsConnect(spec: string) {
+  try {
+    return parseDnsConnect(spec);
+  } catch (err) {
+    if (err instanceof ConnectError) throw new UsageError(err.message);
+    throw err;
   }
 }
 

@@ -10,6 +10,7 @@ import type { NodeConfig } from './config.js';
 import { type CredentialAction, withCredentialPolicy } from './cred-policy.js';
 import type { InstanceParts } from './instance.js';
 import type { DaemonLogger } from './logger.js';
+import { DnsMembership, selfMatcher } from './membership.js';
 
 /**
  * The swap file's name is removed as soon as the kernel has opened it: the kernel reads and writes
@@ -88,12 +89,28 @@ export async function bootLayers(config: NodeConfig, logger: DaemonLogger): Prom
       prefault: config.prefault + 1,
     });
     await kernel.loadModule(driver);
-    return { kernel, net, driver, credCounts };
+    return { kernel, net, driver, credCounts, membership: startMembership(config, net, logger) };
   } catch (err) {
     await closeLayers({ kernel, net }, logger);
     throw err;
   }
 }
+
+/** Membership from DNS (--peers-dns), started once the driver listens to the network. */
+function startMembership(config: NodeConfig, net: DialTableNet, logger: DaemonLogger) {
+  if (config.peersDns.length === 0) return undefined;
+  const membership = new DnsMembership({
+    names: config.peersDns,
+    scheme: config.tlsCert ? 'wss' : 'ws',
+    intervalMs: config.peersDnsIntervalMs,
+    net,
+    isSelf: selfMatcher(config.listenHost, config.listenPort),
+    logger: logger.child({ layer: 'membership' }),
+  });
+  membership.start();
+  return membership;
+}
+type DialTableNet = { addPeer(p: { url: string }): void; removePeer(url: string): boolean };
 
 /**
  * Close what `bootLayers` started when the instance cannot start after all (e.g. the admin port is
@@ -108,6 +125,7 @@ export async function closeLayers(parts: Partial<InstanceParts>, logger: DaemonL
       logger.warn({ err, step: name }, 'closing after a failed start: step failed');
     }
   };
+  await step('membership', () => parts.membership?.stop());
   await step('driver', () => parts.driver?.unload?.());
   await step('net', () => parts.net?.close());
   await step('kernel', () => parts.kernel?.close());

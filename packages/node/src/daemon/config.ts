@@ -6,7 +6,7 @@
  * Only the CLI entry point reads `process.env`; it hands the environment in as a plain record.
  */
 import { readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname as osHostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_LIMITS, TIMING_DEFAULTS } from '@xpmesh/protocol';
 import { type CredentialPolicy, parseCredentialPolicy } from './cred-policy.js';
@@ -26,6 +26,10 @@ export interface NodeConfig {
   listenPort: number;
   /** The other instances (this instance dials them; duplicates of itself are dropped). */
   peers: PeerAddress[];
+  /** DNS names whose addresses are the instances (membership from DNS, re-resolved; see membership.ts). */
+  peersDns: PeerAddress[];
+  /** How often the DNS names are resolved again. */
+  peersDnsIntervalMs: number;
   clusterKey: string;
   /** Physical memory size in 4 KiB frames. */
   frames: number;
@@ -83,8 +87,8 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     flag: 'id',
     env: 'XPMESH_NODE_ID',
     kind: 'string',
-    default: 'n1',
-    help: 'node id of this instance',
+    default: '<hostname>',
+    help: 'node id of this instance (default: the host name, made valid; stable where the engine names hosts: Swarm hostname template, StatefulSet pod name)',
   },
   {
     key: 'listenHost',
@@ -109,6 +113,22 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     kind: 'peers',
     default: '',
     help: 'other instances, comma-separated host:port (service names under compose)',
+  },
+  {
+    key: 'peersDns',
+    flag: 'peers-dns',
+    env: 'XPMESH_PEERS_DNS',
+    kind: 'peers',
+    default: '',
+    help: 'DNS names whose addresses are the instances, comma-separated NAME:PORT (tasks.node:7400 under Swarm, the service under compose, a headless Service under Kubernetes); re-resolved, new addresses dialled, own address skipped',
+  },
+  {
+    key: 'peersDnsIntervalMs',
+    flag: 'peers-dns-interval-ms',
+    env: 'XPMESH_PEERS_DNS_INTERVAL_MS',
+    kind: 'int',
+    default: '5000',
+    help: 'how often --peers-dns names are resolved again (100..600000)',
   },
   {
     key: 'clusterKey',
@@ -281,6 +301,18 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
 ];
 
 const NODE_ID = /^[A-Za-z0-9._-]{1,64}$/;
+/** Bound on --peers-dns names (each is resolved every interval). */
+export const MAX_DNS_NAMES = 8;
+
+/**
+ * The default node id: the host name, made valid (other characters become '-', at most 64).
+ * Engines that name hosts stably give stable ids: a Swarm stack's `hostname: node-{{.Task.Slot}}`,
+ * a StatefulSet's pod name; elsewhere the host name is at least unique (a container id).
+ */
+export function nodeIdFromHostname(hostname: string): string {
+  const id = hostname.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64);
+  return id === '' ? 'n1' : id;
+}
 
 export function isLoopbackHost(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
@@ -319,6 +351,7 @@ export function resolveConfig(
   flags: Record<string, string | undefined>,
   env: Record<string, string | undefined>,
   pid = 0,
+  hostname: string = osHostname(),
 ): NodeConfig {
   const raw = new Map<string, string>();
   for (const spec of CONFIG_SETTINGS) {
@@ -342,7 +375,7 @@ export function resolveConfig(
     }
   };
 
-  const node = str('node', 'n1');
+  const node = str('node', nodeIdFromHostname(hostname));
   if (!NODE_ID.test(node)) throw new ConfigError(`node id "${node}" must be 1-64 chars of [A-Za-z0-9._-]`);
   const logLevel = str('logLevel', 'info') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel))
@@ -359,10 +392,18 @@ export function resolveConfig(
     if (port < min || port > 65535) throw new ConfigError(`--${name} ${port} is out of range`);
   }
   const peers = parsePeers(str('peers', '')).filter((p) => !(p.port === listenPort && p.host === listenHost));
+  const peersDns = parsePeers(str('peersDns', ''));
+  if (peersDns.length > MAX_DNS_NAMES) throw new ConfigError(`--peers-dns: at most ${MAX_DNS_NAMES} names`);
+  const peersDnsIntervalMs = int('peersDnsIntervalMs');
+  if (peersDnsIntervalMs < 100 || peersDnsIntervalMs > 600_000)
+    throw new ConfigError(`--peers-dns-interval-ms ${peersDnsIntervalMs} must be between 100 and 600000`);
 
   let clusterKey = raw.get('clusterKey') ?? readSecretFile('clusterKeyFile') ?? '';
   if (clusterKey === '') {
-    const allLoopback = isLoopbackHost(listenHost) && peers.every((p) => isLoopbackHost(p.host));
+    const allLoopback =
+      isLoopbackHost(listenHost) &&
+      peers.every((p) => isLoopbackHost(p.host)) &&
+      peersDns.every((p) => isLoopbackHost(p.host));
     if (!allLoopback)
       throw new ConfigError(
         'a cluster key is required (--cluster-key, --cluster-key-file or XPMESH_CLUSTER_KEY) when peers are not on loopback',
@@ -431,6 +472,8 @@ export function resolveConfig(
     listenHost,
     listenPort,
     peers,
+    peersDns,
+    peersDnsIntervalMs,
     clusterKey,
     frames,
     swapPath: raw.get('swapPath') ?? join(tmpdir(), `xpmesh-${node}-${pid}.swap`),

@@ -10,6 +10,7 @@ import type { FenceEvent, LostDirtyEvent, MessageEvent, PageStateEvent } from '@
 import { type AdminBackend, type AdminEvent, AdminServer } from './admin.js';
 import type { NodeConfig } from './config.js';
 import type { DaemonLogger } from './logger.js';
+import type { DnsMembership } from './membership.js';
 import { type GaugeSnapshot, InstanceMetrics } from './metrics.js';
 import { AdminError, decodeWriteBytes, encodeReadBytes, type OpHandlers } from './ops.js';
 import type { DriverPort, KernelPort, NetPort, ProcessPort } from './ports.js';
@@ -22,6 +23,8 @@ export interface InstanceParts {
   driver: DriverPort;
   /** What the credential policy did to remote gets, by action (cred-policy.ts), if one is set. */
   credCounts?: Record<string, number>;
+  /** Membership from DNS (--peers-dns), if configured. */
+  membership?: DnsMembership;
 }
 
 export interface RunningInstance {
@@ -61,6 +64,7 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
       no_permit: ds.counters.refused.no_permit,
       access_denied: ds.counters.refused.access_denied,
       readonly_write: stats.counters.driverWriteDenied,
+      node_id_collision: net?.idCollisions ?? 0,
     },
   };
 }
@@ -262,6 +266,7 @@ export async function startInstance(
       processes: [...[...kernel.processes()].map(processInfo), ...exitedProcs],
       driver: driver.status(),
       peers: net.status(),
+      membership: parts.membership?.stats(),
     }),
     pages: (segid) => driver.pageStates(segid),
   };
@@ -288,6 +293,9 @@ export async function startInstance(
       };
       // The driver's unload detaches local attachments (detach messages carry dirty data home) and
       // answers pending invalidations before the links close.
+      // Leaving: stop dialling new members first; then the driver's unload removes our exports
+      // (attachers get segment-gone) and detaches our attachments (dirty pages go home).
+      await step('membership', () => parts.membership?.stop());
       await step('driver', () => driver.unload?.());
       await step('net', () => net.close());
       await step('kernel', () => kernel.close());

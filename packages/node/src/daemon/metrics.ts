@@ -43,6 +43,8 @@ export const REFUSAL_KINDS = {
   no_permit: 'a request naming a permit (apid) the caller does not hold, or one revoked',
   access_denied: "a get refused by the segment's mode bits (uid/gid, RDONLY/RDWR)",
   readonly_write: 'a write to a read-only attachment (SIGSEGV from the kernel: the VMA has no PROT_WRITE)',
+  node_id_collision:
+    'our live session was replaced at a peer by another live instance that authenticated with our node id (never silent: also logged as an error)',
 } as const;
 
 const LATENCY_BUCKETS = [

@@ -82,6 +82,7 @@ export interface NetPort {
     peersRefused?: number;
     pendingRefused?: number;
     abuseCloses?: number;
+    idCollisions?: number;
     rejected?: Record<string, number>;
   };
   on(event: 'up' | 'down', listener: (...args: never[]) => void): void;

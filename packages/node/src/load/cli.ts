@@ -11,6 +11,7 @@ import { basename, extname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { AdminClient } from '../daemon/admin-client.js';
+import { parseDnsConnect, resolveConnect } from '../daemon/discover.js';
 import { type LocalCluster, launchCluster } from '../daemon/launcher.js';
 import {
   CompareError,
@@ -83,7 +84,9 @@ options:
   --config FILE       JSON object of these options (e.g. {"threshold": ["p99<5ms"], "rate": 500});
                       flags given on the command line win
   --frames N          frames per instance of the local cluster           [8192]
-  --connect URLS      use running instances (admin URLs, comma-separated; the first is the home)
+  --connect URLS      use running instances (admin URLs, comma-separated; the first is the home),
+                      or dns:NAME:PORT: every address of NAME (with --instances N: wait for N,
+                      use the first N; waits up to 60 s)
   --token T           admin bearer token (or XPMESH_ADMIN_TOKEN)
   --logs DIR          keep the local cluster's logs in DIR (default: a temp dir)
   --json FILE         write the full report as JSON (an array with --workload all)
@@ -237,6 +240,7 @@ export async function runLoadCli(argv: string[], io: LoadCliIo = defaultIo): Pro
   let frames: number;
   let thresholds: Threshold[];
   let baseline: LoadReport[] | undefined;
+  let dnsWant: number | undefined;
   try {
     if (typeof values.config === 'string') values = { ...readConfig(values.config), ...definedOnly(values) };
     const s = (k: string) => values[k] as string | undefined;
@@ -251,7 +255,18 @@ export async function runLoadCli(argv: string[], io: LoadCliIo = defaultIo): Pro
         `--workload must be one of ${WORKLOADS.join(', ')}, all, or a module path (./x.js); got "${w}"`,
       );
     const connect = s('connect');
-    if (connect !== undefined) {
+    let dns: ReturnType<typeof parseDnsConnect>;
+    try {
+      dns = connect !== undefined ? parseDnsConnect(connect) : undefined;
+    } catch (err) {
+      throw new Usage((err as Error).message);
+    }
+    if (connect !== undefined && dns) {
+      // resolved below, before the run: every address, or the first --instances N once N resolve
+      dnsWant =
+        s('instances') !== undefined ? int(s('instances'), 'instances', 3, 1, LIMITS.maxInstances) : 0;
+      urls = Array.from({ length: dnsWant || 1 }, () => 'dns');
+    } else if (connect !== undefined) {
       urls = connect
         .split(',')
         .map((u) => u.trim())
@@ -335,6 +350,13 @@ export async function runLoadCli(argv: string[], io: LoadCliIo = defaultIo): Pro
   const several = workloads.length > 1;
   let broke = false;
   try {
+    if (dnsWant !== undefined) {
+      urls = (await resolveConnect(s('connect') ?? '', { min: dnsWant || 1, waitMs: 60_000 })).slice(
+        0,
+        Math.min(dnsWant || LIMITS.maxInstances, Math.floor(MAX_PROCS / opts.procsPerInstance)),
+      );
+      if (!values.quiet) io.out(`--connect ${s('connect')}: ${urls.join(', ')}`);
+    }
     if (!urls) {
       const logDir = s('logs') ?? mkdtempSync(join(tmpdir(), 'xpmesh-load-'));
       if (!values.quiet)

@@ -6,8 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { PAGE_SIZE as PAGE } from '@xpmesh/kernel';
 import { requestHandlers } from '@xpmesh/driver/handlers';
+import { PAGE_SIZE as PAGE } from '@xpmesh/kernel';
 import {
   type Cluster,
   countSent,

@@ -30,5 +30,19 @@ if (selected.length === 0) {
   console.error('no test files found: run `npm run build` first');
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...selected], { stdio: 'inherit' });
-process.exit(r.status ?? 1);
+// The suites that run a Docker engine (compose, Swarm) go last and one at a time: two private
+// engines on one machine share /run/containerd, and a teardown of one breaks the other.
+const isEngine = (f) => /(^|\/)(compose|compose-load|swarm)\.test\.js$/.test(f);
+const groups = [
+  { files: selected.filter((f) => !isEngine(f)), concurrency: 2 },
+  { files: selected.filter(isEngine), concurrency: 1 },
+];
+let status = 0;
+for (const { files: group, concurrency } of groups) {
+  if (group.length === 0) continue;
+  const r = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...group], {
+    stdio: 'inherit',
+  });
+  if (r.status !== 0) status = r.status ?? 1;
+}
+process.exit(status);

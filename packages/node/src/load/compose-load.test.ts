@@ -60,7 +60,7 @@ describe('xpmesh load against docker compose', { skip }, () => {
     timeout: WAIT_MS + BUDGET_MS + 120_000,
   }, async () => {
     for (let i = 0; i < 240 && otherComposeRun(); i++) await new Promise((r) => setTimeout(r, 2500));
-    const child = spawn('bash', [E2E, ROOT, 'load', resolve(ROOT, 'examples/compose-load.yml')], {
+    const child = spawn('bash', [E2E, ROOT, 'example-load', resolve(ROOT, 'examples/compose-load.yml')], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
       // Only the cluster and the load service: not the demo (its exit would end the run).

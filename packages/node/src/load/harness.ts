@@ -16,7 +16,7 @@
  */
 import vm from 'node:vm';
 import type { ProcessContext } from '@xpmesh/kernel';
-import { MAX_PROCS, MAX_SEQ } from './program.js';
+import { type LoadProgramResult, MAX_PROCS, MAX_SEQ } from './program.js';
 
 /** Piecewise-linear arrival rate of ONE process: points (ms from `startTs`, ops/s), ramped between. */
 export interface ArrivalSchedule {
@@ -56,19 +56,11 @@ export interface HarnessArgs {
   graceMs?: number;
 }
 
-export interface HarnessResult {
-  proc: number;
-  pid: number;
-  /** One char per access: 'r' or 'w'. */
-  kinds: string;
-  keys: number[];
-  values: number[];
-  invoke: number[];
-  response: number[];
+/** A chunk's recorded accesses: the same record as the old program's (LoadProgramResult), plus the
+ * harness's own fields. */
+export interface HarnessResult extends LoadProgramResult {
   /** Open model only: the intended start of the `op` call each access belongs to. */
   intended?: number[];
-  /** Highest sequence number used. */
-  seq: number;
   /** Calls of `op` made. */
   iterations: number;
   /** Open model: the index of the next arrival (those due and not started are queued). */
@@ -76,8 +68,6 @@ export interface HarnessResult {
   /** The schedule's origin in this worker's clock (send it back as `arrival.startTs`). */
   arrivalStartTs?: number;
   state: string;
-  errors: Record<string, number>;
-  errorSamples: string[];
   /** Set when the chunk could not go on at all (the runner stops driving this process). */
   fatal?: string;
 }

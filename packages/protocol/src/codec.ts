@@ -21,6 +21,7 @@
  */
 import { type Options, Packr } from 'msgpackr';
 import type { WireErrorCode } from './error-table.js';
+import { encodeFast } from './fast-encode.js';
 import { type Limits, resolveLimits } from './limits.js';
 import type { Message } from './messages.js';
 import { Validator } from './validate.js';
@@ -52,6 +53,16 @@ export function encodeFrame(messages: Message | readonly Message[]): Uint8Array 
     return packr.pack(messages);
   }
   return packr.pack(messages);
+}
+
+/**
+ * Encodes what a link sends: the hand-written writer (fast-encode.ts: the same standard MessagePack
+ * as msgpackr, byte for byte in schema field order, only the type's own fields), or msgpackr for what
+ * it declines (handshake messages, values of an unexpected type). `encodeFrame` stays msgpackr's
+ * encoding of the object as given (tests and tools craft frames with it, extra fields included).
+ */
+export function encodeLinkFrame(messages: Message | readonly Message[]): Uint8Array {
+  return encodeFast(messages) ?? encodeFrame(messages);
 }
 
 /** Decodes a frame without validation (tests, tools). Throws on malformed msgpack. */
@@ -94,12 +105,19 @@ export class FrameDecoder {
       }
       const out: Message[] = new Array(value.length);
       for (let i = 0; i < value.length; i++) {
+        const msg = this.validator.accept(value[i]);
+        if (msg !== undefined) {
+          out[i] = msg;
+          continue;
+        }
         const r = this.validator.validate(value[i]);
         if (!r.ok) return { ok: false, code: r.code, message: `batch[${i}]: ${r.message}` };
         out[i] = r.msg;
       }
       return { ok: true, messages: out };
     }
+    const msg = this.validator.accept(value);
+    if (msg !== undefined) return { ok: true, messages: [msg] };
     const r = this.validator.validate(value);
     if (!r.ok) return r;
     return { ok: true, messages: [r.msg] };

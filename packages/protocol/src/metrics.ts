@@ -107,6 +107,24 @@ export class Metrics {
     }
   }
 
+  /** frameIn of a frame with one message (no array). */
+  frameIn1(t: string, bytes: number): void {
+    this.m.framesIn++;
+    this.m.bytesIn += bytes;
+    const c = this.type(t);
+    c.msgsIn++;
+    c.bytesIn += bytes;
+  }
+
+  /** frameOut of a frame with one message (no array). */
+  frameOut1(t: string, bytes: number): void {
+    this.m.framesOut++;
+    this.m.bytesOut += bytes;
+    const c = this.type(t);
+    c.msgsOut++;
+    c.bytesOut += bytes;
+  }
+
   frameOut(types: readonly { t: string }[], bytes: number): void {
     this.m.framesOut++;
     this.m.bytesOut += bytes;

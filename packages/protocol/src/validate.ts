@@ -186,6 +186,16 @@ export class Validator {
     return this.validateWithSchema(value);
   }
 
+  /** The fast path alone: the message if the hand-written checker accepts it, else undefined (then
+   * `validate` gives the verdict). Same output as `validate` for what it accepts. */
+  accept(value: unknown): Message | undefined {
+    if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array)
+      return undefined;
+    const t = (value as Record<string, unknown>).t;
+    if (typeof t !== 'string' || !TYPE_SET.has(t)) return undefined;
+    return this.fast[t as MessageType](value as Record<string, unknown>);
+  }
+
   /** The reference path: the zod schemas only (tests compare the fast path against it). */
   validateWithSchema(value: unknown): ValidationResult {
     if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array) {

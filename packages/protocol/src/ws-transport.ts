@@ -41,6 +41,9 @@ export interface WsTransportOptions {
 
 type Event = { k: 'frame'; f: Uint8Array } | { k: 'pong' } | { k: 'close'; code: number; reason: string };
 
+/** ws copies its send options per call; one frozen object instead of a literal per frame. */
+const SEND_OPTIONS = Object.freeze({ binary: true, compress: false });
+
 /** One ws connection as a Conn. */
 export class WsConn implements Conn {
   private handlers: ConnHandlers | undefined;
@@ -57,7 +60,18 @@ export class WsConn implements Conn {
     ws.on('message', (data, isBinary) => {
       // A text frame is still a frame: validation rejects it (E_MALFORMED) and counts it.
       const f = isBinary ? (data as Buffer) : Buffer.from([0xc1]);
-      this.emit({ k: 'frame', f });
+      const h = this.handlers;
+      if (h === undefined) {
+        this.backlog.push({ k: 'frame', f });
+        return;
+      }
+      // emit() without an event object per frame (the hot path).
+      if (this.done) return;
+      try {
+        h.onFrame(f);
+      } catch (err) {
+        this.logger.error({ error: String(err) }, 'ws: handler threw');
+      }
     });
     ws.on('pong', () => this.emit({ k: 'pong' }));
     ws.on('close', (code, reason) => this.emit({ k: 'close', code, reason: reason.toString('utf8') }));
@@ -96,7 +110,7 @@ export class WsConn implements Conn {
   send(frame: Uint8Array): void {
     if (this.done || this.ws.readyState !== WebSocket.OPEN) return;
     try {
-      this.ws.send(frame, { binary: true, compress: false });
+      this.ws.send(frame, SEND_OPTIONS);
     } catch (err) {
       this.logger.debug({ error: String(err) }, 'ws: send failed');
     }

@@ -8,7 +8,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import WebSocket, { WebSocketServer } from 'ws';
-import { encodeFrame } from '../codec.js';
+import { encodeLinkFrame } from '../codec.js';
 import type { MapReq, Message } from '../messages.js';
 import { createWsPeerNetwork } from '../ws.js';
 
@@ -116,8 +116,9 @@ const big = (m: MapReq): Message => ({
   grants: [1],
 });
 // A mid-range id, so the baseline's frames are as long as the link's (ids are msgpack uint16 there).
+// Encoded by the link's own writer (encodeLinkFrame): the same bytes the link puts on the wire.
 const reqFrame = Uint8Array.prototype.slice.call(
-  encodeFrame({ t: 'map', id: 1000, apid: 'b:a1', page: 0, count: 1, access: 'r' }),
+  encodeLinkFrame({ t: 'map', id: 1000, apid: 'b:a1', page: 0, count: 1, access: 'r' }),
 );
 console.log('placement: link and raw-ws baseline each run with both ends in this one process');
 
@@ -125,7 +126,7 @@ for (const [label, fn] of [
   ['small', small],
   ['4k', big],
 ] as const) {
-  const rawReply = Uint8Array.prototype.slice.call(encodeFrame(fn({ id: 1000 } as MapReq)));
+  const rawReply = Uint8Array.prototype.slice.call(encodeLinkFrame(fn({ id: 1000 } as MapReq)));
   const raw = await rawWs(rawReply, reqFrame);
   const l = await link(fn);
   bench(`rtt_p50_${label}_link`, l.rtt, 'us', raw.rtt);

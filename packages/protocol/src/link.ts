@@ -114,6 +114,12 @@ function estimateBytes(m: Message): number {
       return 96;
   }
 }
+/** Outgoing check, the common case: the ingress checker's fast path accepts it (what it accepts, the
+ * schemas accept). Only a refusal runs the full validator, for its verdict and message. */
+function outgoingOk(decoder: FrameDecoder, m: unknown): boolean {
+  return decoder.validator.accept(m) !== undefined;
+}
+
 function count(a: unknown): number {
   return Array.isArray(a) ? a.length : 0;
 }
@@ -234,7 +240,7 @@ export class Link {
       m.busyRejections++;
       return Promise.reject(new RequestError('E_BUSY', this.peerNode, 'send queue over its high-water mark'));
     }
-    if (o.checkOutgoing) {
+    if (o.checkOutgoing && !outgoingOk(o.decoder, full)) {
       const r = o.decoder.validator.validate(full);
       if (!r.ok) return Promise.reject(new RequestError(r.code, o.self, `outgoing ${r.message}`));
     }
@@ -288,7 +294,7 @@ export class Link {
       m.oneWayDropped++;
       return false;
     }
-    if (this.o.checkOutgoing) {
+    if (this.o.checkOutgoing && !outgoingOk(this.o.decoder, msg)) {
       const r = this.o.decoder.validator.validate(msg);
       if (!r.ok) {
         this.o.logger.error({ error: r.message }, 'protocol: invalid outgoing one-way message dropped');
@@ -317,7 +323,7 @@ export class Link {
         code: 'E_INTERNAL',
         message: `wrong reply type ${msg.t}`,
       };
-    } else if (this.o.checkOutgoing) {
+    } else if (this.o.checkOutgoing && !outgoingOk(this.o.decoder, msg)) {
       const r = this.o.decoder.validator.validate(msg);
       if (!r.ok) {
         this.o.logger.error({ error: r.message }, 'protocol: handler returned an invalid reply');

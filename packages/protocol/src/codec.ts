@@ -19,7 +19,15 @@
  * Framing: one WebSocket binary message = one frame = one msgpack value, either a message (a map)
  * or a batch (an array of 1..limits.maxBatch maps), processed in order. Trailing bytes are an error.
  */
-import { type Options, Packr } from 'msgpackr';
+import type { Options } from 'msgpackr';
+// `msgpackr/pack` (msgpackr's index.js under Node): the same Packr/Unpackr, without the entry point that
+// installs the native string extractor (msgpackr-extract). That extractor, called at a frame's first
+// string value, scans the rest of the frame: for a page-carrying frame it costs more than reading the
+// few short strings in JavaScript, and for small frames it gains nothing (measured with
+// bench/link-hops.js and an interleaved A/B, issue 15). Decoded values are the same either way. If
+// another module loads the `msgpackr` entry point in the same process, the extractor is installed
+// for every msgpackr user again (only speed changes).
+import { Packr } from 'msgpackr/pack';
 import type { WireErrorCode } from './error-table.js';
 import { encodeFast } from './fast-encode.js';
 import { type Limits, resolveLimits } from './limits.js';

@@ -152,8 +152,14 @@ export class Link {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private incoming = 0;
+  /** Messages queued in this turn: the first `queueLen` entries of `queue` (and their estimates). */
   private queue: Message[] = [];
   private queueEst: number[] = [];
+  private queueLen = 0;
+  /** The arrays of the previous flush, cleared, for the next one: no new arrays per flush (a
+   * flush that runs inside a flush finds none and takes new ones). */
+  private spareQueue: Message[] | undefined;
+  private spareEst: number[] | undefined;
   private queuedBytes = 0;
   /** One timer for every request deadline of this link, armed for the earliest one. */
   private sweepTimer: unknown;
@@ -354,8 +360,9 @@ export class Link {
   }
 
   private enqueue(msg: Message, est: number): void {
-    this.queue.push(msg);
-    this.queueEst.push(est);
+    const n = this.queueLen++;
+    this.queue[n] = msg;
+    this.queueEst[n] = est;
     this.queuedBytes += est;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -373,19 +380,23 @@ export class Link {
     this.flushScheduled = false;
     const q = this.queue;
     const est = this.queueEst;
-    this.queue = [];
-    this.queueEst = [];
+    const count = this.queueLen;
+    this.queue = this.spareQueue ?? [];
+    this.queueEst = this.spareEst ?? [];
+    this.spareQueue = undefined;
+    this.spareEst = undefined;
+    this.queueLen = 0;
     this.queuedBytes = 0;
     if (this.state === 'closed') return;
     const { maxBatch, maxFrameBytes } = this.o.limits;
     const cap = Math.min(BATCH_SOFT_BYTES, maxFrameBytes / 2);
     const conn = this.o.conn;
-    const corked = q.length > 1 && conn.cork !== undefined;
+    const corked = count > 1 && conn.cork !== undefined;
     if (corked) conn.cork!();
     try {
       let i = 0;
-      while (i < q.length) {
-        const limit = Math.min(maxBatch, q.length - i);
+      while (i < count) {
+        const limit = Math.min(maxBatch, count - i);
         let n = 1;
         let bytes = est[i];
         while (n < limit && bytes + est[i + n] <= cap) {
@@ -397,6 +408,9 @@ export class Link {
       }
     } finally {
       if (corked) conn.uncork!();
+      for (let k = 0; k < count; k++) q[k] = undefined as unknown as Message; // let them be collected
+      this.spareQueue = q;
+      this.spareEst = est;
     }
   }
 
@@ -728,7 +742,7 @@ export class Link {
     if (this.state === 'closed') return;
     if (counter) this.o.metrics.c[counter]++;
     // Flush queued errors first so the peer learns why (best effort).
-    if (this.queue.length > 0) this.flush();
+    if (this.queueLen > 0) this.flush();
     // Closed by us before the transport is told: a transport that reports its own close back
     // synchronously (ws does) then finds the link closed, so nothing is counted twice (a wrong
     // key counted once in authFailures, not once more as "closed by the peer with 4003").
@@ -750,6 +764,9 @@ export class Link {
     this.sweepAt = Number.POSITIVE_INFINITY;
     this.queue = [];
     this.queueEst = [];
+    this.queueLen = 0;
+    this.spareQueue = undefined;
+    this.spareEst = undefined;
     this.queuedBytes = 0;
     this.early = [];
     const why = `${closeCodeName(code)}: ${reason}`;

@@ -3,7 +3,8 @@
  * the same run with the same placement, and the whole measurement is repeated ROUNDS times with the
  * baseline and the driver path alternating: a figure is the median over rounds of the per-round value.
  * Prints BENCH lines (scripts/bench.mjs). BENCH_QUICK=1 for a short run; BENCH_RECLAIM_PAGES sets the
- * reclaim size (default 100,000).
+ * reclaim size (default 100,000). Filters: BENCH_ONLY=faults,invalidations,ranges,reclaim,rmap (a comma
+ * list of sections; default all) and BENCH_PLACEMENT=1proc or 2proc (default both).
  *
  * Placements (suffix of every name): `2proc` = every instance in its own process, as deployed (the
  * raw echo server too); `1proc` = every instance (and the echo server) in this one process.
@@ -46,7 +47,11 @@ const QUICK = process.env.BENCH_QUICK === '1';
 const PROFILE = process.env.BENCH_PROFILE;
 const ROUNDS = QUICK ? 2 : 5;
 type Placement = '1proc' | '2proc';
-const PLACEMENTS: Placement[] = ['2proc', '1proc'];
+const PLACEMENTS = (['2proc', '1proc'] as Placement[]).filter(
+  (p) => process.env.BENCH_PLACEMENT === undefined || process.env.BENCH_PLACEMENT === p,
+);
+const ONLY = process.env.BENCH_ONLY?.split(',').map((x) => x.trim());
+const run = (section: string) => ONLY === undefined || ONLY.includes(section);
 
 function bench(name: string, value: number, unit: string, baseline: number | null = null) {
   const ratio = baseline ? Number((value / baseline).toFixed(3)) : null;
@@ -141,16 +146,17 @@ async function faults(pl: Placement) {
     await att1.q.run(PROGRAMS, 'firstTouch', { addr: att1.va, count: N, stride: 1 });
     await att64.q.run(PROGRAMS, 'firstTouch', { addr: att64.va, count: K, stride: 64 });
     for (let r = 1; r <= ROUNDS; r++) {
-      const prof = PROFILE !== undefined && pl === '2proc' && r === 1;
+      const prof = PROFILE !== undefined && r === 1;
       const profiled = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
         if (!prof) return fn();
-        await (home as RemoteInstance).call('profile-start');
+        if (home instanceof RemoteInstance) await home.call('profile-start');
         await profileStart();
         try {
           return await fn();
         } finally {
-          await profileStop(join(PROFILE!, `${what}-attacher.cpuprofile`));
-          await (home as RemoteInstance).call('profile-stop', join(PROFILE!, `${what}-home.cpuprofile`));
+          await profileStop(join(PROFILE!, `${what}-${pl}-attacher.cpuprofile`));
+          if (home instanceof RemoteInstance)
+            await home.call('profile-stop', join(PROFILE!, `${what}-${pl}-home.cpuprofile`));
         }
       };
       gc();
@@ -174,11 +180,13 @@ async function faults(pl: Placement) {
       mapLat.a64.length = 0;
       gc();
       const f64 = await withCpu(others, () =>
-        att64.q.run<number[]>(PROGRAMS, 'firstTouch', {
-          addr: att64.va + r * K * 64 * PAGE,
-          count: K,
-          stride: 64,
-        }),
+        profiled('fault64', () =>
+          att64.q.run<number[]>(PROGRAMS, 'firstTouch', {
+            addr: att64.va + r * K * 64 * PAGE,
+            count: K,
+            stride: 64,
+          }),
+        ),
       );
       R.add('fault64', pct(f64.r, 0.5));
       R.add('fault64Cpu', f64.cpu / K);
@@ -215,7 +223,7 @@ async function invalidations(pl: Placement) {
     const R = new Rounds();
     const events: Array<{ pages: number; peers: number; ms: number; reason: string }> = [];
     home.driver.events.on('invalidated', (e) => events.push(e));
-    const fans = [1, 8];
+    const fans = run('invalidations') ? [1, 8] : [];
     const segs = new Map<number, { segid: string; keys: number[] }>();
     for (const fan of fans) {
       const segid = await home.exportSeg(M);
@@ -223,7 +231,7 @@ async function invalidations(pl: Placement) {
       segs.set(fan, { segid, keys });
     }
     await raw.client.timed(WAKE_THEN_32, M);
-    for (let r = 0; r <= ROUNDS; r++) {
+    for (let r = 0; r <= (fans.length > 0 ? ROUNDS : -1); r++) {
       gc();
       const chain = await withCpu(remotes.slice(0, 1), () => raw.client.timed(WAKE_THEN_32, M));
       for (const fan of fans) {
@@ -247,13 +255,16 @@ async function invalidations(pl: Placement) {
       }
     }
     const s = `-${pl}`;
-    bench(`inval-chain-p50${s}`, R.get('chain50'), 'us');
-    bench(`inval-chain-cpu${s}`, R.get('chainCpu'), 'us/op');
-    bench(`invalidate-ack-1-remote-p50${s}`, R.get('inv1'), 'us', R.get('chain50'));
-    bench(`invalidate-ack-1-remote-cpu${s}`, R.get('inv1Cpu'), 'us/op', R.get('chainCpu'));
-    bench(`invalidate-ack-8-remotes-p50${s}`, R.get('inv8'), 'us', R.get('chain50'));
-    bench(`invalidate-fanout-8-vs-1-p50${s}`, R.get('inv8'), 'us', R.get('inv1'));
-    bench(`invalidate-fanout-8-vs-1-cpu${s}`, R.get('inv8Cpu'), 'us/op', R.get('inv1Cpu'));
+    if (fans.length > 0) {
+      bench(`inval-chain-p50${s}`, R.get('chain50'), 'us');
+      bench(`inval-chain-cpu${s}`, R.get('chainCpu'), 'us/op');
+      bench(`invalidate-ack-1-remote-p50${s}`, R.get('inv1'), 'us', R.get('chain50'));
+      bench(`invalidate-ack-1-remote-cpu${s}`, R.get('inv1Cpu'), 'us/op', R.get('chainCpu'));
+      bench(`invalidate-ack-8-remotes-p50${s}`, R.get('inv8'), 'us', R.get('chain50'));
+      bench(`invalidate-fanout-8-vs-1-p50${s}`, R.get('inv8'), 'us', R.get('inv1'));
+      bench(`invalidate-fanout-8-vs-1-cpu${s}`, R.get('inv8Cpu'), 'us/op', R.get('inv1Cpu'));
+    }
+    if (!run('ranges')) return;
 
     // a 1024-page range vs one page: mprotect of the source range one remote holds
     const ranges = new Map<number, { segid: string; key: number }>();
@@ -279,7 +290,12 @@ async function invalidations(pl: Placement) {
         await remotes[0].readAll(key);
       }
     }
-    bench(`invalidate-1-page-range-p50${s}`, RR.get('range1'), 'us', R.get('chain50'));
+    bench(
+      `invalidate-1-page-range-p50${s}`,
+      RR.get('range1'),
+      'us',
+      fans.length > 0 ? R.get('chain50') : null,
+    );
     bench(`invalidate-1024-page-range-p50${s}`, RR.get('range1024'), 'us', RR.get('range1'));
     bench(`invalidate-1024-page-range-cpu${s}`, RR.get('range1024Cpu'), 'us/op', RR.get('range1Cpu'));
   } finally {
@@ -351,15 +367,21 @@ async function reclaim() {
 
 async function main() {
   for (const pl of PLACEMENTS) {
-    console.log(`placement ${pl}: faults`);
-    await faults(pl);
-    console.log(`placement ${pl}: invalidations`);
-    await invalidations(pl);
+    if (run('faults')) {
+      console.log(`placement ${pl}: faults`);
+      await faults(pl);
+    }
+    if (run('invalidations') || run('ranges')) {
+      console.log(`placement ${pl}: invalidations`);
+      await invalidations(pl);
+    }
   }
-  console.log('reclaim (separate processes)');
-  await reclaim();
+  if (run('reclaim')) {
+    console.log('reclaim (separate processes)');
+    await reclaim();
+  }
   // 65,536 exported frames, each mapped by 2 instances (131,072 entries), then by 1
-  for (const mappers of [2, 1]) {
+  for (const mappers of run('rmap') ? [2, 1] : []) {
     const r = new ReverseMap();
     const frames = 65536;
     for (let m = 1; m <= mappers; m++) for (let f = 0; f < frames; f++) r.add(f, m, 1, f, 1, 1, false);

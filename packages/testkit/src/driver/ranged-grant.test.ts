@@ -139,3 +139,26 @@ test('map-ok carries the data as of the grant: the ranged reply’s pages stay p
     await s.p.exit(0);
   }
 });
+
+test('a write-back invalidation of a range with more than 64 written pages: split per 64 writes, every write back, read copies skipped', async () => {
+  const n = 160;
+  const s = await setup(n, 0x6000);
+  const b = await attachOn(B, s.segid, n);
+  // pages 0..99 written (write copies at B), 100..159 only read (read copies)
+  for (let i = 0; i < 100; i++) await b.q.write32(b.va + i * PAGE_SIZE, 0x7000 + i);
+  for (let i = 100; i < n; i++) assert.equal(await b.q.read32(b.va + i * PAGE_SIZE), 0x6000 + i);
+  const sent0 = c.sent.length;
+  const wbw0 = A.driver.counters.writebackWithoutData;
+  // one mprotect of the whole range: a 'protection' invalidation with write-back
+  await s.p.mprotect(s.va, n * PAGE_SIZE, 1);
+  const inv = c.sent.slice(sent0).filter((m) => m.type === 'invalidate' && m.peer === B.name).length;
+  assert.ok(inv >= 2, `${inv} invalidate messages: 100 written pages need two (≤ 64 dirty pages per ack)`);
+  assert.equal(A.driver.counters.writebackWithoutData, wbw0, 'every written page came back');
+  await s.p.mprotect(s.va, n * PAGE_SIZE, PROT_RW);
+  for (let i = 0; i < n; i++)
+    assert.equal(await s.p.read32(s.va + i * PAGE_SIZE), i < 100 ? 0x7000 + i : 0x6000 + i, `page ${i}`);
+  checkDriver(A, new Set([A.name, B.name]));
+  await A.driver.remove(s.segid);
+  await s.p.exit(0);
+  await b.q.exit(0);
+});

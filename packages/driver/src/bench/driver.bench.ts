@@ -14,6 +14,8 @@
  *                    reply → copy into shared memory → worker woken. Timed in the worker.
  *   inval-chain      raw ws 32 B round trip whose server interrupts one worker thread once (Atomics
  *                    notify and back) before it replies. Timed at the main thread.
+ *   raw-ws-64-pages  raw ws round trip with a 256 KiB reply (64 pages, what a 64-page map-ok carries)
+ *                    vs one with a 4 KiB reply: the transport's share of map-64-pages vs map-1-page.
  * Driver paths:
  *   remote-read-fault     first read32 of a remote page (prefault 1), timed in the faulting process's
  *                         own thread (programs.ts), vs hop-chain
@@ -40,7 +42,7 @@ import {
   RemoteInstance,
 } from './instance.js';
 import { profileStart, profileStop } from './profile.js';
-import { RawClient, startRawServer, WAKE_THEN_32 } from './raw.js';
+import { RawClient, REPLY_64P, startRawServer, WAKE_THEN_32 } from './raw.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
 /** A directory: CPU profiles (main threads, both ends) of the first separate-process fault round. */
@@ -143,6 +145,7 @@ async function faults(pl: Placement) {
     // warm-up: the first N pages / K big faults, and the chains
     await raw.client.hopChain(N);
     await raw.client.timed(1, N);
+    await raw.client.timed(REPLY_64P, K * 4);
     await att1.q.run(PROGRAMS, 'firstTouch', { addr: att1.va, count: N, stride: 1 });
     await att64.q.run(PROGRAMS, 'firstTouch', { addr: att64.va, count: K, stride: 64 });
     for (let r = 1; r <= ROUNDS; r++) {
@@ -166,6 +169,8 @@ async function faults(pl: Placement) {
       R.add('hopCpu', hop.cpu / N);
       const rt = await raw.client.timed(1, N);
       R.add('rt4k', pct(rt, 0.5));
+      const rt64 = await raw.client.timed(REPLY_64P, K * 4);
+      R.add('rt64p', pct(rt64, 0.5));
       mapLat.a1.length = 0;
       gc();
       const f = await withCpu(others, () =>
@@ -196,6 +201,8 @@ async function faults(pl: Placement) {
     bench(`hop-chain-p50${s}`, R.get('hop50'), 'us');
     bench(`hop-chain-cpu${s}`, R.get('hopCpu'), 'us/op');
     bench(`raw-ws-4k-rtt-p50${s}`, R.get('rt4k'), 'us');
+    // the transport's own 64-vs-1 scaling: a raw ws round trip with a 64-page reply vs a 4 KiB one
+    bench(`raw-ws-64-pages-rtt-p50${s}`, R.get('rt64p'), 'us', R.get('rt4k'));
     bench(`remote-read-fault-p50${s}`, R.get('fault50'), 'us', R.get('hop50'));
     bench(`remote-read-fault-p99${s}`, R.get('fault99'), 'us', R.get('hop99'));
     bench(`remote-read-fault-cpu${s}`, R.get('faultCpu'), 'us/op', R.get('hopCpu'));

@@ -166,16 +166,17 @@ export class UserAccess {
   /**
    * The lease of a PTE_LEASED entry is valid now (on this thread's clock; see lease.ts). The slot is
    * a plain (not Atomics) read of the descriptor: the kernel stores it before the PTE that refers to
-   * it, and this thread read that PTE with Atomics.load, so the store happens-before this read (and
-   * int32 reads do not tear). Cost: this read, the lease-table read, one clock read.
+   * it, and this thread read that PTE with Atomics.load (on a walk; a TLB entry is cached from such a
+   * walk, and a same-frame installPte that sets a new slot moves the TLB generation on), so the store
+   * happens-before this read (and int32 reads do not tear). Cost: this read, the lease-table read,
+   * one clock read.
    */
   private leaseHeld(pte: number): boolean {
     return this.leaseHeldPfn(pte >>> PTE_PFN_SHIFT);
   }
 
-  /** leaseHeld by frame. Also used by TLB hits, long after the PTE was read: so Atomics.load. */
   private leaseHeldPfn(pfn: number): boolean {
-    const slot = Atomics.load(this.desc, pfn * DESC_WORDS + D_PRIVATE);
+    const slot = this.desc[pfn * DESC_WORDS + D_PRIVATE];
     const deadline = readLeaseDeadline(this.leaseDeadlines, this.leaseEpoch, slot);
     return deadline > this.clockOrigin + performance.now();
   }
@@ -287,7 +288,9 @@ export class UserAccess {
       const vpn = addr >>> 12;
       const i = (vpn & TLB_MASK) << 1;
       const tlb = this.tlb;
-      if (tlb[i] === vpn) {
+      const tag = tlb[i];
+      // a leased entry is used only while its lease holds, checked on every access as the walk does
+      if (tag === vpn || (tag === (vpn | TAG_LEASED) && this.leaseHeldPfn(tlb[i + 1] >>> 10))) {
         const v = Atomics.load(this.words, tlb[i + 1] + ((addr >>> 2) & (PT_ENTRIES - 1)));
         // A plain read of the generation, deliberately (the file comment proves it suffices): an
         // Atomics.load is a builtin call in V8, as costly as the whole rest of this path.
@@ -304,38 +307,28 @@ export class UserAccess {
     Atomics.store(this.ctl, C_TLB_ACK, g);
   }
 
-  /** read32 that missed (or whose generation moved on): leased hit, or walk in a window and cache. */
+  /**
+   * read32 that missed, whose lease expired or whose generation moved on: walk in a window (the
+   * walk checks a lease itself and faults if it expired), then cache what the walk used.
+   */
   private read32Slow(addr: number): number {
     UserAccess.checkWord(addr);
-    const ctl = this.ctl;
     const tlb = this.tlb;
     const vpn = addr >>> 12;
     const i = (vpn & TLB_MASK) << 1;
-    const wordInPage = (addr >>> 2) & (PT_ENTRIES - 1);
-    for (;;) {
-      // Rule F: the generation is read (and the table retagged if it moved) before the walk.
-      const g = Atomics.load(ctl, C_TLB_GEN);
-      if (g !== this.tlbGen) this.tlbRetag(g);
-      if (tlb[i] === (vpn | TAG_LEASED)) {
-        // A leased entry: the lease is checked on every access, as the walk would.
-        const base = tlb[i + 1];
-        if (this.leaseHeldPfn(base >>> 10)) {
-          const v = Atomics.load(this.words, base + wordInPage);
-          if (Atomics.load(ctl, C_TLB_GEN) === g) return v;
-          continue; // a shootdown came: discard and start over
-        }
-        tlb[i] = TAG_EMPTY; // expired: the walk below faults, as for a missing entry
-      }
-      const off = this.enter(addr, false);
-      const v = Atomics.load(this.words, off >>> 2);
-      this.leave();
-      const pfn = this.lastPte >>> PTE_PFN_SHIFT;
-      if (pfn < TLB_MAX_PFN) {
-        tlb[i] = this.lastPte & PTE_LEASED ? vpn | TAG_LEASED : vpn;
-        tlb[i + 1] = pfn << 10;
-      }
-      return v;
+    // Rule F: the generation is read (and the table retagged if it moved) before the walk.
+    const g = Atomics.load(this.ctl, C_TLB_GEN);
+    if (g !== this.tlbGen) this.tlbRetag(g);
+    tlb[i] = TAG_EMPTY; // (an expired leased entry) until the walk below succeeds
+    const off = this.enter(addr, false);
+    const v = Atomics.load(this.words, off >>> 2);
+    this.leave();
+    const pfn = this.lastPte >>> PTE_PFN_SHIFT;
+    if (pfn < TLB_MAX_PFN) {
+      tlb[i] = this.lastPte & PTE_LEASED ? vpn | TAG_LEASED : vpn;
+      tlb[i + 1] = pfn << 10;
     }
+    return v;
   }
 
   write32(addr: number, v: number): void {

@@ -114,6 +114,8 @@ const TLB_MASK = TLB_SIZE - 1;
 /** Tag bit of a leased entry (page numbers are < 2^20): a plain hit compares the tag with the page number alone. */
 const TAG_LEASED = 1 << 20;
 const TAG_EMPTY = -1;
+/** Most pages one readInto window covers (a shootdown may wait for all of them: keep it short). */
+const WINDOW_PAGES = 16;
 /** Frames whose int32 index (pfn * 1024) fits an int32 are cached; higher frames always walk. */
 const TLB_MAX_PFN = 1 << 21;
 
@@ -186,28 +188,37 @@ export class UserAccess {
    * `va`; the window is then open and the caller MUST call `leave()` right after its data access.
    */
   private enter(va: number, write: boolean): number {
-    const words = this.words;
-    const ctl = this.ctl;
     for (;;) {
-      Atomics.add(ctl, C_SEQ, 1);
-      const r = Atomics.load(words, this.rootBase + (va >>> L1_SHIFT));
-      if (r & PTE_PRESENT) {
-        const pi = (r >>> PTE_PFN_SHIFT) * PT_ENTRIES + ((va >>> 12) & (PT_ENTRIES - 1));
-        let pte = Atomics.load(words, pi);
-        while (pte & PTE_PRESENT && (!write || pte & PTE_WRITE)) {
-          if (pte & PTE_LEASED && !this.leaseHeld(pte)) break; // expired: fault as if not present
-          const want = pte | PTE_YOUNG | (write ? PTE_DIRTY : 0);
-          const prev = want === pte ? pte : Atomics.compareExchange(words, pi, pte, want);
-          if (prev === pte) {
-            this.lastPte = pte;
-            return (pte >>> PTE_PFN_SHIFT) * PAGE_SIZE + (va & (PAGE_SIZE - 1));
-          }
-          pte = prev;
-        }
-      }
+      Atomics.add(this.ctl, C_SEQ, 1);
+      const off = this.translate(va, write);
+      if (off >= 0) return off;
       this.leave();
       this.fault(va, write);
     }
+  }
+
+  /**
+   * The walk of enter(), with the window ALREADY OPEN: the byte offset of `va` in physical memory,
+   * young (and for a write dirty) set; or -1 if the access needs a page fault (the caller leaves
+   * its window before taking it).
+   */
+  private translate(va: number, write: boolean): number {
+    const words = this.words;
+    const r = Atomics.load(words, this.rootBase + (va >>> L1_SHIFT));
+    if (!(r & PTE_PRESENT)) return -1;
+    const pi = (r >>> PTE_PFN_SHIFT) * PT_ENTRIES + ((va >>> 12) & (PT_ENTRIES - 1));
+    let pte = Atomics.load(words, pi);
+    while (pte & PTE_PRESENT && (!write || pte & PTE_WRITE)) {
+      if (pte & PTE_LEASED && !this.leaseHeld(pte)) return -1; // expired: fault as if not present
+      const want = pte | PTE_YOUNG | (write ? PTE_DIRTY : 0);
+      const prev = want === pte ? pte : Atomics.compareExchange(words, pi, pte, want);
+      if (prev === pte) {
+        this.lastPte = pte;
+        return (pte >>> PTE_PFN_SHIFT) * PAGE_SIZE + (va & (PAGE_SIZE - 1));
+      }
+      pte = prev;
+    }
+    return -1;
   }
 
   private leave(): void {
@@ -241,18 +252,36 @@ export class UserAccess {
     }
   }
 
+  /**
+   * Copy [addr, addr + dst.length) into dst. One window covers up to WINDOW_PAGES pages: each page
+   * is walked inside it (as enter() would) and pages that sit in consecutive frames are copied with
+   * one `set`; a page that needs a fault ends the window first (a window never spans a fault).
+   */
   readInto(addr: number, dst: Uint8Array): void {
     UserAccess.checkRange(addr, dst.length);
     const bytes = this.bytes;
-    let done = 0;
     const len = dst.length;
+    let done = 0;
     while (done < len) {
-      const va = addr + done;
-      const n = Math.min(len - done, PAGE_SIZE - (va & (PAGE_SIZE - 1)));
-      const off = this.enter(va, false);
-      dst.set(bytes.subarray(off, off + n), done);
+      let runOff = this.enter(addr + done, false); // window open
+      let runAt = done;
+      let runLen = Math.min(len - done, PAGE_SIZE - ((addr + done) & (PAGE_SIZE - 1)));
+      done += runLen;
+      for (let pages = 1; done < len && pages < WINDOW_PAGES; pages++) {
+        const off = this.translate(addr + done, false); // page-aligned from here on
+        if (off < 0) break; // needs a fault: copy what we have, leave; enter() above takes it
+        const n = Math.min(len - done, PAGE_SIZE);
+        if (off !== runOff + runLen) {
+          dst.set(bytes.subarray(runOff, runOff + runLen), runAt);
+          runOff = off;
+          runAt = done;
+          runLen = 0;
+        }
+        runLen += n;
+        done += n;
+      }
+      dst.set(bytes.subarray(runOff, runOff + runLen), runAt);
       this.leave();
-      done += n;
     }
   }
 

@@ -208,3 +208,29 @@ for (const inject of [false, true]) {
       }),
   );
 }
+
+test('readInto across many pages: runs of consecutive frames, scattered frames and mid-range faults all read right', () =>
+  withKernel({ frames: 512, swapSlots: 256 }, async (k) => {
+    const p = await k.spawn();
+    const pages = 40;
+    const a = await p.mmap(pages * PAGE, RW);
+    const expect = new Uint8Array(pages * PAGE);
+    const order = [...Array(pages).keys()];
+    // pages 0..19 in order (consecutive frames), 20..39 interleaved with a second mapping (scattered)
+    const other = await p.mmap(pages * PAGE, RW);
+    for (const i of order) {
+      const page = new Uint8Array(PAGE).fill((i * 7 + 1) & 0xff);
+      page[0] = i;
+      expect.set(page, i * PAGE);
+      await p.write(a + i * PAGE, page);
+      if (i >= 20) await p.write32(other + i * PAGE, 1);
+    }
+    // some pages swapped out (faults in the middle of a window's run), some never... all touched
+    for (const i of [3, 17, 18, 31])
+      assert.equal(await k.reclaimPage(k.pfnOf(p.pid, a + i * PAGE)!), 'reclaimed');
+    const from = 100;
+    const got = await p.read(a + from, pages * PAGE - from - 50);
+    assert.deepEqual(got, expect.subarray(from, pages * PAGE - 50));
+    for (const i of [3, 17, 18, 31]) assert.ok(k.pfnOf(p.pid, a + i * PAGE) !== undefined, 'faulted back in');
+    k.check();
+  }));

@@ -116,8 +116,17 @@ const TAG_LEASED = 1 << 20;
 const TAG_EMPTY = -1;
 /** Most pages one readInto window covers (a shootdown may wait for all of them: keep it short). */
 const WINDOW_PAGES = 16;
+/**
+ * Module-private copies of C_TLB_GEN and PT_ENTRIES - 1 for read32's hit path: V8 folds a private
+ * module constant into the code, but loads (and hole-checks) an exported or imported one on every use.
+ */
+const GEN_WORD = 5;
+const WORD_IN_PAGE = 1023;
 /** Frames whose int32 index (pfn * 1024) fits an int32 are cached; higher frames always walk. */
 const TLB_MAX_PFN = 1 << 21;
+
+if (GEN_WORD !== C_TLB_GEN || WORD_IN_PAGE !== PT_ENTRIES - 1)
+  throw new Error('access.ts: constants disagree');
 
 export type FaultPoster = (address: number, write: boolean) => void;
 
@@ -320,10 +329,10 @@ export class UserAccess {
       const tag = tlb[i];
       // a leased entry is used only while its lease holds, checked on every access as the walk does
       if (tag === vpn || (tag === (vpn | TAG_LEASED) && this.leaseHeldPfn(tlb[i + 1] >>> 10))) {
-        const v = Atomics.load(this.words, tlb[i + 1] + ((addr >>> 2) & (PT_ENTRIES - 1)));
+        const v = Atomics.load(this.words, tlb[i + 1] + ((addr >>> 2) & WORD_IN_PAGE));
         // A plain read of the generation, deliberately (the file comment proves it suffices): an
         // Atomics.load is a builtin call in V8, as costly as the whole rest of this path.
-        if (this.ctl[C_TLB_GEN] === this.tlbGen) return v;
+        if (this.ctl[GEN_WORD] === this.tlbGen) return v;
       }
     }
     return this.read32Slow(addr);

@@ -125,6 +125,9 @@ const WORD_IN_PAGE = 1023;
 /** Frames whose int32 index (pfn * 1024) fits an int32 are cached; higher frames always walk. */
 const TLB_MAX_PFN = 1 << 21;
 
+/** The global `performance` is a getter in Node: read it once (a lease check reads the clock per access). */
+const perf = performance;
+
 if (GEN_WORD !== C_TLB_GEN || WORD_IN_PAGE !== PT_ENTRIES - 1)
   throw new Error('access.ts: constants disagree');
 
@@ -189,7 +192,7 @@ export class UserAccess {
   private leaseHeldPfn(pfn: number): boolean {
     const slot = this.desc[pfn * DESC_WORDS + D_PRIVATE];
     const deadline = readLeaseDeadline(this.leaseDeadlines, this.leaseEpoch, slot);
-    return deadline > this.clockOrigin + performance.now();
+    return deadline > this.clockOrigin + perf.now();
   }
 
   /**

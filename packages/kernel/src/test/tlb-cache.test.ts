@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import { type Pfn, PROT_READ, PROT_WRITE } from '../api.js';
 import type { Kernel, Process } from '../index.js';
 import type { Kernel as KernelState } from '../kernel.js';
+import { pageReferenced } from '../reclaim.js';
 import { PROGRAMS, withKernel } from './helpers.js';
 
 const RW = PROT_READ | PROT_WRITE;
@@ -232,5 +233,20 @@ test('readInto across many pages: runs of consecutive frames, scattered frames a
     const got = await p.read(a + from, pages * PAGE - from - 50);
     assert.deepEqual(got, expect.subarray(from, pages * PAGE - 50));
     for (const i of [3, 17, 18, 31]) assert.ok(k.pfnOf(p.pid, a + i * PAGE) !== undefined, 'faulted back in');
+    k.check();
+  }));
+
+test('a young bit cleared by page_referenced is set again by the next read32 (the clear drops the TLB entry)', () =>
+  withKernel({ frames: 256 }, async (k) => {
+    const p = await k.spawn();
+    const a = await p.mmap(PAGE, RW);
+    await p.write32(a, 7);
+    const pfn = k.pfnOf(p.pid, a)!;
+    assert.equal(await p.read32(a), 7); // cached in the TLB
+    assert.equal(await p.read32(a), 7); // a hit
+    assert.equal(pageReferenced(state(k), pfn), true);
+    assert.equal(pageReferenced(state(k), pfn), false, 'no access since the clear');
+    assert.equal(await p.read32(a), 7);
+    assert.equal(pageReferenced(state(k), pfn), true, 'the read after the clear set the young bit again');
     k.check();
   }));

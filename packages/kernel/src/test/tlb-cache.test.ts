@@ -21,6 +21,8 @@ const GOOD = 0x600d600d;
 const POISON = 0x0badf00d;
 const STOP = 0x5709;
 const ROUNDS = 40;
+/** Reads per batch of the spinning program (nothing but reads within a batch). */
+const BATCH = 20_000;
 
 const state = (k: Kernel) => (k as unknown as { k: KernelState }).k;
 
@@ -58,6 +60,7 @@ async function spin(k: Kernel, p: Process, s: Scenario, inject: boolean): Promis
         stop: STOP,
         max: 200_000_000,
         maxBad: 64,
+        batch: BATCH,
       })
       .finally(() => {
         done = true;
@@ -71,11 +74,11 @@ async function spin(k: Kernel, p: Process, s: Scenario, inject: boolean): Promis
         await new Promise((r) => setImmediate(r));
       }
     };
-    await progress(4096); // spinning on TLB hits
+    await progress(2 * BATCH); // spinning on TLB hits
     for (let i = 0; i < ROUNDS && !done; i++) {
       const old = await s.move();
       fill(k, old, POISON); // the call returned: the old frame is the kernel's to reuse
-      await progress(1024); // reads after the poisoning
+      await progress(2 * BATCH); // a whole batch of reads after the poisoning
       s.release(old);
     }
     if (!done) fill(k, s.current(), STOP);

@@ -54,7 +54,7 @@ import {
   VA_LIMIT,
 } from './pagetable.js';
 import { doMmap, doMunmapDriver, dropDeviceEntry, zapPteRange } from './syscalls.js';
-import { shootdown } from './tlb.js';
+import { shootdown, tlbInvalidateMm } from './tlb.js';
 
 /** Pages one ranged call (getUserPages, setDeviceEntries) may cover. */
 export const MAX_RANGE_PAGES = 1024;
@@ -363,6 +363,7 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
           if (lease !== undefined) ph.setPrivate(pfn, lease);
           const add = (write ? PTE_WRITE : 0) | leased;
           if (add) Atomics.or(words, pi, add);
+          if (leased) tlbInvalidateMm(mm); // the next read checks the lease: no TLB hit without it
           return true;
         }
         throw new KernelError('EBUSY', 'a different frame is mapped there: zapDriverRange first');

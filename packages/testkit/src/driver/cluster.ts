@@ -218,7 +218,14 @@ export async function openMemoryCluster(): Promise<ScenarioCluster> {
     leaseMs: 2000,
   });
   const nodes = c.nodes.map((n) => gated(localInstance(n.name, n.kernel, n.driver, frames)));
-  return { transport: 'memory (one process)', nodes, close: () => c.close() };
+  return {
+    transport: 'memory (one process)',
+    nodes,
+    async kill(name) {
+      for (const other of SCENARIO_NODES) if (other !== name) c.sw.partition(name, other);
+    },
+    close: () => c.close(),
+  };
 }
 
 function gated(inst: ScenarioInstance): ScenarioInstance {

@@ -143,14 +143,22 @@ export interface ScenarioCluster {
   readonly transport: string;
   /** The instances, named 'a', 'b', 'c'. */
   readonly nodes: readonly ScenarioInstance[];
+  /**
+   * The instance dies without a goodbye and is never heard from again: over ws its process gets
+   * SIGKILL (the OS closes its sockets, the peers see them close); in memory its links are cut both
+   * ways (the peers see its heartbeats stop). Either way its peers must notice, fence it and revert
+   * what only it held. Call nothing on a killed instance.
+   */
+  kill(name: string): Promise<void>;
   /** End everything (instance processes included), also after a failed test; bounded. */
   close(): Promise<void>;
 }
 
 /**
- * Settings of a scenario cluster. The scenarios need no death noticed fast, so both transports use
- * generous failure detection (a loaded 2-core CI machine may stall a process for seconds; a fenced
- * live instance would fail the leak check, which asserts that nobody was fenced).
+ * The instances of a scenario cluster. Both implementations use generous failure detection (about
+ * 3 s without heartbeats, ack deadline 3 s, lease 2 s): a loaded 2-core CI machine may stall a
+ * process for seconds, and a fenced live instance would fail the leak check, which asserts that
+ * nobody was fenced. Only the last scenario kills an instance, and waits for it to be noticed.
  */
 export const SCENARIO_NODES = ['a', 'b', 'c'];
 

@@ -591,5 +591,35 @@ export function defineDriverScenarios(transport: string, open: () => Promise<Sce
         assert.deepEqual(await n.kernelCheck(), [], `${n.name}: kernel invariants`);
       }
     });
+
+    test('an instance dies holding the only dirty copy of a page: it is fenced, the page reverts, nothing of it is left', async () => {
+      // After the leak check (which asserts that nobody was fenced): c is dead for good from here.
+      const s = await source(A, 2, { base: 0x100 });
+      const b = await attach(B, s.segid, 'r', 2);
+      assert.equal(await B.read32(b.pid, b.va + PAGE_SIZE), 0x101);
+      const c = await attach(C, s.segid, 'rw', 1);
+      await C.write32(c.pid, c.va, 0xc0ffee); // c holds page 0 dirty, the only copy of that write
+      await cluster?.kill(C.name);
+      // the home notices (closed socket or silent heartbeats), fences c, and reverts the page
+      assert.equal(await A.read32(s.pid, s.va), 0x100, 'the page reverted to its last home version');
+      assert.equal(await B.read32(b.pid, b.va), 0x100, 'a surviving attacher reads the reverted page');
+      assert.equal(await B.read32(b.pid, b.va + PAGE_SIZE), 0x101, 'pages c never held are untouched');
+      await A.quiesce();
+      const st = await status(A);
+      assert.equal(st.counters.lostDirtyPages, 1, 'the lost write is counted');
+      assert.equal(st.lost.length, 1, 'and reported (lost-dirty event)');
+      assert.ok(st.fences.length >= 1, 'c was fenced');
+      assert.ok(
+        (await A.rmapEntries()).every((e) => e.node !== C.name),
+        'no reverse-map entry left for the dead instance',
+      );
+      await detachRelease(B, b);
+      await A.remove(s.segid);
+      for (const n of [A, B]) {
+        await n.quiesce();
+        assert.deepEqual(await n.driverCheck(['a', 'b']), [], `${n.name}: driver invariants without c`);
+        assert.deepEqual(await n.kernelCheck(), [], `${n.name}: kernel invariants`);
+      }
+    });
   });
 }

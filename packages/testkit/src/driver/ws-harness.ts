@@ -193,7 +193,7 @@ export function remoteInstance(r: Remote): ScenarioInstance {
  * the scenarios needs a death noticed fast, and a loaded CI machine must not fence a live instance.
  * Every child is ended if the start fails.
  */
-export async function openWsCluster(): Promise<ScenarioCluster & { remotes: Remote[] }> {
+export async function openWsCluster(): Promise<ScenarioCluster> {
   const cluster = wsCluster(SCENARIO_NODES);
   try {
     await cluster.start({ missedBeats: 30, ackTimeoutMs: 3000, leaseMs: 2000 });
@@ -204,7 +204,11 @@ export async function openWsCluster(): Promise<ScenarioCluster & { remotes: Remo
   return {
     transport: 'ws (one OS process per instance)',
     nodes: cluster.nodes.map(remoteInstance),
-    remotes: cluster.nodes,
+    async kill(name) {
+      const r = cluster.nodes.find((n) => n.name === name);
+      if (!r) throw new Error(`no instance ${name}`);
+      await r.kill('SIGKILL');
+    },
     close: () => cluster.close(),
   };
 }

@@ -1,7 +1,7 @@
 /**
  * One instance in its own OS process for the ws tests: a real kernel, the xpmem driver and the ws
  * PeerNetwork on 127.0.0.1, driven by its parent over the child_process IPC channel (see
- * ws-harness.ts). Not a test file itself (scenarios-ws.test.ts and ws.test.ts fork it).
+ * ws-harness.ts). Not a test file itself (scenarios-ws.test.ts forks it, through ws-harness.ts).
  *
  * Every command is `{id, op, args}`: `init`, `peers`, `close`, or an operation of the scenario
  * interface (scenario-cluster.ts), run by the same code as in the in-memory cluster

@@ -21,6 +21,8 @@ export const VALUES: Readonly<Record<string, string>> = {
   heartbeatMs: ms(T.heartbeatMs),
   missedBeats: String(T.missedBeats),
   deadAfterMs: ms(T.heartbeatMs * T.missedBeats),
+  /** The latest: the last frame may arrive just after a beat, so one more interval can pass. */
+  deadWithinMs: ms(T.heartbeatMs * (T.missedBeats + 1)),
   requestTimeoutMs: ms(T.requestTimeoutMs),
   ackTimeoutMs: ms(T.ackTimeoutMs),
   leaseMs: ms(DEFAULT_LEASE_MS),
@@ -50,7 +52,7 @@ const DOC_MEANING: Readonly<Record<string, string>> = {
   'log-level':
     '`trace`, `debug`, `info`, `warn`, `error`, `fatal`, `silent`; `debug` logs one line per protocol event',
   'missed-beats':
-    'missed heartbeats before a peer is declared dead and fenced (so a dead peer is fenced within `heartbeat-ms × missed-beats`)',
+    'missed heartbeats before a peer is declared dead and fenced (a silent peer is declared dead and fenced between `heartbeat-ms × missed-beats` and `heartbeat-ms × (missed-beats + 1)` after its last frame)',
   'shutdown-ms': 'SIGTERM grace period; after it the instance exits with status 1 anyway',
   'tls-cert': 'PEM certificate file: peer links use `wss`',
   'max-peers':
@@ -94,7 +96,13 @@ function timingTable(): string {
       VALUES.missedBeats,
       'silent intervals before a peer is dead (close 4006)',
     ],
-    ['peer declared dead after', '—', '—', VALUES.deadAfterMs, 'heartbeat × missed beats'],
+    [
+      'peer declared dead after',
+      '—',
+      '—',
+      `${VALUES.deadAfterMs} – ${VALUES.deadWithinMs}`,
+      'heartbeat × missed beats at the earliest, heartbeat × (missed beats + 1) at the latest (the last frame may arrive just after a beat)',
+    ],
     [
       'request deadline',
       '`--request-timeout-ms`',

@@ -10,7 +10,7 @@ import { createXpmemDriver, type MessageEvent, type XpmemDriver } from '@xpmesh/
 import * as instance from '@xpmesh/kernel';
 import { PAGE_SIZE } from '@xpmesh/kernel';
 import { createMemoryNetwork, type LinkFaults, type PeerNetwork } from '@xpmesh/protocol';
-import { localInstance } from './local-instance.js';
+import { driverIdle, localInstance } from './local-instance.js';
 import {
   bounded,
   CALL_TIMEOUT_MS,
@@ -140,16 +140,7 @@ export async function attachOn(n: Inst, segid: string, pages: number) {
  * for a dead instance" need this first.
  */
 export async function quiesce(n: Inst, timeoutMs = 15_000): Promise<void> {
-  const d = n.driver;
-  await until(
-    () =>
-      d.fencing.size === 0 &&
-      [...d.segments.values()].every(
-        (seg) => seg.inval.every((x) => x === 0) && seg.busy.every((x) => x === 0),
-      ),
-    `${n.name} quiescent`,
-    timeoutMs,
-  );
+  await until(() => driverIdle(n.driver), `${n.name} quiescent`, timeoutMs);
 }
 
 /**

@@ -15,6 +15,16 @@ function codeError(code: string, message: string): Error & { code: string } {
   return Object.assign(new Error(message), { code });
 }
 
+/** No fence waiting out a lease, no invalidation or notifier bracket in flight on any page. */
+export function driverIdle(driver: XpmemDriver): boolean {
+  return (
+    driver.fencing.size === 0 &&
+    [...driver.segments.values()].every(
+      (seg) => seg.inval.every((x) => x === 0) && seg.busy.every((x) => x === 0),
+    )
+  );
+}
+
 export function localInstance(
   name: string,
   kernel: instance.Kernel,
@@ -31,11 +41,7 @@ export function localInstance(
     if (!p) throw codeError('ESRCH', `no pid ${pid}`);
     return p;
   };
-  const idle = () =>
-    driver.fencing.size === 0 &&
-    [...driver.segments.values()].every(
-      (seg) => seg.inval.every((x) => x === 0) && seg.busy.every((x) => x === 0),
-    );
+  const idle = () => driverIdle(driver);
   const exportedFrames = () => {
     const out: number[] = [];
     for (let pfn = 0; pfn < frames; pfn++) {

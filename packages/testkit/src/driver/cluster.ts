@@ -210,7 +210,6 @@ export async function openMemoryCluster(): Promise<ScenarioCluster> {
   });
   const nodes = c.nodes.map((n) => gated(localInstance(n.name, n.kernel, n.driver, frames)));
   return {
-    transport: 'memory (one process)',
     nodes,
     async kill(name) {
       for (const other of SCENARIO_NODES) if (other !== name) c.sw.partition(name, other);

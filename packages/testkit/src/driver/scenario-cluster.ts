@@ -139,8 +139,6 @@ export const INSTANCE_OPS = Object.keys(OPS) as InstanceOp[];
 export const isInstanceOp = (op: string): op is InstanceOp => Object.hasOwn(OPS, op);
 
 export interface ScenarioCluster {
-  /** Which transport carries it (printed with each run). */
-  readonly transport: string;
   /** The instances, named 'a', 'b', 'c'. */
   readonly nodes: readonly ScenarioInstance[];
   /**

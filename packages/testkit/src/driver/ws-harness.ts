@@ -202,7 +202,6 @@ export async function openWsCluster(): Promise<ScenarioCluster> {
     throw e;
   }
   return {
-    transport: 'ws (one OS process per instance)',
     nodes: cluster.nodes.map(remoteInstance),
     async kill(name) {
       const r = cluster.nodes.find((n) => n.name === name);

@@ -257,14 +257,32 @@ type GrantResult = PromiseSettledResult<{ pd: PageData; grant: number }>;
 /**
  * Steps 1-6 for the `count` pages from `first` as ONE ranged operation (a map with prefault): every
  * page mutex of the range is held (taken in ascending page order: the only holder of several, so no
- * lock-order cycle) from the start until `hold` settles, exactly as grantPage holds one; then steps
- * 1-2 per page (usually nothing to wait for), ONE mmuIntervalReadBegin, ONE getUserPages for the
- * range, ONE setDeviceEntries (one TLB shootdown) per run of pages, and step 5-6 per page with the
- * same re-checks under its own page lock (one page lock at a time, as grantPage). A page that fails
- * a re-check in the ranged pass is granted afterwards by grantPageLocked (its mutex still held), so
- * the ordering guarantees are grantPage's for every page: no grant while an invalidation of the page
- * is in flight (inval/busy/gen re-checked under the page lock), PG_external_rmap before the reverse-map
- * entry, grant ids in order. Results per page, in order.
+ * lock-order cycle; all at once when none is held, see KeyedMutex.runAll) from the start until `hold`
+ * settles, exactly as grantPage holds one; then steps 1-2 per page (usually nothing to wait for), ONE
+ * mmuIntervalReadBegin, ONE getUserPages for the range, ONE setDeviceEntries (one TLB shootdown) per
+ * run of pages, and step 5-6 per page with the same re-checks under its own page lock (one page lock
+ * at a time, as grantPage). A page that fails a re-check in the ranged pass is granted afterwards by
+ * grantPageLocked (its mutex still held), so the ordering guarantees are grantPage's for every page:
+ * no grant while an invalidation of the page is in flight (inval/busy/gen re-checked under the page
+ * lock), PG_external_rmap before the reverse-map entry, grant ids in order. Results per page, in order.
+ *
+ * The data of a page granted in the ranged pass is NOT copied here: it is a view of the pinned frame,
+ * encoded by the protocol straight into the map-ok frame (the only copy before the wire). That view is
+ * exactly the data as of the grant, because until `hold` settles (and it settles a macrotask after the
+ * reply is queued, by which time the link has encoded it: the link flushes in the microtasks of the
+ * turn the reply is queued in, handleMap's continuation) nothing can write or free the frame:
+ *   - its pin (getUserPages' reference) is kept until `hold` settles (below), so the frame is not
+ *     freed or reused (reclaim and migration skip pinned frames; exit only drops its own reference);
+ *   - the source PTE is in device mode ('readonly' or 'none', shootdown complete, re-checked under the
+ *     page lock), so no home process writes it: its write faults into the driver, which needs the
+ *     page mutex (held);
+ *   - local attachers mapping the frame were write-protected or zapped (fenceLocalAttachers) under the
+ *     mutex, and mapping it again (localAttachFault) or a detach's write-back needs the mutex too;
+ *   - a write-back from an invalidate-ack (writeBack) needs a remote writer's ack: no remote writer
+ *     holds the page other than (for a write grant) the requester, whose copy is the one being granted,
+ *     and any ack arrives in a later macrotask.
+ * ranged-grant.test.ts ("map-ok carries the data as of the grant") checks the data against writes
+ * the home makes right after the grant.
  */
 async function grantRange(
   d: DriverState,
@@ -275,21 +293,30 @@ async function grantRange(
   write: boolean,
   hold: Promise<void>,
 ): Promise<GrantResult[]> {
+  const k = d.kernel;
   return new Promise((resolve, reject) => {
     const pages = Array.from({ length: count }, (_, i) => first + i);
-    const lockAll = (i: number, fn: () => Promise<void>): Promise<void> =>
-      i === pages.length ? fn() : seg.mutex.run(pages[i], () => lockAll(i + 1, fn));
-    lockAll(0, async () => {
-      let out: GrantResult[];
-      try {
-        out = await grantRangeLocked(d, seg, pages, permit, write);
-      } catch (e) {
-        reject(e);
-        return;
-      }
-      resolve(out);
-      await hold;
-    }).catch(reject);
+    seg.mutex
+      .runAll(pages, async () => {
+        let r: { out: GrantResult[]; pinned: number[] };
+        try {
+          r = await grantRangeLocked(d, seg, pages, permit, write);
+        } catch (e) {
+          reject(e);
+          return;
+        }
+        resolve(r.out);
+        try {
+          await hold;
+        } finally {
+          // the frames whose views went into the reply: encoded by now (see above)
+          for (const pfn of r.pinned) {
+            k.putPage(pfn);
+            d.counters.unpins++;
+          }
+        }
+      })
+      .catch(reject);
   });
 }
 
@@ -299,7 +326,7 @@ async function grantRangeLocked(
   pages: number[],
   permit: Permit,
   write: boolean,
-): Promise<GrantResult[]> {
+): Promise<{ out: GrantResult[]; pinned: number[] }> {
   const k = d.kernel;
   const node = d.nodeIdx(permit.node);
   const n = pages.length;
@@ -335,6 +362,9 @@ async function grantRangeLocked(
   }
   d.counters.pins += pfns.length;
   const granted = new Array<boolean>(n).fill(false);
+  /** Pins of granted pages, kept until the reply is encoded (their data is a view: see grantRange). */
+  const pinned: number[] = [];
+  let done = false;
   try {
     // pages past a short getUserPages: a hole (the first page's error was thrown above)
     for (let i = pfns.length; i < n; i++)
@@ -404,7 +434,8 @@ async function grantRangeLocked(
         d.rmap.add(pfn, node, seg.slot, p, permit.slot, permit.epoch, write);
         const grant = ++d.grantSeq;
         seg.transition(p, write ? 'grant-write' : 'grant-read');
-        const data = copyPage(k.pageBytes(pfn));
+        // a view, not a copy: the frame stays pinned and unwritten until the reply is encoded
+        const data = k.pageBytes(pfn);
         granted[i] = true;
         d.counters.mapsGranted++;
         out[i] = { status: 'fulfilled', value: { pd: { page: p, version: seg.version[p], data }, grant } };
@@ -412,10 +443,14 @@ async function grantRangeLocked(
         k.unlockPage(pfn);
       }
     }
+    done = true;
   } finally {
     for (let i = 0; i < pfns.length; i++) {
-      k.putPage(pfns[i]);
-      d.counters.unpins++;
+      if (done && granted[i]) pinned.push(pfns[i]);
+      else {
+        k.putPage(pfns[i]);
+        d.counters.unpins++;
+      }
     }
     for (let i = 0; i < pfns.length; i++) {
       if (granted[i]) continue;
@@ -431,7 +466,7 @@ async function grantRangeLocked(
       out[i] = { status: 'rejected', reason: e };
     }
   }
-  return out as GrantResult[];
+  return { out: out as GrantResult[], pinned };
 }
 
 /** Remote fault: `map` from an attacher. Pages after the first are best effort (prefault). */

@@ -58,6 +58,17 @@ export async function invalidatePages(
   // (checked here first so that the usual case, nothing in flight, does not wait a turn)
   if (pages.some((q) => seg.invalidating(q))) await seg.waitInvalidations(pages);
   const byNode = new Map<number, number[]>();
+  /**
+   * Per node, the pages it held for WRITING when the entries were read (only with writeback). While
+   * the pages are 'invalidating' (from beginInvalidation below until endInvalidation) no grant of
+   * them is made (mayGrant is false: grants wait in waitIdle and re-check under the page lock), and
+   * no other invalidation of them runs (waitInvalidations above), so no entry can become a write
+   * entry meanwhile: a page missing here has no write entry of that node to look for after the ack.
+   * The per-page rm.find of the write-back steps below is skipped for it (the common case: read
+   * copies); a page present here is still looked up, since its entry may be gone by then (detach,
+   * fence). ranged-grant.test.ts ("more than 64 written pages") and wire-duties.test.ts check it.
+   */
+  const writersOf = o.writeback ? new Map<number, Set<number>>() : undefined;
   /** Entries of sessions that are over (the node came back with a new epoch): fenced, not asked. */
   const staleSessions = new Map<number, number>();
   const touched: number[] = [];
@@ -85,6 +96,14 @@ export async function invalidatePages(
         byNode.set(node, list);
       }
       list.push(p);
+      if (writersOf && rm.isWrite(i)) {
+        let w = writersOf.get(node);
+        if (!w) {
+          w = new Set();
+          writersOf.set(node, w);
+        }
+        w.add(p);
+      }
     }
     if (hit) touched.push(p);
   }
@@ -108,9 +127,12 @@ export async function invalidatePages(
       // covers more than MAX_PAGES pages the instance holds for writing (read copies cost nothing)
       let cur: number[] = [];
       let writes = 0;
-      for (const p of ps.sort((a, b) => a - b)) {
+      const wr = writersOf?.get(node);
+      // pages come in ascending order from the caller's list unless it was not sorted
+      if (!isAscending(ps)) ps.sort((a, b) => a - b);
+      for (const p of ps) {
         let w = false;
-        if (o.writeback) {
+        if (wr?.has(p)) {
           const i = rm.find(pfnOf(p), node, seg.slot, p);
           w = i >= 0 && rm.isWrite(i);
         }
@@ -164,9 +186,10 @@ export async function invalidatePages(
           // (docs/protocol.md, "A mapper's duties on invalidate"). A page it did not return is
           // accepted (the home keeps its own data) and counted: writebackWithoutData, event
           // 'writeback-without-data'. An invalidate that overtook the grant is the benign cause.
-          if (o.writeback)
+          const wr = writersOf?.get(node);
+          if (wr)
             for (const p of ps) {
-              if (returned?.has(p)) continue;
+              if (!wr.has(p) || returned?.has(p)) continue;
               const i = rm.find(pfnOf(p), node, seg.slot, p);
               if (i < 0 || !rm.isWrite(i)) continue;
               d.counters.writebackWithoutData++;
@@ -201,6 +224,11 @@ export async function invalidatePages(
     ms: d.clock.now() - t0,
   });
   return { ok, dirty, dirtyPages };
+}
+
+function isAscending(xs: readonly number[]): boolean {
+  for (let i = 1; i < xs.length; i++) if (xs[i - 1] >= xs[i]) return false;
+  return true;
 }
 
 /** Write a writer's data back into the home frame; the page's version moves on. */

@@ -52,8 +52,9 @@ import { ReverseMap } from './rmap.js';
  *   under the page lock (Segment.readRetry); it never waits for a bracket while holding the page lock.
  * - Invalidations of one page are serialised by Segment.waitInvalidations, not by a lock; every such
  *   wait, and every lock wait, is bounded (ack deadline + lease: DriverState.invalidationBoundMs).
- * - One seg.mutex at a time: no path holds the mutexes of two pages (a multi-page map grants each
- *   page under its own mutex, concurrently, never nested).
+ * - seg.mutex of several pages: only a ranged grant (home.ts grantRange) holds more than one, and it
+ *   takes them in ascending page order (all at once when none is held: KeyedMutex.runAll); every
+ *   other path holds one page's mutex at a time, so no cycle can form.
  * - Page locks of frames the driver holds no reference to are only ever tried (trylockPage, see
  *   unexport.ts), never slept on: the frame may be freed and reused meanwhile.
  */

@@ -103,7 +103,7 @@ export class Kernel implements TlbEnv, NotifierEnv {
   /** Invariant breaches detected as they happen (reported by check()). */
   readonly violations: string[] = [];
   /** Test-only fault injection (see tlb.ts). Never set outside tests. */
-  readonly faultInjection = { skipShootdown: false };
+  readonly faultInjection = { skipShootdown: false, skipTlbInvalidate: false };
   nextPid = 1;
   nextDevice = 1;
   private kswapd: Promise<void> | null = null;

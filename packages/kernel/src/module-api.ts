@@ -54,7 +54,7 @@ import {
   VA_LIMIT,
 } from './pagetable.js';
 import { doMmap, doMunmapDriver, dropDeviceEntry, zapPteRange } from './syscalls.js';
-import { shootdown } from './tlb.js';
+import { shootdown, tlbInvalidateMm } from './tlb.js';
 
 /** Pages one ranged call (getUserPages, setDeviceEntries) may cover. */
 export const MAX_RANGE_PAGES = 1024;
@@ -105,29 +105,42 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
   };
 
   /**
+   * One attempt of gupOne, synchronous: the pinned frame if the PTE allows the access now, else -1
+   * (a fault is needed). Throws what gupOne throws for the VMA.
+   */
+  const gupFast = (mm: ReturnType<Kernel['mmOf']>, va: number, write: boolean): Pfn => {
+    if (mm.exiting) throw new KernelError('ESRCH', 'address space is exiting');
+    const vma = mm.findVma(va);
+    if (!vma || vma.driver) throw new KernelError('EFAULT', `no ordinary VMA at 0x${va.toString(16)}`);
+    if (!protAllows(vma.prot, write)) throw new KernelError('EACCES', 'VMA protection forbids the access');
+    const pi = pteIndex(ph, mm, va, false);
+    const pte = pi >= 0 ? Atomics.load(words, pi) : 0;
+    if (pte & PTE_PRESENT && (!write || pte & PTE_WRITE) && pteKind(pte) === KIND_NORMAL) {
+      const pfn = ptePfn(pte);
+      k.pin(pfn);
+      if (write) ph.setFlag(pfn, PG_dirty);
+      return pfn;
+    }
+    if (pte & PTE_PRESENT && !write && pteKind(pte) === KIND_DEVICE) {
+      const pfn = ptePfn(pte);
+      k.pin(pfn);
+      return pfn;
+    }
+    return -1;
+  };
+
+  /** The VMA gupFast just found at `va` (it threw if there was none). */
+  const vmaAt = (mm: ReturnType<Kernel['mmOf']>, va: number) => mm.findVma(va)!;
+
+  /**
    * getUserPage's work for one page, the mmap read lock held by the caller: resolve the page as a
    * fault would and pin it.
    */
   const gupOne = async (mm: ReturnType<Kernel['mmOf']>, va: number, write: boolean): Promise<Pfn> => {
     for (let attempt = 0; attempt < 64; attempt++) {
-      if (mm.exiting) throw new KernelError('ESRCH', 'address space is exiting');
-      const vma = mm.findVma(va);
-      if (!vma || vma.driver) throw new KernelError('EFAULT', `no ordinary VMA at 0x${va.toString(16)}`);
-      if (!protAllows(vma.prot, write)) throw new KernelError('EACCES', 'VMA protection forbids the access');
-      const pi = pteIndex(ph, mm, va, false);
-      const pte = pi >= 0 ? Atomics.load(words, pi) : 0;
-      if (pte & PTE_PRESENT && (!write || pte & PTE_WRITE) && pteKind(pte) === KIND_NORMAL) {
-        const pfn = ptePfn(pte);
-        k.pin(pfn);
-        if (write) ph.setFlag(pfn, PG_dirty);
-        return pfn;
-      }
-      if (pte & PTE_PRESENT && !write && pteKind(pte) === KIND_DEVICE) {
-        const pfn = ptePfn(pte);
-        k.pin(pfn);
-        return pfn;
-      }
-      await faultAnon(k, mm, vma, va, write);
+      const pfn = gupFast(mm, va, write);
+      if (pfn >= 0) return pfn;
+      await faultAnon(k, mm, vmaAt(mm, va), va, write);
     }
     throw new KernelError('EAGAIN', 'getUserPage: fault did not settle');
   };
@@ -218,7 +231,9 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       try {
         for (let i = 0; i < count; i++) {
           try {
-            out.push(await gupOne(mm, va + i * PAGE_SIZE, write));
+            // present pages are pinned in this turn; only a page that needs a fault takes turns
+            const fast = gupFast(mm, va + i * PAGE_SIZE, write);
+            out.push(fast >= 0 ? fast : await gupOne(mm, va + i * PAGE_SIZE, write));
           } catch (e) {
             if (i === 0) throw e;
             break; // the pages pinned so far are the result (Linux: a short count)
@@ -348,6 +363,7 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
           if (lease !== undefined) ph.setPrivate(pfn, lease);
           const add = (write ? PTE_WRITE : 0) | leased;
           if (add) Atomics.or(words, pi, add);
+          if (leased) tlbInvalidateMm(mm); // the next read checks the lease: no TLB hit without it
           return true;
         }
         throw new KernelError('EBUSY', 'a different frame is mapped there: zapDriverRange first');

@@ -53,8 +53,14 @@ export const FLAG_NAMES: ReadonlyArray<readonly [number, string]> = [
   [PG_reserved, 'reserved'],
 ];
 
-/** Largest frame count a PTE can address (24-bit frame number). */
-export const MAX_FRAMES = 1 << 24;
+/**
+ * Largest frame count: 4 GiB of physical memory. A PTE could address 2^24 frames (24-bit frame
+ * number), but physical memory is one Uint8Array over one SharedArrayBuffer, and Node 20 caps a typed
+ * array at 2^32 bytes (a larger kernel failed at boot with a bare RangeError), and the access path
+ * turns byte offsets into word indexes with `>>> 2`, which is exact only below 2^32. The daemon's
+ * --frames has the same bound.
+ */
+export const MAX_FRAMES = 1 << 20;
 
 export function flagNames(flags: number): string[] {
   const out: string[] = [];

@@ -53,7 +53,7 @@ import {
 } from './pagetable.js';
 import type { RmapOutcome } from './rmap-notifier.js';
 import { dropDeviceEntry } from './syscalls.js';
-import { flushTlb } from './tlb.js';
+import { flushTlb, tlbInvalidateMm } from './tlb.js';
 
 export type ReclaimOutcome =
   | 'reclaimed'
@@ -121,6 +121,7 @@ export function pageReferenced(k: Kernel, pfn: Pfn): boolean {
         const prev = Atomics.compareExchange(words, pi, pte, pte & ~PTE_YOUNG);
         if (prev === pte) {
           young = true;
+          tlbInvalidateMm(mm); // the next read must walk (and set the young bit) again: no TLB hit
           break;
         }
         pte = prev;

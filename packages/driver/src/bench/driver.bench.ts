@@ -3,7 +3,8 @@
  * the same run with the same placement, and the whole measurement is repeated ROUNDS times with the
  * baseline and the driver path alternating: a figure is the median over rounds of the per-round value.
  * Prints BENCH lines (scripts/bench.mjs). BENCH_QUICK=1 for a short run; BENCH_RECLAIM_PAGES sets the
- * reclaim size (default 100,000).
+ * reclaim size (default 100,000). Filters: BENCH_ONLY=faults,invalidations,ranges,reclaim,rmap (a comma
+ * list of sections; default all) and BENCH_PLACEMENT=1proc or 2proc (default both).
  *
  * Placements (suffix of every name): `2proc` = every instance in its own process, as deployed (the
  * raw echo server too); `1proc` = every instance (and the echo server) in this one process.
@@ -13,6 +14,8 @@
  *                    reply → copy into shared memory → worker woken. Timed in the worker.
  *   inval-chain      raw ws 32 B round trip whose server interrupts one worker thread once (Atomics
  *                    notify and back) before it replies. Timed at the main thread.
+ *   raw-ws-64-pages  raw ws round trip with a 256 KiB reply (64 pages, what a 64-page map-ok carries)
+ *                    vs one with a 4 KiB reply: the transport's share of map-64-pages vs map-1-page.
  * Driver paths:
  *   remote-read-fault     first read32 of a remote page (prefault 1), timed in the faulting process's
  *                         own thread (programs.ts), vs hop-chain
@@ -39,14 +42,18 @@ import {
   RemoteInstance,
 } from './instance.js';
 import { profileStart, profileStop } from './profile.js';
-import { RawClient, startRawServer, WAKE_THEN_32 } from './raw.js';
+import { RawClient, REPLY_64P, startRawServer, WAKE_THEN_32 } from './raw.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
 /** A directory: CPU profiles (main threads, both ends) of the first separate-process fault round. */
 const PROFILE = process.env.BENCH_PROFILE;
 const ROUNDS = QUICK ? 2 : 5;
 type Placement = '1proc' | '2proc';
-const PLACEMENTS: Placement[] = ['2proc', '1proc'];
+const PLACEMENTS = (['2proc', '1proc'] as Placement[]).filter(
+  (p) => process.env.BENCH_PLACEMENT === undefined || process.env.BENCH_PLACEMENT === p,
+);
+const ONLY = process.env.BENCH_ONLY?.split(',').map((x) => x.trim());
+const run = (section: string) => ONLY === undefined || ONLY.includes(section);
 
 function bench(name: string, value: number, unit: string, baseline: number | null = null) {
   const ratio = baseline ? Number((value / baseline).toFixed(3)) : null;
@@ -136,21 +143,23 @@ async function faults(pl: Placement) {
     });
     const R = new Rounds();
     // warm-up: the first N pages / K big faults, and the chains
+    await raw.client.timed(REPLY_64P, K * 4);
     await raw.client.hopChain(N);
     await raw.client.timed(1, N);
     await att1.q.run(PROGRAMS, 'firstTouch', { addr: att1.va, count: N, stride: 1 });
     await att64.q.run(PROGRAMS, 'firstTouch', { addr: att64.va, count: K, stride: 64 });
     for (let r = 1; r <= ROUNDS; r++) {
-      const prof = PROFILE !== undefined && pl === '2proc' && r === 1;
+      const prof = PROFILE !== undefined && r === 1;
       const profiled = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
         if (!prof) return fn();
-        await (home as RemoteInstance).call('profile-start');
+        if (home instanceof RemoteInstance) await home.call('profile-start');
         await profileStart();
         try {
           return await fn();
         } finally {
-          await profileStop(join(PROFILE!, `${what}-attacher.cpuprofile`));
-          await (home as RemoteInstance).call('profile-stop', join(PROFILE!, `${what}-home.cpuprofile`));
+          await profileStop(join(PROFILE!, `${what}-${pl}-attacher.cpuprofile`));
+          if (home instanceof RemoteInstance)
+            await home.call('profile-stop', join(PROFILE!, `${what}-${pl}-home.cpuprofile`));
         }
       };
       gc();
@@ -174,20 +183,27 @@ async function faults(pl: Placement) {
       mapLat.a64.length = 0;
       gc();
       const f64 = await withCpu(others, () =>
-        att64.q.run<number[]>(PROGRAMS, 'firstTouch', {
-          addr: att64.va + r * K * 64 * PAGE,
-          count: K,
-          stride: 64,
-        }),
+        profiled('fault64', () =>
+          att64.q.run<number[]>(PROGRAMS, 'firstTouch', {
+            addr: att64.va + r * K * 64 * PAGE,
+            count: K,
+            stride: 64,
+          }),
+        ),
       );
       R.add('fault64', pct(f64.r, 0.5));
       R.add('fault64Cpu', f64.cpu / K);
       R.add('map64', pct(mapLat.a64, 0.5));
+      // last in the round: its 256 KiB buffers must not be collected during the figures above
+      const rt64 = await raw.client.timed(REPLY_64P, K * 4);
+      R.add('rt64p', pct(rt64, 0.5));
     }
     const s = `-${pl}`;
     bench(`hop-chain-p50${s}`, R.get('hop50'), 'us');
     bench(`hop-chain-cpu${s}`, R.get('hopCpu'), 'us/op');
     bench(`raw-ws-4k-rtt-p50${s}`, R.get('rt4k'), 'us');
+    // the transport's own 64-vs-1 scaling: a raw ws round trip with a 64-page reply vs a 4 KiB one
+    bench(`raw-ws-64-pages-rtt-p50${s}`, R.get('rt64p'), 'us', R.get('rt4k'));
     bench(`remote-read-fault-p50${s}`, R.get('fault50'), 'us', R.get('hop50'));
     bench(`remote-read-fault-p99${s}`, R.get('fault99'), 'us', R.get('hop99'));
     bench(`remote-read-fault-cpu${s}`, R.get('faultCpu'), 'us/op', R.get('hopCpu'));
@@ -215,7 +231,7 @@ async function invalidations(pl: Placement) {
     const R = new Rounds();
     const events: Array<{ pages: number; peers: number; ms: number; reason: string }> = [];
     home.driver.events.on('invalidated', (e) => events.push(e));
-    const fans = [1, 8];
+    const fans = run('invalidations') ? [1, 8] : [];
     const segs = new Map<number, { segid: string; keys: number[] }>();
     for (const fan of fans) {
       const segid = await home.exportSeg(M);
@@ -223,7 +239,7 @@ async function invalidations(pl: Placement) {
       segs.set(fan, { segid, keys });
     }
     await raw.client.timed(WAKE_THEN_32, M);
-    for (let r = 0; r <= ROUNDS; r++) {
+    for (let r = 0; r <= (fans.length > 0 ? ROUNDS : -1); r++) {
       gc();
       const chain = await withCpu(remotes.slice(0, 1), () => raw.client.timed(WAKE_THEN_32, M));
       for (const fan of fans) {
@@ -247,13 +263,16 @@ async function invalidations(pl: Placement) {
       }
     }
     const s = `-${pl}`;
-    bench(`inval-chain-p50${s}`, R.get('chain50'), 'us');
-    bench(`inval-chain-cpu${s}`, R.get('chainCpu'), 'us/op');
-    bench(`invalidate-ack-1-remote-p50${s}`, R.get('inv1'), 'us', R.get('chain50'));
-    bench(`invalidate-ack-1-remote-cpu${s}`, R.get('inv1Cpu'), 'us/op', R.get('chainCpu'));
-    bench(`invalidate-ack-8-remotes-p50${s}`, R.get('inv8'), 'us', R.get('chain50'));
-    bench(`invalidate-fanout-8-vs-1-p50${s}`, R.get('inv8'), 'us', R.get('inv1'));
-    bench(`invalidate-fanout-8-vs-1-cpu${s}`, R.get('inv8Cpu'), 'us/op', R.get('inv1Cpu'));
+    if (fans.length > 0) {
+      bench(`inval-chain-p50${s}`, R.get('chain50'), 'us');
+      bench(`inval-chain-cpu${s}`, R.get('chainCpu'), 'us/op');
+      bench(`invalidate-ack-1-remote-p50${s}`, R.get('inv1'), 'us', R.get('chain50'));
+      bench(`invalidate-ack-1-remote-cpu${s}`, R.get('inv1Cpu'), 'us/op', R.get('chainCpu'));
+      bench(`invalidate-ack-8-remotes-p50${s}`, R.get('inv8'), 'us', R.get('chain50'));
+      bench(`invalidate-fanout-8-vs-1-p50${s}`, R.get('inv8'), 'us', R.get('inv1'));
+      bench(`invalidate-fanout-8-vs-1-cpu${s}`, R.get('inv8Cpu'), 'us/op', R.get('inv1Cpu'));
+    }
+    if (!run('ranges')) return;
 
     // a 1024-page range vs one page: mprotect of the source range one remote holds
     const ranges = new Map<number, { segid: string; key: number }>();
@@ -279,7 +298,12 @@ async function invalidations(pl: Placement) {
         await remotes[0].readAll(key);
       }
     }
-    bench(`invalidate-1-page-range-p50${s}`, RR.get('range1'), 'us', R.get('chain50'));
+    bench(
+      `invalidate-1-page-range-p50${s}`,
+      RR.get('range1'),
+      'us',
+      fans.length > 0 ? R.get('chain50') : null,
+    );
     bench(`invalidate-1024-page-range-p50${s}`, RR.get('range1024'), 'us', RR.get('range1'));
     bench(`invalidate-1024-page-range-cpu${s}`, RR.get('range1024Cpu'), 'us/op', RR.get('range1Cpu'));
   } finally {
@@ -351,15 +375,21 @@ async function reclaim() {
 
 async function main() {
   for (const pl of PLACEMENTS) {
-    console.log(`placement ${pl}: faults`);
-    await faults(pl);
-    console.log(`placement ${pl}: invalidations`);
-    await invalidations(pl);
+    if (run('faults')) {
+      console.log(`placement ${pl}: faults`);
+      await faults(pl);
+    }
+    if (run('invalidations') || run('ranges')) {
+      console.log(`placement ${pl}: invalidations`);
+      await invalidations(pl);
+    }
   }
-  console.log('reclaim (separate processes)');
-  await reclaim();
+  if (run('reclaim')) {
+    console.log('reclaim (separate processes)');
+    await reclaim();
+  }
   // 65,536 exported frames, each mapped by 2 instances (131,072 entries), then by 1
-  for (const mappers of [2, 1]) {
+  for (const mappers of run('rmap') ? [2, 1] : []) {
     const r = new ReverseMap();
     const frames = 65536;
     for (let m = 1; m <= mappers; m++) for (let f = 0; f < frames; f++) r.add(f, m, 1, f, 1, 1, false);

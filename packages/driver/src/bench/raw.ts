@@ -15,7 +15,8 @@
  *                       invalidation of one remote.
  *
  * The echo server runs in another process (peer-process.ts) or, for the one-process placement, in
- * this one. Request byte 0 selects the reply: REPLY_32, REPLY_4K, or WAKE_THEN_32.
+ * this one. Request byte 0 selects the reply: REPLY_32, REPLY_4K, WAKE_THEN_32, or REPLY_64P (64 pages:
+ * what a 64-page map-ok carries, the transport's own share of a 64-page map).
  */
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
@@ -24,6 +25,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 export const REPLY_32 = 0;
 export const REPLY_4K = 1;
 export const WAKE_THEN_32 = 2;
+export const REPLY_64P = 3;
 const PAGE = 4096;
 const WORKER = new URL('./hop-worker.js', import.meta.url);
 // Node 20 has Atomics.waitAsync; TypeScript's lib for our target does not declare it.
@@ -49,6 +51,7 @@ export async function startRawServer(): Promise<RawServer> {
   await new Promise((r) => wss.once('listening', r));
   const small = new Uint8Array(32);
   const page = new Uint8Array(PAGE).fill(7);
+  const pages64 = new Uint8Array(64 * PAGE).fill(7);
   // ctl[0]: interrupt count (main → worker), ctl[1]: answers (worker → main)
   const ctl = new Int32Array(new SharedArrayBuffer(8));
   const waker = new Worker(WORKER, { workerData: { role: 'waker', ctl: ctl.buffer } });
@@ -57,6 +60,7 @@ export async function startRawServer(): Promise<RawServer> {
     s.on('message', (data: Buffer) => {
       const kind = data[0];
       if (kind === REPLY_4K) s.send(page, { binary: true });
+      else if (kind === REPLY_64P) s.send(pages64, { binary: true });
       else if (kind === WAKE_THEN_32) {
         const seen = Atomics.load(ctl, 1);
         Atomics.add(ctl, 0, 1);

@@ -113,3 +113,33 @@ export function leaseSpin(
 export function fillPages(ctx: ProcessContext, a: { addr: number; pages: number }): void {
   for (let i = 0; i < a.pages; i++) ctx.write32(a.addr + i * 4096, 0x5000 + i);
 }
+
+/**
+ * TLB spin: read32 `addr` in a tight loop (software-TLB hits) until it reads `stop`, `max` reads
+ * were done or `maxBad` reads returned something other than `good`. The reads come in batches of
+ * `batch` with nothing but reads in between (so a compiler could not keep anything the read path
+ * loads across them because of a write); after each batch the number of reads done is stored at
+ * `ctr` (a write32). Returns the counts and the first bad value.
+ */
+export function tlbSpin(
+  ctx: ProcessContext,
+  a: { addr: number; ctr: number; good: number; stop: number; max: number; maxBad: number; batch: number },
+): { reads: number; bad: number; firstBad: number; stopped: boolean } {
+  let reads = 0;
+  let bad = 0;
+  let firstBad = 0;
+  let stopped = false;
+  while (!stopped && reads < a.max && bad < a.maxBad) {
+    for (let i = 0; i < a.batch; i++) {
+      const v = ctx.read32(a.addr);
+      if (v === a.stop) {
+        stopped = true;
+        break;
+      }
+      if (v !== a.good && bad++ === 0) firstBad = v;
+    }
+    reads += a.batch;
+    ctx.write32(a.ctr, reads);
+  }
+  return { reads, bad, firstBad, stopped };
+}

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { C_SEQ, C_SHOOT_WAITERS, CTL_WORDS } from '../access.js';
+import { C_SEQ, C_SHOOT_WAITERS, C_TLB_ACK, C_TLB_GEN, CTL_WORDS } from '../access.js';
 import { Mm } from '../mm.js';
-import { flushTlb } from '../tlb.js';
+import { flushTlb, tlbInvalidate } from '../tlb.js';
 
 function env(kills: Mm[] = []) {
   return {
@@ -64,4 +64,43 @@ test('a process stuck inside one access past the deadline is killed (bounded)', 
   await flushTlb(e, [mm]);
   assert.deepEqual(kills, [mm]);
   assert.equal(e.stats.shootdownKills, 1);
+});
+
+test('a flush moves the TLB generation of every mm first, also when nothing waits', async () => {
+  const mms = [new Mm(1, 0, 0, 1), new Mm(2, 0, 0, 2)];
+  for (const mm of mms) mm.ctl = new Int32Array(new SharedArrayBuffer(CTL_WORDS * 4));
+  Atomics.store(mms[1].ctl!, C_SEQ, 1); // the second is inside a window: the first moved all the same
+  const f = flushTlb(env(), mms);
+  assert.deepEqual(
+    mms.map((mm) => Atomics.load(mm.ctl!, C_TLB_GEN)),
+    [1, 1],
+    'moved before any wait',
+  );
+  Atomics.store(mms[1].ctl!, C_SEQ, 2);
+  Atomics.notify(mms[1].ctl!, C_SEQ);
+  await f;
+});
+
+test('tlbInvalidate never moves the generation onto the tag the process published (no ABA)', () => {
+  const ctl = new Int32Array(new SharedArrayBuffer(CTL_WORDS * 4));
+  Atomics.store(ctl, C_TLB_GEN, 41);
+  Atomics.store(ctl, C_TLB_ACK, 42);
+  tlbInvalidate(ctl);
+  assert.equal(Atomics.load(ctl, C_TLB_GEN), 43, 'skips the tag');
+  // around the int32 wrap: -1 → 0 is the tag, so → 1
+  Atomics.store(ctl, C_TLB_GEN, -1);
+  Atomics.store(ctl, C_TLB_ACK, 0);
+  tlbInvalidate(ctl);
+  assert.equal(Atomics.load(ctl, C_TLB_GEN), 1);
+  // 2^31 - 1 → -2^31 (int32 wrap) when that is not the tag
+  Atomics.store(ctl, C_TLB_GEN, 2 ** 31 - 1);
+  tlbInvalidate(ctl);
+  assert.equal(Atomics.load(ctl, C_TLB_GEN), -(2 ** 31));
+  // a full cycle of moves never lands on the tag
+  Atomics.store(ctl, C_TLB_ACK, 7);
+  Atomics.store(ctl, C_TLB_GEN, 3);
+  for (let i = 0; i < 10; i++) {
+    tlbInvalidate(ctl);
+    assert.notEqual(Atomics.load(ctl, C_TLB_GEN), 7);
+  }
 });

@@ -10,6 +10,16 @@ import { createXpmemDriver, type MessageEvent, type XpmemDriver } from '@xpmesh/
 import * as instance from '@xpmesh/kernel';
 import { PAGE_SIZE } from '@xpmesh/kernel';
 import { createMemoryNetwork, type LinkFaults, type PeerNetwork } from '@xpmesh/protocol';
+import { driverIdle, localInstance } from './local-instance.js';
+import {
+  bounded,
+  CALL_TIMEOUT_MS,
+  codeError,
+  INSTANCE_OPS,
+  SCENARIO_NODES,
+  type ScenarioCluster,
+  type ScenarioInstance,
+} from './scenario-cluster.js';
 
 export const PROT_RW = 3;
 export const PROT_R = 1;
@@ -130,16 +140,7 @@ export async function attachOn(n: Inst, segid: string, pages: number) {
  * for a dead instance" need this first.
  */
 export async function quiesce(n: Inst, timeoutMs = 15_000): Promise<void> {
-  const d = n.driver;
-  await until(
-    () =>
-      d.fencing.size === 0 &&
-      [...d.segments.values()].every(
-        (seg) => seg.inval.every((x) => x === 0) && seg.busy.every((x) => x === 0),
-      ),
-    `${n.name} quiescent`,
-    timeoutMs,
-  );
+  await until(() => driverIdle(n.driver), `${n.name} quiescent`, timeoutMs);
 }
 
 /**
@@ -188,4 +189,48 @@ export async function expectCode(p: Promise<unknown>, code: string): Promise<voi
 /** Messages of one kind sent since `from` (an index into cluster.sent). */
 export function countSent(c: Cluster, from: number, type?: string): number {
   return c.sent.slice(from).filter((m) => !type || m.type === type).length;
+}
+
+/**
+ * The scenario suite's cluster (scenario-cluster.ts) on the in-memory network: three kernels with the
+ * driver in this process. Every call goes through the same gate as over IPC: bounded, the answer
+ * structured-cloned, an error reduced to its code and message. Failure detection is as generous as on
+ * ws (3 s without heartbeats, ack deadline 3 s, lease 2 s): nothing in the scenarios needs a death
+ * noticed fast, and a loaded CI machine must not fence a live instance.
+ */
+export async function openMemoryCluster(): Promise<ScenarioCluster> {
+  const frames = 2048;
+  const c = await makeCluster({
+    names: SCENARIO_NODES,
+    frames,
+    heartbeatMs: 200,
+    missedBeats: 15,
+    ackTimeoutMs: 3000,
+    leaseMs: 2000,
+  });
+  const nodes = c.nodes.map((n) => gated(localInstance(n.name, n.kernel, n.driver, frames)));
+  return {
+    nodes,
+    async kill(name) {
+      for (const other of SCENARIO_NODES) if (other !== name) c.sw.partition(name, other);
+    },
+    close: () => c.close(),
+  };
+}
+
+function gated(inst: ScenarioInstance): ScenarioInstance {
+  const out: Record<string, unknown> = { name: inst.name };
+  for (const op of INSTANCE_OPS) {
+    const f = inst[op] as (...args: unknown[]) => Promise<unknown>;
+    out[op] = async (...args: unknown[]) => {
+      const what = `${inst.name}.${op}`;
+      try {
+        return structuredClone(await bounded(f(...structuredClone(args)), CALL_TIMEOUT_MS, what));
+      } catch (e) {
+        const { code, message } = e as { code?: string; message?: string };
+        throw codeError(code ?? 'E_INTERNAL', `${what}: ${message ?? String(e)}`);
+      }
+    };
+  }
+  return out as unknown as ScenarioInstance;
 }

@@ -98,3 +98,67 @@ test('an invalidation racing with a ranged grant: no page is granted from before
   await s.p.exit(0);
   await b.q.exit(0);
 });
+
+test('map-ok carries the data as of the grant: the ranged reply’s pages stay pinned until it is sent', async () => {
+  const n = 64;
+  const s = await setup(n, 0x4000);
+  const k = A.kernel.api;
+  const pfns = Array.from({ length: n }, (_, i) => A.kernel.pfnOf(s.p.pid, s.va + i * PAGE_SIZE)!);
+  const refs = () => pfns.map((pfn) => k.pageInfo(pfn).refcount);
+  const before = refs();
+  // the home's driver emits its outgoing map-ok just before handing it to the link (which encodes
+  // it in the same turn's microtasks): the frames whose views the reply carries must still be pinned
+  let atReply: number[] | undefined;
+  const onMsg = (m: { dir: string; type: string }) => {
+    if (m.dir === 'out' && m.type === 'map-ok' && atReply === undefined) atReply = refs();
+  };
+  A.driver.events.on('message', onMsg);
+  try {
+    const b = await attachOn(B, s.segid, n);
+    // the home overwrites every page right after the grant: the attacher reads either the granted
+    // data or, after the invalidation, the new data; never anything else
+    const writes = Array.from({ length: n }, (_, i) => s.p.write32(s.va + i * PAGE_SIZE, 0x5000 + i));
+    for (let i = 0; i < n; i++) {
+      const v = await b.q.read32(b.va + i * PAGE_SIZE);
+      assert.ok(v === 0x4000 + i || v === 0x5000 + i, `page ${i}: ${v.toString(16)}`);
+    }
+    await Promise.all(writes);
+    for (let i = 0; i < n; i++) assert.equal(await b.q.read32(b.va + i * PAGE_SIZE), 0x5000 + i);
+    assert.ok(atReply, 'a map-ok was sent');
+    for (let i = 0; i < n; i++)
+      assert.equal(atReply[i], before[i] + 1, `page ${i} pinned while the reply is sent`);
+    // and the pins are dropped afterwards
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(refs(), before);
+    assert.equal(A.driver.counters.pins, A.driver.counters.unpins);
+    checkDriver(A, new Set([A.name, B.name]));
+    await A.driver.remove(s.segid);
+    await b.q.exit(0);
+  } finally {
+    A.driver.events.off('message', onMsg);
+    await s.p.exit(0);
+  }
+});
+
+test('a write-back invalidation of a range with more than 64 written pages: split per 64 writes, every write back, read copies skipped', async () => {
+  const n = 160;
+  const s = await setup(n, 0x6000);
+  const b = await attachOn(B, s.segid, n);
+  // pages 0..99 written (write copies at B), 100..159 only read (read copies)
+  for (let i = 0; i < 100; i++) await b.q.write32(b.va + i * PAGE_SIZE, 0x7000 + i);
+  for (let i = 100; i < n; i++) assert.equal(await b.q.read32(b.va + i * PAGE_SIZE), 0x6000 + i);
+  const sent0 = c.sent.length;
+  const wbw0 = A.driver.counters.writebackWithoutData;
+  // one mprotect of the whole range: a 'protection' invalidation with write-back
+  await s.p.mprotect(s.va, n * PAGE_SIZE, 1);
+  const inv = c.sent.slice(sent0).filter((m) => m.type === 'invalidate' && m.peer === B.name).length;
+  assert.ok(inv >= 2, `${inv} invalidate messages: 100 written pages need two (≤ 64 dirty pages per ack)`);
+  assert.equal(A.driver.counters.writebackWithoutData, wbw0, 'every written page came back');
+  await s.p.mprotect(s.va, n * PAGE_SIZE, PROT_RW);
+  for (let i = 0; i < n; i++)
+    assert.equal(await s.p.read32(s.va + i * PAGE_SIZE), i < 100 ? 0x7000 + i : 0x6000 + i, `page ${i}`);
+  checkDriver(A, new Set([A.name, B.name]));
+  await A.driver.remove(s.segid);
+  await s.p.exit(0);
+  await b.q.exit(0);
+});

@@ -5,16 +5,22 @@
  * and the operation), and `close()` ends every child — politely, then with SIGKILL — even when a
  * test failed half-way; a child whose parent goes away exits by itself (ws-instance.ts).
  */
-import assert from 'node:assert/strict';
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PAGE_SIZE } from '@xpmesh/kernel';
+import {
+  bounded,
+  CALL_TIMEOUT_MS,
+  codeError,
+  INSTANCE_OPS,
+  type InstanceOp,
+  SCENARIO_NODES,
+  type ScenarioCluster,
+  type ScenarioInstance,
+} from './scenario-cluster.js';
 
 const script = new URL('./ws-instance.js', import.meta.url).pathname;
-/** Default bound of one call; generous (fences wait out a lease), but a hang fails with a message. */
-export const CALL_TIMEOUT_MS = 30_000;
 const START_TIMEOUT_MS = 20_000;
 const CLOSE_TIMEOUT_MS = 5_000;
 
@@ -25,21 +31,6 @@ type Waiter = {
   reject: (e: unknown) => void;
   timer: NodeJS.Timeout;
 };
-
-function codeError(code: string, message: string): Error & { code: string } {
-  return Object.assign(new Error(`${code}: ${message}`), { code });
-}
-
-/** Rejects with a message naming `what` when `p` does not settle within `ms`. */
-export function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(codeError('E_TIMEOUT', `${what}: no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 /** One instance process, driven over IPC. */
 export class Remote {
@@ -55,6 +46,8 @@ export class Remote {
   ) {
     this.child = fork(script, [], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      // structured clone, as the in-memory cluster's gate does (Uint8Array, undefined survive)
+      serialization: 'advanced',
       env: { ...process.env, XPMESH_WS_DIR: dir },
     });
     let ready!: () => void;
@@ -92,8 +85,11 @@ export class Remote {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  /** Run `op` in the instance; rejects with the instance's error code, or E_TIMEOUT / EXITED. */
-  call<T = unknown>(op: string, args: Record<string, unknown> = {}, timeoutMs = CALL_TIMEOUT_MS): Promise<T> {
+  /**
+   * Run `op(...args)` in the instance (an InstanceOp, or init / peers / close); rejects with the
+   * instance's error code, or E_TIMEOUT / EXITED.
+   */
+  call<T = unknown>(op: string, args: unknown[] = [], timeoutMs = CALL_TIMEOUT_MS): Promise<T> {
     if (!this.alive || !this.child.connected)
       return Promise.reject(codeError('EXITED', `${this.name}.${op}: instance not running`));
     const id = this.seq++;
@@ -105,7 +101,7 @@ export class Remote {
         );
       }, timeoutMs);
       this.waiting.set(id, { op, resolve: resolve as (v: unknown) => void, reject, timer });
-      this.child.send({ id, op, ...args });
+      this.child.send({ id, op, args });
     });
   }
 
@@ -119,7 +115,7 @@ export class Remote {
   async close(): Promise<void> {
     let closed = false;
     if (this.alive && this.child.connected)
-      closed = await this.call('close', {}, CLOSE_TIMEOUT_MS).then(
+      closed = await this.call('close', [], CLOSE_TIMEOUT_MS).then(
         () => true,
         () => false,
       );
@@ -170,12 +166,10 @@ export function wsCluster(names: string[]): WsCluster {
         START_TIMEOUT_MS,
         `instance processes ${names.join(', ')} ready`,
       );
-      const urls = await Promise.all(nodes.map((r) => r.call<string>('init', { name: r.name, ...opts })));
+      const urls = await Promise.all(nodes.map((r) => r.call<string>('init', [{ name: r.name, ...opts }])));
       await Promise.all(
         nodes.map((r, i) =>
-          r.call('peers', {
-            peers: nodes.flatMap((o, j) => (j === i ? [] : [{ node: o.name, url: urls[j] }])),
-          }),
+          r.call('peers', [nodes.flatMap((o, j) => (j === i ? [] : [{ node: o.name, url: urls[j] }]))]),
         ),
       );
     },
@@ -186,48 +180,34 @@ export function wsCluster(names: string[]): WsCluster {
   };
 }
 
-export async function expectCode(p: Promise<unknown>, code: string, what?: string): Promise<void> {
-  await assert.rejects(p, (e: { code?: string }) => {
-    assert.equal(e.code, code, `${what ? `${what}: ` : ''}${String(e)}`);
-    return true;
-  });
+/** The ScenarioInstance of an instance process: each operation one bounded IPC call. */
+export function remoteInstance(r: Remote): ScenarioInstance {
+  const out: Record<string, unknown> = { name: r.name };
+  for (const op of INSTANCE_OPS) out[op] = (...args: unknown[]) => r.call(op satisfies InstanceOp, args);
+  return out as unknown as ScenarioInstance;
 }
 
-/** A process on `r` with `pages` pages, word 0 of page i = base + i, exported with `mode`. */
-export async function source(r: Remote, pages: number, opts: { mode?: number; base?: number } = {}) {
-  const pid = await r.call<number>('spawn');
-  const va = await r.call<number>('mmap', { pid, len: pages * PAGE_SIZE });
-  const base = opts.base ?? 0x100;
-  await r.call('writeWords', { pid, addr: va, values: Array.from({ length: pages }, (_, i) => base + i) });
-  const segid = await r.call<string>('make', { pid, va, size: pages * PAGE_SIZE, mode: opts.mode ?? 0o600 });
-  return { pid, va, segid };
-}
-
-/** get + attach of the first `pages` pages of `segid` on `r`, by `pid` or a new process. */
-export async function attach(r: Remote, segid: string, access: 'r' | 'rw', pages: number, pid?: number) {
-  const p = pid ?? (await r.call<number>('spawn'));
-  const apid = await r.call<string>('get', { pid: p, segid, access });
-  const va = await r.call<number>('attach', { pid: p, apid, offset: 0, size: pages * PAGE_SIZE });
-  return { pid: p, apid, va };
-}
-
-/** The `status` op's answer (driver status + kernel figures + what the instance recorded). */
-export interface Status {
-  segments: Array<{ segid: string; pid: number; permits: number }>;
-  grants: Array<{ apid: string; pid: number; segid: string; access: string }>;
-  attachments: Array<{ pid: number; vaddr: number; apid: string; segid: string; local: boolean }>;
-  rmap: { entries: number; frames: number };
-  cachedPages: number;
-  counters: { pins: number; unpins: number; lostDirtyPages: number; fences: number; [k: string]: unknown };
-  lost: unknown[];
-  fences: unknown[];
-  kernel: { frames: number; freeFrames: number; processes: number; pins: number; driverFrames: number };
-}
-
-export interface RmapEntryView {
-  pfn: number;
-  segid: string;
-  page: number;
-  node: string;
-  write: boolean;
+/**
+ * The scenario suite's cluster (scenario-cluster.ts) over ws: three instance processes. Failure
+ * detection is generous (heartbeat 100 ms × 30 missed beats, ack deadline 3 s, lease 2 s): nothing in
+ * the scenarios needs a death noticed fast, and a loaded CI machine must not fence a live instance.
+ * Every child is ended if the start fails.
+ */
+export async function openWsCluster(): Promise<ScenarioCluster> {
+  const cluster = wsCluster(SCENARIO_NODES);
+  try {
+    await cluster.start({ missedBeats: 30, ackTimeoutMs: 3000, leaseMs: 2000 });
+  } catch (e) {
+    await cluster.close();
+    throw e;
+  }
+  return {
+    nodes: cluster.nodes.map(remoteInstance),
+    async kill(name) {
+      const r = cluster.nodes.find((n) => n.name === name);
+      if (!r) throw new Error(`no instance ${name}`);
+      await r.kill('SIGKILL');
+    },
+    close: () => cluster.close(),
+  };
 }

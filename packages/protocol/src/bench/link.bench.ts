@@ -3,7 +3,9 @@
  * and the baseline live in this one process (one thread, so a round trip is the sum of both sides'
  * CPU work). Same frames on the wire: the baseline sends the link's request frame and answers with
  * the exact frame the link's handler reply encodes to (same message, same bytes), prebuilt, so the
- * baseline does the wire work without encoding, decoding or validating anything.
+ * baseline does the wire work without encoding, decoding or validating anything. The serial round
+ * trips of the two run in alternating blocks (both open at once), so a change of load during the
+ * run moves both figures alike.
  * Prints BENCH lines (scripts/bench.mjs). BENCH_QUICK=1 for a short run.
  */
 import { performance } from 'node:perf_hooks';
@@ -33,7 +35,18 @@ function bench(
 
 const p50 = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-async function rawWs(replyFrame: Uint8Array, reqFrame: Uint8Array) {
+/** Serial round trips run in blocks of BLOCK, the baseline's and the link's alternating, so that a
+ * change of load on the machine during the run hits both alike (the ratio is what is read). */
+const BLOCK = 500;
+
+interface Subject {
+  rt(): Promise<unknown>;
+  /** Round trips per second with DEPTH outstanding, for PIPE_MS. */
+  pipelined(): Promise<number>;
+  close(): Promise<void>;
+}
+
+async function rawWs(replyFrame: Uint8Array, reqFrame: Uint8Array): Promise<Subject> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
   await new Promise((r) => wss.once('listening', r));
   wss.on('connection', (s) => s.on('message', () => s.send(replyFrame, { binary: true })));
@@ -42,40 +55,38 @@ async function rawWs(replyFrame: Uint8Array, reqFrame: Uint8Array) {
   await new Promise((r) => ws.once('open', r));
   let waiter: (() => void) | undefined;
   ws.on('message', () => waiter?.());
-  const rt = () =>
-    new Promise<void>((r) => {
-      waiter = r;
-      ws.send(reqFrame, { binary: true });
-    });
-  for (let i = 0; i < 500; i++) await rt();
-  const lat: number[] = [];
-  for (let i = 0; i < N; i++) {
-    const t = performance.now();
-    await rt();
-    lat.push((performance.now() - t) * 1000);
-  }
-  // pipelined: DEPTH outstanding
-  let done = 0;
-  let inflight = 0;
-  const end = performance.now() + PIPE_MS;
-  await new Promise<void>((resolve) => {
-    ws.removeAllListeners('message');
-    ws.on('message', () => {
-      done++;
-      inflight--;
-      if (performance.now() < end) {
-        inflight++;
+  return {
+    rt: () =>
+      new Promise<void>((r) => {
+        waiter = r;
         ws.send(reqFrame, { binary: true });
-      } else if (inflight === 0) resolve();
-    });
-    for (; inflight < DEPTH; inflight++) ws.send(reqFrame, { binary: true });
-  });
-  ws.close();
-  await new Promise((r) => wss.close(r));
-  return { rtt: p50(lat), perSec: done / (PIPE_MS / 1000) };
+      }),
+    pipelined: async () => {
+      let done = 0;
+      let inflight = 0;
+      const end = performance.now() + PIPE_MS;
+      await new Promise<void>((resolve) => {
+        ws.removeAllListeners('message');
+        ws.on('message', () => {
+          done++;
+          inflight--;
+          if (performance.now() < end) {
+            inflight++;
+            ws.send(reqFrame, { binary: true });
+          } else if (inflight === 0) resolve();
+        });
+        for (; inflight < DEPTH; inflight++) ws.send(reqFrame, { binary: true });
+      });
+      return done / (PIPE_MS / 1000);
+    },
+    close: async () => {
+      ws.close();
+      await new Promise((r) => wss.close(r));
+    },
+  };
 }
 
-async function link(reply: (m: MapReq) => Message) {
+async function link(reply: (m: MapReq) => Message): Promise<Subject> {
   const b = await createWsPeerNetwork({ self: 'b', listen: { host: '127.0.0.1', port: 0 }, clusterKey: KEY });
   b.onRequest(async (_f, m) => reply(m as MapReq) as never);
   const a = await createWsPeerNetwork({
@@ -85,25 +96,42 @@ async function link(reply: (m: MapReq) => Message) {
   });
   await a.waitUp('b', 10_000);
   const req: Omit<MapReq, 'id'> = { t: 'map', apid: 'b:a1', page: 0, count: 1, access: 'r' };
-  for (let i = 0; i < 500; i++) await a.request<MapReq>('b', req);
-  const lat: number[] = [];
-  for (let i = 0; i < N; i++) {
-    const t = performance.now();
-    await a.request<MapReq>('b', req);
-    lat.push((performance.now() - t) * 1000);
-  }
-  let done = 0;
-  const end = performance.now() + PIPE_MS;
-  const worker = async () => {
-    while (performance.now() < end) {
-      await a.request<MapReq>('b', req);
-      done++;
-    }
+  return {
+    rt: () => a.request<MapReq>('b', req),
+    pipelined: async () => {
+      let done = 0;
+      const end = performance.now() + PIPE_MS;
+      const worker = async () => {
+        while (performance.now() < end) {
+          await a.request<MapReq>('b', req);
+          done++;
+        }
+      };
+      await Promise.all(Array.from({ length: DEPTH }, worker));
+      return done / (PIPE_MS / 1000);
+    },
+    close: async () => {
+      await a.close();
+      await b.close();
+    },
   };
-  await Promise.all(Array.from({ length: DEPTH }, worker));
-  await a.close();
-  await b.close();
-  return { rtt: p50(lat), perSec: done / (PIPE_MS / 1000) };
+}
+
+/** p50 of N serial round trips of each subject, measured in alternating blocks. */
+async function serial(subjects: Subject[]): Promise<number[]> {
+  for (const s of subjects) for (let i = 0; i < 500; i++) await s.rt();
+  const lat: number[][] = subjects.map(() => []);
+  for (let done = 0; done < N; done += BLOCK) {
+    for (let k = 0; k < subjects.length; k++) {
+      const s = subjects[k];
+      for (let i = 0; i < BLOCK; i++) {
+        const t = performance.now();
+        await s.rt();
+        lat[k].push((performance.now() - t) * 1000);
+      }
+    }
+  }
+  return lat.map(p50);
 }
 
 const page = new Uint8Array(4096).fill(7);
@@ -120,7 +148,9 @@ const big = (m: MapReq): Message => ({
 const reqFrame = Uint8Array.prototype.slice.call(
   encodeLinkFrame({ t: 'map', id: 1000, apid: 'b:a1', page: 0, count: 1, access: 'r' }),
 );
-console.log('placement: link and raw-ws baseline each run with both ends in this one process');
+console.log(
+  `placement: link and raw-ws baseline each run with both ends in this one process; serial round trips in alternating blocks of ${BLOCK}`,
+);
 
 for (const [label, fn] of [
   ['small', small],
@@ -129,8 +159,13 @@ for (const [label, fn] of [
   const rawReply = Uint8Array.prototype.slice.call(encodeLinkFrame(fn({ id: 1000 } as MapReq)));
   const raw = await rawWs(rawReply, reqFrame);
   const l = await link(fn);
-  bench(`rtt_p50_${label}_link`, l.rtt, 'us', raw.rtt);
-  bench(`rtt_p50_${label}_raw_ws`, raw.rtt, 'us');
-  bench(`pipelined_${label}_link`, l.perSec, 'req/s', raw.perSec, false);
-  bench(`pipelined_${label}_raw_ws`, raw.perSec, 'req/s');
+  const [rawRtt, linkRtt] = await serial([raw, l]);
+  const rawPerSec = await raw.pipelined();
+  const linkPerSec = await l.pipelined();
+  await l.close();
+  await raw.close();
+  bench(`rtt_p50_${label}_link`, linkRtt, 'us', rawRtt);
+  bench(`rtt_p50_${label}_raw_ws`, rawRtt, 'us');
+  bench(`pipelined_${label}_link`, linkPerSec, 'req/s', rawPerSec, false);
+  bench(`pipelined_${label}_raw_ws`, rawPerSec, 'req/s');
 }

@@ -270,7 +270,8 @@ type GrantResult = PromiseSettledResult<{ pd: PageData; grant: number }>;
  * encoded by the protocol straight into the map-ok frame (the only copy before the wire). That view is
  * exactly the data as of the grant, because until `hold` settles (and it settles a macrotask after the
  * reply is queued, by which time the link has encoded it: the link flushes in the microtasks of the
- * turn the reply is queued in, handleMap's continuation) nothing can write or free the frame:
+ * turn the reply is queued in, handleMap's continuation — a protocol contract pinned by
+ * protocol/src/test/reply-encoded-in-turn.test.ts) nothing can write or free the frame:
  *   - its pin (getUserPages' reference) is kept until `hold` settles (below), so the frame is not
  *     freed or reused (reclaim and migration skip pinned frames; exit only drops its own reference);
  *   - the source PTE is in device mode ('readonly' or 'none', shootdown complete, re-checked under the

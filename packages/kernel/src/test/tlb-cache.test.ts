@@ -10,13 +10,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { type Pfn, PROT_READ, PROT_WRITE } from '../api.js';
-import type { Kernel, Process } from '../index.js';
+import { type Kernel, PAGE_SIZE as PAGE, type Process } from '../index.js';
 import type { Kernel as KernelState } from '../kernel.js';
 import { pageReferenced } from '../reclaim.js';
 import { PROGRAMS, withKernel } from './helpers.js';
 
 const RW = PROT_READ | PROT_WRITE;
-const PAGE = 4096;
 const GOOD = 0x600d600d;
 const POISON = 0x0badf00d;
 const STOP = 0x5709;

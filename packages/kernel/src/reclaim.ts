@@ -100,7 +100,8 @@ function hasNoAccessDeviceEntry(k: Kernel, pfn: Pfn): boolean {
 export function unevictableReason(k: Kernel, pfn: Pfn): ReclaimOutcome | null {
   const f = k.phys.flags(pfn);
   if (!(f & PG_lru) || !(f & PG_anon) || f & (PG_driver | PG_pagetable)) return 'unevictable';
-  if (k.deviceEntries.get(pfn) && !(f & PG_external_rmap) && hasNoAccessDeviceEntry(k, pfn))
+  // the flag first: an exported page (most pages with device entries) skips the map lookup
+  if (!(f & PG_external_rmap) && k.deviceEntries.get(pfn) && hasNoAccessDeviceEntry(k, pfn))
     return 'unevictable';
   if (k.phys.refcount(pfn) !== k.phys.mapcount(pfn)) return 'pinned';
   return null;

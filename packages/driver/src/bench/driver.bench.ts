@@ -90,14 +90,17 @@ async function mesh(a: Inst[], b: Inst[]) {
 }
 
 /** CPU µs of this process and of `others` (children; a local instance is this process) over fn. */
-async function withCpu<T>(others: Inst[], fn: () => Promise<T>): Promise<{ r: T; cpu: number }> {
+async function withCpu<T>(
+  others: Inst[],
+  fn: () => Promise<T>,
+): Promise<{ r: T; cpu: number; local: number }> {
   const remote = others.filter((x) => x instanceof RemoteInstance);
   const r0 = await Promise.all(remote.map((x) => x.cpu()));
   const l0 = cpuNow();
   const r = await fn();
   const l1 = cpuNow();
   const r1 = await Promise.all(remote.map((x) => x.cpu()));
-  return { r, cpu: l1 - l0 + r1.reduce((s, v, i) => s + v - r0[i], 0) };
+  return { r, cpu: l1 - l0 + r1.reduce((s, v, i) => s + v - r0[i], 0), local: l1 - l0 };
 }
 
 async function rawFor(pl: Placement, host?: RemoteInstance) {
@@ -333,7 +336,9 @@ async function reclaim() {
     const va = await p.mmap(N * PAGE, 3);
     await p.run(PROGRAMS, 'fill', { addr: va, count: N });
     let t0 = performance.now();
+    if (PROFILE !== undefined) await profileStart();
     const plain = await withCpu([], () => k.shrink(N, { concurrency: 64 }));
+    if (PROFILE !== undefined) await profileStop(join(PROFILE, 'reclaim-plain-home.cpuprofile'));
     const plainRate = plain.r.reclaimed / ((performance.now() - t0) / 1000);
     await p.exit(0);
     // exported pages, both mappers hold every page
@@ -345,7 +350,16 @@ async function reclaim() {
     });
     const calls0 = k.stats().rmapNotifiers.calls;
     t0 = performance.now();
+    if (PROFILE !== undefined) {
+      for (const m of mappers) await m.call('profile-start');
+      await profileStart();
+    }
     const ex = await withCpu(mappers, () => k.shrink(N, { concurrency: 64 }));
+    if (PROFILE !== undefined) {
+      await profileStop(join(PROFILE, 'reclaim-exported-home.cpuprofile'));
+      for (const m of mappers)
+        await m.call('profile-stop', join(PROFILE, `reclaim-exported-${m.name}.cpuprofile`));
+    }
     const exRate = ex.r.reclaimed / ((performance.now() - t0) / 1000);
     const calls = k.stats().rmapNotifiers.calls - calls0;
     const inv = Math.max(...mappers.map((m) => perPeer.get(m.name) ?? 0));
@@ -360,6 +374,18 @@ async function reclaim() {
       ex.cpu / Math.max(1, ex.r.reclaimed),
       'us/page',
       plain.cpu / Math.max(1, plain.r.reclaimed),
+    );
+    // the split: the home (this process, all its threads) against the plain run's, and each mapper
+    bench(
+      'reclaim-exported-home-cpu',
+      ex.local / Math.max(1, ex.r.reclaimed),
+      'us/page',
+      plain.cpu / Math.max(1, plain.r.reclaimed),
+    );
+    bench(
+      'reclaim-exported-per-mapper-cpu',
+      (ex.cpu - ex.local) / mappers.length / Math.max(1, ex.r.reclaimed),
+      'us/page',
     );
     bench('reclaim-pages-per-rmap-notifier-call', ex.r.reclaimed / Math.max(1, calls), 'pages');
     bench('reclaim-invalidates-per-mapper-per-notifier-call', inv / Math.max(1, calls), 'msgs');

@@ -45,7 +45,10 @@ import { profileStart, profileStop } from './profile.js';
 import { RawClient, REPLY_64P, startRawServer, WAKE_THEN_32 } from './raw.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
-/** A directory: CPU profiles (main threads, both ends) of the first separate-process fault round. */
+/**
+ * A directory: CPU profiles (main threads, both ends) of the first separate-process fault round, and
+ * of the reclaim section (the home's plain and exported shrinks, each mapper's exported shrink).
+ */
 const PROFILE = process.env.BENCH_PROFILE;
 const ROUNDS = QUICK ? 2 : 5;
 type Placement = '1proc' | '2proc';

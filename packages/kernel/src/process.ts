@@ -189,7 +189,12 @@ export class Process {
     const id = this.nextOp++;
     return new Promise((resolve, reject) => {
       this.ops.set(id, { resolve, reject });
-      this.worker.postMessage({ ...op, t: 'op', id } as ToProcess, transfer ?? []);
+      // `op` is always a fresh literal of the accessors below: complete it in place. Not
+      // `{ ...op, t, id }`: on Node 20 an object spread costs ~1 us per call (V8's clone path).
+      const m = op as OpRequest & { t: 'op'; id: number };
+      m.t = 'op';
+      m.id = id;
+      this.worker.postMessage(m as ToProcess, transfer ?? []);
     });
   }
 

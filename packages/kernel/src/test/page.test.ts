@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { lockPageSync, PG_dirty, PG_free, PG_locked, PhysMem, trylockPage, unlockPage } from '../page.js';
+import {
+  lockPageSync,
+  PG_dirty,
+  PG_free,
+  PG_locked,
+  PhysMem,
+  PRETOUCH_AHEAD,
+  trylockPage,
+  unlockPage,
+} from '../page.js';
 
 test('frames: allocation zeroes, free returns, frame 0 is reserved', () => {
   const m = new PhysMem(32);
@@ -23,6 +32,31 @@ test('frames: allocation zeroes, free returns, frame 0 is reserved', () => {
   }
   assert.equal(all.length, 30);
   assert.ok(!all.includes(0));
+});
+
+test('pre-touching frames ahead of allocation changes no frame contents (in use or never used)', async () => {
+  const m = new PhysMem(PRETOUCH_AHEAD * 4);
+  const held: number[] = [];
+  // several windows' worth, a turn between allocations so the background top-ups run in between
+  for (let i = 0; i < PRETOUCH_AHEAD * 3; i++) {
+    const p = m.allocFrame(false);
+    assert.equal(
+      m.frameBytes(p).some((b) => b !== 0),
+      false,
+      `never-used frame ${p} reads zero`,
+    );
+    m.frameBytes(p).fill((p % 250) + 1);
+    held.push(p);
+    if (i % 16 === 0) await new Promise((r) => setImmediate(r));
+  }
+  await new Promise((r) => setImmediate(r));
+  for (const p of held) {
+    const f = m.frameBytes(p);
+    assert.ok(
+      f.every((b) => b === (p % 250) + 1),
+      `frame ${p} in use kept its contents`,
+    );
+  }
 });
 
 test('flags are atomic bits; testClearFlag reports the old state', () => {

@@ -68,7 +68,7 @@ export function invalidateRangeStart(
     const res = r.call('invalidateRangeStart', (ops) => ops.invalidateRangeStart!(range));
     if (res === 'again') {
       env.stats.notifierAgain++;
-      for (const s of started) s.call('invalidateRangeEnd', (ops) => ops.invalidateRangeEnd?.(range));
+      for (const s of started) s.callSync('invalidateRangeEnd', (ops) => ops.invalidateRangeEnd?.(range));
       return Promise.allSettled(pending).then(() => {
         closeInvalidation(mm);
         return 'again' as const;
@@ -97,7 +97,7 @@ export function invalidateRangeStart(
 export function mmuNotifierInvalidateRangeEnd(range: MmuNotifierRange): void {
   const mm = mmOf(range);
   for (const r of mm.notifiers.live()) {
-    if (r.ops.invalidateRangeEnd) r.call('invalidateRangeEnd', (ops) => ops.invalidateRangeEnd!(range));
+    if (r.ops.invalidateRangeEnd) r.callSync('invalidateRangeEnd', (ops) => ops.invalidateRangeEnd!(range));
   }
   closeInvalidation(mm);
 }
@@ -111,7 +111,7 @@ function closeInvalidation(mm: Mm): void {
 export function mmuNotifierInvalidatePage(env: NotifierEnv, mm: Mm, address: number): void {
   for (const r of mm.notifiers.live()) {
     if (!r.ops.invalidatePage) continue;
-    const res: unknown = r.call('invalidatePage', (ops) => ops.invalidatePage!(mm.handle, address));
+    const res: unknown = r.callSync('invalidatePage', (ops) => ops.invalidatePage!(mm.handle, address));
     if (isThenable(res)) {
       env.stats.notifierInvalidatePagePromise++;
       env.logger.warn({ mm: mm.id }, 'mmu notifier invalidatePage returned a promise (must be synchronous)');
@@ -138,7 +138,7 @@ export function mmuNotifierClearFlushYoung(mm: Mm, start: number, end: number): 
   for (const r of mm.notifiers.live()) {
     if (
       r.ops.clearFlushYoung &&
-      r.call('clearFlushYoung', (ops) => ops.clearFlushYoung!(mm.handle, start, end))
+      r.callSync('clearFlushYoung', (ops) => ops.clearFlushYoung!(mm.handle, start, end))
     ) {
       young = true;
     }

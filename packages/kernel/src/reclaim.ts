@@ -265,7 +265,7 @@ export async function reclaimPage(
     const res = k.phys.testFlag(pfn, PG_external_rmap)
       ? await k.rmapNotifiers.invalidatePage(pfn, 'reclaim')
       : undefined;
-    o = await reclaimFinish(k, c, res);
+    [o] = await reclaimFinish(k, [c], [res]);
   }
   k.stats.reclaim[o] = (k.stats.reclaim[o] ?? 0) + 1;
   return o;
@@ -273,12 +273,14 @@ export async function reclaimPage(
 
 /**
  * Reclaim a batch of pages with ONE rmap-notifier dispatch for all of them (the multi-page
- * `invalidatePages`, as mainline calls notifiers once per range): every page is locked, unmapped
- * locally (swap entries in place) and held; then the exported ones go to the rmap notifiers in one
- * call; then each page is written out and freed, or restored if its notifier outcome failed.
+ * `invalidatePages`, as mainline calls notifiers once per range) and one swap write per run of
+ * consecutive slots: every page is locked, unmapped locally (swap entries in place) and held; then
+ * the exported ones go to the rmap notifiers in one call; then the pages whose outcome allows it
+ * are written out together and freed, the others restored.
  * Per page this is exactly reclaimPage's order (local unmap, then rmap notifiers with the page lock
- * held, then write-out): only the notifier calls of the batch are merged. Page locks are only ever
- * TRIED here ('busy' otherwise), so holding several at once cannot deadlock with another reclaimer.
+ * held, then write-out): only the notifier calls and the writes of the batch are merged. Page locks
+ * are only ever TRIED here ('busy' otherwise), so holding several at once cannot deadlock with
+ * another reclaimer.
  */
 export async function reclaimPages(
   k: Kernel,
@@ -286,18 +288,34 @@ export async function reclaimPages(
   opts: { force: boolean; blockable: boolean },
 ): Promise<ReclaimOutcome[]> {
   const started = await Promise.all(pfns.map((pfn) => reclaimStart(k, pfn, opts)));
+  const held: Unmapped[] = [];
   const exported: Pfn[] = [];
   for (const c of started) {
-    if (typeof c !== 'string' && k.phys.testFlag(c.pfn, PG_external_rmap)) exported.push(c.pfn);
+    if (typeof c === 'string') continue;
+    held.push(c);
+    if (k.phys.testFlag(c.pfn, PG_external_rmap)) exported.push(c.pfn);
   }
   const results = new Map<Pfn, RmapOutcome>();
   if (exported.length > 0) {
-    const rs = await k.rmapNotifiers.invalidatePages(exported, 'reclaim');
-    for (let i = 0; i < exported.length; i++) results.set(exported[i], rs[i]);
+    try {
+      const rs = await k.rmapNotifiers.invalidatePages(exported, 'reclaim');
+      for (let i = 0; i < exported.length; i++) results.set(exported[i], rs[i]);
+    } catch (e) {
+      // (the dispatch itself refused: nothing was asked of a driver) release what is held
+      for (const c of held) {
+        restoreUnmapped(k, c.pfn, c.unmapped, () => k.swap!.put(c.slot));
+        reclaimRelease(k, c.pfn, c.slot);
+      }
+      throw e;
+    }
   }
-  const out = await Promise.all(
-    started.map((c) => (typeof c === 'string' ? c : reclaimFinish(k, c, results.get(c.pfn)))),
+  const finished = await reclaimFinish(
+    k,
+    held,
+    held.map((c) => results.get(c.pfn)),
   );
+  let j = 0;
+  const out = started.map((c) => (typeof c === 'string' ? c : finished[j++]));
   for (const o of out) k.stats.reclaim[o] = (k.stats.reclaim[o] ?? 0) + 1;
   return out;
 }
@@ -362,52 +380,86 @@ async function reclaimStart(
 }
 
 /**
- * Second half: given the rmap notifiers' outcome for the page (when it has PG_external_rmap), keep
- * it (restore the PTEs) or write it out and free it. Always releases what reclaimStart took.
+ * Second half, for a batch of pages reclaimStart holds: given each page's rmap-notifier outcome
+ * (when it has PG_external_rmap), keep it (restore the PTEs) or write it out and free it. The pages
+ * to write go to swap together (SwapArea.writeBatch: one pwritev per run of consecutive slots); a
+ * page is written only after ITS notifier outcome said ok (every remote copy gone, dirty data home),
+ * exactly as one page at a time. Always releases what reclaimStart took, for every page.
  */
-async function reclaimFinish(k: Kernel, c: Unmapped, res: RmapOutcome | undefined): Promise<ReclaimOutcome> {
+async function reclaimFinish(
+  k: Kernel,
+  cs: readonly Unmapped[],
+  res: ReadonlyArray<RmapOutcome | undefined>,
+): Promise<ReclaimOutcome[]> {
   const ph = k.phys;
   const swap = k.swap!;
-  const { pfn, slot, unmapped } = c;
+  const out: ReclaimOutcome[] = new Array(cs.length);
+  let thrown: { e: unknown } | undefined;
   try {
-    const abort = async (): Promise<void> => {
-      restoreUnmapped(k, pfn, unmapped, () => swap.put(slot));
-      // fork may have copied a swap entry meanwhile: give that copy valid data.
-      if (swap.ref(slot) > 0) await swap.write(slot, ph.frameBytes(pfn).slice());
-    };
-    if (ph.testFlag(pfn, PG_external_rmap)) {
-      // the flag only changes under the page lock, which we hold: it was set when the batch was
-      // dispatched, so `res` is this page's outcome (a caller without one asks now)
-      const r = res ?? (await k.rmapNotifiers.invalidatePage(pfn, 'reclaim'));
-      if (!r.ok) {
-        await abort();
-        k.logger.debug({ pfn, failures: r.failures }, 'reclaim: rmap notifier failed, page kept');
-        return 'external_failed';
-      }
-      if (r.dirty) ph.setFlag(pfn, PG_dirty);
-      ph.clearFlag(pfn, PG_external_rmap);
-    }
-    if (swap.ref(slot) > 0) {
+    /** Indices of the pages that go to swap now. */
+    const toWrite: number[] = [];
+    for (let i = 0; i < cs.length; i++) {
+      const { pfn, slot, unmapped } = cs[i];
       try {
-        await swap.write(slot, ph.frameBytes(pfn).slice());
+        if (ph.testFlag(pfn, PG_external_rmap)) {
+          // the flag only changes under the page lock, which we hold: it was set when the batch was
+          // dispatched, so `res[i]` is this page's outcome (a caller without one asks now)
+          const r = res[i] ?? (await k.rmapNotifiers.invalidatePage(pfn, 'reclaim'));
+          if (!r.ok) {
+            out[i] = 'external_failed';
+            restoreUnmapped(k, pfn, unmapped, () => swap.put(slot));
+            // fork may have copied a swap entry meanwhile: give that copy valid data.
+            if (swap.ref(slot) > 0) await swap.write(slot, ph.frameBytes(pfn).slice());
+            k.logger.debug({ pfn, failures: r.failures }, 'reclaim: rmap notifier failed, page kept');
+            continue;
+          }
+          if (r.dirty) ph.setFlag(pfn, PG_dirty);
+          ph.clearFlag(pfn, PG_external_rmap);
+        }
+        if (swap.ref(slot) > 0) toWrite.push(i);
       } catch (e) {
-        k.logger.error({ pfn, slot, err: String(e) }, 'swap write failed');
+        // as when each page finished on its own: this page is released (finally), the rest of the
+        // batch completes, then the error is the caller's
+        out[i] = 'busy';
+        thrown ??= { e };
+      }
+    }
+    const errs =
+      toWrite.length > 0
+        ? await swap.writeBatch(
+            toWrite.map((i) => cs[i].slot),
+            toWrite.map((i) => ph.frameBytes(cs[i].pfn).slice()),
+          )
+        : [];
+    for (let w = 0; w < toWrite.length; w++) {
+      const i = toWrite[w];
+      const { pfn, slot, unmapped } = cs[i];
+      if (errs[w] !== null) {
+        k.logger.error({ pfn, slot, err: String(errs[w]) }, 'swap write failed');
         restoreUnmapped(k, pfn, unmapped, () => swap.put(slot));
-        return 'io_error';
+        out[i] = 'io_error';
+        continue;
       }
       k.stats.swapOuts++;
     }
-    if (ph.mapcount(pfn) !== 0 || ph.refcount(pfn) !== 1) {
-      // Cannot happen while we hold the page lock; refuse to free rather than corrupt.
-      k.violations.push(`reclaim: pfn ${pfn} gained users while locked`);
-      return 'busy';
+    for (let i = 0; i < cs.length; i++) {
+      if (out[i] !== undefined) continue;
+      const { pfn } = cs[i];
+      if (ph.mapcount(pfn) !== 0 || ph.refcount(pfn) !== 1) {
+        // Cannot happen while we hold the page lock; refuse to free rather than corrupt.
+        k.violations.push(`reclaim: pfn ${pfn} gained users while locked`);
+        out[i] = 'busy';
+        continue;
+      }
+      k.lruDel(pfn);
+      ph.clearFlag(pfn, PG_dirty | PG_referenced);
+      out[i] = 'reclaimed';
     }
-    k.lruDel(pfn);
-    ph.clearFlag(pfn, PG_dirty | PG_referenced);
-    return 'reclaimed';
   } finally {
-    reclaimRelease(k, pfn, slot);
+    for (const c of cs) reclaimRelease(k, c.pfn, c.slot);
   }
+  if (thrown) throw thrown.e;
+  return out;
 }
 
 export interface ShrinkResult {

@@ -1,55 +1,92 @@
 /**
  * SRCU-like notifier registrations (mainline moved mmu notifiers to SRCU in 3.7 because callbacks
  * sleep). A registration counts its in-flight callbacks; `unregister` marks it dead (no callback
- * starts after that), then waits, bounded, until the in-flight count drains.
+ * starts after that), then waits, bounded, until every in-flight callback has ended.
  *
  * Called from inside one of its own callbacks, `unregister` does not deadlock: it waits for the
  * OTHER in-flight callbacks only, and resolves while the calling callback is still running (that
  * callback is the one still "in flight"; nothing new starts). Called from inside `release`
  * (per-mm notifiers) it is refused with EBUSY, as mainline forbids it.
  *
- * Which registrations' callbacks are on the current async stack is tracked with AsyncLocalStorage,
- * so the rule holds across awaits inside a callback.
+ * Which callbacks the caller of `unregister` is inside is known exactly: every callback run is an
+ * Invocation (a token, `done` once the callback has ended), and the caller's context is the set of
+ * invocations it runs inside — the synchronous stack of callbacks running right now, plus, across
+ * awaits, the invocations an AsyncLocalStorage carried into this async context. A token that is
+ * `done` counts for nothing, so work a callback left running after it ended (a detached promise) is
+ * not "inside" it any more, however the context got there.
  *
- * Cost. On Node 20 an enabled AsyncLocalStorage installs promise hooks for the whole process: every
- * promise anywhere (the protocol, faults, the driver) then pays for context propagation — measured
- * at 15-20 us of a ~190 us remote read fault. Only code running inside a callback ever needs the
- * context, so it is enabled while at least one callback is in flight (any registration, any list)
- * and disabled again a turn after the last one ends (disableSoon). Nothing is lost by disabling then: no callback is
- * running, so every context that could be read later belongs to a callback that has finished, and
- * for such a frame unregister's answer is the same with or without it (it waits for the in-flight
- * callbacks: none of that registration).
+ * Cost, and what is tracked how. On Node 20 an enabled AsyncLocalStorage installs promise hooks for
+ * the whole process: every promise anywhere (swap writes, the protocol, faults) then pays for
+ * context propagation (~0.1 us per promise, ~6 us per swap write's promise chain), and switching
+ * them on and off costs ~2-3 us a pair. So:
+ * - Callbacks that are synchronous by contract (`callSync`: mmu invalidatePage, invalidateRangeEnd,
+ *   clearFlushYoung) never touch the AsyncLocalStorage: while one runs, its invocation is on a plain
+ *   synchronous stack, which is all an `unregister` called from inside it can observe (it has no
+ *   async part; one that returns a promise anyway breaks its contract, is counted by the caller,
+ *   and is held in flight until the promise settles, but its continuations carry no context).
+ * - Callbacks that may sleep (`call`: invalidateRangeStart, release, the rmap invalidatePage(s))
+ *   run inside the AsyncLocalStorage, which is on only while at least one of them is in flight. When
+ *   the last one ends it is switched off at the next microtask checkpoint (not a whole turn later:
+ *   the continuations queued behind it — a reclaim batch's swap writes after its rmap notifier call,
+ *   the rest of a batch's unmaps after their invalidateRangeStart calls — then create their promises
+ *   with the hooks off), which still merges the on/off pair of the callbacks of one synchronous pass
+ *   (a batch's per-page invalidateRangeStart calls) into one. Switching off is safe whenever no
+ *   such callback is in flight (rechecked when it happens): a context read later can only hold
+ *   invocations that are done, which count for nothing.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { KernelError } from './api.js';
 
-type Frames = ReadonlyMap<Registration<unknown>, string>;
-const current = new AsyncLocalStorage<Frames>();
-/** Callbacks in flight, all registrations together (the context is on while this is > 0). */
-let inflightAll = 0;
+/** One run of one callback of one registration (a token; `done` once the callback has ended). */
+interface Invocation {
+  readonly reg: Registration<unknown>;
+  readonly what: string;
+  done: boolean;
+}
+
+/** Invocations of may-sleep callbacks carried across awaits (outermost first). */
+const current = new AsyncLocalStorage<readonly Invocation[]>();
+/** Invocations whose callback is running synchronously right now (innermost last). */
+const syncStack: Invocation[] = [];
+/** May-sleep callbacks in flight, all registrations together (the context is on while this is > 0). */
+let inflightTracked = 0;
 let disableQueued = false;
 
-/**
- * Switch the context off once no callback is in flight, a turn later rather than at once: enabling
- * and disabling Node 20's promise hooks costs ~2-3 us per pair, which a synchronous callback paid
- * on every call (invalidateRangeEnd per invalidation, invalidatePage per cleared PTE,
- * clearFlushYoung per scanned page), against ~0.05 us for a run() while the hooks are on. Leaving
- * them on a turn longer is the conservative side (the context is complete while on); switching
- * off is safe whenever nothing is in flight (see the header), which is rechecked when it happens.
- */
+/** Switch the AsyncLocalStorage (and so the promise hooks) off at the next microtask checkpoint. */
 function disableSoon(): void {
   if (disableQueued) return;
   disableQueued = true;
-  setImmediate(() => {
+  queueMicrotask(() => {
     disableQueued = false;
-    if (inflightAll === 0) current.disable();
-  }).unref();
+    if (inflightTracked === 0) {
+      current.disable();
+      contextOn = false;
+    }
+  });
 }
+
+/** Invocations the caller runs inside, still in flight (not done). */
+function callerFrames(): Invocation[] {
+  const out: Invocation[] = [];
+  for (const f of current.getStore() ?? []) if (!f.done) out.push(f);
+  for (const f of syncStack) if (!f.done && !out.includes(f)) out.push(f);
+  return out;
+}
+
+/**
+ * True while the AsyncLocalStorage may be on: from the first may-sleep callback's run() until the
+ * disable that follows the last one (tests: the promise hooks must not outlive the callbacks).
+ */
+export function notifierContextOn(): boolean {
+  return contextOn;
+}
+let contextOn = false;
 
 export class Registration<Ops> {
   dead = false;
   unregistered = false;
-  inflight = 0;
+  /** Invocations of this registration in flight. */
+  private readonly running = new Set<Invocation>();
   /** Callbacks started after unregister resolved: must stay 0 (checked by kernel.check()). */
   static violations = 0;
   private drained: Array<() => void> = [];
@@ -59,53 +96,82 @@ export class Registration<Ops> {
     private readonly list: NotifierList<Ops>,
   ) {}
 
+  get inflight(): number {
+    return this.running.size;
+  }
+
   /**
-   * Run one callback of this registration, counting it in flight until its promise (if any)
-   * settles. Returns the callback's raw result.
+   * Run a callback that may sleep, counting it in flight until its promise (if any) settles; its
+   * invocation is carried across its awaits. Returns the callback's raw result.
    */
   call<R>(what: string, fn: (ops: Ops) => R): R {
+    return this.invoke(what, fn, true);
+  }
+
+  /**
+   * Run a callback that is synchronous by contract: in flight while it runs (and, if it breaks the
+   * contract and returns a promise, until that settles), without the AsyncLocalStorage.
+   */
+  callSync<R>(what: string, fn: (ops: Ops) => R): R {
+    return this.invoke(what, fn, false);
+  }
+
+  private invoke<R>(what: string, fn: (ops: Ops) => R, tracked: boolean): R {
     if (this.unregistered) Registration.violations++;
-    this.inflight++;
-    inflightAll++;
-    const outer = current.getStore();
-    const frames = new Map(outer ?? []);
-    frames.set(this as Registration<unknown>, what);
+    const inv: Invocation = { reg: this as Registration<unknown>, what, done: false };
+    this.running.add(inv);
+    if (tracked) inflightTracked++;
+    syncStack.push(inv);
     let result: R;
     try {
-      result = current.run(frames, () => fn(this.ops));
+      if (tracked) {
+        contextOn = true;
+        const outer = current.getStore();
+        result = current.run(outer ? [...outer, inv] : [inv], fn, this.ops);
+      } else {
+        result = fn(this.ops);
+      }
     } catch (e) {
-      this.exit();
+      syncStack.pop();
+      this.exit(inv, tracked);
       throw e;
     }
+    syncStack.pop();
     if (result && typeof (result as { then?: unknown }).then === 'function') {
       (result as unknown as Promise<unknown>).then(
-        () => this.exit(),
-        () => this.exit(),
+        () => this.exit(inv, tracked),
+        () => this.exit(inv, tracked),
       );
     } else {
-      this.exit();
+      this.exit(inv, tracked);
     }
     return result;
   }
 
-  private exit(): void {
-    this.inflight--;
-    if (--inflightAll === 0) disableSoon(); // re-enabled by the next call's run()
+  private exit(inv: Invocation, tracked: boolean): void {
+    inv.done = true;
+    this.running.delete(inv);
+    if (tracked && --inflightTracked === 0) disableSoon(); // re-enabled by the next call's run()
     for (const d of this.drained.splice(0)) d();
   }
 
   async unregister(timeoutMs: number): Promise<void> {
-    const frame = current.getStore()?.get(this as Registration<unknown>);
-    if (frame === 'release') {
+    const mine = callerFrames().filter((f) => f.reg === (this as Registration<unknown>));
+    if (mine.some((f) => f.what === 'release')) {
       throw new KernelError('EBUSY', 'unregister called from inside release');
     }
     if (!this.dead) {
       this.dead = true;
       this.list.remove(this);
     }
-    const self = frame !== undefined ? 1 : 0;
+    // Wait for every in-flight invocation but the caller's own (exactly those, not a count: the
+    // caller's callback may end before the others do).
+    const others = () => {
+      for (const inv of this.running) if (!mine.includes(inv)) return true;
+      return false;
+    };
     const deadline = Date.now() + timeoutMs;
-    while (this.inflight > self) {
+    while (others()) {
       const left = deadline - Date.now();
       if (left <= 0)
         throw new KernelError('ETIMEDOUT', `unregister: ${this.inflight} callback(s) still running`);

@@ -424,11 +424,20 @@ async function reclaimFinish(
         thrown ??= { e };
       }
     }
+    // The frames themselves go to the write, no copy: nothing can change one until the write has
+    // completed. Its page lock is held (released in `finally`, after this await), so no fault on its
+    // swap entries (they sleep on the lock), no migration, mkclean or other reclaim touches it; every
+    // local PTE was replaced and the TLB shootdown completed in tryToUnmap, so no process writes
+    // through a stale translation; an exported page's rmap notifiers reported ok, so every remote
+    // copy is gone and its dirty data was written into the frame BEFORE that (a mapper that did not
+    // ack was fenced: outcome not ok, the page is not written); and the frame is freed only after
+    // the write (reclaimRelease). swap-batch.test.ts checks each frame is locked and unmapped for
+    // the whole write, and the data that comes back.
     const errs =
       toWrite.length > 0
         ? await swap.writeBatch(
             toWrite.map((i) => cs[i].slot),
-            toWrite.map((i) => ph.frameBytes(cs[i].pfn).slice()),
+            toWrite.map((i) => ph.frameBytes(cs[i].pfn)),
           )
         : [];
     for (let w = 0; w < toWrite.length; w++) {
@@ -481,9 +490,15 @@ export interface ShrinkLimits {
    * rmap notifiers called once for the batch (reclaimPages).
    */
   concurrency?: number;
+  /**
+   * Batches in flight at once (1..4, default 1): the next batch is unmapped and its notifiers
+   * dispatched while the previous one waits for its acks or its swap write.
+   */
+  batches?: number;
 }
 
 export const MAX_SHRINK_CONCURRENCY = 64;
+export const MAX_SHRINK_BATCHES = 4;
 
 /**
  * Reclaim up to `nr` pages from the LRU (oldest first, young pages get a second chance), looking at
@@ -502,6 +517,7 @@ export async function shrink(
   const deadline =
     limits.budgetMs === undefined ? Number.POSITIVE_INFINITY : performance.now() + limits.budgetMs;
   const width = Math.max(1, Math.min(MAX_SHRINK_CONCURRENCY, Math.floor(limits.concurrency ?? 1)));
+  const depth = Math.max(1, Math.min(MAX_SHRINK_BATCHES, Math.floor(limits.batches ?? 1)));
   // One live iterator over the LRU. Every page it yields is rotated to the tail at once, so its next
   // entry is always the LRU head. (Taking the head with `lru.values().next()` on every step walks
   // over the deleted slots at the front of the Set's table each time: quadratic in the LRU size.)
@@ -538,27 +554,43 @@ export async function shrink(
     }
   };
   // Pages are taken `width` at a time and reclaimed as one batch (reclaimPages: one rmap-notifier
-  // dispatch for the batch, so a driver can send one invalidation per mapper per batch).
+  // dispatch for the batch, so a driver can send one invalidation per mapper per batch). Up to
+  // `depth` batches are in flight: while one waits for its notifiers (remote acks) or its swap
+  // write, the next is unmapped and dispatched. Batches never share a page (inFlight), and each is
+  // exactly what a concurrent reclaimer's batch would be: page locks only tried, per page the order
+  // of reclaimPage.
+  const running = new Set<Promise<void>>();
+  let failed: { e: unknown } | undefined;
   for (;;) {
     const batch: Pfn[] = [];
-    while (batch.length < width) {
+    while (!failed && batch.length < width) {
       const pfn = take();
       if (pfn === null) break;
       inFlight.add(pfn);
       batch.push(pfn);
     }
     if (batch.length === 0) break;
-    let outcomes: ReclaimOutcome[];
-    try {
-      outcomes = await reclaimPages(k, batch, { force: false, blockable });
-    } finally {
-      for (const pfn of batch) inFlight.delete(pfn);
-    }
-    for (const o of outcomes) {
-      res.outcomes[o] = (res.outcomes[o] ?? 0) + 1;
-      if (o === 'reclaimed') res.reclaimed++;
-    }
+    const one: Promise<void> = reclaimPages(k, batch, { force: false, blockable })
+      .then(
+        (outcomes) => {
+          for (const o of outcomes) {
+            res.outcomes[o] = (res.outcomes[o] ?? 0) + 1;
+            if (o === 'reclaimed') res.reclaimed++;
+          }
+        },
+        (e) => {
+          failed ??= { e };
+        },
+      )
+      .finally(() => {
+        for (const pfn of batch) inFlight.delete(pfn);
+        running.delete(one);
+      });
+    running.add(one);
+    if (running.size >= depth) await Promise.race(running);
   }
+  while (running.size > 0) await Promise.race(running);
+  if (failed) throw failed.e;
   // take() returned null for good, so either nr pages were reclaimed or `stop` says why not.
   res.stoppedBy = res.reclaimed >= nr ? 'done' : (stop ?? 'done');
   return res;

@@ -30,6 +30,7 @@
  * `*-cpu` figures: process CPU time (user + system, every thread) of BOTH ends per operation,
  * which is far less noisy than wall time on a shared VM.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ReverseMap } from '../index.js';
@@ -106,6 +107,24 @@ async function withCpu<T>(
   const l1 = cpuNow();
   const r1 = await Promise.all(remote.map((x) => x.cpu()));
   return { r, cpu: l1 - l0 + r1.reduce((s, v, i) => s + v - r0[i], 0), local: l1 - l0 };
+}
+
+/**
+ * This process's user and system CPU (µs, every thread) and its MAIN thread's time on a CPU and
+ * waiting on a run queue (ns, /proc/self/task/<pid>/schedstat; zeros where there is none): the
+ * sampling profiler bills a preempted thread's waiting to the function it was in (a socket send
+ * that wakes a mapper on this core, a write handed to the threadpool), these say how much it is.
+ */
+function sched(): { user: number; system: number; oncpu: number; runq: number } {
+  const u = process.cpuUsage();
+  let oncpu = 0;
+  let runq = 0;
+  try {
+    const f = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').trim().split(/\s+/);
+    oncpu = Number(f[0]);
+    runq = Number(f[1]);
+  } catch {}
+  return { user: u.user, system: u.system, oncpu, runq };
 }
 
 async function rawFor(pl: Placement, host?: RemoteInstance) {
@@ -336,6 +355,8 @@ async function reclaim() {
   const N = Number(process.env.BENCH_RECLAIM_PAGES ?? (QUICK ? 4096 : 100_000));
   const BLOCKS = QUICK ? 4 : 10;
   const S = Math.ceil(N / BLOCKS);
+  /** Batches in flight (the same for both kinds). */
+  const DEPTH = Number(process.env.BENCH_RECLAIM_BATCHES ?? 1);
   const opts = { frames: N + 4096, prefault: 1, swapSlots: N + 1024 };
   const hp = await LocalInstance.create({ name: 'hp', ...opts });
   const home = await LocalInstance.create({ name: 'h', ...opts });
@@ -363,6 +384,13 @@ async function reclaim() {
       plain: { ms: 0, cpu: 0, pages: 0, outcomes: {} as Record<string, number> },
       ex: { ms: 0, cpu: 0, local: 0, pages: 0, outcomes: {} as Record<string, number> },
     };
+    const sch = {
+      plain: { user: 0, system: 0, oncpu: 0, runq: 0 },
+      ex: { user: 0, system: 0, oncpu: 0, runq: 0 },
+    };
+    const addSched = (to: typeof sch.plain, a: typeof sch.plain, b: typeof sch.plain) => {
+      for (const key of ['user', 'system', 'oncpu', 'runq'] as const) to[key] += b[key] - a[key];
+    };
     const add = (to: Record<string, number>, from: Record<string, number>) => {
       for (const [o, n] of Object.entries(from)) to[o] = (to[o] ?? 0) + n;
     };
@@ -370,9 +398,11 @@ async function reclaim() {
       const prof = PROFILE !== undefined && b === Math.floor(BLOCKS / 2);
       gc();
       if (prof) await profileStart();
+      let s0 = sched();
       let t0 = performance.now();
-      const plain = await withCpu([], () => hp.kernel.shrink(S, { concurrency: 64 }));
+      const plain = await withCpu([], () => hp.kernel.shrink(S, { concurrency: 64, batches: DEPTH }));
       tot.plain.ms += performance.now() - t0;
+      addSched(sch.plain, s0, sched());
       if (prof) await profileStop(join(PROFILE!, 'reclaim-plain-home.cpuprofile'));
       tot.plain.cpu += plain.cpu;
       tot.plain.pages += plain.r.reclaimed;
@@ -382,9 +412,11 @@ async function reclaim() {
         for (const m of mappers) await m.call('profile-start');
         await profileStart();
       }
+      s0 = sched();
       t0 = performance.now();
-      const ex = await withCpu(mappers, () => k.shrink(S, { concurrency: 64 }));
+      const ex = await withCpu(mappers, () => k.shrink(S, { concurrency: 64, batches: DEPTH }));
       tot.ex.ms += performance.now() - t0;
+      addSched(sch.ex, s0, sched());
       if (prof) {
         await profileStop(join(PROFILE!, 'reclaim-exported-home.cpuprofile'));
         for (const m of mappers)
@@ -411,6 +443,10 @@ async function reclaim() {
     console.log(
       `reclaim: ${N} pages in ${BLOCKS} alternating blocks; plain ${JSON.stringify(tot.plain.outcomes)}; exported ${JSON.stringify(tot.ex.outcomes)}; ${calls} rmap-notifier calls; invalidates per mapper ${JSON.stringify(Object.fromEntries(perPeer))}; pages written to swap ${JSON.stringify(swapWrites)}`,
     );
+    const per = (x: typeof sch.plain, pages: number, wall: number) =>
+      `user ${(x.user / pages).toFixed(1)} + system ${(x.system / pages).toFixed(1)} us/page (all threads); main thread on a CPU ${(x.oncpu / 1000 / pages).toFixed(1)}, waiting on a run queue ${(x.runq / 1000 / pages).toFixed(1)}, wall ${((wall * 1000) / pages).toFixed(1)} us/page`;
+    console.log(`reclaim: home, plain: ${per(sch.plain, Math.max(1, tot.plain.pages), tot.plain.ms)}`);
+    console.log(`reclaim: home, exported: ${per(sch.ex, Math.max(1, tot.ex.pages), tot.ex.ms)}`);
     bench('reclaim-plain-pages-per-s', plainRate, 'pages/s');
     bench('reclaim-exported-2-mappers-pages-per-s', exRate, 'pages/s', plainRate);
     bench('reclaim-plain-cpu', plainCpu, 'us/page');

@@ -3,7 +3,8 @@
  * the same run with the same placement, and the whole measurement is repeated ROUNDS times with the
  * baseline and the driver path alternating: a figure is the median over rounds of the per-round value.
  * Prints BENCH lines (scripts/bench.mjs). BENCH_QUICK=1 for a short run; BENCH_RECLAIM_PAGES sets the
- * reclaim size (default 100,000). Filters: BENCH_ONLY=faults,invalidations,ranges,reclaim,rmap (a comma
+ * reclaim size (default 100,000), BENCH_RECLAIM_BATCHES the shrink's batches in flight (default 2, both
+ * kinds). Filters: BENCH_ONLY=faults,invalidations,ranges,reclaim,rmap (a comma
  * list of sections; default all) and BENCH_PLACEMENT=1proc or 2proc (default both).
  *
  * Placements (suffix of every name): `2proc` = every instance in its own process, as deployed (the
@@ -356,7 +357,7 @@ async function reclaim() {
   const BLOCKS = QUICK ? 4 : 10;
   const S = Math.ceil(N / BLOCKS);
   /** Batches in flight (the same for both kinds). */
-  const DEPTH = Number(process.env.BENCH_RECLAIM_BATCHES ?? 1);
+  const DEPTH = Number(process.env.BENCH_RECLAIM_BATCHES ?? 2);
   const opts = { frames: N + 4096, prefault: 1, swapSlots: N + 1024 };
   const hp = await LocalInstance.create({ name: 'hp', ...opts });
   const home = await LocalInstance.create({ name: 'h', ...opts });
@@ -441,7 +442,7 @@ async function reclaim() {
       exported: (k.stats().swap?.writes ?? 0) - writes0.ex,
     };
     console.log(
-      `reclaim: ${N} pages in ${BLOCKS} alternating blocks; plain ${JSON.stringify(tot.plain.outcomes)}; exported ${JSON.stringify(tot.ex.outcomes)}; ${calls} rmap-notifier calls; invalidates per mapper ${JSON.stringify(Object.fromEntries(perPeer))}; pages written to swap ${JSON.stringify(swapWrites)}`,
+      `reclaim: ${N} pages in ${BLOCKS} alternating blocks, batches of 64, ${DEPTH} in flight; plain ${JSON.stringify(tot.plain.outcomes)}; exported ${JSON.stringify(tot.ex.outcomes)}; ${calls} rmap-notifier calls; invalidates per mapper ${JSON.stringify(Object.fromEntries(perPeer))}; pages written to swap ${JSON.stringify(swapWrites)}`,
     );
     const per = (x: typeof sch.plain, pages: number, wall: number) =>
       `user ${(x.user / pages).toFixed(1)} + system ${(x.system / pages).toFixed(1)} us/page (all threads); main thread on a CPU ${(x.oncpu / 1000 / pages).toFixed(1)}, waiting on a run queue ${(x.runq / 1000 / pages).toFixed(1)}, wall ${((wall * 1000) / pages).toFixed(1)} us/page`;

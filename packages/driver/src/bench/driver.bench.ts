@@ -3,7 +3,7 @@
  * the same run with the same placement, and the whole measurement is repeated ROUNDS times with the
  * baseline and the driver path alternating: a figure is the median over rounds of the per-round value.
  * Prints BENCH lines (scripts/bench.mjs). BENCH_QUICK=1 for a short run; BENCH_RECLAIM_PAGES sets the
- * reclaim size (default 100,000), BENCH_RECLAIM_BATCHES the shrink's batches in flight (default 2, both
+ * reclaim size (default 100,000), BENCH_RECLAIM_BATCHES the shrink's batches in flight (default 1, both
  * kinds). Filters: BENCH_ONLY=faults,invalidations,ranges,reclaim,rmap (a comma
  * list of sections; default all) and BENCH_PLACEMENT=1proc or 2proc (default both).
  *
@@ -357,7 +357,7 @@ async function reclaim() {
   const BLOCKS = QUICK ? 4 : 10;
   const S = Math.ceil(N / BLOCKS);
   /** Batches in flight (the same for both kinds). */
-  const DEPTH = Number(process.env.BENCH_RECLAIM_BATCHES ?? 2);
+  const DEPTH = Number(process.env.BENCH_RECLAIM_BATCHES ?? 1);
   const opts = { frames: N + 4096, prefault: 1, swapSlots: N + 1024 };
   const hp = await LocalInstance.create({ name: 'hp', ...opts });
   const home = await LocalInstance.create({ name: 'h', ...opts });

@@ -301,11 +301,15 @@ export async function reclaimPages(
       const rs = await k.rmapNotifiers.invalidatePages(exported, 'reclaim');
       for (let i = 0; i < exported.length; i++) results.set(exported[i], rs[i]);
     } catch (e) {
-      // (the dispatch itself refused: nothing was asked of a driver) release what is held
-      for (const c of held) {
-        restoreUnmapped(k, c.pfn, c.unmapped, () => k.swap!.put(c.slot));
-        reclaimRelease(k, c.pfn, c.slot);
-      }
+      // The dispatch itself threw (nothing ok was reported): every exported page of the batch is
+      // kept as for a failed outcome (PTEs restored, a fork's copy of a swap entry given data), the
+      // rest finish as usual, everything is released, and the error is the caller's.
+      const failed: RmapOutcome = { ok: false, dirty: false, failures: [`threw: ${String(e)}`] };
+      await reclaimFinish(
+        k,
+        held,
+        held.map((c) => (k.phys.testFlag(c.pfn, PG_external_rmap) ? failed : undefined)),
+      );
       throw e;
     }
   }

@@ -159,3 +159,48 @@ test('shrink with two batches in flight overlaps their notifier waits, never sha
     for (let i = 0; i < n; i++) assert.equal(await p.read32(a + i * PAGE), 0x5000 + i, `page ${i}`);
     k.check();
   }));
+
+test('a batch whose rmap-notifier dispatch throws keeps its exported pages (unlocked, mapped, intact) and reclaims the rest', () =>
+  withKernel({ frames: 256, swapSlots: 256 }, async (k) => {
+    const ki = state(k);
+    const n = 8;
+    const { p, a } = await filled(k, n);
+    const exported = new Set<Pfn>();
+    k.api.rmapNotifierRegister({
+      invalidatePage: async () => ({ ok: true, dirty: false }),
+      isExported: (pfn) => exported.has(pfn),
+    });
+    const pfns: Pfn[] = [];
+    for (let i = 0; i < n; i++) pfns.push(k.pfnOf(p.pid, a + i * PAGE)!);
+    for (const pfn of pfns.slice(0, n / 2)) {
+      await k.api.lockPage(pfn);
+      k.api.exportPage(pfn);
+      k.api.unlockPage(pfn);
+      exported.add(pfn);
+    }
+    const real = ki.rmapNotifiers.invalidatePages.bind(ki.rmapNotifiers);
+    ki.rmapNotifiers.invalidatePages = async () => {
+      throw new Error('dispatch failed (test)');
+    };
+    try {
+      await assert.rejects(k.shrink(n, { concurrency: n }), /dispatch failed/);
+    } finally {
+      ki.rmapNotifiers.invalidatePages = real;
+    }
+    for (let i = 0; i < n; i++) {
+      const pfn = pfns[i];
+      assert.ok(!k.api.pageInfo(pfn).flags.includes('locked') || i >= n / 2, `page ${i} unlocked`);
+      if (i < n / 2) {
+        assert.equal(k.pfnOf(p.pid, a + i * PAGE), pfn, `exported page ${i} kept and mapped`);
+        assert.ok(k.api.pageExported(pfn), `exported page ${i} keeps PG_external_rmap`);
+      } else assert.equal(k.pfnOf(p.pid, a + i * PAGE), undefined, `plain page ${i} reclaimed`);
+    }
+    for (let i = 0; i < n; i++) assert.equal(await p.read32(a + i * PAGE), 0x5000 + i, `page ${i}`);
+    for (const pfn of exported) {
+      await k.api.lockPage(pfn);
+      k.api.unexportPage(pfn);
+      k.api.unlockPage(pfn);
+    }
+    exported.clear();
+    k.check();
+  }));

@@ -58,24 +58,23 @@ export function invalidateRangeStart(
   mm.invActive++;
   mm.invSeq++;
   const regs = mm.notifiers.live();
-  const pending: Promise<unknown>[] = [];
-  const started: typeof regs = [];
-  for (const r of regs) {
-    if (!r.ops.invalidateRangeStart) {
-      started.push(r);
-      continue;
-    }
+  let pending: Promise<unknown>[] | undefined;
+  for (let i = 0; i < regs.length; i++) {
+    const r = regs[i];
+    if (!r.ops.invalidateRangeStart) continue;
     const res = r.call('invalidateRangeStart', (ops) => ops.invalidateRangeStart!(range));
     if (res === 'again') {
       env.stats.notifierAgain++;
-      for (const s of started) s.callSync('invalidateRangeEnd', (ops) => ops.invalidateRangeEnd?.(range));
-      return Promise.allSettled(pending).then(() => {
+      // every registration before this one started (regs is a snapshot: same order)
+      for (let j = 0; j < i; j++)
+        regs[j].callSync('invalidateRangeEnd', (ops) => ops.invalidateRangeEnd?.(range));
+      return Promise.allSettled(pending ?? []).then(() => {
         closeInvalidation(mm);
         return 'again' as const;
       });
     }
-    started.push(r);
     if (isThenable(res)) {
+      pending ??= [];
       if (!range.blockable) {
         env.stats.notifierSleptNonBlockable++;
         env.logger.warn({ mm: mm.id }, 'mmu notifier slept in a non-blockable invalidateRangeStart');
@@ -83,7 +82,7 @@ export function invalidateRangeStart(
       pending.push(res);
     }
   }
-  if (pending.length === 0) return 'ok';
+  if (pending === undefined) return 'ok';
   return Promise.allSettled(pending.map((p) => withDeadline(p, env.notifierTimeoutMs))).then((results) => {
     for (const r of results) {
       if (r.status === 'fulfilled' && r.value === 'deadline') env.stats.notifierDeadlines++;

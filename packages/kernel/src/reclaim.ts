@@ -23,6 +23,7 @@ import { type MmuNotifierRange, PAGE_SIZE, type Pfn, PROT_READ, PROT_WRITE } fro
 import type { Kernel } from './kernel.js';
 import type { Mm } from './mm.js';
 import {
+  invalidateRangeStart,
   mmuNotifierClearFlushYoung,
   mmuNotifierInvalidatePage,
   mmuNotifierInvalidateRangeEnd,
@@ -164,7 +165,10 @@ export async function tryToUnmap(
     }
     for (const e of todo) {
       const range = { mm: e.mm.handle, start: e.va, end: e.va + PAGE_SIZE, event, blockable };
-      if ((await mmuNotifierInvalidateRangeStart(k, range)) === 'again') {
+      // 'ok' synchronously when no callback slept (no notifier, or nothing to do): no turn taken.
+      // Taking none only removes interleavings; the rounds re-walk the rmap either way.
+      const r = invalidateRangeStart(k, range);
+      if (r !== 'ok' && (await r) === 'again') {
         endAll();
         return 'again';
       }

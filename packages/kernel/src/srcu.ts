@@ -188,11 +188,16 @@ export class Registration<Ops> {
 }
 
 export class NotifierList<Ops> {
-  private regs: Registration<Ops>[] = [];
+  /**
+   * Copy-on-write: add and remove replace the array, never change it, so an array handed out by
+   * live() is a snapshot however callbacks register or unregister while it is iterated (a dispatch
+   * calls exactly the registrations live when it began). Registration is rare; dispatch is per page.
+   */
+  private regs: readonly Registration<Ops>[] = [];
 
   add(ops: Ops): Registration<Ops> {
     const r = new Registration(ops, this);
-    this.regs.push(r);
+    this.regs = [...this.regs, r];
     return r;
   }
 
@@ -200,9 +205,12 @@ export class NotifierList<Ops> {
     this.regs = this.regs.filter((x) => x !== r);
   }
 
-  /** Live registrations at this instant (a copy: callbacks may unregister while we iterate). */
-  live(): Registration<Ops>[] {
-    return this.regs.filter((r) => !r.dead);
+  /**
+   * Live registrations at this instant: a snapshot (see regs), no copy. A registration is removed in
+   * the same synchronous step that marks it dead (unregister), so none in it is dead.
+   */
+  live(): readonly Registration<Ops>[] {
+    return this.regs;
   }
 
   get size(): number {

@@ -221,3 +221,27 @@ test('promise hooks: never on for synchronous callbacks; off before a reclaim ba
     for (let i = 0; i < n; i++) assert.equal(await p.read32(a + i * PAGE), 0x5000 + i);
     k.check();
   }));
+
+test('a dispatch calls exactly the registrations live when it began (one added by a callback waits for the next)', () =>
+  withKernel({}, async (k) => {
+    const { p, a } = await twoPages(k);
+    const calls: string[] = [];
+    let added = false;
+    k.api.mmuNotifierRegister(p.mm, {
+      invalidateRangeStart: () => {
+        calls.push('first');
+        if (!added) {
+          added = true;
+          k.api.mmuNotifierRegister(p.mm, {
+            invalidateRangeStart: () => void calls.push('second'),
+          });
+        }
+        return undefined;
+      },
+    });
+    await p.munmap(a, PAGE);
+    assert.deepEqual(calls, ['first'], 'not called in the dispatch that registered it');
+    await p.munmap(a + PAGE, PAGE);
+    assert.deepEqual(calls, ['first', 'first', 'second']);
+    k.check();
+  }));

@@ -152,7 +152,7 @@ export class Registration<Ops> {
     inv.done = true;
     this.running.delete(inv);
     if (tracked && --inflightTracked === 0) disableSoon(); // re-enabled by the next call's run()
-    for (const d of this.drained.splice(0)) d();
+    if (this.drained.length > 0) for (const d of this.drained.splice(0)) d();
   }
 
   async unregister(timeoutMs: number): Promise<void> {

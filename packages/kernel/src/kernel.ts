@@ -9,7 +9,15 @@ import { type DeviceOps, KernelError, type Pfn } from './api.js';
 import { LeaseTable } from './lease.js';
 import type { Mm } from './mm.js';
 import type { NotifierEnv } from './mmu-notifier.js';
-import { PG_anon, PG_driver, PG_external_rmap, PG_lru, PG_swapcache, type PhysMem } from './page.js';
+import {
+  FrameCounts,
+  PG_anon,
+  PG_driver,
+  PG_external_rmap,
+  PG_lru,
+  PG_swapcache,
+  type PhysMem,
+} from './page.js';
 import type { Process } from './process.js';
 import { Rmap } from './rmap.js';
 import { RmapNotifiers } from './rmap-notifier.js';
@@ -97,7 +105,7 @@ export class Kernel implements TlbEnv, NotifierEnv {
   readonly driverFrames = new Set<Pfn>();
   readonly devices = new Map<number, DeviceOps>();
   /** Number of device entries per frame. */
-  readonly deviceEntries = new Map<Pfn, number>();
+  readonly deviceEntries = new FrameCounts();
   /** Lease deadlines, shared with every process worker (lease.ts). */
   readonly leases = new LeaseTable();
   /** Invariant breaches detected as they happen (reported by check()). */

@@ -288,15 +288,7 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     tryUnexportPages(pfns) {
       for (const pfn of pfns) k.checkPfn(pfn);
       const busy: Pfn[] = [];
-      for (const pfn of pfns) {
-        if (!ph.testFlag(pfn, PG_external_rmap)) continue;
-        if (!ph.trylockPage(pfn)) {
-          busy.push(pfn);
-          continue;
-        }
-        ph.clearFlag(pfn, PG_external_rmap);
-        ph.unlockPage(pfn);
-      }
+      for (const pfn of pfns) if (!ph.clearFlagIfUnlocked(pfn, PG_external_rmap)) busy.push(pfn);
       return busy;
     },
     setPageDirty(pfn) {

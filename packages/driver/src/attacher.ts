@@ -105,18 +105,22 @@ async function requestPages(
 ): Promise<void> {
   const g = att.grant;
   let count = 1;
+  // (the page keys are strings: built only when the map to look in has anything at all)
+  const pend = d.pendingFaults;
+  const detaching = d.detachInFlight;
+  const seg = d.cache.segment(g.segid);
   while (
     count < prefault &&
     p + count < att.firstPage + att.npages &&
-    !d.cache.has(g.segid, p + count) &&
-    !d.pendingFaults.has(pageKey(g.segid, p + count)) &&
-    !d.detachInFlight.has(pageKey(g.segid, p + count))
+    !seg?.has(p + count) &&
+    (pend.size === 0 || !pend.has(pageKey(g.segid, p + count))) &&
+    (detaching.size === 0 || !detaching.has(pageKey(g.segid, p + count)))
   ) {
     count++;
   }
   // A detach of the page still on its way to the home (or being applied there) would drop the copy
   // this request is about to be granted: ask only after the home has answered it.
-  const detach = d.detachInFlight.get(pageKey(g.segid, p));
+  const detach = detaching.size === 0 ? undefined : detaching.get(pageKey(g.segid, p));
   if (detach) await detach;
   if (att.gone || att.detached) return;
   let pages: PageData[];

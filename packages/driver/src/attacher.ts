@@ -126,16 +126,18 @@ async function requestPages(
   let pages: PageData[];
   let grants: number[];
   let granted: 'r' | 'rw';
-  // invalidations that overtake the reply are noted per page (see handleInvalidate)
+  // invalidations that overtake the reply are noted per page (see handleInvalidate); noteAt[q - p]
+  // is page q's note (the key strings are built once per page)
   const notes: Array<[string, InflightMap]> = [];
+  const noteAt: Array<InflightMap | undefined> = new Array(count);
   for (let q = p; q < p + count; q++) {
     const key = pageKey(g.segid, q);
     if (d.inflightMaps.has(key)) continue; // a request of the same page is already noting it
     const rec: InflightMap = { dropUpTo: -1, downgradeUpTo: -1 };
     d.inflightMaps.set(key, rec);
     notes.push([key, rec]);
+    noteAt[q - p] = rec;
   }
-  const inflight = new Map(notes);
   try {
     try {
       const reply = await d.request<MapReq>(g.home, { t: 'map', apid: g.apid, page: p, count, access });
@@ -151,7 +153,7 @@ async function requestPages(
       d.log.warn({ segid: g.segid, page: p }, 'xpmem: map-ok without a grant id per page; ignored');
       return;
     }
-    installGranted(d, att, pages, grants, granted, inflight);
+    installGranted(d, att, pages, grants, granted, p, noteAt);
   } finally {
     for (const [key, rec] of notes) if (d.inflightMaps.get(key) === rec) d.inflightMaps.delete(key);
   }
@@ -163,7 +165,8 @@ function installGranted(
   pages: PageData[],
   grants: number[],
   granted: 'r' | 'rw',
-  inflight: Map<string, InflightMap>,
+  first: number,
+  noteAt: ReadonlyArray<InflightMap | undefined>,
 ): void {
   const k = d.kernel;
   const g = att.grant;
@@ -182,9 +185,8 @@ function installGranted(
   for (let j = 0; j < pages.length; j++) {
     const pd = pages[j];
     const grant = grants[j];
-    const key = pageKey(g.segid, pd.page);
     let acc: 'r' | 'w' = granted === 'rw' ? 'w' : 'r';
-    const note = inflight.get(key);
+    const note = pd.page >= first ? noteAt[pd.page - first] : undefined;
     if (note && grant <= note.dropUpTo) {
       // the home invalidated this grant before its reply got here (and we acked having nothing)
       d.counters.overtakenGrants++;

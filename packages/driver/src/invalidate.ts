@@ -74,6 +74,11 @@ export async function invalidatePages(
   let sessions: Map<string, number> | undefined;
   const rm = d.rmap;
   const slots: number[] = [];
+  // the node of the previous entry, its current epoch and its page list: entries come in runs of one
+  // node (a range one mapper holds), so the per-entry lookups by name are made once per run
+  let lastNode = -1;
+  let lastCur: number | undefined;
+  let lastList: number[] | undefined;
   for (const p of pages) {
     slots.length = 0;
     rm.slotsOf(frameOf(seg, o, p), seg.slot, p, slots);
@@ -83,16 +88,22 @@ export async function invalidatePages(
       if (node === o.except || (o.onlyWriters && !rm.isWrite(i))) continue;
       hit = true;
       sessions ??= new Map(d.net.sessions().map((x) => [x.node, x.epoch]));
-      const cur = sessions.get(d.nodeNames[node]) ?? d.epochs.get(d.nodeNames[node]);
+      if (node !== lastNode) {
+        lastNode = node;
+        lastCur = sessions.get(d.nodeNames[node]) ?? d.epochs.get(d.nodeNames[node]);
+        lastList = byNode.get(node);
+      }
+      const cur = lastCur;
       if (cur !== undefined && epochAtMost(rm.epochAt(i), cur - 1)) {
         // an entry of a session before the current one: fence everything up to the one before
         staleSessions.set(node, cur - 1);
         continue;
       }
-      let list = byNode.get(node);
+      let list = lastList;
       if (!list) {
         list = [];
         byNode.set(node, list);
+        lastList = list;
       }
       list.push(p);
       if (writersOf && rm.isWrite(i)) {
@@ -110,8 +121,12 @@ export async function invalidatePages(
   // Every copy granted so far (also one whose map-ok is still on the wire behind this invalidate)
   // is covered; grants cannot happen for these pages until this invalidation ends.
   const upTo = d.grantSeq;
-  const frames = new Set<number>();
-  for (const p of touched) frames.add(frameOf(seg, o, p));
+  // (unexportEmpty takes each frame once or more: a repeat, e.g. the one frame of o.pfn, is skipped)
+  const frames: number[] = [];
+  for (const p of touched) {
+    const f = frameOf(seg, o, p);
+    if (f !== frames[frames.length - 1]) frames.push(f);
+  }
   for (const p of touched) seg.beginInvalidation(p);
   let ok = true;
   let dirty = false;

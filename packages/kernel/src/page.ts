@@ -327,20 +327,29 @@ export function lockPageSync(desc: Int32Array, pfn: Pfn, timeoutMs = 5000): void
 }
 
 /**
- * A count per frame (Map-like: get/set/delete, get gives undefined for 0), in an Int32Array grown on
- * demand: the kernel's device-entry counts, changed once per page by ranged device-entry updates
- * (a 1024-page clear paid ~0.25 us per page for a Map's hashing).
+ * A count per frame (Map-like: get/set/delete, get gives undefined for 0; and Set-like: add/has), in
+ * an Int32Array grown on demand: the kernel's device-entry counts, pins and driver frames, changed
+ * once per page by ranged operations (a 1024-page update paid ~0.25 us per page for a Map's hashing).
  */
 export class FrameCounts {
   private c = new Int32Array(64);
   private n = 0;
+  private sum = 0;
 
+  /** Frames with a non-zero count. */
   get size(): number {
     return this.n;
+  }
+  /** The sum of every count. */
+  get total(): number {
+    return this.sum;
   }
   get(pfn: Pfn): number | undefined {
     const v = pfn < this.c.length ? this.c[pfn] : 0;
     return v === 0 ? undefined : v;
+  }
+  has(pfn: Pfn): boolean {
+    return pfn < this.c.length && this.c[pfn] !== 0;
   }
   set(pfn: Pfn, v: number): this {
     if (pfn >= this.c.length) {
@@ -350,13 +359,20 @@ export class FrameCounts {
       g.set(this.c);
       this.c = g;
     }
-    if (this.c[pfn] === 0 && v !== 0) this.n++;
-    else if (this.c[pfn] !== 0 && v === 0) this.n--;
+    const old = this.c[pfn];
+    if (old === 0 && v !== 0) this.n++;
+    else if (old !== 0 && v === 0) this.n--;
+    this.sum += v - old;
     this.c[pfn] = v;
     return this;
   }
+  /** Set-like: count 1. */
+  add(pfn: Pfn): this {
+    return this.set(pfn, 1);
+  }
   delete(pfn: Pfn): boolean {
     if (pfn >= this.c.length || this.c[pfn] === 0) return false;
+    this.sum -= this.c[pfn];
     this.c[pfn] = 0;
     this.n--;
     return true;

@@ -171,6 +171,12 @@ test('FrameCounts: Map-like counts per frame (undefined for none), grows on dema
   assert.equal(c.delete(5), true);
   assert.equal(c.delete(5), false);
   assert.equal(c.get(5), undefined);
+  assert.equal(c.total, 1);
+  c.add(7);
+  assert.ok(c.has(7) && !c.has(8) && !c.has(1 << 30));
+  assert.equal(c.total, 2);
   c.set(100_000, 0);
+  c.delete(7);
   assert.equal(c.size, 0);
+  assert.equal(c.total, 0);
 });

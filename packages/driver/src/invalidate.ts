@@ -55,7 +55,7 @@ export async function invalidatePages(
 ): Promise<InvalidateResult> {
   // one invalidation of a page at a time (see waitInvalidations); the entries are read after it
   // (checked here first so that the usual case, nothing in flight, does not wait a turn)
-  if (pages.some((q) => seg.invalidating(q))) await seg.waitInvalidations(pages);
+  if (anyInvalidating(seg, pages)) await seg.waitInvalidations(pages);
   const byNode = new Map<number, number[]>();
   /**
    * Per node, the pages it held for WRITING when the entries were read (only with writeback). While
@@ -269,6 +269,11 @@ function applyAck(
  */
 function frameOf(seg: Segment, o: InvalidateOptions, p: number): number {
   return o.pfns?.get(p) ?? o.pfn ?? seg.pfn[p];
+}
+
+function anyInvalidating(seg: Segment, pages: readonly number[]): boolean {
+  for (const p of pages) if (seg.invalidating(p)) return true;
+  return false;
 }
 
 function isAscending(xs: readonly number[]): boolean {

@@ -184,6 +184,45 @@ function readAscii(max: number): string | undefined {
   return s;
 }
 
+/** The last id string (apid or segid) read and found valid, and its bytes: a peer sends the same
+ * few ids again and again, and bytes equal to these are the same string with the same verdict. */
+interface IdCache {
+  re: RegExp;
+  bytes: Uint8Array;
+  len: number;
+  str: string;
+}
+const idCache = (re: RegExp): IdCache => ({ re, bytes: new Uint8Array(32), len: -1, str: '' });
+const APID_CACHE = idCache(APID_RE);
+const SEGID_CACHE = idCache(SEGID_RE);
+
+/** The next value as an id of `c.re` (≤ maxStringChars, ASCII), or undefined. */
+function readId(c: IdCache): string | undefined {
+  if (pos < end) {
+    const h = src[pos];
+    const len = h - 0xa0;
+    // fixstr, ≤ 31 bytes: compare with the cached one
+    if (len === c.len && len <= maxStr && len < end - pos) {
+      let i = 0;
+      while (i < len && src[pos + 1 + i] === c.bytes[i]) i++;
+      if (i === len) {
+        pos += 1 + len;
+        return c.str;
+      }
+    }
+  }
+  const at = pos;
+  const s = readAscii(maxStr);
+  if (s === undefined || !c.re.test(s)) return undefined;
+  const len = pos - at - 1;
+  if (src[at] === 0xa0 + len && len < 32) {
+    for (let i = 0; i < len; i++) c.bytes[i] = src[at + 1 + i];
+    c.len = len;
+    c.str = s;
+  }
+  return s;
+}
+
 /** The next value as a count header of an array (fixarray, array16, array32), or -1. The count is
  * not checked here: callers bound it by their limit and by the bytes left. */
 function readArrayHeader(): number {
@@ -373,9 +412,17 @@ interface TypeSpec {
   required: number;
   /** Builds the message from the values (indexed like keys; undefined = absent). */
   build(v: unknown[]): Message;
+  /** Reads the `entries` after `t` if they are exactly the required fields in schema order (what
+   * fast-encode writes without a cid), else undefined (and `pos` is anywhere). */
+  exact?: (entries: number) => Message | undefined;
 }
 
-function spec(t: Message['t'], fields: [string, F, boolean][], build: (v: unknown[]) => Message): TypeSpec {
+function spec(
+  t: Message['t'],
+  fields: [string, F, boolean][],
+  build: (v: unknown[]) => Message,
+  exact?: (entries: number) => Message | undefined,
+): TypeSpec {
   let required = 0;
   fields.forEach(([, , req], i) => {
     if (req) required |= 1 << i;
@@ -387,7 +434,94 @@ function spec(t: Message['t'], fields: [string, F, boolean][], build: (v: unknow
     kinds: fields.map(([, kind]) => kind),
     required,
     build,
+    exact,
   };
+}
+
+/** Whether the next value is the fixstr key `k`; if so, moves past it. */
+function key(k: number[]): boolean {
+  const len = k.length;
+  if (end - pos < len + 1 || src[pos] !== 0xa0 + len) return false;
+  for (let i = 0; i < len; i++) if (src[pos + 1 + i] !== k[i]) return false;
+  pos += 1 + len;
+  return true;
+}
+const K_ID = ascii('id');
+const K_RE = ascii('re');
+const K_APID = ascii('apid');
+const K_COUNT = ascii('count');
+const K_ACCESS = ascii('access');
+const K_PAGES = ascii('pages');
+const K_GRANTS = ascii('grants');
+const K_SEGID = ascii('segid');
+const K_RANGES = ascii('ranges');
+const K_REASON = ascii('reason');
+const K_WRITEBACK = ascii('writeback');
+const K_DOWNGRADE = ascii('downgrade');
+const K_UPTO = ascii('upTo');
+const K_DIRTY = ascii('dirty');
+
+// Exact-layout readers of the hot types: the same field checks as readField, in a straight line.
+function exactMap(entries: number): Message | undefined {
+  if (entries !== 5 || !key(K_ID)) return undefined;
+  const id = readUint();
+  if (id < 0 || id > MAX_U32 || !key(K_APID)) return undefined;
+  const apid = readId(APID_CACHE);
+  if (apid === undefined || !key(K_PAGE)) return undefined;
+  const page = readUint();
+  if (page < 0 || page > MAX_U32 || !key(K_COUNT)) return undefined;
+  const count = readUint();
+  if (count < 1 || count > maxPages || !key(K_ACCESS)) return undefined;
+  const access = readEnum(ACCESS);
+  if (access === undefined) return undefined;
+  return { t: 'map', id, apid, page, count, access } as Message;
+}
+function exactMapOk(entries: number): Message | undefined {
+  if (entries !== 4 || !key(K_RE)) return undefined;
+  const re = readUint();
+  if (re < 0 || re > MAX_U32 || !key(K_ACCESS)) return undefined;
+  const access = readEnum(ACCESS);
+  if (access === undefined || !key(K_PAGES)) return undefined;
+  const pages = readPages();
+  if (pages === undefined || !key(K_GRANTS)) return undefined;
+  const grants = readGrants();
+  if (grants === undefined) return undefined;
+  return { t: 'map-ok', re, access, pages, grants } as Message;
+}
+function exactInvalidate(entries: number): Message | undefined {
+  if (entries !== 7 || !key(K_ID)) return undefined;
+  const id = readUint();
+  if (id < 0 || id > MAX_U32 || !key(K_SEGID)) return undefined;
+  const segid = readId(SEGID_CACHE);
+  if (segid === undefined || !key(K_RANGES)) return undefined;
+  const ranges = readRanges();
+  if (ranges === undefined || !key(K_REASON)) return undefined;
+  const reason = readEnum(REASONS);
+  if (reason === undefined || !key(K_WRITEBACK)) return undefined;
+  const writeback = readBool();
+  if (writeback < 0 || !key(K_DOWNGRADE)) return undefined;
+  const downgrade = readBool();
+  if (downgrade < 0 || !key(K_UPTO)) return undefined;
+  const upTo = readUint();
+  if (upTo < 0) return undefined;
+  return {
+    t: 'invalidate',
+    id,
+    segid,
+    ranges,
+    reason,
+    writeback: writeback === 1,
+    downgrade: downgrade === 1,
+    upTo,
+  } as Message;
+}
+function exactInvalidateAck(entries: number): Message | undefined {
+  if (entries !== 2 || !key(K_RE)) return undefined;
+  const re = readUint();
+  if (re < 0 || re > MAX_U32 || !key(K_DIRTY)) return undefined;
+  const dirty = readPages();
+  if (dirty === undefined) return undefined;
+  return { t: 'invalidate-ack', re, dirty } as Message;
 }
 
 // The builders produce what fast-validate.ts produces (the validator's output): fields in schema
@@ -407,6 +541,7 @@ const SPECS: TypeSpec[] = [
       (v[1] === undefined
         ? { t: 'map', id: v[0], apid: v[2], page: v[3], count: v[4], access: v[5] }
         : { t: 'map', id: v[0], cid: v[1], apid: v[2], page: v[3], count: v[4], access: v[5] }) as Message,
+    exactMap,
   ),
   spec(
     'map-ok',
@@ -421,6 +556,7 @@ const SPECS: TypeSpec[] = [
       (v[1] === undefined
         ? { t: 'map-ok', re: v[0], access: v[2], pages: v[3], grants: v[4] }
         : { t: 'map-ok', re: v[0], cid: v[1], access: v[2], pages: v[3], grants: v[4] }) as Message,
+    exactMapOk,
   ),
   spec(
     'invalidate',
@@ -457,6 +593,7 @@ const SPECS: TypeSpec[] = [
             downgrade: v[6],
             upTo: v[7],
           }) as Message,
+    exactInvalidate,
   ),
   spec(
     'invalidate-ack',
@@ -469,6 +606,7 @@ const SPECS: TypeSpec[] = [
       (v[1] === undefined
         ? { t: 'invalidate-ack', re: v[0], dirty: v[2] }
         : { t: 'invalidate-ack', re: v[0], cid: v[1], dirty: v[2] }) as Message,
+    exactInvalidateAck,
   ),
   spec(
     'ok',
@@ -586,14 +724,10 @@ function readField(kind: F): unknown {
     }
     case F.ACCESS:
       return readEnum(ACCESS);
-    case F.APID: {
-      const s = readAscii(maxStr);
-      return s !== undefined && APID_RE.test(s) ? s : undefined;
-    }
-    case F.SEGID: {
-      const s = readAscii(maxStr);
-      return s !== undefined && SEGID_RE.test(s) ? s : undefined;
-    }
+    case F.APID:
+      return readId(APID_CACHE);
+    case F.SEGID:
+      return readId(SEGID_CACHE);
     case F.CID:
       return readAscii(MAX_CID_CHARS);
     case F.PAGES:
@@ -640,6 +774,14 @@ function readMessage(): Message | undefined {
     }
     if (s === undefined) return undefined;
     pos += 1 + len;
+  }
+  if (s.exact !== undefined) {
+    // Our writer's layout first (schema order, no cid); on any difference, back to the first key
+    // and the general loop below, which reads any order.
+    const at = pos;
+    const m = s.exact(n - 1);
+    if (m !== undefined) return m;
+    pos = at;
   }
   const keys = s.keys;
   const nk = keys.length;

@@ -117,7 +117,7 @@ function estimateBytes(m: Message): number {
 /** Outgoing check, the common case: the ingress checker's fast path accepts it (what it accepts, the
  * schemas accept). Only a refusal runs the full validator, for its verdict and message. */
 function outgoingOk(decoder: FrameDecoder, m: unknown): boolean {
-  return decoder.validator.accept(m) !== undefined;
+  return decoder.validator.acceptable(m);
 }
 
 function count(a: unknown): number {

@@ -105,33 +105,39 @@ async function requestPages(
 ): Promise<void> {
   const g = att.grant;
   let count = 1;
+  // (the page keys are strings: built only when the map to look in has anything at all)
+  const pend = d.pendingFaults;
+  const detaching = d.detachInFlight;
+  const seg = d.cache.segment(g.segid);
   while (
     count < prefault &&
     p + count < att.firstPage + att.npages &&
-    !d.cache.has(g.segid, p + count) &&
-    !d.pendingFaults.has(pageKey(g.segid, p + count)) &&
-    !d.detachInFlight.has(pageKey(g.segid, p + count))
+    !seg?.has(p + count) &&
+    (pend.size === 0 || !pend.has(pageKey(g.segid, p + count))) &&
+    (detaching.size === 0 || !detaching.has(pageKey(g.segid, p + count)))
   ) {
     count++;
   }
   // A detach of the page still on its way to the home (or being applied there) would drop the copy
   // this request is about to be granted: ask only after the home has answered it.
-  const detach = d.detachInFlight.get(pageKey(g.segid, p));
+  const detach = detaching.size === 0 ? undefined : detaching.get(pageKey(g.segid, p));
   if (detach) await detach;
   if (att.gone || att.detached) return;
   let pages: PageData[];
   let grants: number[];
   let granted: 'r' | 'rw';
-  // invalidations that overtake the reply are noted per page (see handleInvalidate)
+  // invalidations that overtake the reply are noted per page (see handleInvalidate); noteAt[q - p]
+  // is page q's note (the key strings are built once per page)
   const notes: Array<[string, InflightMap]> = [];
+  const noteAt: Array<InflightMap | undefined> = new Array(count);
   for (let q = p; q < p + count; q++) {
     const key = pageKey(g.segid, q);
     if (d.inflightMaps.has(key)) continue; // a request of the same page is already noting it
     const rec: InflightMap = { dropUpTo: -1, downgradeUpTo: -1 };
     d.inflightMaps.set(key, rec);
     notes.push([key, rec]);
+    noteAt[q - p] = rec;
   }
-  const inflight = new Map(notes);
   try {
     try {
       const reply = await d.request<MapReq>(g.home, { t: 'map', apid: g.apid, page: p, count, access });
@@ -147,7 +153,7 @@ async function requestPages(
       d.log.warn({ segid: g.segid, page: p }, 'xpmem: map-ok without a grant id per page; ignored');
       return;
     }
-    installGranted(d, att, pages, grants, granted, inflight);
+    installGranted(d, att, pages, grants, granted, p, noteAt);
   } finally {
     for (const [key, rec] of notes) if (d.inflightMaps.get(key) === rec) d.inflightMaps.delete(key);
   }
@@ -159,7 +165,8 @@ function installGranted(
   pages: PageData[],
   grants: number[],
   granted: 'r' | 'rw',
-  inflight: Map<string, InflightMap>,
+  first: number,
+  noteAt: ReadonlyArray<InflightMap | undefined>,
 ): void {
   const k = d.kernel;
   const g = att.grant;
@@ -178,9 +185,8 @@ function installGranted(
   for (let j = 0; j < pages.length; j++) {
     const pd = pages[j];
     const grant = grants[j];
-    const key = pageKey(g.segid, pd.page);
     let acc: 'r' | 'w' = granted === 'rw' ? 'w' : 'r';
-    const note = inflight.get(key);
+    const note = pd.page >= first ? noteAt[pd.page - first] : undefined;
     if (note && grant <= note.dropUpTo) {
       // the home invalidated this grant before its reply got here (and we acked having nothing)
       d.counters.overtakenGrants++;
@@ -328,15 +334,24 @@ export async function handleInvalidate(
   return { t: 'invalidate-ack', dirty };
 }
 
-/** Drop the driver's references to `pfns` (frames of cached copies no longer reachable). */
-function freeFrames(d: DriverState, k: KernelModuleApi, pfns: number[]): void {
-  for (const pfn of pfns) {
+/** Frames freed per turn by freeFrames: the rest waits a turn, behind the I/O queued meanwhile. */
+const FREE_BATCH = 128;
+
+/**
+ * Drop the driver's references to `pfns` (frames of cached copies no longer reachable), FREE_BATCH
+ * per turn of the event loop from `from` on: a 1024-page invalidation's frees in one turn held up
+ * the I/O behind them (in one process, the home reading the very ack this invalidation sent).
+ */
+function freeFrames(d: DriverState, k: KernelModuleApi, pfns: number[], from = 0): void {
+  const end = Math.min(pfns.length, from + FREE_BATCH);
+  for (let i = from; i < end; i++) {
     try {
-      k.putPage(pfn);
+      k.putPage(pfns[i]);
     } catch (e) {
-      d.log.warn({ err: e, pfn }, 'xpmem: freeing a dropped copy failed');
+      d.log.warn({ err: e, pfn: pfns[i] }, 'xpmem: freeing a dropped copy failed');
     }
   }
+  if (end < pfns.length) setImmediate(() => freeFrames(d, k, pfns, end));
 }
 
 /**

@@ -294,31 +294,44 @@ async function grantRange(
   write: boolean,
   hold: Promise<void>,
 ): Promise<GrantResult[]> {
-  const k = d.kernel;
+  const pages: number[] = new Array(count);
+  for (let i = 0; i < count; i++) pages[i] = first + i;
   return new Promise((resolve, reject) => {
-    const pages = Array.from({ length: count }, (_, i) => first + i);
     seg.mutex
-      .runAll(pages, async () => {
-        let r: { out: GrantResult[]; pinned: number[] };
-        try {
-          r = await grantRangeLocked(d, seg, pages, permit, write);
-        } catch (e) {
-          reject(e);
-          return;
-        }
-        resolve(r.out);
-        try {
-          await hold;
-        } finally {
-          // the frames whose views went into the reply: encoded by now (see above)
-          for (const pfn of r.pinned) {
-            k.putPage(pfn);
-            d.counters.unpins++;
-          }
-        }
-      })
+      .runAll(pages, () => grantRangeHeld(d, seg, pages, permit, write, hold, resolve, reject))
       .catch(reject);
   });
+}
+
+/** grantRange's work with every page mutex of the range held; returns once `hold` settled. */
+async function grantRangeHeld(
+  d: DriverState,
+  seg: Segment,
+  pages: number[],
+  permit: Permit,
+  write: boolean,
+  hold: Promise<void>,
+  resolve: (r: GrantResult[]) => void,
+  reject: (e: unknown) => void,
+): Promise<void> {
+  let r: { out: GrantResult[]; pinned: number[] };
+  try {
+    r = await grantRangeLocked(d, seg, pages, permit, write);
+  } catch (e) {
+    reject(e);
+    return;
+  }
+  resolve(r.out);
+  try {
+    await hold;
+  } finally {
+    // the frames whose views went into the reply: encoded by now (see above)
+    const k = d.kernel;
+    for (const pfn of r.pinned) {
+      k.putPage(pfn);
+      d.counters.unpins++;
+    }
+  }
 }
 
 async function grantRangeLocked(
@@ -349,7 +362,10 @@ async function grantRangeLocked(
   }
   // step 3 for the range: the sequence number BEFORE getUserPages (mainline order)
   const seq = await k.mmuIntervalReadBegin(seg.mm);
-  const gens = pages.map((p) => seg.readBegin(p));
+  // (plain loops, no per-call closures in this file's per-page paths: V8 re-optimised such closures
+  // on every call)
+  const gens = new Uint32Array(n);
+  for (let i = 0; i < n; i++) gens[i] = seg.readBegin(pages[i]);
   const busy = inGup.get(seg) ?? new Map<number, boolean>();
   inGup.set(seg, busy);
   for (const p of pages) busy.set(p, write);
@@ -385,7 +401,8 @@ async function grantRangeLocked(
       ok[i] = true;
     }
     // step 4: device entries, one ranged update (one shootdown) per run of pages that need one
-    const need = ok.map((v, i) => v && devModeAt(d, seg, pages[i]) !== mode);
+    const need = new Array<boolean>(pfns.length);
+    for (let i = 0; i < pfns.length; i++) need[i] = ok[i] && devModeAt(d, seg, pages[i]) !== mode;
     for (let i = 0; i < pfns.length; ) {
       if (!need[i]) {
         i++;

@@ -4,22 +4,33 @@
  * behind the holder and each is started by the one before it as that one finishes.
  */
 export class KeyedMutex<K> {
-  /** Per held key: the waiters behind the holder, oldest first. */
-  private readonly held = new Map<K, Array<() => void>>();
+  /**
+   * Per held key: the waiters behind the holder, oldest first; null while nobody waits (no array per
+   * uncontended hold: a 64-page grant holds 64 keys).
+   */
+  private readonly held = new Map<K, Array<() => void> | null>();
 
   async run<T>(key: K, fn: () => Promise<T>): Promise<T> {
-    const q = this.held.get(key);
-    if (q === undefined) this.held.set(key, []);
-    else await new Promise<void>((resolve) => q.push(resolve));
+    if (!this.held.has(key)) this.held.set(key, null);
+    else await new Promise<void>((resolve) => this.enqueue(key, resolve));
     try {
       return await fn();
     } finally {
-      const waiters = this.held.get(key)!;
-      const next = waiters.shift();
-      if (next)
-        next(); // ownership passes to the next waiter; the key stays held
-      else this.held.delete(key);
+      this.release(key);
     }
+  }
+
+  private enqueue(key: K, w: () => void): void {
+    const q = this.held.get(key);
+    if (q) q.push(w);
+    else this.held.set(key, [w]);
+  }
+
+  /** Pass `key` to its next waiter (the key stays held), or free it. */
+  private release(key: K): void {
+    const next = this.held.get(key)?.shift();
+    if (next) next();
+    else this.held.delete(key);
   }
 
   /**
@@ -37,16 +48,11 @@ export class KeyedMutex<K> {
         i === keys.length ? fn() : this.run(keys[i], () => from(i + 1));
       return from(0);
     }
-    for (const k of keys) this.held.set(k, []);
+    for (const k of keys) this.held.set(k, null);
     try {
       return await fn();
     } finally {
-      for (const k of keys) {
-        const waiters = this.held.get(k)!;
-        const next = waiters.shift();
-        if (next) next();
-        else this.held.delete(k);
-      }
+      for (const k of keys) this.release(k);
     }
   }
 

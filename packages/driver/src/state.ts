@@ -28,11 +28,11 @@ import { homeOf } from './ids.js';
 import { KeyedMutex } from './mutex.js';
 import {
   GRANTABLE,
-  nextState,
+  IllegalTransition,
+  NEXT_INDEX,
   PAGE_STATES,
   type PageEvent,
   type PageState,
-  stateIndex,
 } from './page-state.js';
 import { ReverseMap } from './rmap.js';
 
@@ -138,14 +138,18 @@ export class Segment {
 
   /** Apply a page-state event (the only way a page's state changes). */
   transition(p: number, event: PageEvent): void {
-    const from = this.pageState(p);
-    const to = nextState(from, event);
-    if (to === from) return;
-    this.state[p] = stateIndex(to);
+    const fromI = this.state[p];
+    const toI = NEXT_INDEX[event][fromI];
+    if (toI < 0) throw new IllegalTransition(PAGE_STATES[fromI], event);
+    if (toI === fromI) return;
+    this.state[p] = toI;
     // the event object is built only for listeners (a 1024-page invalidation makes 2048 of them)
     const ev = this.env.events;
-    if (ev.listenerCount('page-state') > 0)
+    if (ev.listenerCount('page-state') > 0) {
+      const from = PAGE_STATES[fromI];
+      const to = PAGE_STATES[toI];
       ev.emit('page-state', { segid: this.segid, page: p, from, to, event } satisfies PageStateEvent);
+    }
   }
 
   // ---- grants: mainline's mmu_interval_read_begin / read_retry, per page -------------------------

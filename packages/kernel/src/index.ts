@@ -206,8 +206,7 @@ class InstanceKernel implements Kernel {
 
   stats(): KernelStats {
     const k = this.k;
-    let pins = 0;
-    for (const n of k.pins.values()) pins += n;
+    const pins = k.pins.total;
     return {
       name: k.name,
       frames: k.phys.frames,

@@ -9,7 +9,15 @@ import { type DeviceOps, KernelError, type Pfn } from './api.js';
 import { LeaseTable } from './lease.js';
 import type { Mm } from './mm.js';
 import type { NotifierEnv } from './mmu-notifier.js';
-import { PG_anon, PG_driver, PG_external_rmap, PG_lru, PG_swapcache, type PhysMem } from './page.js';
+import {
+  FrameCounts,
+  PG_anon,
+  PG_driver,
+  PG_external_rmap,
+  PG_lru,
+  PG_swapcache,
+  type PhysMem,
+} from './page.js';
 import type { Process } from './process.js';
 import { Rmap } from './rmap.js';
 import { RmapNotifiers } from './rmap-notifier.js';
@@ -92,12 +100,12 @@ export class Kernel implements TlbEnv, NotifierEnv {
   /** Swap cache: slot → frame while the frame is being written out (page locked). */
   readonly swapCache = new Map<number, Pfn>();
   /** Pins: references taken by getUserPage and by kernel paths that hold a page across an await. */
-  readonly pins = new Map<Pfn, number>();
+  readonly pins = new FrameCounts();
   /** Frames allocated by drivers (allocPage), holding their base reference. */
-  readonly driverFrames = new Set<Pfn>();
+  readonly driverFrames = new FrameCounts();
   readonly devices = new Map<number, DeviceOps>();
   /** Number of device entries per frame. */
-  readonly deviceEntries = new Map<Pfn, number>();
+  readonly deviceEntries = new FrameCounts();
   /** Lease deadlines, shared with every process worker (lease.ts). */
   readonly leases = new LeaseTable();
   /** Invariant breaches detected as they happen (reported by check()). */
@@ -180,7 +188,8 @@ export class Kernel implements TlbEnv, NotifierEnv {
       }
     }
     if (f & PG_swapcache) this.violations.push(`pfn ${pfn} freed while in the swap cache`);
-    this.lru.delete(pfn);
+    // PG_lru iff on the LRU (check.ts asserts it): a driver frame (never on it) skips the Set
+    if (f & PG_lru) this.lru.delete(pfn);
     this.driverFrames.delete(pfn);
     this.phys.freeFrame(pfn);
   }

@@ -21,7 +21,7 @@ import {
 import { faultAnon } from './fault.js';
 import type { Kernel } from './kernel.js';
 import { LEASE_SLOTS, LeaseTable } from './lease.js';
-import { forEachPteSlot, protAllows, pteIndex } from './mm.js';
+import { leafEnd, protAllows, pteIndex } from './mm.js';
 import {
   invalidateRangeStart,
   mmuIntervalReadBegin,
@@ -52,6 +52,7 @@ import {
   pteKind,
   ptePfn,
   VA_LIMIT,
+  walk,
 } from './pagetable.js';
 import { doMmap, doMunmapDriver, dropDeviceEntry, zapPteRange } from './syscalls.js';
 import { shootdown, tlbInvalidateMm } from './tlb.js';
@@ -287,15 +288,7 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     tryUnexportPages(pfns) {
       for (const pfn of pfns) k.checkPfn(pfn);
       const busy: Pfn[] = [];
-      for (const pfn of pfns) {
-        if (!ph.testFlag(pfn, PG_external_rmap)) continue;
-        if (!ph.trylockPage(pfn)) {
-          busy.push(pfn);
-          continue;
-        }
-        ph.clearFlag(pfn, PG_external_rmap);
-        ph.unlockPage(pfn);
-      }
+      for (const pfn of pfns) if (!ph.clearFlagIfUnlocked(pfn, PG_external_rmap)) busy.push(pfn);
       return busy;
     },
     setPageDirty(pfn) {
@@ -500,13 +493,22 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       if (start < 0 || end > VA_LIMIT) throw new KernelError('EINVAL', 'clearDeviceEntries: bad range');
       let n = 0;
       let vma: ReturnType<typeof mm.findVma>;
-      forEachPteSlot(ph, mm, start, end, (pi, va) => {
-        const pte = Atomics.load(words, pi);
-        if (pteKind(pte) !== KIND_DEVICE || ph.getPrivate(ptePfn(pte)) !== owner) return;
-        if (!vma || va < vma.start || va >= vma.end) vma = mm.findVma(va);
-        restoreDeviceEntry(pi, pte, vma);
-        n++;
-      });
+      // inline per leaf table (see mm.ts leafEnd: no per-call closure)
+      for (let va = start; va < end; ) {
+        const stop = Math.min(end, leafEnd(va));
+        let pi = walk(words, mm.root, va);
+        if (pi < 0) {
+          va = stop;
+          continue;
+        }
+        for (; va < stop; pi++, va += PAGE_SIZE) {
+          const pte = Atomics.load(words, pi);
+          if (pteKind(pte) !== KIND_DEVICE || ph.getPrivate(ptePfn(pte)) !== owner) continue;
+          if (!vma || va < vma.start || va >= vma.end) vma = mm.findVma(va);
+          restoreDeviceEntry(pi, pte, vma);
+          n++;
+        }
+      }
       return n;
     },
 

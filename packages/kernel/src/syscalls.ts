@@ -6,8 +6,8 @@ import { KernelError, PAGE_SIZE, type Pfn, PROT_READ, PROT_WRITE } from './api.j
 import type { Kernel } from './kernel.js';
 import {
   checkUserRange,
-  forEachPteSlot,
   freePageTables,
+  leafEnd,
   MMAP_BASE,
   MMAP_END,
   type Mm,
@@ -29,6 +29,7 @@ import {
   PTE_WRITE,
   pteKind,
   ptePfn,
+  walk,
 } from './pagetable.js';
 import { flushTlb } from './tlb.js';
 
@@ -76,21 +77,29 @@ export interface ZappedPte {
 export function zapPteRange(k: Kernel, mm: Mm, start: number, end: number): ZappedPte[] {
   const out: ZappedPte[] = [];
   const words = k.phys.words;
-  forEachPteSlot(k.phys, mm, start, end, (pi, va) => {
-    const old = Atomics.exchange(words, pi, 0);
-    if (old === 0) return;
-    const kind = pteKind(old);
-    if (kind === KIND_NORMAL || kind === KIND_DEVICE) {
-      const pfn = ptePfn(old);
-      if (old & PTE_DIRTY) k.phys.setFlag(pfn, PG_dirty);
-      if (kind === KIND_DEVICE) dropDeviceEntry(k, pfn);
-      k.phys.addMapcount(pfn, -1);
-      k.rmap.remove(pfn, mm, va);
-      out.push({ address: va, pfn, dirty: (old & PTE_DIRTY) !== 0, write: (old & PTE_WRITE) !== 0 });
-    } else if (kind === KIND_SWAP) {
-      k.swap?.put(ptePfn(old));
+  for (let va = start; va < end; ) {
+    const stop = Math.min(end, leafEnd(va));
+    let pi = walk(words, mm.root, va);
+    if (pi < 0) {
+      va = stop;
+      continue;
     }
-  });
+    for (; va < stop; pi++, va += PAGE_SIZE) {
+      const old = Atomics.exchange(words, pi, 0);
+      if (old === 0) continue;
+      const kind = pteKind(old);
+      if (kind === KIND_NORMAL || kind === KIND_DEVICE) {
+        const pfn = ptePfn(old);
+        if (old & PTE_DIRTY) k.phys.setFlag(pfn, PG_dirty);
+        if (kind === KIND_DEVICE) dropDeviceEntry(k, pfn);
+        k.phys.addMapcount(pfn, -1);
+        k.rmap.remove(pfn, mm, va);
+        out.push({ address: va, pfn, dirty: (old & PTE_DIRTY) !== 0, write: (old & PTE_WRITE) !== 0 });
+      } else if (kind === KIND_SWAP) {
+        k.swap?.put(ptePfn(old));
+      }
+    }
+  }
   return out;
 }
 
@@ -214,23 +223,31 @@ export async function doMprotect(
       for (const p of pieces) mm.insertVma({ ...p, prot });
       mergeVmas(mm);
       const words = k.phys.words;
-      forEachPteSlot(k.phys, mm, addr, end, (pi, _va) => {
-        let pte = Atomics.load(words, pi);
-        for (;;) {
-          if (pteKind(pte) !== KIND_NORMAL || pte === 0) return;
-          let want = pte;
-          if (!(prot & PROT_WRITE)) want &= ~PTE_WRITE;
-          if (!(prot & PROT_READ)) want &= ~(PTE_PRESENT | PTE_WRITE);
-          else if (!(pte & PTE_PRESENT)) want |= PTE_PRESENT; // leaving PROT_NONE: readable again
-          if (want === pte) return;
-          const prev = Atomics.compareExchange(words, pi, pte, want);
-          if (prev === pte) {
-            if (pte & PTE_DIRTY) k.phys.setFlag(ptePfn(pte), PG_dirty);
-            return;
-          }
-          pte = prev;
+      for (let va = addr; va < end; ) {
+        const stop = Math.min(end, leafEnd(va));
+        let pi = walk(words, mm.root, va);
+        if (pi < 0) {
+          va = stop;
+          continue;
         }
-      });
+        for (; va < stop; pi++, va += PAGE_SIZE) {
+          let pte = Atomics.load(words, pi);
+          for (;;) {
+            if (pteKind(pte) !== KIND_NORMAL || pte === 0) break;
+            let want = pte;
+            if (!(prot & PROT_WRITE)) want &= ~PTE_WRITE;
+            if (!(prot & PROT_READ)) want &= ~(PTE_PRESENT | PTE_WRITE);
+            else if (!(pte & PTE_PRESENT)) want |= PTE_PRESENT; // leaving PROT_NONE: readable again
+            if (want === pte) break;
+            const prev = Atomics.compareExchange(words, pi, pte, want);
+            if (prev === pte) {
+              if (pte & PTE_DIRTY) k.phys.setFlag(ptePfn(pte), PG_dirty);
+              break;
+            }
+            pte = prev;
+          }
+        }
+      }
       await flushTlb(k, [mm]);
     } finally {
       mmuNotifierInvalidateRangeEnd(range);

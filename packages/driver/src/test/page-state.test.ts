@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { mermaidDiagram, nextState, PAGE_EVENTS, PAGE_STATES, TRANSITIONS } from '../page-state.js';
+import {
+  mermaidDiagram,
+  NEXT_INDEX,
+  nextState,
+  PAGE_EVENTS,
+  PAGE_STATES,
+  TRANSITIONS,
+} from '../page-state.js';
+import { Segment } from '../state.js';
 
 const docs = new URL('../../../../docs/driver.md', import.meta.url);
 
@@ -38,4 +47,35 @@ test('nextState follows the table and refuses everything else', () => {
   assert.equal(TRANSITIONS.shared['grant-write'], undefined);
   assert.equal(TRANSITIONS.invalidating['grant-read'], undefined);
   assert.equal(TRANSITIONS.invalidating['grant-write'], undefined);
+});
+
+test('Segment.transition (the index table) moves exactly as the table says and refuses the rest', () => {
+  const env = {
+    clock: { now: () => 0, setTimeout: () => 0, clearTimeout: () => undefined },
+    log: { debug() {}, info() {}, warn() {}, error() {} },
+    events: new EventEmitter(),
+    counters: { serializedInvalidations: 0 },
+    invalidationBoundMs: 1000,
+  } as unknown as ConstructorParameters<typeof Segment>[7];
+  const seen: string[] = [];
+  env.events.on('page-state', (e: { from: string; to: string; event: string }) =>
+    seen.push(`${e.from} ${e.event} ${e.to}`),
+  );
+  for (const s of PAGE_STATES) {
+    for (const e of PAGE_EVENTS) {
+      const seg = new Segment('h:1', 1, { id: 1 } as never, 0, 4096, 0o600, 4096, env);
+      seg.state[0] = PAGE_STATES.indexOf(s);
+      const to = TRANSITIONS[s][e];
+      assert.equal(NEXT_INDEX[e][PAGE_STATES.indexOf(s)], to === undefined ? -1 : PAGE_STATES.indexOf(to));
+      seen.length = 0;
+      if (to === undefined) {
+        assert.throws(() => seg.transition(0, e), /illegal page-state transition/);
+        assert.equal(seg.pageState(0), s, 'an illegal event changes nothing');
+      } else {
+        seg.transition(0, e);
+        assert.equal(seg.pageState(0), to);
+        assert.deepEqual(seen, to === s ? [] : [`${s} ${e} ${to}`]);
+      }
+    }
+  }
 });

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
+  FrameCounts,
   lockPageSync,
   PG_dirty,
+  PG_external_rmap,
   PG_free,
   PG_locked,
   PhysMem,
@@ -136,4 +138,45 @@ test('262,144 frames (1 GiB) boot', () => {
   assert.equal(m.nrFree, 262_143);
   const p = m.allocFrame();
   assert.equal(m.frameBytes(p).length, 4096);
+});
+
+test('clearFlagIfUnlocked: clears the bit only while nobody holds the page lock, atomically, lock untouched', () => {
+  const m = new PhysMem(32);
+  const a = m.allocFrame();
+  m.setFlag(a, PG_external_rmap | PG_dirty);
+  assert.ok(m.trylockPage(a));
+  // held by someone else: refused, nothing changed (the flag only changes under the page lock)
+  assert.equal(m.clearFlagIfUnlocked(a, PG_external_rmap), false);
+  assert.ok(m.testFlag(a, PG_external_rmap));
+  assert.ok(m.testFlag(a, PG_locked));
+  m.unlockPage(a);
+  assert.equal(m.clearFlagIfUnlocked(a, PG_external_rmap), true);
+  assert.ok(!m.testFlag(a, PG_external_rmap));
+  assert.ok(m.testFlag(a, PG_dirty), 'other bits kept');
+  assert.ok(!m.testFlag(a, PG_locked), 'the lock is left free');
+  // a clear bit: nothing to do, also when locked
+  assert.ok(m.trylockPage(a));
+  assert.equal(m.clearFlagIfUnlocked(a, PG_external_rmap), true);
+  m.unlockPage(a);
+});
+
+test('FrameCounts: Map-like counts per frame (undefined for none), grows on demand', () => {
+  const c = new FrameCounts();
+  assert.equal(c.get(5), undefined);
+  c.set(5, 2);
+  c.set(100_000, 1);
+  assert.equal(c.get(5), 2);
+  assert.equal(c.get(100_000), 1);
+  assert.equal(c.size, 2);
+  assert.equal(c.delete(5), true);
+  assert.equal(c.delete(5), false);
+  assert.equal(c.get(5), undefined);
+  assert.equal(c.total, 1);
+  c.add(7);
+  assert.ok(c.has(7) && !c.has(8) && !c.has(1 << 30));
+  assert.equal(c.total, 2);
+  c.set(100_000, 0);
+  c.delete(7);
+  assert.equal(c.size, 0);
+  assert.equal(c.total, 0);
 });

@@ -239,3 +239,28 @@ test('migratePages: one notifier call for the batch; a failed page stays on its 
     }
     k.check();
   }));
+
+test('tryUnexportPages: clears PG_external_rmap of frames whose lock is free; a locked frame is returned and kept', () =>
+  withKernel({ frames: 256 }, async (k) => {
+    const p = await k.spawn();
+    const a = await p.mmap(3 * PAGE, RW);
+    for (let i = 0; i < 3; i++) await p.write32(a + i * PAGE, i + 1);
+    const pfns = await k.api.getUserPages(p.mm, a, 3, { write: false });
+    for (const pfn of pfns) {
+      assert.ok(k.api.trylockPage(pfn));
+      k.api.exportPage(pfn);
+      k.api.unlockPage(pfn);
+    }
+    assert.ok(k.api.trylockPage(pfns[1])); // someone (reclaim, say) holds page 1
+    assert.deepEqual(k.api.tryUnexportPages(pfns), [pfns[1]]);
+    assert.equal(k.api.pageExported(pfns[0]), false);
+    assert.equal(k.api.pageExported(pfns[1]), true, 'the flag only changes under the page lock');
+    assert.equal(k.api.pageExported(pfns[2]), false);
+    assert.ok(k.api.pageInfo(pfns[1]).flags.includes('locked'), 'the holder keeps its lock');
+    assert.ok(!k.api.pageInfo(pfns[0]).flags.includes('locked'), 'no lock left behind');
+    k.api.unlockPage(pfns[1]);
+    assert.deepEqual(k.api.tryUnexportPages(pfns), []);
+    assert.equal(k.api.pageExported(pfns[1]), false);
+    for (const pfn of pfns) k.api.putPage(pfn);
+    k.check();
+  }));

@@ -17,12 +17,19 @@
  * bug that outgoing validation reports) makes `encodeFast` return undefined and the caller encodes
  * with msgpackr, so a frame is never different in meaning from msgpackr's.
  */
+import { PAGE_SIZE } from './base.js';
 import type { Message } from './messages.js';
 
 /** Thrown (and caught in encodeFast) when a value is not one the writer handles. */
 const UNSUPPORTED = Symbol('unsupported');
 
-const SLAB = 256 * 1024;
+/** Slab size: room for several of the largest frames a link sends (a 64-page map-ok is ~262 KB; a
+ * batch frame is cut at ~16 KB of estimate, so a big frame is one page-carrying message), so that
+ * such a frame is not the one that always falls off the end of a slab. Untouched pages of a slab
+ * cost no memory (allocUnsafeSlow: not zeroed). */
+const SLAB = 2 * 1024 * 1024;
+/** Room one page takes in a frame, at most: map header, keys, two numbers, bin header, the data. */
+const PAGE_ROOM = PAGE_SIZE + 48;
 // Like msgpackr: frames are `subarray`s of one slab, never overwritten (a frame may still sit in a
 // socket's write queue); a new slab is taken when the current one is nearly full.
 let buf: Buffer = Buffer.allocUnsafeSlow(SLAB);
@@ -234,6 +241,11 @@ function mapHeader(n: number): void {
 function pages(v: unknown): void {
   const n = arrayHeader(v);
   const a = v as Rec[];
+  // Room for every page before the first is written: if the slab is too full, the frame moves to a
+  // new slab now, while only its first bytes are written (not once it holds most of its pages).
+  // A hint only (bounded: an oversized array is a local bug that outgoing validation reports): each
+  // page still makes sure of its own room below.
+  ensure(Math.min(n * PAGE_ROOM, SLAB / 2));
   for (let i = 0; i < n; i++) {
     const p = a[i];
     // A plain (or null-prototype) object; anything else is msgpackr's business.

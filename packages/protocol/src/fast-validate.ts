@@ -51,6 +51,58 @@ function cidOk(v: Rec): boolean {
   return c === undefined || (typeof c === 'string' && c.length <= MAX_CID);
 }
 
+/**
+ * Verdict-only checks of the types a link sends most (its outgoing check runs on every message):
+ * true exactly when `buildFastChecks(l)[t]` returns a message, without building it.
+ * test/validate-diff.test.ts compares the two on every value it generates.
+ */
+export function buildFastVerdicts(l: Limits): Partial<Record<MessageType, (v: Rec) => boolean>> {
+  const maxStr = l.maxStringChars;
+  const maxPages = l.maxPagesPerMessage;
+  const maxRanges = l.maxRangesPerMessage;
+  const segid = (s: unknown): boolean => typeof s === 'string' && s.length <= maxStr && SEG_RE.test(s);
+  const apid = (s: unknown): boolean => typeof s === 'string' && s.length <= maxStr && AP_RE.test(s);
+  const pagesOk = (a: unknown): boolean => {
+    if (!Array.isArray(a) || a.length > maxPages) return false;
+    for (let i = 0; i < a.length; i++) {
+      const p = a[i];
+      if (!isObj(p) || !u32(p.page) || !u53(p.version) || !bytes(p.data, PAGE_SIZE)) return false;
+    }
+    return true;
+  };
+  const rangesOk = (a: unknown): boolean => {
+    if (!Array.isArray(a) || a.length < 1 || a.length > maxRanges) return false;
+    for (let i = 0; i < a.length; i++) {
+      const r = a[i];
+      if (!Array.isArray(r) || r.length !== 2 || !u32(r[0]) || !intIn(r[1], 1, MAX_U32)) return false;
+    }
+    return true;
+  };
+  return {
+    map: (v) =>
+      u32(v.id) && cidOk(v) && apid(v.apid) && u32(v.page) && intIn(v.count, 1, maxPages) && access(v.access),
+    'map-ok': (v) => {
+      if (!u32(v.re) || !cidOk(v) || !access(v.access) || !pagesOk(v.pages)) return false;
+      const gs = v.grants;
+      if (!Array.isArray(gs) || gs.length > maxPages) return false;
+      for (const g of gs) if (!u53(g)) return false;
+      return true;
+    },
+    invalidate: (v) =>
+      u32(v.id) &&
+      cidOk(v) &&
+      segid(v.segid) &&
+      typeof v.reason === 'string' &&
+      INVALIDATE_REASON_SET.has(v.reason) &&
+      typeof v.writeback === 'boolean' &&
+      typeof v.downgrade === 'boolean' &&
+      u53(v.upTo) &&
+      rangesOk(v.ranges),
+    'invalidate-ack': (v) => u32(v.re) && cidOk(v) && pagesOk(v.dirty),
+    ok: (v) => u32(v.re) && cidOk(v),
+  };
+}
+
 export function buildFastChecks(l: Limits): Record<MessageType, Check> {
   const maxStr = l.maxStringChars;
   const maxPages = l.maxPagesPerMessage;

@@ -117,7 +117,7 @@ function estimateBytes(m: Message): number {
 /** Outgoing check, the common case: the ingress checker's fast path accepts it (what it accepts, the
  * schemas accept). Only a refusal runs the full validator, for its verdict and message. */
 function outgoingOk(decoder: FrameDecoder, m: unknown): boolean {
-  return decoder.validator.accept(m) !== undefined;
+  return decoder.validator.acceptable(m);
 }
 
 function count(a: unknown): number {
@@ -343,6 +343,11 @@ export class Link {
       }
     }
     this.enqueue(msg as unknown as Message, estimateBytes(msg as unknown as Message));
+    // The last reply this link owes: no other reply can join its frame, so it leaves now instead of
+    // after the rest of this turn's microtasks (one promise hop less on every serial round trip).
+    // While other requests of the peer are outstanding, replies wait for the turn's flush and leave
+    // batched (test/link-queue.test.ts); either way a reply is encoded in the turn it is queued.
+    if (this.incoming === 0) this.flushGuarded();
   }
 
   /** Sends an error reply for a request. */
@@ -378,6 +383,8 @@ export class Link {
    */
   private flush(): void {
     this.flushScheduled = false;
+    // Already sent by an earlier flush of this turn (the last reply's, see reply()).
+    if (this.queueLen === 0) return;
     const q = this.queue;
     const est = this.queueEst;
     const count = this.queueLen;

@@ -87,11 +87,16 @@ export class Metrics {
     return this.m;
   }
 
+  /** The counters of `byType`, by type, in a Map: a keyed load from `byType` (type names with a
+   * '-') was a megamorphic lookup on every frame, both ways. Same objects, so `byType` stays exact. */
+  private readonly types = new Map<string, TypeCounters>();
+
   private type(t: string): TypeCounters {
-    let c = this.m.byType[t];
-    if (!c) {
+    let c = this.types.get(t);
+    if (c === undefined) {
       c = { msgsIn: 0, bytesIn: 0, msgsOut: 0, bytesOut: 0 };
       this.m.byType[t] = c;
+      this.types.set(t, c);
     }
     return c;
   }

@@ -11,7 +11,7 @@
 import { z } from 'zod';
 import { PAGE_SIZE } from './base.js';
 import { WIRE_ERROR_CODES, type WireErrorCode } from './error-table.js';
-import { buildFastChecks } from './fast-validate.js';
+import { buildFastChecks, buildFastVerdicts } from './fast-validate.js';
 import { type Limits, resolveLimits } from './limits.js';
 import { INVALIDATE_REASONS, type Message, type MessageType } from './messages.js';
 
@@ -164,10 +164,24 @@ export class Validator {
   readonly limits: Limits;
   private readonly schemas: ReturnType<typeof buildSchemas>;
   private readonly fast: ReturnType<typeof buildFastChecks>;
+  private readonly verdicts: ReturnType<typeof buildFastVerdicts>;
   constructor(limits?: Partial<Limits>) {
     this.limits = resolveLimits(limits);
     this.schemas = buildSchemas(this.limits);
     this.fast = buildFastChecks(this.limits);
+    this.verdicts = buildFastVerdicts(this.limits);
+  }
+
+  /** Whether `accept` would accept the value, without building its output (the check of what we
+   * send: the message goes out as it is). Same verdict as `accept(value) !== undefined`. */
+  acceptable(value: unknown): boolean {
+    if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array)
+      return false;
+    const t = (value as Record<string, unknown>).t;
+    if (typeof t !== 'string' || !TYPE_SET.has(t)) return false;
+    const verdict = this.verdicts[t as MessageType];
+    if (verdict !== undefined) return verdict(value as Record<string, unknown>);
+    return this.fast[t as MessageType](value as Record<string, unknown>) !== undefined;
   }
 
   validate(value: unknown): ValidationResult {

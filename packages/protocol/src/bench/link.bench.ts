@@ -117,21 +117,26 @@ async function link(reply: (m: MapReq) => Message): Promise<Subject> {
   };
 }
 
-/** p50 of N serial round trips of each subject, measured in alternating blocks. */
-async function serial(subjects: Subject[]): Promise<number[]> {
+/** p50 of N serial round trips of each subject, measured in alternating blocks, and the median over
+ * blocks of the process CPU time (user + system, both ends: they share this process) per round trip. */
+async function serial(subjects: Subject[]): Promise<{ rtt: number[]; cpu: number[] }> {
   for (const s of subjects) for (let i = 0; i < 500; i++) await s.rt();
   const lat: number[][] = subjects.map(() => []);
+  const cpu: number[][] = subjects.map(() => []);
   for (let done = 0; done < N; done += BLOCK) {
     for (let k = 0; k < subjects.length; k++) {
       const s = subjects[k];
+      const c0 = process.cpuUsage();
       for (let i = 0; i < BLOCK; i++) {
         const t = performance.now();
         await s.rt();
         lat[k].push((performance.now() - t) * 1000);
       }
+      const c = process.cpuUsage(c0);
+      cpu[k].push((c.user + c.system) / BLOCK);
     }
   }
-  return lat.map(p50);
+  return { rtt: lat.map(p50), cpu: cpu.map(p50) };
 }
 
 const page = new Uint8Array(4096).fill(7);
@@ -159,13 +164,18 @@ for (const [label, fn] of [
   const rawReply = Uint8Array.prototype.slice.call(encodeLinkFrame(fn({ id: 1000 } as MapReq)));
   const raw = await rawWs(rawReply, reqFrame);
   const l = await link(fn);
-  const [rawRtt, linkRtt] = await serial([raw, l]);
+  const {
+    rtt: [rawRtt, linkRtt],
+    cpu: [rawCpu, linkCpu],
+  } = await serial([raw, l]);
   const rawPerSec = await raw.pipelined();
   const linkPerSec = await l.pipelined();
   await l.close();
   await raw.close();
   bench(`rtt_p50_${label}_link`, linkRtt, 'us', rawRtt);
   bench(`rtt_p50_${label}_raw_ws`, rawRtt, 'us');
+  bench(`rtt_cpu_${label}_link`, linkCpu, 'us', rawCpu);
+  bench(`rtt_cpu_${label}_raw_ws`, rawCpu, 'us');
   bench(`pipelined_${label}_link`, linkPerSec, 'req/s', rawPerSec, false);
   bench(`pipelined_${label}_raw_ws`, rawPerSec, 'req/s');
 }

@@ -201,7 +201,9 @@ describe('fast-encode: the link writer equals msgpackr', () => {
     const page = (n: number) => ({ page: n, version: n, data: new Uint8Array(4096).fill(n & 0xff) });
     const frames: [Uint8Array, string][] = [];
     for (let i = 0; i < 400; i++) {
-      const count = i % 50 === 7 ? 100 : (i % 5) + 1; // 100 pages: larger than a slab
+      // 64 pages (a full map-ok: slab changes in the middle of big frames) and 600 pages (2.4 MB:
+      // larger than a 2 MiB slab)
+      const count = i % 200 === 7 ? 600 : i % 50 === 7 ? 64 : i % 5 === 0 ? 64 : (i % 5) + 1;
       const m = {
         t: 'map-ok',
         re: i,

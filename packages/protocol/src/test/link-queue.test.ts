@@ -1,7 +1,7 @@
 /**
  * The link's send queue across turns: everything queued in one turn leaves in one batch frame (a
  * msgpack array, or a plain map for one message), in order, and nothing of an earlier turn is sent
- * again. The queue's arrays are reused from one flush to the next (link.ts: a count, not the
+ * again; the replies to one frame's requests leave in one frame (the last reply owed flushes). The queue's arrays are reused from one flush to the next (link.ts: a count, not the
  * array's length, says what is queued), so turns of decreasing size are the case to check.
  */
 import assert from 'node:assert/strict';
@@ -18,8 +18,20 @@ describe('link send queue: one frame per turn, across turns of different sizes',
   let b: TransportPeerNetwork;
   /** Request ids of every map request frame a sent after the handshake, one entry per frame. */
   const frames: number[][] = [];
+  /** `re` of every map-ok frame b sent, one entry per frame. */
+  const replyFrames: number[][] = [];
   before(async () => {
-    b = await createWsPeerNetwork({ self: 'b', listen: { host: '127.0.0.1', port: 0 }, clusterKey: KEY });
+    b = await createWsPeerNetwork({
+      self: 'b',
+      listen: { host: '127.0.0.1', port: 0 },
+      clusterKey: KEY,
+      onFrame: (dir, _node, f) => {
+        if (dir !== 'out') return;
+        const v = decodeRaw(f) as Record<string, unknown> | Record<string, unknown>[];
+        const ms = Array.isArray(v) ? v : [v];
+        if (ms.every((m) => m.t === 'map-ok')) replyFrames.push(ms.map((m) => m.re as number));
+      },
+    });
     b.onRequest(
       async (_f, m) => ({ t: 'map-ok', re: (m as MapReq).id, access: 'r', pages: [], grants: [] }) as never,
     );
@@ -60,5 +72,8 @@ describe('link send queue: one frame per turn, across turns of different sizes',
     assert.equal(frames.length, 4, 'one frame per turn, nothing sent twice');
     const all = frames.flat();
     assert.equal(new Set(all).size, all.length, 'no request id sent twice');
+    // The replies of one turn's requests leave batched too: the last one owed flushes them all
+    // (link.ts reply()), not each its own.
+    assert.deepEqual(replyFrames, frames, 'one reply frame per request frame, same ids in the same order');
   });
 });

@@ -149,6 +149,9 @@ function compare(v: Validator, fast: ReturnType<typeof buildFastChecks>, x: unkn
     f = fast[t as MessageType](x as Record<string, unknown>);
     if ((f !== undefined) !== ref.ok)
       assert.fail(`fast ${f !== undefined} vs zod ${ref.ok}: ${describeValue(x)}`);
+    // the verdict-only check (outgoing messages) says the same
+    if (v.acceptable(x) !== ref.ok)
+      assert.fail(`acceptable ${!ref.ok} vs zod ${ref.ok}: ${describeValue(x)}`);
     if (ref.ok) assert.deepStrictEqual(f, ref.msg);
   }
   assert.deepStrictEqual(viaValidate, ref);
@@ -246,6 +249,26 @@ describe('fast validator = zod schemas', () => {
       );
     });
   }
+  it('every leaf of sample messages replaced by every edge value (fast path and verdicts vs zod)', () => {
+    const edges = fc.sample(edge, { numRuns: 2000, seed: 3 }).filter((x, i, a) => a.indexOf(x) === i);
+    const leaves = (x: unknown, at: (string | number)[] = []): (string | number)[][] => {
+      if (x instanceof Uint8Array || typeof x !== 'object' || x === null) return at.length ? [at] : [];
+      const keys = Array.isArray(x) ? x.map((_, i) => i) : Object.keys(x);
+      return [...(at.length ? [at] : []), ...keys.flatMap((k) => leaves((x as never)[k], [...at, k]))];
+    };
+    const set = (x: unknown, path: (string | number)[], val: unknown): unknown => {
+      if (path.length === 0) return val;
+      const c = (Array.isArray(x) ? [...x] : { ...(x as object) }) as Record<string | number, unknown>;
+      c[path[0]] = set(c[path[0]], path.slice(1), val);
+      return c;
+    };
+    for (const limits of limitSets) {
+      const v = new Validator(limits);
+      const fast = buildFastChecks(limits);
+      for (const m of fc.sample(anyMessage, { numRuns: 60, seed: 11 }))
+        for (const path of leaves(m)) for (const e of edges) compare(v, fast, set(m, path, e));
+    }
+  });
   it('non-maps', () => {
     const v = new Validator();
     fc.assert(

@@ -18,6 +18,7 @@ import type {
   InvalidateEvent,
   MmHandle,
   MmuNotifierOps,
+  MmuNotifierRange,
   RmapInvalidateResult,
   RmapNotifierOps,
 } from '@xpmesh/kernel';
@@ -50,14 +51,79 @@ function localAttachments(d: DriverState, seg: Segment): Attachment[] {
   return out;
 }
 
-function needsWork(d: DriverState, seg: Segment, p: number, locals: readonly Attachment[]): boolean {
-  if (d.rmap.hasPage(seg.pfn[p], seg.slot, p)) return true;
-  if (devModeAt(d, seg, p) !== DEV_CLEAR) return true;
-  for (const a of locals) {
-    const i = p - a.firstPage;
-    if (i >= 0 && i < a.npages && a.mapped[i] !== 0) return true;
+/**
+ * Per page of the range being worked on, whether the source PTE holds a device entry of ours
+ * (deviceEntryModes fills it: one page-table walk per segment overlap, not one deviceEntryAt per
+ * page). Module-level and reused: the notifier runs its page loop synchronously, before any await.
+ */
+let devScratch = new Uint8Array(1024);
+
+function devModes(d: DriverState, seg: Segment, p0: number, p1: number): Uint8Array | undefined {
+  if (seg.mm.exiting) return undefined; // devModeAt: DEV_CLEAR for every page of an exiting mm
+  if (devScratch.length < p1 - p0) devScratch = new Uint8Array(p1 - p0);
+  const n = d.kernel.deviceEntryModes(
+    seg.mm,
+    pageAddr(d, seg, p0),
+    pageAddr(d, seg, p1),
+    d.deviceOwner,
+    devScratch,
+  );
+  return n > 0 ? devScratch : undefined;
+}
+
+/**
+ * The pages of [p0,p1) of `seg` this range invalidation has to work on (pushed onto `out`), each
+ * page's sequence bumped. One pass over the range (issue 15): device entries come from one ranged
+ * query, the same-instance attachments are looked up once. A page needs work when a remote copy,
+ * a device entry of ours or a same-instance mapping of it exists — exactly the old per-page
+ * needsWork (rmap.hasPage, devModeAt !== DEV_CLEAR, an attachment's mapped[i]).
+ */
+function collectRange(
+  d: DriverState,
+  seg: Segment,
+  p0: number,
+  p1: number,
+  range: MmuNotifierRange,
+  out: number[],
+): void {
+  const event = range.event;
+  const rm = d.rmap;
+  const k = d.kernel;
+  const slot = seg.slot;
+  const pfn = seg.pfn;
+  const gen = seg.gen;
+  const locals = localAttachments(d, seg);
+  const dev = devModes(d, seg, p0, p1);
+  const leftToRmap = range.blockable && (event === 'reclaim' || event === 'migrate');
+  const frameChanges = FRAME_CHANGES.has(event);
+  for (let p = p0; p < p1; p++) {
+    gen[p]++; // seg.bumpSeq(p): a grant in progress retries
+    const hasCopies = rm.hasPage(pfn[p], slot, p);
+    // Reclaim and migration of an exported frame: its remote copies are left to the rmap
+    // notifier (the 2008 path), which the kernel calls for this very frame after its local
+    // unmap, page lock held, before the frame is written out, copied or freed, and calls once
+    // per BATCH of frames (invalidatePages), so a mapper gets one invalidate per batch, not
+    // one per page. Nothing can map the page anew meanwhile: gen moved just above (a grant
+    // rechecks it under the page lock), the kernel's interval sequence moved (a grant's
+    // mmuIntervalReadRetry), and getUserPage on the swap/migration entry sleeps on the page
+    // lock that reclaim/migration holds until the frame is gone or restored. A frame with
+    // reverse-map entries has PG_external_rmap (invariant 2), so the notifier does run for it.
+    // (reclaim-fence.test.ts: batched reclaim with a remote writer's dirty data.) Only for a
+    // blockable range: direct reclaim (non-blockable) still gets 'again' below for a page with
+    // remote copies, as before, rather than waiting for remote acks inside an allocation.
+    if (leftToRmap && hasCopies && k.pageExported(pfn[p])) continue;
+    let work = hasCopies || (dev !== undefined && dev[p - p0] !== 0);
+    for (let j = 0; !work && j < locals.length; j++) {
+      const a = locals[j];
+      const i = p - a.firstPage;
+      if (i >= 0 && i < a.npages && a.mapped[i] !== 0) work = true;
+    }
+    if (work) out.push(p);
+    else if (frameChanges) {
+      pfn[p] = -1;
+      if (event === 'reclaim') markSwapped(d, seg, p);
+    }
   }
-  return false;
 }
 
 export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
@@ -67,48 +133,22 @@ export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
       const rec = d.mms.get(range.mm.id);
       if (!rec) return undefined;
       const ps = d.kernel.pageSize;
-      const hits: Array<[Segment, number[]]> = [];
+      let hits: Hit[] | undefined;
       for (const seg of rec.segs) {
         const lo = Math.max(range.start, seg.vaddr);
         const hi = Math.min(range.end, seg.vaddr + seg.size);
         if (lo >= hi) continue;
+        const p0 = (lo - (lo % ps) - seg.vaddr) / ps;
+        const p1 = Math.ceil((hi - seg.vaddr) / ps);
         const pages: number[] = [];
-        const locals = localAttachments(d, seg);
-        for (let a = lo - (lo % ps); a < hi; a += ps) {
-          const p = (a - seg.vaddr) / ps;
-          seg.bumpSeq(p); // a grant in progress retries
-          // Reclaim and migration of an exported frame: its remote copies are left to the rmap
-          // notifier (the 2008 path), which the kernel calls for this very frame after its local
-          // unmap, page lock held, before the frame is written out, copied or freed, and calls once
-          // per BATCH of frames (invalidatePages), so a mapper gets one invalidate per batch, not
-          // one per page. Nothing can map the page anew meanwhile: gen moved just above (a grant
-          // rechecks it under the page lock), the kernel's interval sequence moved (a grant's
-          // mmuIntervalReadRetry), and getUserPage on the swap/migration entry sleeps on the page
-          // lock that reclaim/migration holds until the frame is gone or restored. A frame with
-          // reverse-map entries has PG_external_rmap (invariant 2), so the notifier does run for it.
-          // (reclaim-fence.test.ts: batched reclaim with a remote writer's dirty data.) Only for a
-          // blockable range: direct reclaim (non-blockable) still gets 'again' below for a page with
-          // remote copies, as before, rather than waiting for remote acks inside an allocation.
-          if (
-            range.blockable &&
-            (range.event === 'reclaim' || range.event === 'migrate') &&
-            d.rmap.hasPage(seg.pfn[p], seg.slot, p) &&
-            d.kernel.pageExported(seg.pfn[p])
-          )
-            continue;
-          if (needsWork(d, seg, p, locals)) pages.push(p);
-          else if (FRAME_CHANGES.has(range.event)) {
-            seg.pfn[p] = -1;
-            if (range.event === 'reclaim') markSwapped(d, seg, p);
-          }
-        }
-        if (pages.length) hits.push([seg, pages]);
+        collectRange(d, seg, p0, p1, range, pages);
+        if (pages.length === 0) continue;
+        hits ??= [];
+        hits.push([seg, pages]);
       }
-      if (hits.length === 0) return undefined;
+      if (hits === undefined) return undefined;
       if (!range.blockable) return 'again';
-      return bracket(hits, async () => {
-        for (const [seg, pages] of hits) await invalidateSourcePages(d, seg, pages, range.event);
-      });
+      return invalidateHits(d, hits, range.event);
     },
     release(m) {
       if (m.id !== mm.id) return undefined;
@@ -122,23 +162,45 @@ export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
   };
 }
 
-/**
- * Run a notifier's work with its pages marked busy: no grant or local map of them can start or
- * finish until the work, including the bookkeeping after the acks, is done.
- */
-async function bracket<T>(hits: Iterable<[Segment, Iterable<number>]>, fn: () => Promise<T>) {
-  const held: Array<[Segment, number[]]> = [];
-  for (const [seg, pages] of hits) {
-    const ps = [...pages];
-    for (const p of ps) seg.enterBracket(p);
-    held.push([seg, ps]);
+/** Pages of one segment a notifier works on. The page list is never changed once bracketed. */
+type Hit = [Segment, number[]];
+
+/** The per-mm notifier's work on its hits, inside their bracket (a module-level function: no per-call closure). */
+async function invalidateHits(d: DriverState, hits: Hit[], event: InvalidateEvent): Promise<void> {
+  enterBrackets(hits);
+  try {
+    for (let i = 0; i < hits.length; i++) await invalidateSourcePages(d, hits[i][0], hits[i][1], event);
+  } finally {
+    leaveBrackets(hits);
   }
+}
+
+/**
+ * A notifier's pages are marked busy (the bracket): no grant or local map of them can start or
+ * finish until its work, including the bookkeeping after the acks, is done. leaveBrackets must be
+ * given the same hits (same page lists, unchanged: nothing writes to a bracketed page list).
+ */
+function enterBrackets(hits: readonly Hit[]): void {
+  for (let h = 0; h < hits.length; h++) {
+    const [seg, pages] = hits[h];
+    for (let i = 0; i < pages.length; i++) seg.enterBracket(pages[i]);
+  }
+}
+
+function leaveBrackets(hits: readonly Hit[]): void {
+  for (let h = 0; h < hits.length; h++) {
+    const [seg, pages] = hits[h];
+    for (let i = 0; i < pages.length; i++) seg.leaveBracket(pages[i]);
+  }
+}
+
+/** Run `fn` with the pages of `hits` bracketed (see enterBrackets). */
+async function bracket<T>(hits: readonly Hit[], fn: () => Promise<T>): Promise<T> {
+  enterBrackets(hits);
   try {
     return await fn();
   } finally {
-    for (const [seg, ps] of held) {
-      for (const p of ps) seg.leaveBracket(p);
-    }
+    leaveBrackets(hits);
   }
 }
 
@@ -151,21 +213,32 @@ async function invalidateSourcePages(d: DriverState, seg: Segment, pages: number
   // Source device entries back to normal PTEs, one ranged call per run of pages (only adds access:
   // no shootdown, as with clearDeviceEntry). Runs are exactly the pages of this call.
   if (!seg.mm.exiting) {
-    for (const [first, n] of toRanges(pages)) {
+    for (let i = 0; i < pages.length; ) {
+      let j = i + 1;
+      while (j < pages.length && pages[j] === pages[j - 1] + 1) j++;
       try {
-        k.clearDeviceEntries(seg.mm, pageAddr(d, seg, first), pageAddr(d, seg, first + n), d.deviceOwner);
+        k.clearDeviceEntries(
+          seg.mm,
+          pageAddr(d, seg, pages[i]),
+          pageAddr(d, seg, pages[j - 1] + 1),
+          d.deviceOwner,
+        );
       } catch (e) {
         d.log.debug({ err: e }, 'xpmem: clearDeviceEntries during invalidation');
       }
+      i = j;
     }
   }
-  const frameChanges = FRAME_CHANGES.has(event);
-  const forget = event === 'unmap' || event === 'release';
-  for (const p of pages) {
-    seg.dev[p] = DEV_CLEAR;
-    if (frameChanges && !d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = -1;
-    if (forget && seg.pageState(p) === 'swapped') seg.transition(p, 'forget');
-    if (event === 'reclaim') markSwapped(d, seg, p);
+  const dev = seg.dev;
+  for (let i = 0; i < pages.length; i++) dev[pages[i]] = DEV_CLEAR;
+  if (FRAME_CHANGES.has(event)) {
+    const forget = event === 'unmap' || event === 'release';
+    for (let i = 0; i < pages.length; i++) {
+      const p = pages[i];
+      if (!d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = -1;
+      if (forget && seg.pageState(p) === 'swapped') seg.transition(p, 'forget');
+      if (event === 'reclaim') markSwapped(d, seg, p);
+    }
   }
 }
 

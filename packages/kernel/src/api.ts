@@ -153,6 +153,10 @@ export const PROT_NONE = 0;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 
+/** Modes deviceEntryModes reports per page (0: no device entry of that owner there). */
+export const DEVICE_ENTRY_READONLY = 1;
+export const DEVICE_ENTRY_NONE = 2;
+
 /** A fault as the kernel hands it to a driver. */
 export interface DriverFault {
   readonly mm: MmHandle;
@@ -377,6 +381,15 @@ export interface KernelModuleApi {
    * record of what was installed.
    */
   deviceEntryAt(mm: MmHandle, address: number): { pfn: Pfn; mode: 'none' | 'readonly'; owner: number } | null;
+  /**
+   * Ranged deviceEntryAt for one owner, in one page-table walk (issue 15: the driver's per-mm
+   * notifier asks once per range, not once per page). For page i of [start,end) (page-aligned, else
+   * EINVAL), out[i] becomes DEVICE_ENTRY_READONLY or DEVICE_ENTRY_NONE if the entry there is a device
+   * entry of `owner` in an ordinary VMA, else 0 (no entry, a normal, swap or migration entry, another
+   * owner's entry, no VMA, a driver VMA). `out` must hold at least (end - start) / PAGE_SIZE bytes
+   * (else EINVAL). Returns how many pages have such an entry. Reads only: changes nothing.
+   */
+  deviceEntryModes(mm: MmHandle, start: number, end: number, owner: number, out: Uint8Array): number;
 
   // ---- notifiers -------------------------------------------------------------------------------
   mmuNotifierRegister(mm: MmHandle, ops: MmuNotifierOps): NotifierRegistration;

@@ -4,6 +4,8 @@
  * kernel-internal.
  */
 import {
+  DEVICE_ENTRY_NONE,
+  DEVICE_ENTRY_READONLY,
   type DeviceOps,
   type DriverVmaOps,
   KernelError,
@@ -524,6 +526,38 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       if (pte === 0 || pteKind(pte) !== KIND_DEVICE) return null;
       const pfn = ptePfn(pte);
       return { pfn, mode: pte & PTE_PRESENT ? 'readonly' : 'none', owner: ph.getPrivate(pfn) };
+    },
+
+    // (issue 15, range notifiers) ranged deviceEntryAt for one owner: one page-table walk
+    deviceEntryModes(mmH, start, end, owner, out) {
+      const mm = k.mmOf(mmH);
+      if (!Number.isInteger(start) || !Number.isInteger(end) || start % PAGE_SIZE || end % PAGE_SIZE)
+        throw new KernelError('EINVAL', 'deviceEntryModes: unaligned range');
+      if (start < 0 || end > VA_LIMIT || end < start)
+        throw new KernelError('EINVAL', 'deviceEntryModes: bad range');
+      if (!(out instanceof Uint8Array) || out.length < (end - start) / PAGE_SIZE)
+        throw new KernelError('EINVAL', 'deviceEntryModes: out is too short');
+      out.fill(0, 0, (end - start) / PAGE_SIZE);
+      let n = 0;
+      let vma: ReturnType<typeof mm.findVma>;
+      for (let va = start; va < end; ) {
+        const stop = Math.min(end, leafEnd(va));
+        let pi = walk(words, mm.root, va);
+        if (pi < 0) {
+          va = stop;
+          continue;
+        }
+        for (; va < stop; pi++, va += PAGE_SIZE) {
+          const pte = Atomics.load(words, pi);
+          if (pte === 0 || pteKind(pte) !== KIND_DEVICE || ph.getPrivate(ptePfn(pte)) !== owner) continue;
+          // as deviceEntryAt: only an entry in an ordinary VMA counts
+          if (!vma || va < vma.start || va >= vma.end) vma = mm.findVma(va);
+          if (!vma || vma.driver) continue;
+          out[(va - start) / PAGE_SIZE] = pte & PTE_PRESENT ? DEVICE_ENTRY_READONLY : DEVICE_ENTRY_NONE;
+          n++;
+        }
+      }
+      return n;
     },
 
     mmuNotifierRegister(mmH: MmHandle, ops: MmuNotifierOps): NotifierRegistration {

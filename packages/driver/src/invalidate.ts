@@ -144,6 +144,12 @@ export async function invalidatePages(
       const wr = writersOf?.get(node);
       // pages come in ascending order from the caller's list unless it was not sorted
       if (!isAscending(ps)) ps.sort((a, b) => a - b);
+      // at most MAX_PAGES pages held for writing (w below is true only for a page of wr): no message
+      // can go over the limit, so the split below would give this one batch (no per-page copy)
+      if (!wr || wr.size <= MAX_PAGES) {
+        batches.push([node, ps]);
+        continue;
+      }
       for (const p of ps) {
         let w = false;
         if (wr?.has(p)) {

@@ -56,6 +56,11 @@ export async function invalidatePages(
   // one invalidation of a page at a time (see waitInvalidations); the entries are read after it
   // (checked here first so that the usual case, nothing in flight, does not wait a turn)
   if (anyInvalidating(seg, pages)) await seg.waitInvalidations(pages);
+  // The options' fields read per page or per entry are read once here: callers pass option objects
+  // of several shapes, and a property load from them in the page loops was megamorphic (issue 15).
+  const fr: FrameSource = { pfns: o.pfns, pfn: o.pfn };
+  const except = o.except;
+  const onlyWriters = o.onlyWriters === true;
   const byNode = new Map<number, number[]>();
   /**
    * Per node, the pages it held for WRITING when the entries were read (only with writeback). While
@@ -81,11 +86,11 @@ export async function invalidatePages(
   let lastList: number[] | undefined;
   for (const p of pages) {
     slots.length = 0;
-    rm.slotsOf(frameOf(seg, o, p), seg.slot, p, slots);
+    rm.slotsOf(frameOf(seg, fr, p), seg.slot, p, slots);
     let hit = false;
     for (const i of slots) {
       const node = rm.nodeAt(i);
-      if (node === o.except || (o.onlyWriters && !rm.isWrite(i))) continue;
+      if (node === except || (onlyWriters && !rm.isWrite(i))) continue;
       hit = true;
       sessions ??= new Map(d.net.sessions().map((x) => [x.node, x.epoch]));
       if (node !== lastNode) {
@@ -124,7 +129,7 @@ export async function invalidatePages(
   // (unexportEmpty takes each frame once or more: a repeat, e.g. the one frame of o.pfn, is skipped)
   const frames: number[] = [];
   for (const p of touched) {
-    const f = frameOf(seg, o, p);
+    const f = frameOf(seg, fr, p);
     if (f !== frames[frames.length - 1]) frames.push(f);
   }
   for (const p of touched) seg.beginInvalidation(p);
@@ -153,7 +158,7 @@ export async function invalidatePages(
       for (const p of ps) {
         let w = false;
         if (wr?.has(p)) {
-          const i = rm.find(frameOf(seg, o, p), node, seg.slot, p);
+          const i = rm.find(frameOf(seg, fr, p), node, seg.slot, p);
           w = i >= 0 && rm.isWrite(i);
         }
         if (w && writes === MAX_PAGES) {
@@ -190,7 +195,8 @@ export async function invalidatePages(
             d.ackTimeoutMs,
           );
           d.counters.invalidationsAcked++;
-          if (applyAck(d, seg, o, node, ps, ack.dirty, writersOf?.get(node), dirtyPages)) dirty = true;
+          if (applyAck(d, seg, fr, o.downgrade, node, ps, ack.dirty, writersOf?.get(node), dirtyPages))
+            dirty = true;
         } catch (err) {
           ok = false;
           d.log.warn(
@@ -202,7 +208,7 @@ export async function invalidatePages(
       }),
     ]);
   } finally {
-    for (const p of touched) seg.endInvalidation(p, rm.hasPage(frameOf(seg, o, p), seg.slot, p));
+    for (const p of touched) seg.endInvalidation(p, rm.hasPage(frameOf(seg, fr, p), seg.slot, p));
     unexportEmpty(d, frames, o.lockHeld === true);
   }
   d.events.emit('invalidated', {
@@ -225,7 +231,8 @@ export async function invalidatePages(
 function applyAck(
   d: DriverState,
   seg: Segment,
-  o: InvalidateOptions,
+  fr: FrameSource,
+  downgrade: boolean,
   node: number,
   ps: readonly number[],
   ackDirty: readonly PageData[],
@@ -239,10 +246,10 @@ function applyAck(
   const returned = ackDirty.length ? new Set<number>() : undefined;
   for (const pd of ackDirty) {
     if (!asked?.has(pd.page)) continue;
-    const i = rm.find(frameOf(seg, o, pd.page), node, seg.slot, pd.page);
+    const i = rm.find(frameOf(seg, fr, pd.page), node, seg.slot, pd.page);
     if (i < 0 || !rm.isWrite(i)) continue; // only a writer's data counts
     returned?.add(pd.page);
-    if (writeBack(d, seg, pd.page, pd.data, frameOf(seg, o, pd.page))) {
+    if (writeBack(d, seg, pd.page, pd.data, frameOf(seg, fr, pd.page))) {
       dirty = true;
       dirtyPages.add(pd.page);
     }
@@ -254,27 +261,35 @@ function applyAck(
   if (wr)
     for (const p of ps) {
       if (!wr.has(p) || returned?.has(p)) continue;
-      const i = rm.find(frameOf(seg, o, p), node, seg.slot, p);
+      const i = rm.find(frameOf(seg, fr, p), node, seg.slot, p);
       if (i < 0 || !rm.isWrite(i)) continue;
       d.counters.writebackWithoutData++;
       d.events.emit('writeback-without-data', { segid: seg.segid, page: p, node: name });
     }
   for (const p of ps) {
-    if (o.downgrade) {
-      const i = rm.find(frameOf(seg, o, p), node, seg.slot, p);
+    if (downgrade) {
+      const i = rm.find(frameOf(seg, fr, p), node, seg.slot, p);
       if (i >= 0) rm.setWrite(i, false);
-    } else rm.delete(frameOf(seg, o, p), node, seg.slot, p);
+    } else rm.delete(frameOf(seg, fr, p), node, seg.slot, p);
   }
   return dirty;
 }
 
 /**
- * The frame of page `p` for this call (o.pfns, then o.pfn, then the directory). A module-level
+ * Where a call's frames come from (InvalidateOptions.pfns and .pfn), in an object of one shape.
+ */
+interface FrameSource {
+  readonly pfns: ReadonlyMap<number, number> | undefined;
+  readonly pfn: number | undefined;
+}
+
+/**
+ * The frame of page `p` for this call (fr.pfns, then fr.pfn, then the directory). A module-level
  * function, not a closure made per call: V8 re-optimised such a closure, called per page, on every
  * call of a large range (~1 ms of compiler CPU per 1024-page invalidation).
  */
-function frameOf(seg: Segment, o: InvalidateOptions, p: number): number {
-  return o.pfns?.get(p) ?? o.pfn ?? seg.pfn[p];
+function frameOf(seg: Segment, fr: FrameSource, p: number): number {
+  return fr.pfns?.get(p) ?? fr.pfn ?? seg.pfn[p];
 }
 
 function anyInvalidating(seg: Segment, pages: readonly number[]): boolean {

@@ -93,7 +93,10 @@ function collectRange(
   const pfn = seg.pfn;
   const gen = seg.gen;
   const locals = localAttachments(d, seg);
-  const dev = devModes(d, seg, p0, p1);
+  // asked for on the first page without remote copies (a range every page of which has copies, the
+  // usual first invalidation, needs no device-entry answer at all)
+  let dev: Uint8Array | undefined;
+  let devAsked = false;
   const leftToRmap = range.blockable && (event === 'reclaim' || event === 'migrate');
   const frameChanges = FRAME_CHANGES.has(event);
   for (let p = p0; p < p1; p++) {
@@ -112,7 +115,14 @@ function collectRange(
     // blockable range: direct reclaim (non-blockable) still gets 'again' below for a page with
     // remote copies, as before, rather than waiting for remote acks inside an allocation.
     if (leftToRmap && hasCopies && k.pageExported(pfn[p])) continue;
-    let work = hasCopies || (dev !== undefined && dev[p - p0] !== 0);
+    let work = hasCopies;
+    if (!work) {
+      if (!devAsked) {
+        dev = devModes(d, seg, p0, p1);
+        devAsked = true;
+      }
+      work = dev !== undefined && dev[p - p0] !== 0;
+    }
     for (let j = 0; !work && j < locals.length; j++) {
       const a = locals[j];
       const i = p - a.firstPage;

@@ -219,7 +219,10 @@ async function invalidateSourcePages(d: DriverState, seg: Segment, pages: number
   const writeback = event !== 'unmap' && event !== 'release';
   await invalidatePages(d, seg, pages, { reason: REASON[event], writeback, downgrade: false });
   // Same-instance attachers map the source frames: zapped, one kernel call per run of pages.
-  if (event !== 'reclaim' && event !== 'migrate') await zapLocalAttachers(d, seg, pages);
+  if (event !== 'reclaim' && event !== 'migrate') {
+    const zapped = zapLocalAttachers(d, seg, pages);
+    if (zapped) await zapped;
+  }
   // Source device entries back to normal PTEs, one ranged call per run of pages (only adds access:
   // no shootdown, as with clearDeviceEntry). Runs are exactly the pages of this call.
   if (!seg.mm.exiting) {
@@ -265,10 +268,20 @@ function markSwapped(d: DriverState, seg: Segment, p: number): void {
 }
 
 /** Zap `pages` of a segment in its same-instance attachments (fenceLocalAttachers for a write, ranged). */
-async function zapLocalAttachers(d: DriverState, seg: Segment, pages: readonly number[]): Promise<void> {
+function zapLocalAttachers(
+  d: DriverState,
+  seg: Segment,
+  pages: readonly number[],
+): Promise<void> | undefined {
+  const locals = localAttachments(d, seg);
+  // none (the usual case): nothing to await, no promise made
+  return locals.length === 0 ? undefined : zapAttachments(d, locals, pages);
+}
+
+async function zapAttachments(d: DriverState, locals: Attachment[], pages: readonly number[]): Promise<void> {
   const k = d.kernel;
   const ps = k.pageSize;
-  for (const att of localAttachments(d, seg)) {
+  for (const att of locals) {
     const idx: number[] = [];
     for (const p of pages) {
       const i = p - att.firstPage;

@@ -15,6 +15,7 @@ import {
   type Vma,
 } from './mm.js';
 import {
+  invalidateRangeStart,
   mmuNotifierInvalidateRangeEnd,
   mmuNotifierInvalidateRangeStart,
   mmuNotifierRelease,
@@ -217,7 +218,9 @@ export async function doMprotect(
     }
     if (cur < end) throw new KernelError('ENOMEM', 'mprotect range not fully mapped');
     const range = { mm: mm.handle, start: addr, end, event: 'protection' as const, blockable: true };
-    await mmuNotifierInvalidateRangeStart(k, range);
+    // no turn of the event loop when no notifier has work (as zapDriverRange); otherwise awaited
+    const started = invalidateRangeStart(k, range);
+    if (started !== 'ok') await started;
     try {
       const pieces = mm.carve(addr, end);
       for (const p of pieces) mm.insertVma({ ...p, prot });

@@ -33,7 +33,8 @@ export interface Limits {
   /** Longest string field (segid, apid, node ids, message) in characters. */
   maxStringChars: number;
   /** Entries in the peer table (configured peers plus authenticated node ids that joined). A new
-   * authenticated node id beyond it is refused with close 4012 and counted (peersRefused). */
+   * authenticated node id beyond it evicts a departed, unconfigured entry (counted peersEvicted), or
+   * if there is none is refused with close 4012 and counted (peersRefused). */
   maxPeers: number;
   /** Node ids evicted from the peer table whose epochs are still remembered (fenced epoch, last
    * accepted epoch, incarnation), so that an evicted node is judged on return exactly as if it had

@@ -410,7 +410,8 @@ export class TransportPeerNetwork implements PeerNetwork {
   private admitPeer(node: string): Peer | undefined {
     const p = this.peers.get(node);
     if (p) return p;
-    if (this.peers.size >= this.limits.maxPeers && !this.evictOne()) return undefined;
+    // A loop: fences of node ids we never admitted (driver) may have put the table over the limit.
+    while (this.peers.size >= this.limits.maxPeers) if (!this.evictOne()) return undefined;
     return this.peer(node);
   }
 
@@ -421,10 +422,9 @@ export class TransportPeerNetwork implements PeerNetwork {
    * its node id (addPeer with `node`, `--peers node=url`) and no dial target that reached it (a
    * DNS/`--peers` address keeps its node as long as the address is dialed; removePeer ends that).
    */
-  private evictable(p: Peer): boolean {
+  private evictable(p: Peer, dialed: ReadonlySet<string | undefined>): boolean {
     if (p.link || p.committed || p.pending.size > 0 || p.state === 'up' || p.url !== undefined) return false;
-    for (const t of this.targets) if (t.node === p.node) return false;
-    return true;
+    return !dialed.has(p.node);
   }
 
   /**
@@ -437,9 +437,10 @@ export class TransportPeerNetwork implements PeerNetwork {
    */
   private evictOne(): boolean {
     const roomForTombstone = this.tombstones.size < this.limits.maxPeerTombstones;
+    const dialed = new Set(this.targets.map((t) => t.node));
     let best: Peer | undefined;
     for (const p of this.peers.values()) {
-      if (!this.evictable(p)) continue;
+      if (!this.evictable(p, dialed)) continue;
       const remembers = p.fencedEpoch >= 0 || p.lastEpoch >= 0 || p.boot >= 0;
       if (remembers && !roomForTombstone) continue;
       if (!best || p.lastActive < best.lastActive) best = p;

@@ -568,6 +568,25 @@ export function complianceSuite(makeHarness: () => Harness): void {
       await x2.close();
     });
 
+    it('tombstones are bounded and never forgotten: when limits.maxPeerTombstones are full, an entry with epochs to remember is not evicted (4012)', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 2, maxPeerTombstones: 1 } }]);
+      await until(h, () => n.b.sessions().length === 1, 'session up');
+      await joinAndLeave(n, 'm0');
+      await joinAndLeave(n, 'm1'); // evicts m0: the one tombstone
+      assert.equal(n.b.tombstoneCount, 1);
+      const m2 = await h.createDialer({ node: 'm2', clusterKey: KEY, ...fast }, 'b');
+      await until(h, () => n.b.metrics().peersRefused >= 1, 'm2 refused: m1 cannot be forgotten');
+      assert.equal(n.b.metrics().peersEvicted, 1);
+      assert.deepEqual(
+        n.b
+          .status()
+          .map((p) => p.node)
+          .sort(),
+        ['a', 'm1'],
+      );
+      await m2.close();
+    });
+
     it('an unauthenticated hello never evicts a peer-table entry', async () => {
       const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 2 } }]);
       await until(h, () => n.b.sessions().length === 1, 'session up');

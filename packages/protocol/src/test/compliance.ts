@@ -587,6 +587,23 @@ export function complianceSuite(makeHarness: () => Harness): void {
       await m2.close();
     });
 
+    it('a node reached through an address still dialed (DNS membership) is not evicted while down; once removePeer drops the address it is', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 2 } }, { node: 'c' }], {
+        mutual: true,
+      });
+      await until(h, () => n.b.sessions().length === 2, 'b up with a and c');
+      await n.c.close(); // c's task is gone; its address is still in the name (still dialed)
+      await until(h, () => n.b.sessions().length === 1, 'b sees c down');
+      const x = await h.createDialer({ node: 'x', clusterKey: KEY, ...fast }, 'b');
+      await until(h, () => n.b.metrics().peersRefused >= 1, 'x refused: c is still dialed');
+      assert.equal(n.b.metrics().peersEvicted, 0);
+      assert.ok(n.b.removePeer(h.address('c')), 'the address left the name');
+      await until(h, () => n.b.sessions().some((p) => p.node === 'x'), 'x admitted on its next dial');
+      assert.equal(n.b.metrics().peersEvicted, 1);
+      assert.ok(!n.b.status().some((p) => p.node === 'c'), 'c was evicted');
+      await x.close();
+    });
+
     it('an unauthenticated hello never evicts a peer-table entry', async () => {
       const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 2 } }]);
       await until(h, () => n.b.sessions().length === 1, 'session up');

@@ -378,6 +378,37 @@ export interface KernelModuleApi {
    */
   deviceEntryAt(mm: MmHandle, address: number): { pfn: Pfn; mode: 'none' | 'readonly'; owner: number } | null;
 
+  // ---- ranged grant step (issue 15: one call per run of pages, not ~10 per page) ---------------
+  /**
+   * Ranged deviceEntryAt for the `count` pages (1..1024, else EINVAL) from `address`, in one
+   * page-table walk: per page 0 (no device entry of `owner` there: deviceEntryAt would give null or
+   * another owner), 1 (`owner`'s 'readonly' entry) or 2 (`owner`'s 'none' entry). Written into `out`
+   * (length >= count) when given, else a new array.
+   */
+  deviceEntryModes(mm: MmHandle, address: number, count: number, owner: number, out?: Uint8Array): Uint8Array;
+  /**
+   * The locked step of a ranged grant, for page i of the `pfns.length` pages (1..1024) from
+   * `address`, where `want[i]` is 1 (go on) or 0 (skip: left alone, result 0): trylockPage(pfns[i]);
+   * if taken, check that the entry at the page is `owner`'s device entry of `mode` on pfns[i] (as
+   * deviceEntryAt would report it) and that no invalidation of mm started or ended since `seq`
+   * (mmuIntervalReadRetry false); if so, set PG_external_rmap (exportPage, the lock held) and
+   * leave the page LOCKED (result 1), else unlock it (result 2: re-check failed); result 3: the lock
+   * was busy (not taken). Every page with result 1 must be unlocked by the caller (unlockPages) in
+   * the same synchronous section. Results are written into `res` (length >= pfns.length).
+   */
+  lockExportDeviceRange(
+    mm: MmHandle,
+    address: number,
+    pfns: ArrayLike<Pfn>,
+    want: Uint8Array,
+    owner: number,
+    mode: 'none' | 'readonly',
+    seq: number,
+    res: Uint8Array,
+  ): void;
+  /** unlockPage(pfns[i]) for every i with `which[i] === 1` (lockExportDeviceRange's results). */
+  unlockPages(pfns: ArrayLike<Pfn>, which: Uint8Array): void;
+
   // ---- notifiers -------------------------------------------------------------------------------
   mmuNotifierRegister(mm: MmHandle, ops: MmuNotifierOps): NotifierRegistration;
   rmapNotifierRegister(ops: RmapNotifierOps): NotifierRegistration;

@@ -435,39 +435,24 @@ async function grantRangeLocked(
       }
       i = j;
     }
-    // steps 5-6 under the page locks, with every re-check of grantPage. One kernel call takes the
-    // lock of every page of the range that goes on (trylock), re-checks under it the device entry
-    // (ours, of `mode`, on this frame: what devModeAt(d, seg, p, pfn) checks) and the mm's
-    // invalidation sequence, and sets PG_external_rmap — the per-page trylockPage, deviceEntryAt,
-    // mmuIntervalReadRetry, pageExported/exportPage of grantPage, in the same order per page. The
-    // driver's own re-checks and the reverse-map entry follow with the locks held, all in this
-    // synchronous section (no await until unlockPages), so holding the run's locks together is the
-    // same as holding them one after the other: nothing else runs meanwhile, and only a trylock is
-    // ever attempted while one is held (no sleeping: no lock-order cycle). A page whose lock was busy
-    // or whose re-check failed is granted afterwards by grantPageLocked (it sleeps for the lock).
-    // The driver's re-checks (our per-page gen, seg.removed) are made right before the call: they
-    // only change in this thread, and nothing runs between them and the end of the section, so
-    // they hold under the locks exactly as if made there (and PG_external_rmap is never set on a
-    // page that will not get its reverse-map entry).
-    const want = new Uint8Array(pfns.length);
-    for (let i = 0; i < pfns.length; i++) want[i] = ok[i] && !seg.readRetry(pages[i], gens[i]) ? 1 : 0;
-    const locked = new Uint8Array(pfns.length);
-    if (!seg.removed)
-      k.lockExportDeviceRange(
-        seg.mm,
-        pageAddr(d, seg, pages[0]),
-        pfns,
-        want,
-        d.deviceOwner,
-        write ? 'none' : 'readonly',
-        seq,
-        locked,
-      );
-    try {
-      for (let i = 0; i < pfns.length; i++) {
-        if (locked[i] !== 1) continue;
-        const p = pages[i];
-        const pfn = pfns[i];
+    // steps 5-6 per page under its page lock, with every re-check of grantPage
+    for (let i = 0; i < pfns.length; i++) {
+      if (!ok[i]) continue;
+      const p = pages[i];
+      const pfn = pfns[i];
+      if (!k.trylockPage(pfn)) {
+        try {
+          await k.lockPage(pfn, d.ackTimeoutMs);
+        } catch (e) {
+          out[i] = { status: 'rejected', reason: new DriverError('E_BUSY', `page ${p}: ${codeOf(e)}`) };
+          continue;
+        }
+      }
+      try {
+        const devOk = devModeAt(d, seg, p, pfn) === mode;
+        if (seg.readRetry(p, gens[i]) || k.mmuIntervalReadRetry(seg.mm, seq) || seg.removed || !devOk)
+          continue;
+        if (!k.pageExported(pfn)) k.exportPage(pfn); // PG_external_rmap first, lock held
         d.rmap.add(pfn, node, seg.slot, p, permit.slot, permit.epoch, write);
         const grant = ++d.grantSeq;
         seg.transition(p, write ? 'grant-write' : 'grant-read');
@@ -476,9 +461,9 @@ async function grantRangeLocked(
         granted[i] = true;
         d.counters.mapsGranted++;
         out[i] = { status: 'fulfilled', value: { pd: { page: p, version: seg.version[p], data }, grant } };
+      } finally {
+        k.unlockPage(pfn);
       }
-    } finally {
-      k.unlockPages(pfns, locked);
     }
     done = true;
   } finally {

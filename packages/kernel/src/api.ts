@@ -272,6 +272,12 @@ export interface KernelModuleApi {
    */
   allocPage(data?: Uint8Array): Pfn;
   /**
+   * Ranged allocPage(data) for `datas` (1..1024 pages, each exactly pageSize bytes, else EINVAL with
+   * nothing allocated): one frame per page holding a copy of it, in order. Returns fewer frames than
+   * asked when memory runs out after the first (the caller owns what it got); ENOMEM if none.
+   */
+  allocPages(datas: ReadonlyArray<Uint8Array>): Pfn[];
+  /**
    * Create a driver VMA of `length` bytes in mm (at `address` if given, else anywhere free).
    * `prot` bounds what installPte may grant. Returns the start address.
    */
@@ -378,7 +384,7 @@ export interface KernelModuleApi {
    */
   deviceEntryAt(mm: MmHandle, address: number): { pfn: Pfn; mode: 'none' | 'readonly'; owner: number } | null;
 
-  // ---- ranged grant step (issue 15: one call per run of pages, not ~10 per page) ---------------
+  // ---- ranged grant step (issue 15) -------------------------------------------------------------
   /**
    * Ranged deviceEntryAt for the `count` pages (1..1024, else EINVAL) from `address`, in one
    * page-table walk: per page 0 (no device entry of `owner` there: deviceEntryAt would give null or
@@ -386,28 +392,6 @@ export interface KernelModuleApi {
    * (length >= count) when given, else a new array.
    */
   deviceEntryModes(mm: MmHandle, address: number, count: number, owner: number, out?: Uint8Array): Uint8Array;
-  /**
-   * The locked step of a ranged grant, for page i of the `pfns.length` pages (1..1024) from
-   * `address`, where `want[i]` is 1 (go on) or 0 (skip: left alone, result 0): trylockPage(pfns[i]);
-   * if taken, check that the entry at the page is `owner`'s device entry of `mode` on pfns[i] (as
-   * deviceEntryAt would report it) and that no invalidation of mm started or ended since `seq`
-   * (mmuIntervalReadRetry false); if so, set PG_external_rmap (exportPage, the lock held) and
-   * leave the page LOCKED (result 1), else unlock it (result 2: re-check failed); result 3: the lock
-   * was busy (not taken). Every page with result 1 must be unlocked by the caller (unlockPages) in
-   * the same synchronous section. Results are written into `res` (length >= pfns.length).
-   */
-  lockExportDeviceRange(
-    mm: MmHandle,
-    address: number,
-    pfns: ArrayLike<Pfn>,
-    want: Uint8Array,
-    owner: number,
-    mode: 'none' | 'readonly',
-    seq: number,
-    res: Uint8Array,
-  ): void;
-  /** unlockPage(pfns[i]) for every i with `which[i] === 1` (lockExportDeviceRange's results). */
-  unlockPages(pfns: ArrayLike<Pfn>, which: Uint8Array): void;
 
   // ---- notifiers -------------------------------------------------------------------------------
   mmuNotifierRegister(mm: MmHandle, ops: MmuNotifierOps): NotifierRegistration;

@@ -326,6 +326,32 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       return pfn;
     },
 
+    allocPages(datas) {
+      const n = datas?.length;
+      if (!Number.isInteger(n) || n < 1 || n > MAX_RANGE_PAGES)
+        throw new KernelError('EINVAL', `allocPages: count ${String(n)}`);
+      for (let i = 0; i < n; i++) {
+        const data = datas[i];
+        if (!(data instanceof Uint8Array) || data.byteLength !== PAGE_SIZE)
+          throw new KernelError('EINVAL', 'allocPages data must be 4096 bytes each');
+      }
+      const out: Pfn[] = [];
+      const bytes = ph.bytes;
+      for (let i = 0; i < n; i++) {
+        let pfn: Pfn;
+        try {
+          pfn = k.allocDriverFrame(false);
+        } catch (e) {
+          if (i === 0) throw e;
+          break; // out of memory: the frames so far are the caller's
+        }
+        // filled in the same synchronous section: the old contents are never visible
+        bytes.set(datas[i], pfn * PAGE_SIZE);
+        out.push(pfn);
+      }
+      return out;
+    },
+
     mmapDriver(mmH: MmHandle, length: number, prot: number, ops: DriverVmaOps, address?: number) {
       const mm = k.mmOf(mmH);
       if (!ops || typeof ops.fault !== 'function')
@@ -535,7 +561,7 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       return { pfn, mode: pte & PTE_PRESENT ? 'readonly' : 'none', owner: ph.getPrivate(pfn) };
     },
 
-    // ---- ranged grant step (issue 15): one call per run instead of ~10 calls per page ----------
+    // ---- ranged grant step (issue 15) ------------------------------------------------------------
     deviceEntryModes(mmH, address, count, owner, out) {
       const mm = k.mmOf(mmH);
       const va0 = rangeStart('deviceEntryModes', address, count);
@@ -559,56 +585,6 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
         }
       }
       return res;
-    },
-
-    lockExportDeviceRange(mmH, address, pfns, want, owner, mode, seq, res) {
-      const mm = k.mmOf(mmH);
-      const n = pfns.length;
-      const va0 = rangeStart('lockExportDeviceRange', address, n);
-      if (want.length < n || res.length < n)
-        throw new KernelError('EINVAL', 'lockExportDeviceRange: short array');
-      checkDevice(owner, mode);
-      for (let i = 0; i < n; i++) if (want[i]) requireUserPage(pfns[i]);
-      const wantPresent = mode === 'readonly';
-      let vma: ReturnType<typeof mm.findVma>;
-      for (let i = 0; i < n; i++) {
-        res[i] = 0;
-        if (!want[i]) continue;
-        const pfn = pfns[i];
-        if (!ph.trylockPage(pfn)) {
-          res[i] = 3;
-          continue;
-        }
-        // the re-checks of a one-page grant, under this page's lock: the entry is still ours, of
-        // `mode`, on this frame (deviceEntryAt), and mm saw no invalidation since seq. This whole
-        // call is one synchronous section of the kernel's thread (invSeq/invActive only change in
-        // it), so the mm check means the same for every page of the run.
-        const va = va0 + i * PAGE_SIZE;
-        if (!vma || va < vma.start || va >= vma.end) vma = mm.findVma(va);
-        const pi = vma && !vma.driver ? pteIndex(ph, mm, va, false) : -1;
-        const pte = pi >= 0 ? Atomics.load(words, pi) : 0;
-        const ok =
-          !mm.exiting &&
-          pte !== 0 &&
-          pteKind(pte) === KIND_DEVICE &&
-          ptePfn(pte) === pfn &&
-          ph.getPrivate(pfn) === owner &&
-          (pte & PTE_PRESENT ? wantPresent : !wantPresent) &&
-          !mmuIntervalReadRetry(mm, seq);
-        if (!ok) {
-          ph.unlockPage(pfn);
-          res[i] = 2;
-          continue;
-        }
-        ph.setFlag(pfn, PG_external_rmap); // exportPage: PG_external_rmap with the lock held
-        res[i] = 1;
-      }
-    },
-
-    unlockPages(pfns, which) {
-      const n = pfns.length;
-      if (which.length < n) throw new KernelError('EINVAL', 'unlockPages: short array');
-      for (let i = 0; i < n; i++) if (which[i] === 1) ph.unlockPage(pfns[i]);
     },
 
     mmuNotifierRegister(mmH: MmHandle, ops: MmuNotifierOps): NotifierRegistration {

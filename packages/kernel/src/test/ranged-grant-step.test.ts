@@ -1,14 +1,17 @@
 /**
- * The ranged grant step (issue 15): deviceEntryModes reports per page exactly what deviceEntryAt
- * does, and lockExportDeviceRange does per page what a one-page grant does under the page lock
- * (trylock, re-check the device entry and the mm's invalidation sequence, exportPage) — and nothing
- * on a page whose re-check fails or whose lock is busy. Each assertion would fail if the ranged call
- * skipped a re-check, exported a page it did not keep locked, or left a page locked.
+ * Ranged calls of the grant and install paths (issue 15): deviceEntryModes reports per page exactly
+ * what deviceEntryAt does; allocPages is allocPage(data) per page, validating everything before it
+ * allocates anything.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { PROT_READ, PROT_WRITE } from '../api.js';
+import type { Kernel } from '../index.js';
+import type { Kernel as KernelState } from '../kernel.js';
 import { withKernel } from './helpers.js';
+
+/** The kernel's internal state (tests only). */
+const state = (k: Kernel) => (k as unknown as { k: KernelState }).k;
 
 const RW = PROT_READ | PROT_WRITE;
 const PAGE = 4096;
@@ -41,60 +44,29 @@ test('deviceEntryModes: one call, per page what deviceEntryAt says (owner, mode)
     k.check();
   }));
 
-test('lockExportDeviceRange: locks and exports only the pages whose re-checks pass; busy and failed pages are left alone', () =>
-  withKernel({ frames: 256 }, async (k) => {
-    const p = await k.spawn();
-    const n = 8;
-    const a = await p.mmap((n + 1) * PAGE, RW);
-    for (let i = 0; i <= n; i++) await p.write32(a + i * PAGE, i);
-    const dev = k.api.registerDevice({ fault: async () => undefined });
-    const pfns = await k.api.getUserPages(p.mm, a, n, { write: false });
-    await k.api.setDeviceEntries(p.mm, a, n, dev, 'readonly');
-    await k.api.setDeviceEntry(p.mm, a + 3 * PAGE, dev, 'none'); // page 3: the other mode
-    k.api.clearDeviceEntry(p.mm, a + 4 * PAGE); // page 4: no device entry any more
-    const seq = await k.api.mmuIntervalReadBegin(p.mm);
-    assert.equal(k.api.trylockPage(pfns[5]), true); // page 5: someone holds its lock
-    const want = Uint8Array.from([1, 1, 0, 1, 1, 1, 1, 1]); // page 2: not asked for
-    const wrongPfn = [...pfns];
-    wrongPfn[6] = pfns[7]; // page 6: the entry maps another frame than the one given
-    const res = new Uint8Array(n);
-    k.api.lockExportDeviceRange(p.mm, a, wrongPfn, want, dev, 'readonly', seq, res);
-    assert.deepEqual([...res], [1, 1, 0, 2, 2, 3, 2, 1]);
-    for (let i = 0; i < n; i++) {
-      const info = k.api.pageInfo(pfns[i]);
-      const locked = info.flags.includes('locked');
-      const exported = info.flags.includes('external_rmap');
-      assert.equal(exported, res[i] === 1, `page ${i}: exported iff kept`);
-      assert.equal(locked, res[i] === 1 || i === 5, `page ${i}: locked iff kept (page 5: its holder)`);
+test('allocPages: one frame per page holding its copy, in order; bad input allocates nothing; short on ENOMEM', () =>
+  withKernel({ frames: 64 }, async (k) => {
+    const datas = Array.from({ length: 5 }, (_, i) => new Uint8Array(PAGE).fill(i + 1));
+    const free0 = state(k).phys.nrFree;
+    const pfns = k.api.allocPages(datas);
+    assert.equal(pfns.length, 5);
+    assert.equal(new Set(pfns).size, 5);
+    for (let i = 0; i < 5; i++) {
+      assert.deepEqual(k.api.pageBytes(pfns[i]), datas[i], `page ${i} holds its data`);
+      assert.ok(k.api.pageInfo(pfns[i]).flags.includes('driver'));
     }
-    k.api.unlockPages(wrongPfn, res);
-    k.api.unlockPage(pfns[5]);
-    for (let i = 0; i < n; i++) assert.equal(k.api.pageInfo(pfns[i]).flags.includes('locked'), false);
-
-    // an invalidation of the mm since `seq` (a munmap elsewhere): every page fails its re-check
-    const seq2 = await k.api.mmuIntervalReadBegin(p.mm);
-    await p.munmap(a + n * PAGE, PAGE);
-    const all = new Uint8Array(n).fill(1);
-    k.api.lockExportDeviceRange(p.mm, a, pfns, all, dev, 'readonly', seq2, res);
-    assert.deepEqual([...res], [2, 2, 2, 2, 2, 2, 2, 2]);
-    for (let i = 0; i < n; i++) assert.equal(k.api.pageInfo(pfns[i]).flags.includes('locked'), false);
-
-    // bad input changes nothing: a free frame anywhere in the asked pages, before any lock is taken
-    assert.throws(
-      () =>
-        k.api.lockExportDeviceRange(
-          p.mm,
-          a,
-          [pfns[0], 0x7fff],
-          all.subarray(0, 2),
-          dev,
-          'readonly',
-          seq,
-          res,
-        ),
-      { code: 'EINVAL' },
-    );
-    assert.equal(k.api.pageInfo(pfns[0]).flags.includes('locked'), false);
+    assert.equal(state(k).phys.nrFree, free0 - 5);
+    // a short or foreign buffer anywhere: EINVAL and nothing allocated
+    assert.throws(() => k.api.allocPages([datas[0], new Uint8Array(100)]), { code: 'EINVAL' });
+    assert.throws(() => k.api.allocPages([]), { code: 'EINVAL' });
+    assert.equal(state(k).phys.nrFree, free0 - 5);
     for (const pfn of pfns) k.api.putPage(pfn);
+    // more pages than free frames: the run that fits
+    const left = state(k).phys.nrFree;
+    const many = Array.from({ length: left + 3 }, () => datas[0]);
+    const got = k.api.allocPages(many);
+    assert.equal(got.length, left);
+    assert.throws(() => k.api.allocPages([datas[0]]), { code: 'ENOMEM' });
+    for (const pfn of got) k.api.putPage(pfn);
     k.check();
   }));

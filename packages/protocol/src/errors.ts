@@ -36,7 +36,8 @@ export const CloseCode = Object.freeze({
   WRONG_NODE: 4010,
   /** Internal error (a bug). */
   INTERNAL: 4011,
-  /** An authenticated node id not in the peer table, and the table is full (limits.maxPeers). */
+  /** An authenticated node id not in the peer table, the table is full (limits.maxPeers) and no entry
+   * can be evicted (docs/protocol.md §7, "Membership"). */
   TOO_MANY_PEERS: 4012,
 });
 export type CloseCodeName = keyof typeof CloseCode;
@@ -56,7 +57,8 @@ export const CLOSE_CODE_DOCS: Readonly<Record<CloseCodeName, string>> = Object.f
   DUPLICATE: 'a session between the two nodes already exists',
   WRONG_NODE: 'node id is ours, or not the one configured for this URL',
   INTERNAL: 'internal error (a bug)',
-  TOO_MANY_PEERS: 'an authenticated new node id, but the peer table is full (limits.maxPeers)',
+  TOO_MANY_PEERS:
+    'an authenticated new node id, but the peer table is full (limits.maxPeers) and no entry can be evicted',
 });
 
 export function closeCodeName(code: number): string {

@@ -33,8 +33,14 @@ export interface Limits {
   /** Longest string field (segid, apid, node ids, message) in characters. */
   maxStringChars: number;
   /** Entries in the peer table (configured peers plus authenticated node ids that joined). A new
-   * authenticated node id beyond it is refused with close 4012 and counted (peersRefused). */
+   * authenticated node id beyond it evicts a departed, unconfigured entry (counted peersEvicted), or
+   * if there is none is refused with close 4012 and counted (peersRefused). */
   maxPeers: number;
+  /** Node ids evicted from the peer table whose epochs are still remembered (fenced epoch, last
+   * accepted epoch, incarnation), so that an evicted node is judged on return exactly as if it had
+   * stayed. When it is full, entries that have anything to remember are no longer evicted (a new
+   * node id is refused 4012 again): safety over availability (docs/protocol.md §7, "Membership"). */
+  maxPeerTombstones: number;
   /** Accepted connections that have not authenticated yet, at most (ws transport: from TCP accept
    * to the verified proof); more are closed at accept and counted (pendingRefused). */
   maxPendingConnections: number;
@@ -54,6 +60,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxEarlyFrames: 1024,
   maxStringChars: 512,
   maxPeers: 1024,
+  maxPeerTombstones: 65536,
   maxPendingConnections: 64,
 });
 

@@ -40,6 +40,8 @@ export interface NetworkMetrics {
   staleRefused: number;
   /** Authenticated sessions of a new node id refused because the peer table was full (4012). */
   peersRefused: number;
+  /** Peer-table entries evicted to make room for an authenticated new node id (docs/protocol.md §7). */
+  peersEvicted: number;
   /** Connections closed at accept because limits.maxPendingConnections were unauthenticated. */
   pendingRefused: number;
   sessionsUp: number;
@@ -74,6 +76,7 @@ export class Metrics {
     incomingRefused: 0,
     staleRefused: 0,
     peersRefused: 0,
+    peersEvicted: 0,
     pendingRefused: 0,
     sessionsUp: 0,
     sessionsDown: 0,

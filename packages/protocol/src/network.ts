@@ -98,6 +98,17 @@ interface Peer {
   lastEpoch: number;
   /** Largest incarnation (`boot`) of any session of this node that came up; older ones are refused. */
   boot: number;
+  /** When a session of this node last came up or went down (a sequence number, not a time): the
+   * eviction order, least recently up first. */
+  lastActive: number;
+}
+
+/** What the table remembers of an evicted entry: enough to judge a return exactly as if the entry
+ * had stayed (admit reads only these three fields of an entry that has no link). */
+interface Tombstone {
+  fencedEpoch: number;
+  lastEpoch: number;
+  boot: number;
 }
 
 interface DialTarget {
@@ -140,6 +151,10 @@ export class TransportPeerNetwork implements PeerNetwork {
    * sent as `boot` in every handshake of this network. */
   private readonly boot: number;
   private readonly peers = new Map<string, Peer>();
+  /** Evicted entries that had epochs to remember, bounded by limits.maxPeerTombstones (never
+   * forgotten: when full, such entries are no longer evicted). */
+  private readonly tombstones = new Map<string, Tombstone>();
+  private activity = 0;
   private readonly targets: DialTarget[] = [];
   private readonly links = new Set<Link>();
   private handler: RequestHandler | undefined;
@@ -316,6 +331,14 @@ export class TransportPeerNetwork implements PeerNetwork {
   }
 
   fence(node: string, why: string): void {
+    const t = this.peers.has(node) ? undefined : this.tombstones.get(node);
+    if (t) {
+      // Evicted: it has no session or connection here; its fence is remembered in its tombstone.
+      this.metricsImpl.c.fences++;
+      t.fencedEpoch = Math.max(t.fencedEpoch, t.lastEpoch);
+      this.logger.warn({ peer: node, epoch: t.fencedEpoch, why }, 'protocol: peer fenced');
+      return;
+    }
     const p = this.peer(node);
     this.metricsImpl.c.fences++;
     // Only sessions that came up (authenticated) move the fenced epoch. A connection still in its
@@ -355,12 +378,24 @@ export class TransportPeerNetwork implements PeerNetwork {
 
   // ---- sessions ---------------------------------------------------------------------------------
 
-  /** The entry of `node`, created if absent. Callers: configuration (addPeer), the driver (fence),
-   * and admitPeer (after authentication). Never an unauthenticated connection. */
+  /** The entry of `node`, created if absent (from its tombstone, if it was evicted: its fenced
+   * epoch, last epoch and incarnation come back with it). Callers: configuration (addPeer), the
+   * driver (fence), and admitPeer (after authentication). Never an unauthenticated connection. */
   private peer(node: string): Peer {
     let p = this.peers.get(node);
     if (!p) {
-      p = { node, pending: new Set(), state: 'down', fencedEpoch: -1, lastEpoch: -1, boot: -1 };
+      const t = this.tombstones.get(node);
+      this.tombstones.delete(node);
+      p = {
+        node,
+        pending: new Set(),
+        state: 'down',
+        fencedEpoch: t?.fencedEpoch ?? -1,
+        lastEpoch: t?.lastEpoch ?? -1,
+        boot: t?.boot ?? -1,
+        lastActive: ++this.activity,
+      };
+      if (t && t.fencedEpoch >= 0) p.state = 'fenced';
       this.peers.set(node, p);
     }
     return p;
@@ -369,13 +404,66 @@ export class TransportPeerNetwork implements PeerNetwork {
   /**
    * The entry of an authenticated node: an unknown node id that proved the cluster key is admitted
    * as a member (docs/protocol.md §7, "Membership"), as long as the table has room
-   * (limits.maxPeers); undefined means refused (close 4012, counted in peersRefused).
+   * (limits.maxPeers) or an entry can be evicted to make room (evictOne); undefined means refused
+   * (close 4012, counted in peersRefused).
    */
   private admitPeer(node: string): Peer | undefined {
     const p = this.peers.get(node);
     if (p) return p;
-    if (this.peers.size >= this.limits.maxPeers) return undefined;
+    // A loop: fences of node ids we never admitted (driver) may have put the table over the limit.
+    while (this.peers.size >= this.limits.maxPeers) if (!this.evictOne()) return undefined;
     return this.peer(node);
+  }
+
+  /**
+   * Whether an entry may be evicted: nothing of it is live here and nothing names it but the table.
+   * It has no session (up or closing), no committed or pending connection (so no request in flight
+   * either way: requests exist only on a session), and it is not configured: no address given with
+   * its node id (addPeer with `node`, `--peers node=url`) and no dial target that reached it (a
+   * DNS/`--peers` address keeps its node as long as the address is dialed; removePeer ends that).
+   */
+  private evictable(p: Peer, dialed: ReadonlySet<string | undefined>): boolean {
+    if (p.link || p.committed || p.pending.size > 0 || p.state === 'up' || p.url !== undefined) return false;
+    return !dialed.has(p.node);
+  }
+
+  /**
+   * Makes room for an authenticated new node id: evicts the evictable entry least recently up. Its
+   * epochs go to a tombstone (so a return is judged exactly as if it had stayed: fenced epoch, 4005
+   * for an epoch not larger than the last accepted one or an older incarnation); an entry with no
+   * epoch to remember (never came up, never fenced) needs none. Tombstones are bounded
+   * (limits.maxPeerTombstones) and never forgotten: when they are full, only entries with nothing to
+   * remember are evicted. Returns whether an entry was evicted.
+   */
+  private evictOne(): boolean {
+    const roomForTombstone = this.tombstones.size < this.limits.maxPeerTombstones;
+    const dialed = new Set(this.targets.map((t) => t.node));
+    let best: Peer | undefined;
+    for (const p of this.peers.values()) {
+      if (!this.evictable(p, dialed)) continue;
+      const remembers = p.fencedEpoch >= 0 || p.lastEpoch >= 0 || p.boot >= 0;
+      if (remembers && !roomForTombstone) continue;
+      if (!best || p.lastActive < best.lastActive) best = p;
+    }
+    if (!best) return false;
+    this.peers.delete(best.node);
+    if (best.fencedEpoch >= 0 || best.lastEpoch >= 0 || best.boot >= 0)
+      this.tombstones.set(best.node, {
+        fencedEpoch: best.fencedEpoch,
+        lastEpoch: best.lastEpoch,
+        boot: best.boot,
+      });
+    this.metricsImpl.c.peersEvicted++;
+    this.logger.info(
+      { peer: best.node, tombstones: this.tombstones.size },
+      'protocol: peer-table entry evicted',
+    );
+    return true;
+  }
+
+  /** Node ids evicted from the peer table whose epochs are remembered (tests, status). */
+  get tombstoneCount(): number {
+    return this.tombstones.size;
   }
 
   private nextEpoch(): number {
@@ -501,6 +589,7 @@ export class TransportPeerNetwork implements PeerNetwork {
     p.lastEpoch = link.peerEpoch;
     p.boot = Math.max(p.boot, link.peerBoot);
     p.state = 'up';
+    p.lastActive = ++this.activity;
     const t = this.targetOf(link);
     if (t) t.node ??= link.peerNode;
     for (const x of this.targets) if (x.node === p.node) x.attempt = 0;
@@ -526,6 +615,7 @@ export class TransportPeerNetwork implements PeerNetwork {
       if (p.link === link) {
         if (!byUs && code === CloseCode.SUPERSEDED) this.idCollision(node, link);
         p.link = undefined;
+        p.lastActive = ++this.activity;
         if (p.state !== 'fenced') p.state = 'down';
         this.metricsImpl.c.sessionsDown++;
         const why = `${byUs ? 'closed by us' : 'closed by peer'}: ${closeCodeName(code)} ${reason}`;

@@ -52,6 +52,7 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
     peers,
     messages: net?.byType ?? {},
     credPolicy: { ...parts.credCounts },
+    peersEvicted: net?.peersEvicted ?? 0,
     refusals: {
       peer_auth: net?.authFailures ?? 0,
       peer_handshake: net?.handshakeFailures ?? 0,

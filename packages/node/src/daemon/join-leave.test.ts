@@ -8,7 +8,9 @@
  * - a later instance joins the running cluster, can get + attach a segment and export its own;
  * - SIGTERM makes it leave: its export goes (the attacher gets SIGBUS: segment-gone) and the page
  *   it dirtied through its attachment comes home (the home reads the data);
- * - started again with the same id it joins again with a new (larger) epoch.
+ * - started again with the same id it joins again with a new (larger) epoch;
+ * - churn: with `--max-peers 2`, members under new node ids joining and leaving in turn are all
+ *   admitted (departed entries are evicted; their epochs kept), and a departed one returns.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -43,7 +45,13 @@ async function until<T>(what: string, ms: number, f: () => Promise<T | undefined
   }
 }
 
-async function startNode(id: string, host: string, peerPort: number, adminPort: number): Promise<Proc> {
+async function startNode(
+  id: string,
+  host: string,
+  peerPort: number,
+  adminPort: number,
+  extra: string[] = [],
+): Promise<Proc> {
   const child = spawn(
     process.execPath,
     [
@@ -65,6 +73,7 @@ async function startNode(id: string, host: string, peerPort: number, adminPort: 
       '256',
       '--heartbeat-ms',
       '200',
+      ...extra,
     ],
     { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, XPMESH_ADMIN_TOKEN: '' } },
   );
@@ -196,6 +205,38 @@ describe('join and leave at run time (membership from DNS: localhost)', () => {
 
     for (const p of [J2, B, A]) p.child.kill('SIGTERM');
     for (const p of [J2, B, A]) assert.equal(await p.exited, 0, `${p.id} exit code`);
+  });
+
+  it('churn with --max-peers 2: members under new node ids joining and leaving in turn are all admitted; a departed one returns', {
+    timeout: 120_000,
+  }, async () => {
+    const [peerPort, a1, a2, a3, a4, a5] = await freePorts(6);
+    const A = await startNode('alpha', '127.0.0.1', peerPort, a1, ['--max-peers', '2']);
+    const scrape = async (name: string, label = '') => {
+      const line = (await A.admin.get<string>('/metrics'))
+        .split('\n')
+        .find((l) => l.startsWith(name) && l.includes(label));
+      return Number(line?.split(' ').pop() ?? 0);
+    };
+    const epochs = new Map<string, number>();
+    // three tasks, each under a new node id (as Swarm re-creates them): join, then leave
+    for (const [i, admin] of [a2, a3, a4].entries()) {
+      const id = `task${i}`;
+      const J = await startNode(id, `127.0.0.${2 + i}`, peerPort, admin);
+      epochs.set(id, (await until(`${id} up at alpha`, 20_000, peerUp(A, id))).epoch);
+      J.child.kill('SIGTERM');
+      assert.equal(await J.exited, 0, `${id} exit code`);
+      await until(`alpha sees ${id} leave`, 20_000, async () => ((await peerUp(A, id)()) ? undefined : true));
+    }
+    assert.equal(await scrape('xpmesh_refusals_total{', 'kind="peer_table_full"'), 0, 'nobody refused 4012');
+    assert.ok((await scrape('xpmesh_peers_evicted_total')) >= 1, 'departed entries were evicted');
+    assert.ok((await status(A)).peers.length <= 2, 'the table stays within --max-peers');
+    // the first task returns (a restart: new incarnation, larger epoch): admitted, its old epoch remembered
+    const R = await startNode('task0', '127.0.0.5', peerPort, a5);
+    const back = await until('task0 up again at alpha', 20_000, peerUp(A, 'task0'));
+    assert.ok(back.epoch > (epochs.get('task0') ?? 0));
+    for (const p of [R, A]) p.child.kill('SIGTERM');
+    for (const p of [R, A]) assert.equal(await p.exited, 0, `${p.id} exit code`);
   });
 
   it('two live instances claiming one node id: never silent (refused at the peer, logged, counted)', {

@@ -23,6 +23,8 @@ export interface GaugeSnapshot {
   refusals: Record<string, number>;
   /** Remote gets by what the credential policy did (CREDENTIAL_ACTIONS), cumulative. */
   credPolicy?: Record<string, number>;
+  /** Peer-table entries evicted to make room for an authenticated new node id, cumulative. */
+  peersEvicted?: number;
 }
 
 /**
@@ -165,6 +167,15 @@ export class InstanceMetrics {
         this.reset();
         const r = read().refusals;
         for (const kind of Object.keys(REFUSAL_KINDS)) this.inc({ kind }, Math.round(r[kind] ?? 0));
+      },
+    });
+    new Counter({
+      name: 'xpmesh_peers_evicted_total',
+      help: 'Peer-table entries evicted (departed, unconfigured, no connection) to admit an authenticated new node id; their epochs are kept (docs/protocol.md §7)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(Math.round(read().peersEvicted ?? 0));
       },
     });
     new Counter({

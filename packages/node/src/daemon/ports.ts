@@ -80,6 +80,7 @@ export interface NetPort {
     versionFailures?: number;
     staleRefused?: number;
     peersRefused?: number;
+    peersEvicted?: number;
     pendingRefused?: number;
     abuseCloses?: number;
     idCollisions?: number;

@@ -56,7 +56,7 @@ const DOC_MEANING: Readonly<Record<string, string>> = {
   'shutdown-ms': 'SIGTERM grace period; after it the instance exits with status 1 anyway',
   'tls-cert': 'PEM certificate file: peer links use `wss`',
   'max-peers':
-    'peer-table size (configured peers plus authenticated node ids that joined); a new node id that authenticates beyond it is refused with close 4012 and counted (`xpmesh_refusals_total{kind="peer_table_full"}`)',
+    'peer-table size (configured peers plus authenticated node ids that joined); a new node id that authenticates beyond it evicts a departed, unconfigured entry (`xpmesh_peers_evicted_total`; its epochs are kept, docs/protocol.md §7), or if none can be evicted is refused with close 4012 and counted (`xpmesh_refusals_total{kind="peer_table_full"}`)',
   'tls-key': 'PEM private key file for `--tls-cert`',
 };
 

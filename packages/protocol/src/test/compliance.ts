@@ -490,6 +490,165 @@ export function complianceSuite(makeHarness: () => Harness): void {
       await y.close();
     });
 
+    /** `node` dials b (by address), comes up there, then leaves (closes); b sees it down. */
+    const joinAndLeave = async (
+      n: Record<string, TransportPeerNetwork>,
+      node: string,
+      extra: Partial<NodeSpec> = {},
+    ) => {
+      const x = await h.createDialer({ node, clusterKey: KEY, ...fast, ...extra }, 'b');
+      await until(h, () => n.b.sessions().some((p) => p.node === node), `${node} joins b`);
+      const epoch = n.b.sessions().find((p) => p.node === node)?.epoch ?? -1;
+      await x.close();
+      await until(h, () => !n.b.sessions().some((p) => p.node === node), `b sees ${node} leave`);
+      return epoch;
+    };
+
+    it('membership churn: with maxPeers 2, node ids joining and leaving in turn are all admitted (departed entries are evicted, least recently up first)', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 2 } }]);
+      await until(h, () => n.b.sessions().length === 1, 'session up');
+      for (let i = 0; i < 5; i++) await joinAndLeave(n, `m${i}`);
+      assert.equal(n.b.metrics().peersRefused, 0, 'nobody refused 4012');
+      assert.equal(n.b.metrics().peersEvicted, 4);
+      assert.equal(n.b.status().length, 2, 'the table stays within maxPeers');
+      assert.deepEqual(
+        n.b
+          .status()
+          .map((p) => p.node)
+          .sort(),
+        ['a', 'm4'],
+        'a (up) is kept; of the departed, the most recent stays',
+      );
+      assert.equal(n.b.tombstoneCount, 4, 'the evicted ones had come up: their epochs are remembered');
+      assert.equal(n.b.sessions()[0]?.node, 'a', 'the live session is untouched');
+    });
+
+    it('eviction keeps fencing: a fenced node whose entry was evicted is refused 4005 with its fenced epoch; an evicted node is refused 4005 with an epoch not larger than its last one; newer epochs come back', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 2 } }]);
+      await until(h, () => n.b.sessions().length === 1, 'session up');
+      const xEpoch = await joinAndLeave(n, 'x');
+      n.b.fence('x', 'test: x missed an ack');
+      const yEpoch = await joinAndLeave(n, 'y'); // evicts x (fenced)
+      assert.ok(!n.b.status().some((p) => p.node === 'x'), 'x was evicted');
+      assert.equal(n.b.metrics().peersEvicted, 1);
+      const imp = await h.createDialer({ node: 'x', clusterKey: KEY, ...fast, epoch: xEpoch - 1 }, 'b');
+      await until(h, () => n.b.metrics().staleRefused >= 1, 'x with its fenced epoch refused');
+      assert.ok((n.b.metrics().closesByCode[CloseCode.STALE_EPOCH] ?? 0) >= 1);
+      assert.equal(imp.sessions().length, 0);
+      await imp.close();
+      // The impostor authenticated (it has the key), so it took y's slot: y left unfenced, and its
+      // last epoch is remembered all the same.
+      assert.ok(!n.b.status().some((p) => p.node === 'y'), 'y was evicted');
+      const stale = n.b.metrics().staleRefused;
+      // boot = yEpoch - 1 (not older than y's incarnation), first epoch = yEpoch: not larger.
+      const y2 = await h.createDialer({ node: 'y', clusterKey: KEY, ...fast, epoch: yEpoch - 1 }, 'b');
+      await until(h, () => n.b.metrics().staleRefused > stale, 'y with its last epoch refused');
+      assert.equal(y2.sessions().length, 0);
+      await y2.close();
+      // A fence of an evicted node (the driver fences late, after an ack deadline) is remembered too.
+      const zEpoch = await joinAndLeave(n, 'z');
+      await joinAndLeave(n, 'w');
+      assert.ok(!n.b.status().some((p) => p.node === 'z'), 'z was evicted');
+      const tombs = n.b.tombstoneCount;
+      n.b.fence('z', 'test: late fence');
+      assert.ok(
+        !n.b.status().some((p) => p.node === 'z'),
+        'a fence of an evicted node does not re-create it',
+      );
+      assert.equal(n.b.tombstoneCount, tombs);
+      const stale2 = n.b.metrics().staleRefused;
+      const z2 = await h.createDialer({ node: 'z', clusterKey: KEY, ...fast, epoch: zEpoch - 1 }, 'b');
+      await until(h, () => n.b.metrics().staleRefused > stale2, 'z with its fenced epoch refused');
+      assert.equal(z2.sessions().length, 0);
+      await z2.close();
+      // Newer epochs come back: nobody is refused 4012 on the way.
+      const x2 = await h.createDialer({ node: 'x', clusterKey: KEY, ...fast, epoch: xEpoch + 1000 }, 'b');
+      await until(h, () => n.b.sessions().some((p) => p.node === 'x'), 'x with a newer epoch returns');
+      assert.equal(n.b.metrics().peersRefused, 0);
+      await x2.close();
+    });
+
+    it('tombstones are bounded and never forgotten: when limits.maxPeerTombstones are full, an entry with epochs to remember is not evicted (4012)', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 2, maxPeerTombstones: 1 } }]);
+      await until(h, () => n.b.sessions().length === 1, 'session up');
+      await joinAndLeave(n, 'm0');
+      await joinAndLeave(n, 'm1'); // evicts m0: the one tombstone
+      assert.equal(n.b.tombstoneCount, 1);
+      const m2 = await h.createDialer({ node: 'm2', clusterKey: KEY, ...fast }, 'b');
+      await until(h, () => n.b.metrics().peersRefused >= 1, 'm2 refused: m1 cannot be forgotten');
+      assert.equal(n.b.metrics().peersEvicted, 1);
+      assert.deepEqual(
+        n.b
+          .status()
+          .map((p) => p.node)
+          .sort(),
+        ['a', 'm1'],
+      );
+      await m2.close();
+    });
+
+    it('a node reached through an address still dialed (DNS membership) is not evicted while down; once removePeer drops the address it is', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 2 } }, { node: 'c' }], {
+        mutual: true,
+      });
+      await until(h, () => n.b.sessions().length === 2, 'b up with a and c');
+      await n.c.close(); // c's task is gone; its address is still in the name (still dialed)
+      await until(h, () => n.b.sessions().length === 1, 'b sees c down');
+      const x = await h.createDialer({ node: 'x', clusterKey: KEY, ...fast }, 'b');
+      await until(h, () => n.b.metrics().peersRefused >= 1, 'x refused: c is still dialed');
+      assert.equal(n.b.metrics().peersEvicted, 0);
+      assert.ok(n.b.removePeer(h.address('c')), 'the address left the name');
+      await until(h, () => n.b.sessions().some((p) => p.node === 'x'), 'x admitted on its next dial');
+      assert.equal(n.b.metrics().peersEvicted, 1);
+      assert.ok(!n.b.status().some((p) => p.node === 'c'), 'c was evicted');
+      await x.close();
+    });
+
+    it('an unauthenticated hello never evicts a peer-table entry', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 2 } }]);
+      await until(h, () => n.b.sessions().length === 1, 'session up');
+      await joinAndLeave(n, 'x'); // table full: a (up), x (down, evictable)
+      const ms: Awaited<ReturnType<typeof rawConn>>[] = [];
+      for (let i = 0; i < 10; i++) {
+        const m = await rawConn(h, 'b');
+        m.hello(`ghost${i}`, 1 + i);
+        ms.push(m);
+      }
+      await until(h, () => ms.every((m) => m.got.some((x) => x.t === 'welcome')), 'welcomes');
+      for (const [i, m] of ms.entries()) m.auth('not-the-cluster-key-at-all', `ghost${i}`);
+      await until(h, () => ms.every((m) => m.closeCode() === CloseCode.AUTH), 'all refused 4003');
+      assert.equal(n.b.metrics().peersEvicted, 0);
+      assert.deepEqual(
+        n.b
+          .status()
+          .map((p) => p.node)
+          .sort(),
+        ['a', 'x'],
+      );
+      // x was evictable all along: an authenticated newcomer does evict it.
+      await joinAndLeave(n, 'y');
+      assert.equal(n.b.metrics().peersEvicted, 1);
+    });
+
+    it('configured peers and live sessions are never evicted: the table full of them refuses a newcomer 4012', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 2 } }]);
+      await until(h, () => n.b.sessions().length === 1, 'session up');
+      // configured with its node id, never up (nothing listens at that address)
+      const nowhere = h.address('a').startsWith('ws') ? 'ws://127.0.0.1:1' : 'q-nowhere';
+      n.b.addPeer({ node: 'q', url: nowhere });
+      const y = await h.createDialer({ node: 'y', clusterKey: KEY, ...fast }, 'b');
+      await until(h, () => n.b.metrics().peersRefused >= 1, 'y refused: nothing evictable');
+      assert.equal(n.b.metrics().peersEvicted, 0);
+      assert.deepEqual(
+        n.b
+          .status()
+          .map((p) => p.node)
+          .sort(),
+        ['a', 'q'],
+      );
+      await y.close();
+    });
+
     it('fence: the session ends at once, outstanding requests fail, the peer returns with a larger epoch, an old epoch is refused', async () => {
       const n = await fresh([{ node: 'a' }, { node: 'b' }]);
       let handled = 0;

@@ -182,6 +182,10 @@ function installGranted(
     );
     return;
   }
+  // Pages not cached yet get new frames from ONE ranged allocation (allocPages) after this pass;
+  // the whole function is one synchronous section, so the cache cannot change between the passes.
+  const fresh: number[] = [];
+  const freshAcc: Array<'r' | 'w'> = [];
   for (let j = 0; j < pages.length; j++) {
     const pd = pages[j];
     const grant = grants[j];
@@ -201,19 +205,35 @@ function installGranted(
       c.version = pd.version;
       c.grant = Math.max(c.grant, grant);
     } else {
-      const pfn = k.allocPage(pd.data);
+      fresh.push(j);
+      freshAcc.push(acc);
+    }
+  }
+  for (let at = 0; at < fresh.length; ) {
+    const run = fresh.slice(at, at + MAX_ALLOC_RUN);
+    const datas = new Array<Uint8Array>(run.length);
+    for (let x = 0; x < run.length; x++) datas[x] = pages[run[x]].data;
+    // as many frames as there is memory for (ENOMEM if none), as allocPage page by page would
+    const pfns = k.allocPages(datas);
+    for (let x = 0; x < pfns.length; x++) {
+      const pd = pages[run[x]];
       d.cache.set({
         segid: g.segid,
         home: g.home,
         page: pd.page,
-        pfn,
-        access: acc,
+        pfn: pfns[x],
+        access: freshAcc[at + x],
         version: pd.version,
-        grant,
+        grant: grants[run[x]],
       });
     }
+    if (pfns.length < run.length) throw new KernelError('ENOMEM', 'no free frame');
+    at += run.length;
   }
 }
+
+/** Pages one allocPages call takes (the kernel's bound for a ranged call). */
+const MAX_ALLOC_RUN = 1024;
 
 /** Prefault the first pages of a new remote attachment (one map request, read copies). */
 export async function prefaultAttachment(d: DriverState, att: Attachment): Promise<void> {

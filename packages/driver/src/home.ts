@@ -21,7 +21,7 @@ import { codeOf, DriverError, fail } from './errors.js';
 import { invalidatePages, writeBack } from './invalidate.js';
 import { copyPage } from './page-copy.js';
 import { PM_OTHER, PM_OTHER_WRITE } from './rmap.js';
-import { devModeAt, pageAddr, setHomeDevice, syncHomePte } from './source-pte.js';
+import { devModeAt, devOf, pageAddr, setHomeDevice, syncHomePte } from './source-pte.js';
 import type { DriverState } from './state.js';
 import { type Attachment, DEV_CLEAR, DEV_NONE, DEV_READONLY, type Permit, type Segment } from './state.js';
 import { unexportIfEmpty } from './unexport.js';
@@ -400,9 +400,13 @@ async function grantRangeLocked(
       }
       ok[i] = true;
     }
-    // step 4: device entries, one ranged update (one shootdown) per run of pages that need one
+    // step 4: device entries, one ranged update (one shootdown) per run of pages that need one; the
+    // entries as they are now, read in one ranged call (deviceEntryAt per page before)
+    const cur = seg.mm.exiting
+      ? new Uint8Array(pfns.length)
+      : k.deviceEntryModes(seg.mm, pageAddr(d, seg, pages[0]), pfns.length, d.deviceOwner);
     const need = new Array<boolean>(pfns.length);
-    for (let i = 0; i < pfns.length; i++) need[i] = ok[i] && devModeAt(d, seg, pages[i]) !== mode;
+    for (let i = 0; i < pfns.length; i++) need[i] = ok[i] && devOf(cur[i]) !== mode;
     for (let i = 0; i < pfns.length; ) {
       if (!need[i]) {
         i++;
@@ -411,7 +415,7 @@ async function grantRangeLocked(
       let j = i;
       while (j < pfns.length && need[j]) {
         // a page in the other device mode is cleared first (only adds access: no shootdown)
-        if (devModeAt(d, seg, pages[j]) !== DEV_CLEAR) k.clearDeviceEntry(seg.mm, pageAddr(d, seg, pages[j]));
+        if (cur[j] !== 0) k.clearDeviceEntry(seg.mm, pageAddr(d, seg, pages[j]));
         j++;
       }
       try {

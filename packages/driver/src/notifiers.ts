@@ -61,14 +61,12 @@ let devScratch = new Uint8Array(1024);
 function devModes(d: DriverState, seg: Segment, p0: number, p1: number): Uint8Array | undefined {
   if (seg.mm.exiting) return undefined; // devModeAt: DEV_CLEAR for every page of an exiting mm
   if (devScratch.length < p1 - p0) devScratch = new Uint8Array(p1 - p0);
-  const n = d.kernel.deviceEntryModes(
-    seg.mm,
-    pageAddr(d, seg, p0),
-    pageAddr(d, seg, p1),
-    d.deviceOwner,
-    devScratch,
-  );
-  return n > 0 ? devScratch : undefined;
+  // the kernel answers up to MAX_RANGE_PAGES (1024) pages a call
+  for (let p = p0; p < p1; p += 1024) {
+    const n = Math.min(1024, p1 - p);
+    d.kernel.deviceEntryModes(seg.mm, pageAddr(d, seg, p), n, d.deviceOwner, devScratch.subarray(p - p0));
+  }
+  return devScratch;
 }
 
 /**

@@ -22,6 +22,11 @@ export function devModeAt(d: DriverState, seg: Segment, p: number, pfn?: number)
   return e.mode === 'none' ? DEV_NONE : DEV_READONLY;
 }
 
+/** DEV_* of a deviceEntryModes result (0 none of ours, 1 'readonly', 2 'none'). */
+export function devOf(m: number): number {
+  return m === 2 ? DEV_NONE : m === 1 ? DEV_READONLY : DEV_CLEAR;
+}
+
 /**
  * Put the source PTE of a page in device mode `mode` (DEV_*). Synchronous (returns undefined) when
  * no device entry has to be set: clearing one only adds access and needs no shootdown; setting one

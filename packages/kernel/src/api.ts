@@ -153,10 +153,6 @@ export const PROT_NONE = 0;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 
-/** Modes deviceEntryModes reports per page (0: no device entry of that owner there). */
-export const DEVICE_ENTRY_READONLY = 1;
-export const DEVICE_ENTRY_NONE = 2;
-
 /** A fault as the kernel hands it to a driver. */
 export interface DriverFault {
   readonly mm: MmHandle;
@@ -276,6 +272,12 @@ export interface KernelModuleApi {
    */
   allocPage(data?: Uint8Array): Pfn;
   /**
+   * Ranged allocPage(data) for `datas` (1..1024 pages, each exactly pageSize bytes, else EINVAL with
+   * nothing allocated): one frame per page holding a copy of it, in order. Returns fewer frames than
+   * asked when memory runs out after the first (the caller owns what it got); ENOMEM if none.
+   */
+  allocPages(datas: ReadonlyArray<Uint8Array>): Pfn[];
+  /**
    * Create a driver VMA of `length` bytes in mm (at `address` if given, else anywhere free).
    * `prot` bounds what installPte may grant. Returns the start address.
    */
@@ -381,15 +383,15 @@ export interface KernelModuleApi {
    * record of what was installed.
    */
   deviceEntryAt(mm: MmHandle, address: number): { pfn: Pfn; mode: 'none' | 'readonly'; owner: number } | null;
+
+  // ---- ranged grant step (issue 15) -------------------------------------------------------------
   /**
-   * Ranged deviceEntryAt for one owner, in one page-table walk (issue 15: the driver's per-mm
-   * notifier asks once per range, not once per page). For page i of [start,end) (page-aligned, else
-   * EINVAL), out[i] becomes DEVICE_ENTRY_READONLY or DEVICE_ENTRY_NONE if the entry there is a device
-   * entry of `owner` in an ordinary VMA, else 0 (no entry, a normal, swap or migration entry, another
-   * owner's entry, no VMA, a driver VMA). `out` must hold at least (end - start) / PAGE_SIZE bytes
-   * (else EINVAL). Returns how many pages have such an entry. Reads only: changes nothing.
+   * Ranged deviceEntryAt for the `count` pages (1..1024, else EINVAL) from `address`, in one
+   * page-table walk: per page 0 (no device entry of `owner` there: deviceEntryAt would give null or
+   * another owner), 1 (`owner`'s 'readonly' entry) or 2 (`owner`'s 'none' entry). Written into `out`
+   * (length >= count) when given, else a new array.
    */
-  deviceEntryModes(mm: MmHandle, start: number, end: number, owner: number, out: Uint8Array): number;
+  deviceEntryModes(mm: MmHandle, address: number, count: number, owner: number, out?: Uint8Array): Uint8Array;
 
   // ---- notifiers -------------------------------------------------------------------------------
   mmuNotifierRegister(mm: MmHandle, ops: MmuNotifierOps): NotifierRegistration;

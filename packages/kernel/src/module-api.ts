@@ -4,8 +4,6 @@
  * kernel-internal.
  */
 import {
-  DEVICE_ENTRY_NONE,
-  DEVICE_ENTRY_READONLY,
   type DeviceOps,
   type DriverVmaOps,
   KernelError,
@@ -188,6 +186,15 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     return pfn;
   };
 
+  /** The page-aligned start of a ranged call of `count` pages (1..MAX_RANGE_PAGES), else EINVAL. */
+  const rangeStart = (what: string, address: number, count: number) => {
+    if (!Number.isInteger(count) || count < 1 || count > MAX_RANGE_PAGES)
+      throw new KernelError('EINVAL', `${what}: count ${String(count)}`);
+    if (!Number.isInteger(address) || address < 0 || address + count * PAGE_SIZE > VA_LIMIT)
+      throw new KernelError('EINVAL', `${what}: bad address ${String(address)}`);
+    return address - (address % PAGE_SIZE);
+  };
+
   const checkDevice = (owner: number, mode: string) => {
     if (!k.devices.has(owner)) throw new KernelError('EINVAL', `unknown device ${owner}`);
     if (mode !== 'none' && mode !== 'readonly') throw new KernelError('EINVAL', `bad mode ${String(mode)}`);
@@ -317,6 +324,32 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       const pfn = k.allocDriverFrame(false);
       ph.frameBytes(pfn).set(data);
       return pfn;
+    },
+
+    allocPages(datas) {
+      const n = datas?.length;
+      if (!Number.isInteger(n) || n < 1 || n > MAX_RANGE_PAGES)
+        throw new KernelError('EINVAL', `allocPages: count ${String(n)}`);
+      for (let i = 0; i < n; i++) {
+        const data = datas[i];
+        if (!(data instanceof Uint8Array) || data.byteLength !== PAGE_SIZE)
+          throw new KernelError('EINVAL', 'allocPages data must be 4096 bytes each');
+      }
+      const out: Pfn[] = [];
+      const bytes = ph.bytes;
+      for (let i = 0; i < n; i++) {
+        let pfn: Pfn;
+        try {
+          pfn = k.allocDriverFrame(false);
+        } catch (e) {
+          if (i === 0) throw e;
+          break; // out of memory: the frames so far are the caller's
+        }
+        // filled in the same synchronous section: the old contents are never visible
+        bytes.set(datas[i], pfn * PAGE_SIZE);
+        out.push(pfn);
+      }
+      return out;
     },
 
     mmapDriver(mmH: MmHandle, length: number, prot: number, ops: DriverVmaOps, address?: number) {
@@ -528,36 +561,30 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       return { pfn, mode: pte & PTE_PRESENT ? 'readonly' : 'none', owner: ph.getPrivate(pfn) };
     },
 
-    // (issue 15, range notifiers) ranged deviceEntryAt for one owner: one page-table walk
-    deviceEntryModes(mmH, start, end, owner, out) {
+    // ---- ranged grant step (issue 15) ------------------------------------------------------------
+    deviceEntryModes(mmH, address, count, owner, out) {
       const mm = k.mmOf(mmH);
-      if (!Number.isInteger(start) || !Number.isInteger(end) || start % PAGE_SIZE || end % PAGE_SIZE)
-        throw new KernelError('EINVAL', 'deviceEntryModes: unaligned range');
-      if (start < 0 || end > VA_LIMIT || end < start)
-        throw new KernelError('EINVAL', 'deviceEntryModes: bad range');
-      if (!(out instanceof Uint8Array) || out.length < (end - start) / PAGE_SIZE)
-        throw new KernelError('EINVAL', 'deviceEntryModes: out is too short');
-      out.fill(0, 0, (end - start) / PAGE_SIZE);
-      let n = 0;
+      const va0 = rangeStart('deviceEntryModes', address, count);
+      const res = out ?? new Uint8Array(count);
+      if (res.length < count) throw new KernelError('EINVAL', 'deviceEntryModes: out too short');
       let vma: ReturnType<typeof mm.findVma>;
-      for (let va = start; va < end; ) {
-        const stop = Math.min(end, leafEnd(va));
-        let pi = walk(words, mm.root, va);
-        if (pi < 0) {
-          va = stop;
-          continue;
-        }
-        for (; va < stop; pi++, va += PAGE_SIZE) {
+      // one walk per leaf table; per page exactly deviceEntryAt's test
+      for (let i = 0; i < count; ) {
+        const va = va0 + i * PAGE_SIZE;
+        const stop = Math.min(count, i + (leafEnd(va) - va) / PAGE_SIZE);
+        const leaf = walk(words, mm.root, va);
+        for (let pi = leaf; i < stop; i++, pi++) {
+          res[i] = 0;
+          if (leaf < 0) continue;
+          const v = va0 + i * PAGE_SIZE;
+          if (!vma || v < vma.start || v >= vma.end) vma = mm.findVma(v);
+          if (!vma || vma.driver) continue;
           const pte = Atomics.load(words, pi);
           if (pte === 0 || pteKind(pte) !== KIND_DEVICE || ph.getPrivate(ptePfn(pte)) !== owner) continue;
-          // as deviceEntryAt: only an entry in an ordinary VMA counts
-          if (!vma || va < vma.start || va >= vma.end) vma = mm.findVma(va);
-          if (!vma || vma.driver) continue;
-          out[(va - start) / PAGE_SIZE] = pte & PTE_PRESENT ? DEVICE_ENTRY_READONLY : DEVICE_ENTRY_NONE;
-          n++;
+          res[i] = pte & PTE_PRESENT ? 1 : 2;
         }
       }
-      return n;
+      return res;
     },
 
     mmuNotifierRegister(mmH: MmHandle, ops: MmuNotifierOps): NotifierRegistration {

@@ -16,6 +16,7 @@ import { encodeFrame, encodeLinkFrame, FrameDecoder } from '../codec.js';
 import { readFast } from '../fast-decode.js';
 import { type Limits, resolveLimits } from '../limits.js';
 import type { Message } from '../messages.js';
+import { seededRandom } from '../transport.js';
 import { anyMessage, arbitraries } from './arbitraries.js';
 
 const RUNS = Number(process.env.DIFF_RUNS ?? 3000);
@@ -72,16 +73,7 @@ class Entries {
 }
 
 type Rand = () => number;
-function rng(seed: number): Rand {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng: (seed: number) => Rand = seededRandom;
 
 /**
  * Encodes `v` as standard MessagePack, choosing at random among the widths that can hold each value

@@ -27,6 +27,7 @@ import {
   TransportPeerNetwork,
 } from '@xpmesh/protocol';
 import { expectCode, PROT_RW, until } from './cluster.js';
+import { bounded } from './scenario-cluster.js';
 
 const KEY = 'node-churn-test-cluster-key-0123456789';
 const fast = { clusterKey: KEY, heartbeatMs: 50, missedBeats: 4, reconnectMinMs: 10, reconnectMaxMs: 50 };
@@ -108,7 +109,9 @@ async function mapPage(net: TransportPeerNetwork, h: Home, page: number): Promis
 
 const quiet = (d: XpmemDriver) => d.fencing.size === 0;
 
-test('membership churn: 2000 node ids that map pages and leave; the driver forgets each, its per-node tables stay bounded; a fenced node is still refused; a node holding something is kept', async (t) => {
+test('membership churn: 2000 node ids that map pages and leave; the driver forgets each, its per-node tables stay bounded; a fenced node is still refused; a node holding something is kept', {
+  timeout: 120_000,
+}, async (t) => {
   const h = await home(64);
   const extra: TransportPeerNetwork[] = [];
   try {
@@ -192,7 +195,9 @@ test('membership churn: 2000 node ids that map pages and leave; the driver forge
   }
 });
 
-test('a node that still holds something here is never pruned: a reverse-map entry, a grant of its segment', async () => {
+test('a node that still holds something here is never pruned: a reverse-map entry, a grant of its segment', {
+  timeout: 120_000,
+}, async () => {
   const h = await home(1024);
   const extra: TransportPeerNetwork[] = [];
   try {
@@ -240,7 +245,9 @@ test('a node that still holds something here is never pruned: a reverse-map entr
   }
 });
 
-test('a node with a request still being handled is not pruned when its fence ends: pruned when the request ends', async () => {
+test('a node with a request still being handled is not pruned when its fence ends: pruned when the request ends', {
+  timeout: 120_000,
+}, async () => {
   const h = await home(1024);
   const extra: TransportPeerNetwork[] = [];
   try {
@@ -285,7 +292,56 @@ test('a node with a request still being handled is not pruned when its fence end
   }
 });
 
-test('node indexes fit the reverse map: past MAX_NODE_INDEX a new node is refused E_BUSY (never wraps onto index 0)', async () => {
+test('an attacher under home churn: 300 homes in turn, each attached, read and left; lease slots are given back (255 exist)', {
+  timeout: 120_000,
+}, async (t) => {
+  const h = await home(1024);
+  const extra: TransportPeerNetwork[] = [];
+  try {
+    const d = h.driver;
+    const HOMES = 300; // more than the kernel's lease slots (255 usable)
+    const p = await h.kernel.spawn({ catchSignals: true });
+    let peakSlots = 0;
+    for (let i = 0; i < HOMES; i++) {
+      const id = `home${i}`;
+      const m = await peer(h, id);
+      m.onRequest((_from, msg) => {
+        if (msg.t === 'get') return { t: 'get-ok', apid: `${id}:a1`, size: PAGE_SIZE, access: 'r' } as never;
+        if (msg.t === 'map') {
+          const data = new Uint8Array(PAGE_SIZE);
+          new DataView(data.buffer).setUint32(0, i, true);
+          return {
+            t: 'map-ok',
+            access: 'r',
+            pages: [{ page: 0, version: 1, data }],
+            grants: [i + 1],
+          } as never;
+        }
+        return { t: 'ok' } as never; // detach, release
+      });
+      await m.waitUp('h', 5000);
+      const apid = await d.get(p.pid, `${id}:1`, 'r');
+      const va = await d.attach(p.pid, apid, 0, PAGE_SIZE);
+      // bounded: before the fix, the 256th home found no free lease slot and the read never returned
+      assert.equal(await bounded(p.read32(va), 10_000, `read of ${id}'s page`), i, `the page of ${id}`);
+      peakSlots = Math.max(peakSlots, d.leaseSlot.size);
+      await d.detach(p.pid, va);
+      await d.release(p.pid, apid);
+      await m.close();
+    }
+    await until(() => quiet(d), 'fences done', 20_000);
+    t.diagnostic(`lease slots: peak ${peakSlots}, now ${d.leaseSlot.size}; pruned ${d.counters.nodesPruned}`);
+    assert.ok(d.leaseSlot.size <= 1, 'every departed home gave its lease slot back');
+    assert.ok(d.counters.nodesPruned >= HOMES);
+  } finally {
+    for (const n of extra) await n.close();
+    await h.close();
+  }
+});
+
+test('node indexes fit the reverse map: past MAX_NODE_INDEX a new node is refused E_BUSY (never wraps onto index 0)', {
+  timeout: 120_000,
+}, async () => {
   const h = await home(8);
   try {
     const d = h.driver;

@@ -217,7 +217,8 @@ export class XpmemDriver extends DriverState implements KernelModule {
         node,
         epoch: peerStatus.get(node)?.epoch ?? this.epochs.get(node) ?? 0,
         state: peerStatus.get(node)?.state ?? 'down',
-        fencedBelow: this.minEpoch.get(node) ?? 0,
+        // a pruned node's level stays visible for a while (forgottenFences; status only)
+        fencedBelow: this.minEpoch.get(node) ?? this.forgottenFences.get(node) ?? 0,
       })),
       counters: { ...this.counters },
     };

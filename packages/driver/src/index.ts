@@ -23,4 +23,4 @@ export {
   TRANSITIONS,
 } from './page-state.js';
 export { ReverseMap } from './rmap.js';
-export { MAX_NODE_INDEX, NODE_SWEEP_FLOOR, type Segment } from './state.js';
+export { FORGOTTEN_FENCES_KEPT, MAX_NODE_INDEX, NODE_SWEEP_FLOOR, type Segment } from './state.js';

@@ -542,6 +542,8 @@ const MAX_PREFAULT = 64;
 export const MAX_NODE_INDEX = 0xffff;
 /** The per-node tables are swept when they hold more nodes than max(this, 2 × after the last sweep). */
 export const NODE_SWEEP_FLOOR = 64;
+/** Fencing levels of pruned nodes kept for status (DriverState.forgottenFences). */
+export const FORGOTTEN_FENCES_KEPT = 1024;
 
 /** All the driver's state, with the helpers that touch nothing else (see the file comment). */
 export class DriverState {
@@ -622,6 +624,12 @@ export class DriverState {
   readonly pruneDeferred = new Set<string>();
   /** The per-node tables are swept (pruneNodes of every known node) when they grow past this. */
   nodeSweepAt = NODE_SWEEP_FLOOR;
+  /**
+   * For status only (`fencedBelow` of a node whose state was pruned: tools read fences from it):
+   * the fencing level of the most recently pruned nodes, at most FORGOTTEN_FENCES_KEPT, oldest
+   * forgotten first. Never consulted to judge a message (stale() reads minEpoch only).
+   */
+  readonly forgottenFences = new Map<string, number>();
 
   readonly counters: DriverCounters = {
     faults: 0,
@@ -777,7 +785,8 @@ export class DriverState {
         const h = homeOfKey(k);
         if (h !== undefined) held.add(h);
       }
-    const mapped = this.rmap.nodes();
+    // one scan of the reverse map, and only if a candidate has an index
+    const mapped = cand.some((n) => this.nodeIndex.has(n)) ? this.rmap.nodes() : new Set<number>();
     let pruned = 0;
     for (const node of cand) {
       const idx = this.nodeIndex.get(node);
@@ -794,6 +803,15 @@ export class DriverState {
         !this.leaseSlot.has(node)
       )
         continue; // nothing to forget
+      const fencedBelow = this.minEpoch.get(node);
+      if (fencedBelow !== undefined) {
+        this.forgottenFences.delete(node);
+        this.forgottenFences.set(node, fencedBelow);
+        if (this.forgottenFences.size > FORGOTTEN_FENCES_KEPT) {
+          const oldest = this.forgottenFences.keys().next().value;
+          if (oldest !== undefined) this.forgottenFences.delete(oldest);
+        }
+      }
       this.epochs.delete(node);
       this.minEpoch.delete(node);
       this.nodeDispatches.delete(node);

@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { createXpmemDriver, MAX_NODE_INDEX, type XpmemDriver } from '@xpmesh/driver';
+import { createXpmemDriver, FORGOTTEN_FENCES_KEPT, MAX_NODE_INDEX, type XpmemDriver } from '@xpmesh/driver';
 import * as instance from '@xpmesh/kernel';
 import { PAGE_SIZE } from '@xpmesh/kernel';
 import {
@@ -164,6 +164,7 @@ test('membership churn: 2000 node ids that map pages and leave; the driver forge
     assert.ok(peak <= 10 * PER, `peak of the per-node tables during the churn: ${peak}`);
     assert.ok(s.nodes.indexes <= 10 * PER, `indexes allocated: ${s.nodes.indexes}`);
     assert.ok(d.epochs.size <= 8 && d.minEpoch.size <= 8, 'epochs and fencing memory pruned');
+    assert.equal(d.forgottenFences.size, FORGOTTEN_FENCES_KEPT, 'the status-only memory is bounded');
     assert.ok(d.nodeDispatches.size <= 8 && d.pruneDeferred.size === 0);
     // u (up, holding an entry) was never pruned: same index, its entry still there
     assert.equal(d.nodeIndex.get('u'), uIdx);

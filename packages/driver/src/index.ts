@@ -23,5 +23,6 @@ export {
   type PageState,
   TRANSITIONS,
 } from './page-state.js';
+export { MAX_PAGES } from './ranges.js';
 export { ReverseMap } from './rmap.js';
 export { FORGOTTEN_FENCES_KEPT, MAX_NODE_INDEX, NODE_SWEEP_FLOOR, type Segment } from './state.js';

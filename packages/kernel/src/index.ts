@@ -19,8 +19,8 @@ import {
 import { type CheckOptions, checkKernel } from './check.js';
 import { Kernel as KernelState, type Watermarks } from './kernel.js';
 import { type MigrateOutcome, migratePage, migratePages } from './migrate.js';
-import { createModuleApi, pageInfoOf } from './module-api.js';
-import { PhysMem } from './page.js';
+import { createModuleApi, MAX_RANGE_PAGES, pageInfoOf } from './module-api.js';
+import { PhysMem, PRETOUCH_AHEAD } from './page.js';
 import { KIND_DEVICE, KIND_NORMAL, pteKind, ptePfn, walk } from './pagetable.js';
 import { Process, type SpawnOptions } from './process.js';
 import {
@@ -45,7 +45,7 @@ export type { ProcessContext, Program } from './process-messages.js';
 export type { ReclaimOutcome, ShrinkLimits, ShrinkResult } from './reclaim.js';
 export type { RmapNotifierIntrospection } from './rmap-notifier.js';
 /** Bounds of `shrink`'s limits (`concurrency` pages per batch, `batches` in flight). */
-export { MAX_SHRINK_BATCHES, MAX_SHRINK_CONCURRENCY };
+export { MAX_RANGE_PAGES, MAX_SHRINK_BATCHES, MAX_SHRINK_CONCURRENCY, PRETOUCH_AHEAD };
 
 export interface KernelOptions {
   name: string;

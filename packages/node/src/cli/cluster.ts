@@ -3,6 +3,11 @@ import { writeFileSync } from 'node:fs';
 import { type LocalCluster, launchCluster } from '../daemon/launcher.js';
 import { type Env, EXIT_OK, type Io, intFlag, parse, str, UsageError } from './usage.js';
 
+/** `--nodes`: bounds and default. */
+export const CLUSTER_NODES = { min: 1, max: 16, default: 3 } as const;
+/** `--frames` default: frames per instance. */
+export const CLUSTER_FRAMES = 1024;
+
 export const CLUSTER_HELP = `usage: xpmesh cluster [--nodes N] [--frames F] [--log-level L] [--logs DIR] [--quiet]
                       [--json] [--ports-file FILE] [--cluster-key K] [--print-key]
 
@@ -10,8 +15,8 @@ Starts N xpmesh instances (n1..nN) as separate OS processes on 127.0.0.1 with fr
 peers of each other, and prints each instance's admin URL. Ctrl-C or SIGTERM stops them all
 cleanly (SIGKILL after 10 s) and leaves no process behind.
 
-  --nodes N        number of instances, 1-16 [3]
-  --frames F       frames per instance [1024]
+  --nodes N        number of instances, ${CLUSTER_NODES.min}-${CLUSTER_NODES.max} [${CLUSTER_NODES.default}]
+  --frames F       frames per instance [${CLUSTER_FRAMES}]
   --log-level L    the instances' log level [info]
   --logs DIR       write each instance's JSON log to DIR/<id>.log instead of this terminal
   --quiet          discard the instances' logs
@@ -44,8 +49,8 @@ export async function runCluster(argv: string[], env: Env, io: Io): Promise<numb
     io.out(CLUSTER_HELP);
     return EXIT_OK;
   }
-  const nodes = intFlag(p, 'nodes', 3, 1, 16);
-  const frames = intFlag(p, 'frames', 1024, 16, 1 << 20);
+  const nodes = intFlag(p, 'nodes', CLUSTER_NODES.default, CLUSTER_NODES.min, CLUSTER_NODES.max);
+  const frames = intFlag(p, 'frames', CLUSTER_FRAMES, 16, 1 << 20);
   const logDir = str(p, 'logs');
   const givenKey = str(p, 'cluster-key') ?? (env.XPMESH_CLUSTER_KEY || undefined);
   if (givenKey !== undefined && givenKey.length < MIN_KEY_CHARS)

@@ -16,6 +16,7 @@ import {
   WordError,
 } from '../client/words.js';
 import { AdminCallError, AdminClient } from '../daemon/admin-client.js';
+import { CONFIG_SETTINGS } from '../daemon/config.js';
 import { ConnectError, resolveConnect } from '../daemon/discover.js';
 import { OP_NAMES, OP_SCHEMAS, type OpName } from '../daemon/ops.js';
 import {
@@ -32,11 +33,14 @@ import {
 
 const VIEWS = ['status', 'pages', 'metrics', 'events', 'healthz'] as const;
 
+/** Where `ctl` looks without --url: this machine, the instance's default admin port. */
+export const DEFAULT_ADMIN_URL = `http://127.0.0.1:${CONFIG_SETTINGS.find((x) => x.flag === 'admin-port')?.default}`;
+
 export const CTL_HELP = `usage: xpmesh ctl [--url URL | --connect dns:NAME:PORT] [--token TOKEN] [--json] COMMAND [--field value ...]
        xpmesh ctl [--url URL] [--token TOKEN] script [--stop-on-error] < ops.jsonl
 
 Talks to one instance's admin API (URL from --url or XPMESH_ADMIN_URL, default
-http://127.0.0.1:7500; token from --token or XPMESH_ADMIN_TOKEN). Prints JSON.
+${DEFAULT_ADMIN_URL}; token from --token or XPMESH_ADMIN_TOKEN). Prints JSON.
 Errors print "xpmesh ctl OP: CODE: message" on stderr; with --json they are one JSON line on
 stderr, {"error":{"code","message","status"}} (code E_USAGE for bad arguments), and successes one
 JSON line on stdout. Exit codes: 0 success, 1 the instance refused or failed, 2 bad usage.
@@ -267,7 +271,7 @@ async function ctl(
   const connect = str(g, 'connect');
   if (connect !== undefined) return ctlEach(connect, g, command, rest, env, io);
   const client = new AdminClient(
-    str(g, 'url') ?? env.XPMESH_ADMIN_URL ?? 'http://127.0.0.1:7500',
+    str(g, 'url') ?? env.XPMESH_ADMIN_URL ?? DEFAULT_ADMIN_URL,
     str(g, 'token') ?? env.XPMESH_ADMIN_TOKEN,
   );
   const print = (v: unknown) =>

@@ -81,6 +81,9 @@ export interface SettingSpec {
   help: string;
 }
 
+/** Bounds of `--peers-dns-interval-ms`. */
+export const PEERS_DNS_INTERVAL_MS = { min: 100, max: 600_000 } as const;
+
 export const CONFIG_SETTINGS: readonly SettingSpec[] = [
   {
     key: 'node',
@@ -128,7 +131,7 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     env: 'XPMESH_PEERS_DNS_INTERVAL_MS',
     kind: 'int',
     default: '5000',
-    help: 'how often --peers-dns names are resolved again (100..600000)',
+    help: `how often --peers-dns names are resolved again (${PEERS_DNS_INTERVAL_MS.min}..${PEERS_DNS_INTERVAL_MS.max})`,
   },
   {
     key: 'clusterKey',
@@ -395,8 +398,10 @@ export function resolveConfig(
   const peersDns = parsePeers(str('peersDns', ''));
   if (peersDns.length > MAX_DNS_NAMES) throw new ConfigError(`--peers-dns: at most ${MAX_DNS_NAMES} names`);
   const peersDnsIntervalMs = int('peersDnsIntervalMs');
-  if (peersDnsIntervalMs < 100 || peersDnsIntervalMs > 600_000)
-    throw new ConfigError(`--peers-dns-interval-ms ${peersDnsIntervalMs} must be between 100 and 600000`);
+  if (peersDnsIntervalMs < PEERS_DNS_INTERVAL_MS.min || peersDnsIntervalMs > PEERS_DNS_INTERVAL_MS.max)
+    throw new ConfigError(
+      `--peers-dns-interval-ms ${peersDnsIntervalMs} must be between ${PEERS_DNS_INTERVAL_MS.min} and ${PEERS_DNS_INTERVAL_MS.max}`,
+    );
 
   let clusterKey = raw.get('clusterKey') ?? readSecretFile('clusterKeyFile') ?? '';
   if (clusterKey === '') {

@@ -36,6 +36,35 @@ describe('docs generated from the configuration table', () => {
     ]);
     has('limits.md', 'values', ['heartbeatMs', 'missedBeats', 'requestTimeoutMs', 'handshakeTimeoutMs']);
     has('driver.md', 'values', ['ackTimeoutMs', 'leaseMs', 'leaseMarginMs', 'driverPrefault', 'prefault']);
+    // every protocol and admin limit in its table, the ones a user meets in the prose where it is met
+    has('limits.md', 'values', [
+      ...Object.keys(VALUES).filter(
+        (v) => /^(limits|admin)[A-Z]/.test(v) && v !== 'limitsHandshakeTimeoutMs',
+      ),
+      'maxDnsNames',
+      'maxDnsAddresses',
+      'peersDnsIntervalMinMs',
+      'peersDnsIntervalMaxMs',
+    ]);
+    has('protocol.md', 'values', ['limitsMaxPeers', 'limitsMaxPeerTombstones', 'limitsMaxPagesPerMessage']);
+    has('deployment.md', 'values', ['maxDnsNames', 'maxDnsAddresses', 'peersDnsIntervalMs']);
+    has('load.md', 'values', [
+      'pressureMaxConcurrency',
+      'pressureMaxBatches',
+      'loadProcs',
+      'loadDurationMaxMs',
+    ]);
+    has('architecture.md', 'values', ['pressureMaxConcurrency', 'pressureMaxBatches', 'pressureBudgetMs']);
+    has('configuration.md', 'values', ['clusterNodes', 'ctlUrl']);
+  });
+
+  it('quote no protocol or admin limit by hand', () => {
+    // `limits.maxPeers` (1024), `admin.socketIdleMs` 60 s: a limit named and then given a figure
+    for (const [name, text] of docs) {
+      const prose = text.replace(/<!-- value: [\s\S]*?<!-- \/value -->/g, '«value»');
+      const m = /`(?:limits|admin)\.\w+`,? \(?(?:default )?\d[^`\n]{0,20}/.exec(prose);
+      assert.equal(m, null, `docs/${name} types a limit by hand: ${m?.[0]}`);
+    }
   });
 
   it('quote no timing figure by hand that disagrees with the table', () => {

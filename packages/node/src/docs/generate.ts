@@ -10,12 +10,63 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FORGOTTEN_FENCES_KEPT, MAX_NODE_INDEX, NODE_SWEEP_FLOOR } from '@xpmesh/driver';
-import { DEFAULT_LEASE_MS, DEFAULT_LIMITS, defaultLeaseMarginMs, TIMING_DEFAULTS } from '@xpmesh/protocol';
-import { CONFIG_SETTINGS } from '../daemon/config.js';
+import { FORGOTTEN_FENCES_KEPT, MAX_NODE_INDEX, MAX_PAGES, NODE_SWEEP_FLOOR } from '@xpmesh/driver';
+import { MAX_RANGE_PAGES, MAX_SHRINK_BATCHES, MAX_SHRINK_CONCURRENCY, PRETOUCH_AHEAD } from '@xpmesh/kernel';
+import {
+  DEFAULT_LEASE_MS,
+  DEFAULT_LIMITS,
+  defaultLeaseMarginMs,
+  MAX_CID_CHARS,
+  TIMING_DEFAULTS,
+} from '@xpmesh/protocol';
+import { CLUSTER_FRAMES, CLUSTER_NODES } from '../cli/cluster.js';
+import { DEFAULT_ADMIN_URL } from '../cli/ctl.js';
+import { ADMIN_LIMITS } from '../daemon/admin.js';
+import { CONFIG_SETTINGS, MAX_DNS_NAMES, PEERS_DNS_INTERVAL_MS } from '../daemon/config.js';
+import { DEFAULT_MAX_DNS_ADDRESSES } from '../daemon/membership.js';
+import {
+  OP_SCHEMAS,
+  PRESSURE_MAX_BATCHES,
+  PRESSURE_MAX_BUDGET_MS,
+  PRESSURE_MAX_CONCURRENCY,
+} from '../daemon/ops.js';
+import { LOAD_DEFAULTS, LIMITS as LOAD_LIMITS } from '../load/cli.js';
+import { CHUNK_MAX_MS, CHUNK_MAX_OPS, MAX_SOURCE_BYTES, MAX_STATE_BYTES } from '../load/harness.js';
+import { MAX_PROCS } from '../load/program.js';
+import { PLAN_LIMITS } from '../load/workloads.js';
 
 const T = TIMING_DEFAULTS;
 const ms = (n: number) => `${n} ms`;
+/** A byte count, with its binary unit when it is a whole number of KiB or MiB: `1048576 (1 MiB)`. */
+function bytes(n: number): string {
+  if (n >= 1 << 20 && n % (1 << 20) === 0) return `${n} (${n / (1 << 20)} MiB)`;
+  if (n >= 1 << 10 && n % (1 << 10) === 0) return `${n} (${n / (1 << 10)} KiB)`;
+  return String(n);
+}
+/** A limit's default as the docs print it: byte counts with their unit, durations in ms. */
+const figure = (key: string, n: number) =>
+  key.endsWith('Bytes') ? bytes(n) : key.endsWith('Ms') ? ms(n) : String(n);
+const capitalized = (key: string) => key[0].toUpperCase() + key.slice(1);
+/**
+ * Every protocol limit (`limitsMaxPeers` = DEFAULT_LIMITS.maxPeers) and admin limit
+ * (`adminMaxBodyBytes` = ADMIN_LIMITS.maxBodyBytes), named after the table and the key.
+ */
+function limitValues(prefix: string, table: Readonly<object>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(table).map(([k, v]) => [`${prefix}${capitalized(k)}`, figure(k, v as number)]),
+  );
+}
+/** A figure as prose prints it: `2,000,000`. */
+const big = (n: number) => n.toLocaleString('en-US');
+/** A byte count in KiB, as prose prints it: `64 KiB`. */
+const kib = (n: number) => `${n / 1024} KiB`;
+/** The default of an `xpmesh node` setting (CONFIG_SETTINGS), by flag. */
+function setting(flag: string): string {
+  const s = CONFIG_SETTINGS.find((x) => x.flag === flag);
+  if (!s) throw new Error(`no setting --${flag}`);
+  return s.default;
+}
+const pressureDefaults = OP_SCHEMAS.pressure.parse({ pages: 1 });
 
 /** Inline figures, by name. */
 export const VALUES: Readonly<Record<string, string>> = {
@@ -41,6 +92,58 @@ export const VALUES: Readonly<Record<string, string>> = {
   driverNodeSweepFloor: String(NODE_SWEEP_FLOOR),
   /** Fencing levels of pruned nodes the driver keeps for its status. */
   driverForgottenFences: String(FORGOTTEN_FENCES_KEPT),
+  ...limitValues('limits', DEFAULT_LIMITS),
+  ...limitValues('admin', ADMIN_LIMITS),
+  /** Longest correlation id. */
+  cidMaxChars: String(MAX_CID_CHARS),
+  /** Names in `--peers-dns`. */
+  maxDnsNames: String(MAX_DNS_NAMES),
+  /** Addresses dialled because of DNS. */
+  maxDnsAddresses: String(DEFAULT_MAX_DNS_ADDRESSES),
+  /** The `pressure` operation's bounds and defaults (its zod schema). */
+  pressureMaxBudgetMs: big(PRESSURE_MAX_BUDGET_MS),
+  pressureBudgetMs: big(pressureDefaults.budgetMs),
+  pressureMaxConcurrency: String(PRESSURE_MAX_CONCURRENCY),
+  pressureConcurrency: String(pressureDefaults.concurrency),
+  pressureMaxBatches: String(PRESSURE_MAX_BATCHES),
+  pressureBatches: String(pressureDefaults.batches),
+  /** The kernel's `shrink` bounds (the same as `pressure`'s: pressure.test.ts). */
+  shrinkMaxConcurrency: String(MAX_SHRINK_CONCURRENCY),
+  shrinkMaxBatches: String(MAX_SHRINK_BATCHES),
+  peersDnsIntervalMs: setting('peers-dns-interval-ms'),
+  peersDnsIntervalMinMs: String(PEERS_DNS_INTERVAL_MS.min),
+  peersDnsIntervalMaxMs: String(PEERS_DNS_INTERVAL_MS.max),
+  /** `xpmesh cluster` and `xpmesh ctl`. */
+  clusterNodesMax: String(CLUSTER_NODES.max),
+  clusterNodes: String(CLUSTER_NODES.default),
+  clusterFrames: String(CLUSTER_FRAMES),
+  ctlUrl: DEFAULT_ADMIN_URL,
+  /** `xpmesh load`: option defaults, hard caps, the workload program's limits. */
+  loadInstances: String(LOAD_DEFAULTS.instances),
+  loadInstancesMax: String(LOAD_LIMITS.maxInstances),
+  loadProcs: String(LOAD_DEFAULTS.procs),
+  loadProcsMax: String(MAX_PROCS),
+  loadPages: String(LOAD_DEFAULTS.pages),
+  loadDurationMs: String(LOAD_DEFAULTS.durationMs),
+  loadDurationWithOpsMs: String(LOAD_DEFAULTS.durationWithOpsMs),
+  loadDurationMaxMs: String(LOAD_LIMITS.maxDurationMs),
+  loadOps: String(LOAD_DEFAULTS.ops),
+  loadOpsMax: String(LOAD_LIMITS.maxOps),
+  loadSeed: String(LOAD_DEFAULTS.seed),
+  loadMinFrames: String(LOAD_DEFAULTS.minFrames),
+  loadChunkMaxOps: big(CHUNK_MAX_OPS),
+  loadChunkMaxS: `${CHUNK_MAX_MS / 1000} s`,
+  loadStateMax: kib(MAX_STATE_BYTES),
+  loadSourceMax: kib(MAX_SOURCE_BYTES),
+  loadConfigMax: kib(LOAD_LIMITS.maxConfigBytes),
+  loadKeysMax: big(PLAN_LIMITS.maxKeys),
+  loadParamsMax: kib(PLAN_LIMITS.maxParamsBytes),
+  /** Pages of one driver message (map, write-back round, detach chunk). */
+  driverMaxPages: String(MAX_PAGES),
+  /** Pages of one ranged call of the kernel's module API. */
+  kernelRangePages: String(MAX_RANGE_PAGES),
+  /** Never-used frames the kernel keeps touched ahead of allocation. */
+  pretouchAhead: String(PRETOUCH_AHEAD),
 };
 
 /**

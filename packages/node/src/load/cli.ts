@@ -51,6 +51,20 @@ export const LIMITS = {
   maxConfigBytes: 256 * 1024,
 } as const;
 
+/** Defaults of the options (the help, the parser and docs/load.md read them here). */
+export const LOAD_DEFAULTS = {
+  instances: 3,
+  procs: 2,
+  pages: 16,
+  durationMs: 3000,
+  /** --duration when --ops is given: the op count is meant to end the run. */
+  durationWithOpsMs: 120_000,
+  ops: 2_000_000,
+  seed: 1,
+  /** --frames: max(this, 4 × segment pages). */
+  minFrames: 8192,
+} as const;
+
 /** Exit codes: k6's for crossed thresholds. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, thresholds: 99 } as const;
 
@@ -67,13 +81,13 @@ ${WORKLOADS.map((w) => `  ${w.padEnd(14)} ${WORKLOAD_HELP[w]}`).join('\n')}
 
 options:
   --workload W        a built-in above, all, or a path to a workload module   [mixed]
-  --instances N       instances of the local cluster (1..${LIMITS.maxInstances})             [3]
-  --procs N           processes per instance                              [2]
-  --pages N           pages the workload touches                          [16]
+  --instances N       instances of the local cluster (1..${LIMITS.maxInstances})             [${LOAD_DEFAULTS.instances}]
+  --procs N           processes per instance                              [${LOAD_DEFAULTS.procs}]
+  --pages N           pages the workload touches                          [${LOAD_DEFAULTS.pages}]
   --segment-pages N   size of the exported segment in pages (>= pages)    [= pages]
-  --duration MS       run time per workload (hard cap ${LIMITS.maxDurationMs})            [3000]
-  --ops N             total operations cap (hard cap ${LIMITS.maxOps})          [2000000]
-  --seed N            seed: fixes each process's sequence of operations  [1]
+  --duration MS       run time per workload (hard cap ${LIMITS.maxDurationMs})            [${LOAD_DEFAULTS.durationMs}]
+  --ops N             total operations cap (hard cap ${LIMITS.maxOps})          [${LOAD_DEFAULTS.ops}]
+  --seed N            seed: fixes each process's sequence of operations  [${LOAD_DEFAULTS.seed}]
   --rate R            open model: R calls of op per second over all processes, due whether or
                       not the last one ended; latency counts from when a call was due
   --stage DUR:TARGET  ramp linearly to TARGET over DUR (e.g. 2s:500; repeatable): the rate with
@@ -83,7 +97,7 @@ options:
                       exit ${EXIT.thresholds} when one is crossed
   --config FILE       JSON object of these options (e.g. {"threshold": ["p99<5ms"], "rate": 500});
                       flags given on the command line win
-  --frames N          frames per instance of the local cluster           [8192]
+  --frames N          frames per instance of the local cluster           [${LOAD_DEFAULTS.minFrames}]
   --connect URLS      use running instances (admin URLs, comma-separated; the first is the home),
                       or dns:NAME:PORT: every address of NAME (with --instances N: wait for N,
                       use the first N; waits up to 60 s)
@@ -264,7 +278,9 @@ export async function runLoadCli(argv: string[], io: LoadCliIo = defaultIo): Pro
     if (connect !== undefined && dns) {
       // resolved below, before the run: every address, or the first --instances N once N resolve
       dnsWant =
-        s('instances') !== undefined ? int(s('instances'), 'instances', 3, 1, LIMITS.maxInstances) : 0;
+        s('instances') !== undefined
+          ? int(s('instances'), 'instances', LOAD_DEFAULTS.instances, 1, LIMITS.maxInstances)
+          : 0;
       urls = Array.from({ length: dnsWant || 1 }, () => 'dns');
     } else if (connect !== undefined) {
       urls = connect
@@ -276,14 +292,15 @@ export async function runLoadCli(argv: string[], io: LoadCliIo = defaultIo): Pro
         if (!/^https?:\/\/[^/]+/.test(u)) throw new Usage(`--connect: "${u}" is not an http URL`);
       if (s('instances') !== undefined) throw new Usage('give --instances or --connect, not both');
     }
-    instances = urls?.length ?? int(s('instances'), 'instances', 3, 1, LIMITS.maxInstances);
-    const procsPerInstance = int(s('procs'), 'procs', 2, 1, 256);
+    instances =
+      urls?.length ?? int(s('instances'), 'instances', LOAD_DEFAULTS.instances, 1, LIMITS.maxInstances);
+    const procsPerInstance = int(s('procs'), 'procs', LOAD_DEFAULTS.procs, 1, 256);
     const nProcs = instances * procsPerInstance;
     if (nProcs > MAX_PROCS) throw new Usage(`at most ${MAX_PROCS} processes in all`);
-    const pages = int(s('pages'), 'pages', 16, 1, LIMITS.maxPages);
+    const pages = int(s('pages'), 'pages', LOAD_DEFAULTS.pages, 1, LIMITS.maxPages);
     const segmentPages = int(s('segment-pages'), 'segment-pages', pages, 1, LIMITS.maxPages);
     if (segmentPages < pages) throw new Usage('--segment-pages must be >= --pages');
-    frames = int(s('frames'), 'frames', Math.max(8192, 4 * segmentPages), 64, 1 << 22);
+    frames = int(s('frames'), 'frames', Math.max(LOAD_DEFAULTS.minFrames, 4 * segmentPages), 64, 1 << 22);
     const stages = ((values.stage as string[] | undefined) ?? []).map(parseStage);
     if (stages.length > LIMITS.maxStages) throw new Usage(`at most ${LIMITS.maxStages} stages`);
     const stageMs = stages.reduce((a, st) => a + st.durationMs, 0);
@@ -292,9 +309,15 @@ export async function runLoadCli(argv: string[], io: LoadCliIo = defaultIo): Pro
     if (stages.length && s('duration') !== undefined) throw new Usage('give --duration or --stage, not both');
     const durationMs = stages.length
       ? stageMs
-      : int(s('duration'), 'duration', s('ops') !== undefined ? 120_000 : 3000, 1, LIMITS.maxDurationMs);
-    const maxOps = int(s('ops'), 'ops', 2_000_000, 1, LIMITS.maxOps);
-    const seed = int(s('seed'), 'seed', 1, 0, 2 ** 32 - 1);
+      : int(
+          s('duration'),
+          'duration',
+          s('ops') !== undefined ? LOAD_DEFAULTS.durationWithOpsMs : LOAD_DEFAULTS.durationMs,
+          1,
+          LIMITS.maxDurationMs,
+        );
+    const maxOps = int(s('ops'), 'ops', LOAD_DEFAULTS.ops, 1, LIMITS.maxOps);
+    const seed = int(s('seed'), 'seed', LOAD_DEFAULTS.seed, 0, 2 ** 32 - 1);
     let model: LoadModel;
     const rateArg = s('rate');
     if (rateArg !== undefined) {

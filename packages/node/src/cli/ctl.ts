@@ -16,7 +16,7 @@ import {
   WordError,
 } from '../client/words.js';
 import { AdminCallError, AdminClient } from '../daemon/admin-client.js';
-import { CONFIG_SETTINGS } from '../daemon/config.js';
+import { DEFAULT_ADMIN_PORT } from '../daemon/default-ports.js';
 import { ConnectError, resolveConnect } from '../daemon/discover.js';
 import { OP_NAMES, OP_SCHEMAS, type OpName } from '../daemon/ops.js';
 import {
@@ -34,7 +34,7 @@ import {
 const VIEWS = ['status', 'pages', 'metrics', 'events', 'healthz'] as const;
 
 /** Where `ctl` looks without --url: this machine, the instance's default admin port. */
-export const DEFAULT_ADMIN_URL = `http://127.0.0.1:${CONFIG_SETTINGS.find((x) => x.flag === 'admin-port')?.default}`;
+export const DEFAULT_ADMIN_URL = `http://127.0.0.1:${DEFAULT_ADMIN_PORT}`;
 
 export const CTL_HELP = `usage: xpmesh ctl [--url URL | --connect dns:NAME:PORT] [--token TOKEN] [--json] COMMAND [--field value ...]
        xpmesh ctl [--url URL] [--token TOKEN] script [--stop-on-error] < ops.jsonl

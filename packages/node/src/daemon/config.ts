@@ -10,6 +10,7 @@ import { hostname as osHostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_LIMITS, TIMING_DEFAULTS } from '@xpmesh/protocol';
 import { type CredentialPolicy, parseCredentialPolicy } from './cred-policy.js';
+import { DEFAULT_ADMIN_PORT, DEFAULT_LISTEN_PORT } from './default-ports.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -106,7 +107,7 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     flag: 'listen-port',
     env: 'XPMESH_LISTEN_PORT',
     kind: 'int',
-    default: '7400',
+    default: String(DEFAULT_LISTEN_PORT),
     help: 'port of the peer link',
   },
   {
@@ -178,7 +179,7 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     flag: 'admin-port',
     env: 'XPMESH_ADMIN_PORT',
     kind: 'int',
-    default: '7500',
+    default: String(DEFAULT_ADMIN_PORT),
     help: 'port of the admin HTTP API (0 = any free port)',
   },
   {

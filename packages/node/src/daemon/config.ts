@@ -82,6 +82,8 @@ export interface SettingSpec {
   help: string;
 }
 
+/** `--frames`: its default and bounds (4 KiB frames). */
+export const FRAMES = { default: 4096, min: 16, max: 1 << 20 } as const;
 /** Bounds of `--peers-dns-interval-ms`. */
 export const PEERS_DNS_INTERVAL_MS = { min: 100, max: 600_000 } as const;
 
@@ -155,8 +157,8 @@ export const CONFIG_SETTINGS: readonly SettingSpec[] = [
     flag: 'frames',
     env: 'XPMESH_FRAMES',
     kind: 'int',
-    default: '4096',
-    help: 'physical memory in 4 KiB frames (4096 = 16 MiB)',
+    default: String(FRAMES.default),
+    help: `physical memory in 4 KiB frames (${FRAMES.default} = ${FRAMES.default / 256} MiB)`,
   },
   {
     key: 'swapPath',
@@ -424,8 +426,8 @@ export function resolveConfig(
   const adminToken = raw.get('adminToken') ?? readSecretFile('adminTokenFile');
 
   const frames = int('frames');
-  if (frames < 16 || frames > 1 << 20)
-    throw new ConfigError(`--frames ${frames} must be between 16 and 1048576`);
+  if (frames < FRAMES.min || frames > FRAMES.max)
+    throw new ConfigError(`--frames ${frames} must be between ${FRAMES.min} and ${FRAMES.max}`);
   const heartbeatMs = int('heartbeatMs');
   const missedBeats = int('missedBeats');
   const requestTimeoutMs = int('requestTimeoutMs');

@@ -22,7 +22,7 @@ import {
 import { CLUSTER_FRAMES, CLUSTER_NODES } from '../cli/cluster.js';
 import { DEFAULT_ADMIN_URL } from '../cli/ctl.js';
 import { ADMIN_LIMITS } from '../daemon/admin.js';
-import { CONFIG_SETTINGS, MAX_DNS_NAMES, PEERS_DNS_INTERVAL_MS } from '../daemon/config.js';
+import { CONFIG_SETTINGS, FRAMES, MAX_DNS_NAMES, PEERS_DNS_INTERVAL_MS } from '../daemon/config.js';
 import { DEFAULT_MAX_DNS_ADDRESSES } from '../daemon/membership.js';
 import {
   OP_SCHEMAS,
@@ -66,6 +66,8 @@ function setting(flag: string): string {
   if (!s) throw new Error(`no setting --${flag}`);
   return s.default;
 }
+/** The `run` operation's bounds (its zod schema). */
+const runShape = OP_SCHEMAS.run.shape;
 const pressureDefaults = OP_SCHEMAS.pressure.parse({ pages: 1 });
 
 /** Inline figures, by name. */
@@ -107,6 +109,8 @@ export const VALUES: Readonly<Record<string, string>> = {
   pressureConcurrency: String(pressureDefaults.concurrency),
   pressureMaxBatches: String(PRESSURE_MAX_BATCHES),
   pressureBatches: String(pressureDefaults.batches),
+  runModuleMaxChars: String(runShape.module.maxLength),
+  runExportMaxChars: String(runShape.export.maxLength),
   /** The kernel's `shrink` bounds (the same as `pressure`'s: pressure.test.ts). */
   shrinkMaxConcurrency: String(MAX_SHRINK_CONCURRENCY),
   shrinkMaxBatches: String(MAX_SHRINK_BATCHES),
@@ -155,7 +159,7 @@ const DOC_MEANING: Readonly<Record<string, string>> = {
   peers:
     "other instances, comma-separated `host:port` (service names under compose); this instance's own address is dropped from the list",
   'cluster-key': 'shared secret authenticating peers (challenge-response; never sent on the wire)',
-  frames: 'physical memory in 4 KiB frames (4096 = 16 MiB; 16 … 1048576)',
+  frames: `physical memory in 4 KiB frames (${FRAMES.default} = ${FRAMES.default / 256} MiB; ${FRAMES.min} … ${FRAMES.max})`,
   'swap-file': 'the swap area, a real file; its name is removed right after it is opened (below)',
   'admin-port': 'port of the admin HTTP API (`0` = any free port, printed in the `admin listening` log line)',
   'admin-token': 'bearer token for admin operations (see below)',

@@ -142,6 +142,9 @@ export const VALUES: Readonly<Record<string, string>> = {
   loadConfigMax: kib(LOAD_LIMITS.maxConfigBytes),
   loadKeysMax: big(PLAN_LIMITS.maxKeys),
   loadParamsMax: kib(PLAN_LIMITS.maxParamsBytes),
+  loadChunkMsMin: big(PLAN_LIMITS.chunkMs.min),
+  loadChunkMsMax: big(PLAN_LIMITS.chunkMs.max),
+  loadChunkMs: big(PLAN_LIMITS.chunkMs.default),
   /** Pages of one driver message (map, write-back round, detach chunk). */
   driverMaxPages: String(MAX_PAGES),
   /** Pages of one ranged call of the kernel's module API. */

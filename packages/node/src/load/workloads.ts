@@ -50,6 +50,8 @@ export const PLAN_LIMITS = {
   maxKeys: 65_536,
   maxParamsBytes: 64 * 1024,
   wordsPerPage: 1024,
+  /** `chunkMs`: chunk length of duration-bounded runs. */
+  chunkMs: { min: 10, max: 10_000, default: 200 },
 } as const;
 
 export interface Plan {
@@ -98,7 +100,7 @@ function planSchema(segmentPages: number) {
         churn: z.object({ every: int(1, 100_000) }).nullish(),
       })
       .optional(),
-    chunkMs: int(10, 10_000).optional(),
+    chunkMs: int(PLAN_LIMITS.chunkMs.min, PLAN_LIMITS.chunkMs.max).optional(),
   });
 }
 
@@ -184,6 +186,6 @@ export function makePlan(w: WorkloadModule, input: PlanInput): Plan {
     reclaim: bg.reclaim ?? null,
     fork: bg.fork ?? null,
     churn: bg.churn ?? null,
-    chunkMs: p.chunkMs ?? 200,
+    chunkMs: p.chunkMs ?? PLAN_LIMITS.chunkMs.default,
   };
 }

@@ -18,6 +18,7 @@ import {
 } from './api.js';
 import { type CheckOptions, checkKernel } from './check.js';
 import { Kernel as KernelState, type Watermarks } from './kernel.js';
+import { LEASE_SLOTS } from './lease.js';
 import { type MigrateOutcome, migratePage, migratePages } from './migrate.js';
 import { createModuleApi, MAX_RANGE_PAGES, pageInfoOf } from './module-api.js';
 import { PhysMem, PRETOUCH_AHEAD } from './page.js';
@@ -45,7 +46,7 @@ export type { ProcessContext, Program } from './process-messages.js';
 export type { ReclaimOutcome, ShrinkLimits, ShrinkResult } from './reclaim.js';
 export type { RmapNotifierIntrospection } from './rmap-notifier.js';
 /** Bounds of `shrink`'s limits (`concurrency` pages per batch, `batches` in flight). */
-export { MAX_RANGE_PAGES, MAX_SHRINK_BATCHES, MAX_SHRINK_CONCURRENCY, PRETOUCH_AHEAD };
+export { LEASE_SLOTS, MAX_RANGE_PAGES, MAX_SHRINK_BATCHES, MAX_SHRINK_CONCURRENCY, PRETOUCH_AHEAD };
 
 export interface KernelOptions {
   name: string;

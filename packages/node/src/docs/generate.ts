@@ -11,7 +11,13 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FORGOTTEN_FENCES_KEPT, MAX_NODE_INDEX, MAX_PAGES, NODE_SWEEP_FLOOR } from '@xpmesh/driver';
-import { MAX_RANGE_PAGES, MAX_SHRINK_BATCHES, MAX_SHRINK_CONCURRENCY, PRETOUCH_AHEAD } from '@xpmesh/kernel';
+import {
+  LEASE_SLOTS,
+  MAX_RANGE_PAGES,
+  MAX_SHRINK_BATCHES,
+  MAX_SHRINK_CONCURRENCY,
+  PRETOUCH_AHEAD,
+} from '@xpmesh/kernel';
 import {
   DEFAULT_LEASE_MS,
   DEFAULT_LIMITS,
@@ -147,6 +153,9 @@ export const VALUES: Readonly<Record<string, string>> = {
   loadChunkMs: big(PLAN_LIMITS.chunkMs.default),
   /** Pages of one driver message (map, write-back round, detach chunk). */
   driverMaxPages: String(MAX_PAGES),
+  /** The kernel's lease table: slots, slot 0 never a lease. */
+  kernelLeaseSlots: String(LEASE_SLOTS),
+  kernelLastLeaseSlot: String(LEASE_SLOTS - 1),
   /** Pages of one ranged call of the kernel's module API. */
   kernelRangePages: String(MAX_RANGE_PAGES),
   /** Never-used frames the kernel keeps touched ahead of allocation. */

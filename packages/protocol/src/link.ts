@@ -11,7 +11,7 @@
  */
 import { clientProof, newNonce, proofsEqual, serverProof } from './auth.js';
 import type { Clock, Logger } from './base.js';
-import { encodeLinkFrame, type FrameDecoder } from './codec.js';
+import { encodeLinkFrameLeased, type FrameDecoder } from './codec.js';
 import { isWireErrorCode, type WireErrorCode } from './error-table.js';
 import { CloseCode, closeCodeName, WireError } from './errors.js';
 import type { Limits } from './limits.js';
@@ -422,11 +422,19 @@ export class Link {
   }
 
   private sendNow(m: Message | Message[]): void {
-    const frame = encodeLinkFrame(m);
+    const { frame, release } = encodeLinkFrameLeased(m);
     if (Array.isArray(m)) this.o.metrics.frameOut(m, frame.byteLength);
     else this.o.metrics.frameOut1(m.t, frame.byteLength);
-    this.o.onFrame?.('out', this.peerNode, frame);
-    this.o.conn.send(frame);
+    const tap = this.o.onFrame;
+    if (tap === undefined) {
+      // The transport is the frame's last reader: it gives the encoder's lease back once done.
+      this.o.conn.send(frame, release);
+    } else {
+      // A tap may keep the frame (tests record them): the lease is never given back, so these
+      // bytes are never reused (fast-encode.ts Slab; test/slab-reuse.test.ts).
+      tap('out', this.peerNode, frame);
+      this.o.conn.send(frame);
+    }
   }
 
   // ---- receiving --------------------------------------------------------------------------------

@@ -107,10 +107,25 @@ export class WsConn implements Conn {
     }
   }
 
-  send(frame: Uint8Array): void {
-    if (this.done || this.ws.readyState !== WebSocket.OPEN) return;
+  /**
+   * `done` (the sender's lease, transport.ts) goes to ws as the send callback. ws hands the frame
+   * (or, for a masked client frame, a masked copy of it) to the socket with `socket.write(chunk, cb)`
+   * and passes our callback as that `cb` (ws sender.js sendFrame; a send after close: cb(error) on the
+   * next tick, frame dropped). Node calls a write callback exactly once (a second call is its own
+   * ERR_MULTIPLE_CALLBACK), after the chunk was written to the kernel (which copies it) or, on error /
+   * destroy, after the chunk was dropped from the stream's queue; so after `done` nothing of ws or
+   * Node reads the frame. Not sent at all (closed): nothing holds it, released at once. If ws.send
+   * throws, whether ws kept the frame is unknown: the lease is never released (safe; see Slab).
+   * test/slab-reuse.test.ts sends frames through a socket whose peer does not read (writes queue)
+   * and checks every one arrives intact.
+   */
+  send(frame: Uint8Array, done?: () => void): void {
+    if (this.done || this.ws.readyState !== WebSocket.OPEN) {
+      done?.();
+      return;
+    }
     try {
-      this.ws.send(frame, SEND_OPTIONS);
+      this.ws.send(frame, SEND_OPTIONS, done);
     } catch (err) {
       this.logger.debug({ error: String(err) }, 'ws: send failed');
     }

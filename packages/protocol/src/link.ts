@@ -25,7 +25,7 @@ import type {
   RequestReplyMap,
 } from './messages.js';
 import type { Metrics } from './metrics.js';
-import { RequestError } from './peers.js';
+import { type PeerSession, RequestError } from './peers.js';
 import type { Conn } from './transport.js';
 
 /** The handshake step at which a link asks the network whether the session may proceed. */
@@ -129,6 +129,9 @@ export class Link {
   /** Peer node id and epoch, known after hello (server) / welcome (client). */
   peerNode = '';
   peerEpoch = -1;
+  /** `{ node: peerNode, epoch: peerEpoch }`, frozen, set when the session comes up (neither changes
+   * after that): what request handlers get as `from`, one object per session instead of per request. */
+  session: PeerSession = Object.freeze({ node: '', epoch: -1 });
   /** The peer's incarnation (`boot` of its hello/welcome; its epoch if it sent none). */
   peerBoot = -1;
   version = 0;
@@ -342,12 +345,17 @@ export class Link {
         };
       }
     }
-    this.enqueue(msg as unknown as Message, estimateBytes(msg as unknown as Message));
-    // The last reply this link owes: no other reply can join its frame, so it leaves now instead of
-    // after the rest of this turn's microtasks (one promise hop less on every serial round trip).
+    // The last reply this link owes: no other reply can join its frame, so it leaves now (with
+    // whatever else this turn queued before it) instead of after the rest of this turn's microtasks,
+    // and no flush is scheduled for it (one promise hop less on every serial round trip; a flush
+    // scheduled earlier in the turn for other messages then finds the queue empty).
     // While other requests of the peer are outstanding, replies wait for the turn's flush and leave
     // batched (test/link-queue.test.ts); either way a reply is encoded in the turn it is queued.
-    if (this.incoming === 0) this.flushGuarded();
+    const m = msg as unknown as Message;
+    if (this.incoming === 0) {
+      this.push(m, estimateBytes(m));
+      this.flushGuarded();
+    } else this.enqueue(m, estimateBytes(m));
   }
 
   /** Sends an error reply for a request. */
@@ -364,11 +372,16 @@ export class Link {
     }
   }
 
-  private enqueue(msg: Message, est: number): void {
+  /** Appends to this turn's queue; the caller flushes (or enqueue() schedules the flush). */
+  private push(msg: Message, est: number): void {
     const n = this.queueLen++;
     this.queue[n] = msg;
     this.queueEst[n] = est;
     this.queuedBytes += est;
+  }
+
+  private enqueue(msg: Message, est: number): void {
+    this.push(msg, est);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       // A native promise, not queueMicrotask: fake-timers may fake the latter.
@@ -717,6 +730,7 @@ export class Link {
   }
 
   private goUp(): void {
+    this.session = Object.freeze({ node: this.peerNode, epoch: this.peerEpoch });
     this.state = nextLinkState(this.state, this.role === 'server' ? 'auth' : 'ready');
     this.o.conn.authenticated?.();
     this.o.clock.clearTimeout(this.handshakeTimer);

@@ -22,9 +22,9 @@ export interface Conn {
    * Sends one binary frame. Never throws; a send on a closed connection is dropped.
    * `done`, if given, is the sender's lease on the frame's memory (fast-encode.ts Slab): the transport
    * calls it at most once, and only when neither it nor anything it handed the frame to reads those
-   * bytes anymore (ws: the socket's write callback, after the kernel took the bytes or the write
-   * failed; memory: right after its copy). A transport that cannot tell never calls it (always safe:
-   * the memory is then never reused). After `done` the sender may overwrite the frame.
+   * bytes anymore (ws: within send() or uncork(), when the kernel took every byte written so far,
+   * else never; memory: right after its copy). A transport that cannot tell never calls it (always
+   * safe: the memory is then never reused). After `done` the sender may overwrite the frame.
    */
   send(frame: Uint8Array, done?: () => void): void;
   /** Optional: hold the frames sent until `uncork()` and write them together (one syscall). */

@@ -12,12 +12,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { setImmediate as tick } from 'node:timers/promises';
 import fc from 'fast-check';
+import { encodeLinkFrameLeased } from '../codec.js';
 import { encodeFast, encodeFastLeased, takeRelease } from '../fast-encode.js';
 import { createMemoryNetwork } from '../memory.js';
 import type { MapOk, MapReq, Message } from '../messages.js';
 import type { TransportPeerNetwork as PeerNetwork } from '../network.js';
 import { createWsPeerNetwork } from '../ws.js';
+import { type WsConn, wsTransport } from '../ws-transport.js';
 
 const KEY = 'slab-reuse-test-key-0123456789abcdef';
 
@@ -157,6 +160,57 @@ describe('sent frames are intact on the wire (ws)', () => {
 
   it('serial round trips (each frame reused at once) and small batches', async () => {
     for (let i = 0; i < 50; i++) await checkReplies(a, 1 + (i % 5), 60);
+  });
+});
+
+describe('ws transport: a frame still in the socket queue is never given back', () => {
+  it('the reader stops reading: frames sent in later turns do not overwrite queued ones', async () => {
+    const t = wsTransport({ listen: { host: '127.0.0.1', port: 0 }, maxFrameBytes: 1 << 20 });
+    let server!: WsConn;
+    const accepted = new Promise<void>((resolve) => {
+      void t
+        .listen((c) => {
+          server = c as WsConn;
+          c.setHandlers({ onFrame() {}, onPong() {}, onClose() {} });
+          resolve();
+        })
+        .then((l) => {
+          listener = l;
+          return t.dial(l.address, 5000);
+        })
+        .then((c) => {
+          client = c as WsConn;
+        });
+    });
+    let listener!: { close(): Promise<void> };
+    let client!: WsConn;
+    await accepted;
+    while (client === undefined) await tick();
+    const got: Uint8Array[] = [];
+    client.setHandlers({ onFrame: (f) => got.push(f), onPong() {}, onClose() {} });
+    try {
+      // the client's socket stops reading: the server's writes back up in Node (asynchronous writes,
+      // libuv holding our unmasked bytes), while the encoder writes the next frames, one turn each
+      const sock = (client.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+      sock.pause();
+      const sent: Buffer[] = [];
+      for (let i = 0; i < 40; i++) {
+        const { frame, release } = encodeLinkFrameLeased(mapOk(i, 60, i));
+        sent.push(Buffer.from(frame));
+        server.send(frame, release);
+        await tick();
+      }
+      assert.ok(server.bufferedAmount() > 0, 'writes are queued (the case under test)');
+      sock.resume();
+      const deadline = Date.now() + 20_000;
+      while (got.length < sent.length && Date.now() < deadline) await tick();
+      assert.equal(got.length, sent.length);
+      got.forEach((f, i) => assert.ok(Buffer.from(f).equals(sent[i]), `frame ${i} changed on the way`));
+    } finally {
+      client.close(1000, 'done');
+      server.close(1000, 'done');
+      await listener.close();
+    }
   });
 });
 

@@ -24,6 +24,8 @@ import { PhysMem } from './page.js';
 import { KIND_DEVICE, KIND_NORMAL, pteKind, ptePfn, walk } from './pagetable.js';
 import { Process, type SpawnOptions } from './process.js';
 import {
+  MAX_SHRINK_BATCHES,
+  MAX_SHRINK_CONCURRENCY,
   pageMkclean,
   type ReclaimOutcome,
   reclaimPage,
@@ -42,6 +44,8 @@ export type { ExitStatus, Process, SpawnOptions } from './process.js';
 export type { ProcessContext, Program } from './process-messages.js';
 export type { ReclaimOutcome, ShrinkLimits, ShrinkResult } from './reclaim.js';
 export type { RmapNotifierIntrospection } from './rmap-notifier.js';
+/** Bounds of `shrink`'s limits (`concurrency` pages per batch, `batches` in flight). */
+export { MAX_SHRINK_BATCHES, MAX_SHRINK_CONCURRENCY };
 
 export interface KernelOptions {
   name: string;

@@ -577,7 +577,18 @@ export async function shrink(
       inFlight.add(pfn);
       batch.push(pfn);
     }
-    if (batch.length === 0) break;
+    if (batch.length === 0) {
+      // take() found nothing to start. If it stopped for good (`stop`), or nothing is in flight, the
+      // scan is over. Else every page it could see is in a batch still in flight (or enough pages are
+      // on their way): wait for one to end, then scan again — its pages that were not reclaimed
+      // (busy, referenced, refused) are back on the LRU, and pages still to reclaim may remain. (It
+      // used to end here, reporting 'done' with fewer than nr pages reclaimed while the LRU still
+      // held pages, whenever more than one batch was in flight.) Terminates: each pass either
+      // scans a page (bounded by `budget`) or waits for one of the finitely many running batches.
+      if (stop !== null || failed || running.size === 0) break;
+      await Promise.race(running);
+      continue;
+    }
     const one: Promise<void> = reclaimPages(k, batch, { force: false, blockable })
       .then(
         (outcomes) => {
@@ -599,7 +610,8 @@ export async function shrink(
   }
   while (running.size > 0) await Promise.race(running);
   if (failed) throw failed.e;
-  // take() returned null for good, so either nr pages were reclaimed or `stop` says why not.
+  // take() returned null with nothing in flight, so either nr pages were reclaimed or `stop` says
+  // why not (with an empty inFlight, take() returns null only for those two reasons).
   res.stoppedBy = res.reclaimed >= nr ? 'done' : (stop ?? 'done');
   return res;
 }

@@ -17,13 +17,19 @@
  *                    notify and back) before it replies. Timed at the main thread.
  *   raw-ws-64-pages  raw ws round trip with a 256 KiB reply (64 pages, what a 64-page map-ok carries)
  *                    vs one with a 4 KiB reply: the transport's share of map-64-pages vs map-1-page.
+ *   raw-fanout-8     a raw ws 32 B round trip to 8 echo servers at once (8 requests sent, then every
+ *                    reply awaited), each server in its own process (2proc) or all in this one, vs the
+ *                    same to 1 server, alternating: what fan-out 8 vs 1 costs this machine with nothing
+ *                    of ours in between. No worker is interrupted (the driver's remotes interrupt none
+ *                    here either: their attaching processes are outside any access window).
  * Driver paths:
  *   remote-read-fault     first read32 of a remote page (prefault 1), timed in the faulting process's
  *                         own thread (programs.ts), vs hop-chain
  *   map-1-page / map-64-pages   the map request → map-ok round trip of a 1-page and a 64-page fault
  *                         (driver 'message' latency; prefault 64 for the latter)
  *   invalidate-ack-N      a home process writes a page N remotes read: invalidate → every ack, at the
- *                         home (driver 'invalidated' event), vs inval-chain; fan-out 8 vs 1
+ *                         home (driver 'invalidated' event), vs inval-chain; fan-out 8 vs 1, and
+ *                         fan-out 8 vs raw-fanout-8
  *   invalidate-1024-page-range  mprotect of a 1024-page range one remote holds vs a 1-page range
  *                         (its CPU figures are per single operation: the measured cost of measuring,
  *                         invalidate-range-cpu-measurement-cost, is taken off both)
@@ -47,7 +53,7 @@ import {
   RemoteInstance,
 } from './instance.js';
 import { profileStart, profileStop } from './profile.js';
-import { RawClient, REPLY_64P, startRawServer, WAKE_THEN_32 } from './raw.js';
+import { RawClient, REPLY_32, REPLY_64P, startRawServer, WAKE_THEN_32 } from './raw.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
 /**
@@ -139,10 +145,24 @@ async function rawFor(pl: Placement, host?: RemoteInstance) {
   return { client: await RawClient.connect(srv.port), close: () => srv.close() };
 }
 
-/** Remote read faults (prefault 1 and 64) vs the hop chain. The attachers live in this process. */
 /** A full collection before a measured section, so garbage of the previous one is not billed to it. */
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
 
+/**
+ * n raw fan-outs (see raw-fanout-8 above): each sends a 32 B request to every server, then awaits
+ * every reply; timed at this thread (µs).
+ */
+async function fanTimed(servers: Array<{ client: RawClient }>, n: number): Promise<number[]> {
+  const lat: number[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await Promise.all(servers.map((x) => x.client.rt(REPLY_32)));
+    lat[i] = (performance.now() - t) * 1000;
+  }
+  return lat;
+}
+
+/** Remote read faults (prefault 1 and 64) vs the hop chain. The attachers live in this process. */
 async function faults(pl: Placement) {
   const N = QUICK ? 100 : 300; // faults per round
   const K = QUICK ? 4 : 12; // 64-page faults per round
@@ -256,6 +276,10 @@ async function invalidations(pl: Placement) {
   for (let i = 1; i <= 8; i++)
     remotes.push(await spawnInst(pl, { name: `r${i}`, frames: 4096, prefault: 64 }));
   const raw = await rawFor(pl, remotes[0] as RemoteInstance);
+  // the raw fan-out: one echo server per remote (in the remote's process for 2proc)
+  const fanRaw = run('invalidations')
+    ? await Promise.all(remotes.map((x) => rawFor(pl, x as RemoteInstance)))
+    : [];
   try {
     await mesh([home], remotes);
     const R = new Rounds();
@@ -269,9 +293,14 @@ async function invalidations(pl: Placement) {
       segs.set(fan, { segid, keys });
     }
     await raw.client.timed(WAKE_THEN_32, M);
+    if (fanRaw.length > 0) await fanTimed(fanRaw, M);
     for (let r = 0; r <= (fans.length > 0 ? ROUNDS : -1); r++) {
       gc();
       const chain = await withCpu(remotes.slice(0, 1), () => raw.client.timed(WAKE_THEN_32, M));
+      gc();
+      const fan1 = await withCpu(remotes.slice(0, 1), () => fanTimed(fanRaw.slice(0, 1), M));
+      gc();
+      const fan8 = await withCpu(remotes, () => fanTimed(fanRaw, M));
       for (const fan of fans) {
         const { segid, keys } = segs.get(fan)!;
         const { p, va } = home.segs.get(segid)!;
@@ -290,6 +319,10 @@ async function invalidations(pl: Placement) {
       if (r > 0) {
         R.add('chain50', pct(chain.r, 0.5));
         R.add('chainCpu', chain.cpu / M);
+        R.add('rawFan1', pct(fan1.r, 0.5));
+        R.add('rawFan1Cpu', fan1.cpu / M);
+        R.add('rawFan8', pct(fan8.r, 0.5));
+        R.add('rawFan8Cpu', fan8.cpu / M);
       }
     }
     const s = `-${pl}`;
@@ -301,6 +334,12 @@ async function invalidations(pl: Placement) {
       bench(`invalidate-ack-8-remotes-p50${s}`, R.get('inv8'), 'us', R.get('chain50'));
       bench(`invalidate-fanout-8-vs-1-p50${s}`, R.get('inv8'), 'us', R.get('inv1'));
       bench(`invalidate-fanout-8-vs-1-cpu${s}`, R.get('inv8Cpu'), 'us/op', R.get('inv1Cpu'));
+      // the machine's own fan-out: the raw chain to 8 servers at once vs to 1, and the driver's
+      // fan-out against it (what is ours)
+      bench(`raw-fanout-8-vs-1-p50${s}`, R.get('rawFan8'), 'us', R.get('rawFan1'));
+      bench(`raw-fanout-8-vs-1-cpu${s}`, R.get('rawFan8Cpu'), 'us/op', R.get('rawFan1Cpu'));
+      bench(`invalidate-fanout-8-vs-raw-fanout-8-p50${s}`, R.get('inv8'), 'us', R.get('rawFan8'));
+      bench(`invalidate-fanout-8-vs-raw-fanout-8-cpu${s}`, R.get('inv8Cpu'), 'us/op', R.get('rawFan8Cpu'));
     }
     if (!run('ranges')) return;
 
@@ -345,6 +384,10 @@ async function invalidations(pl: Placement) {
   } finally {
     raw.client.close();
     await raw.close();
+    for (const f of fanRaw) {
+      f.client.close();
+      await f.close();
+    }
     for (const x of [home, ...remotes]) await x.close();
   }
 }

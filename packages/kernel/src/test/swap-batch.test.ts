@@ -204,3 +204,23 @@ test('a batch whose rmap-notifier dispatch throws keeps its exported pages (unlo
     exported.clear();
     k.check();
   }));
+
+test('with several batches in flight, shrink still reclaims every page it can and says why it stopped', () =>
+  withKernel({ frames: 256, swapSlots: 256 }, async (k) => {
+    // A small LRU scanned by 2..4 batches in flight: the scan comes round to pages of batches still
+    // in flight before the LRU is empty. It must wait for them and go on, not end with 'done' and
+    // fewer pages reclaimed than asked while the LRU still holds pages (fails on the old code).
+    for (const batches of [2, 3, 4]) {
+      const n = 24;
+      const { p, a } = await filled(k, n);
+      const lru0 = k.stats().lruPages;
+      const r = await k.shrink(1 << 20, { concurrency: 4, batches });
+      assert.equal(r.stoppedBy, 'empty', `batches ${batches}: ${JSON.stringify(r)}`);
+      assert.equal(r.reclaimed, lru0, `batches ${batches}`);
+      assert.equal(k.stats().lruPages, 0);
+      assert.ok(r.scanned <= 2 * lru0 + 8);
+      for (let i = 0; i < n; i++) assert.equal(await p.read32(a + i * PAGE), 0x5000 + i, `page ${i}`);
+      await p.exit(0);
+      k.check();
+    }
+  }));

@@ -68,7 +68,7 @@ operations (addresses: decimal or 0x hex):
   release --pid P --apid A
   remove --segid S
   reclaim --pid P --addr A        force reclaim (swap out) of the page behind P:A
-  pressure --pages N [--budget-ms MS] [--concurrency C]
+  pressure --pages N [--budget-ms MS] [--concurrency C] [--batches B]
                                   LRU reclaim of up to N pages (bounded: budget 5000 ms, max 15000)
                                   → { reclaimed, scanned, outcomes, stoppedBy, ms, freeFrames, memory }
   migrate --pid P --addr A        force migration of that page to another frame

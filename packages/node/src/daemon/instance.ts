@@ -210,7 +210,11 @@ export async function startInstance(
       const free = () => kernel.stats().freeFrames;
       const before = free();
       const t0 = performance.now();
-      const r = await kernel.shrink(i.pages, { budgetMs: i.budgetMs, concurrency: i.concurrency });
+      const r = await kernel.shrink(i.pages, {
+        budgetMs: i.budgetMs,
+        concurrency: i.concurrency,
+        batches: i.batches,
+      });
       const ms = performance.now() - t0;
       for (const [outcome, n] of Object.entries(r.outcomes)) metrics.reclaim.inc({ outcome }, n);
       logger.info(

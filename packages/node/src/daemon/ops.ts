@@ -30,6 +30,13 @@ const prot = z.enum(['none', 'r', 'rw']);
 const segid = z.string().min(1).max(128);
 /** Longest `pressure` budget: the answer comes within `xpmesh ctl`'s 20 s request timeout. */
 export const PRESSURE_MAX_BUDGET_MS = 15_000;
+/**
+ * `pressure`'s `concurrency` and `batches` bounds: the kernel's own (MAX_SHRINK_CONCURRENCY,
+ * MAX_SHRINK_BATCHES; pressure.test.ts checks they agree). Not imported: the CLI loads these schemas
+ * and must not load the kernel.
+ */
+export const PRESSURE_MAX_CONCURRENCY = 64;
+export const PRESSURE_MAX_BATCHES = 4;
 
 export const OP_SCHEMAS = {
   /** Start a process (a worker thread). Signals are caught by default so SIGBUS is reported, not fatal. */
@@ -105,7 +112,9 @@ export const OP_SCHEMAS = {
    * Memory pressure: the kernel's LRU reclaim (as background reclaim does it: young pages get a
    * second chance; an exported page goes through the rmap notifiers, invalidate → every ack → swap
    * out) until `pages` pages are reclaimed, `budgetMs` has passed (a page in flight completes) or
-   * 2 × the LRU size pages were looked at; `concurrency` pages at once. Returns { requested,
+   * 2 × the LRU size pages were looked at; `concurrency` pages at once (one batch, one rmap-notifier
+   * call), `batches` batches in flight (the next one unmapped while the previous waits for its
+   * acks or its swap write). Returns { requested,
    * scanned, reclaimed, outcomes, stoppedBy, ms, freeFrames: { before, after }, memory } (memory:
    * the instance process's memoryUsage()).
    */
@@ -116,7 +125,8 @@ export const OP_SCHEMAS = {
       .positive()
       .max(1 << 24),
     budgetMs: z.number().int().positive().max(PRESSURE_MAX_BUDGET_MS).default(5000),
-    concurrency: z.number().int().min(1).max(64).default(1),
+    concurrency: z.number().int().min(1).max(PRESSURE_MAX_CONCURRENCY).default(1),
+    batches: z.number().int().min(1).max(PRESSURE_MAX_BATCHES).default(1),
   }),
   /** Force migration of the page backing pid:addr; returns { from, to }. */
   migrate: z.object({ pid, addr }),

@@ -32,7 +32,7 @@ export interface KernelPort {
   /** LRU reclaim of up to nrPages pages, bounded (the admin `pressure` operation). */
   shrink?(
     nrPages: number,
-    limits: { budgetMs?: number; concurrency?: number },
+    limits: { budgetMs?: number; concurrency?: number; batches?: number },
   ): MaybePromise<{
     scanned: number;
     reclaimed: number;

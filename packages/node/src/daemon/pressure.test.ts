@@ -8,12 +8,12 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import type { DriverStatus } from '@xpmesh/driver';
-import { createKernel, type Kernel } from '@xpmesh/kernel';
+import { createKernel, type Kernel, MAX_SHRINK_BATCHES, MAX_SHRINK_CONCURRENCY } from '@xpmesh/kernel';
 import { type AdminCallError, AdminClient } from './admin-client.js';
 import { resolveConfig } from './config.js';
 import { type RunningInstance, startInstance } from './instance.js';
 import { silentLogger } from './logger.js';
-import { PRESSURE_MAX_BUDGET_MS } from './ops.js';
+import { PRESSURE_MAX_BATCHES, PRESSURE_MAX_BUDGET_MS, PRESSURE_MAX_CONCURRENCY } from './ops.js';
 import type { DriverPort, NetPort } from './ports.js';
 
 const PAGES = 24;
@@ -120,7 +120,10 @@ describe('admin pressure operation (real kernel)', () => {
       { pages: 8, budgetMs: 0 },
       { pages: 8, budgetMs: PRESSURE_MAX_BUDGET_MS + 1 },
       { pages: 8, concurrency: 0 },
-      { pages: 8, concurrency: 65 },
+      { pages: 8, concurrency: PRESSURE_MAX_CONCURRENCY + 1 },
+      { pages: 8, batches: 0 },
+      { pages: 8, batches: PRESSURE_MAX_BATCHES + 1 },
+      { pages: 8, batches: 1.5 },
     ]) {
       await assert.rejects(
         client.op('pressure', body),
@@ -151,9 +154,28 @@ describe('admin pressure operation (real kernel)', () => {
     assert.match(metrics, /xpmesh_reclaim_total\{outcome="reclaimed",node="p1"\} 5/);
   });
 
+  it("has the kernel's own concurrency and batches bounds", () => {
+    assert.equal(PRESSURE_MAX_CONCURRENCY, MAX_SHRINK_CONCURRENCY);
+    assert.equal(PRESSURE_MAX_BATCHES, MAX_SHRINK_BATCHES);
+  });
+
   it('is bounded: a huge request scans at most 2 x the LRU + 8 pages and stops when the LRU is empty', async () => {
     const lru = state().lru;
-    const r = await client.op<PressureResult>('pressure', { pages: 1 << 20, concurrency: 4, budgetMs: 5000 });
+    // the limits reach the kernel's shrink as given
+    const seen: unknown[] = [];
+    const shrink = kernel.shrink.bind(kernel);
+    kernel.shrink = (n, limits) => {
+      seen.push(limits);
+      return shrink(n, limits);
+    };
+    const r = await client.op<PressureResult>('pressure', {
+      pages: 1 << 20,
+      concurrency: 4,
+      batches: 2,
+      budgetMs: 5000,
+    });
+    kernel.shrink = shrink;
+    assert.deepEqual(seen, [{ budgetMs: 5000, concurrency: 4, batches: 2 }]);
     assert.equal(r.reclaimed, lru);
     assert.equal(r.stoppedBy, 'empty');
     assert.ok(r.scanned <= 2 * lru + 8);

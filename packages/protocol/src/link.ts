@@ -41,6 +41,7 @@ export const REPLY_TYPE: Readonly<Record<RequestMessage['t'], ReplyMessage['t']>
 });
 
 const REQUEST_TYPES = new Set<string>(Object.keys(REPLY_TYPE));
+const RESOLVED = Promise.resolve();
 const REPLY_TYPES = new Set<string>(['get-ok', 'ok', 'map-ok', 'invalidate-ack']);
 const HANDSHAKE_TYPES = new Set<string>(['hello', 'welcome', 'auth', 'ready']);
 
@@ -384,8 +385,9 @@ export class Link {
     this.push(msg, est);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      // A native promise, not queueMicrotask: fake-timers may fake the latter.
-      Promise.resolve().then(this.flushGuarded);
+      // A native promise, not queueMicrotask: fake-timers may fake the latter. One resolved promise
+      // for every link (a `then` on it queues the job; nothing is allocated for the promise itself).
+      RESOLVED.then(this.flushGuarded);
     }
   }
 
@@ -408,10 +410,21 @@ export class Link {
     this.queueLen = 0;
     this.queuedBytes = 0;
     if (this.state === 'closed') return;
+    if (count === 1) {
+      // one message: one frame, nothing to batch or cork
+      try {
+        this.sendNow(q[0]);
+      } finally {
+        q[0] = undefined as unknown as Message;
+        this.spareQueue = q;
+        this.spareEst = est;
+      }
+      return;
+    }
     const { maxBatch, maxFrameBytes } = this.o.limits;
     const cap = Math.min(BATCH_SOFT_BYTES, maxFrameBytes / 2);
     const conn = this.o.conn;
-    const corked = count > 1 && conn.cork !== undefined;
+    const corked = conn.cork !== undefined;
     if (corked) conn.cork!();
     try {
       let i = 0;

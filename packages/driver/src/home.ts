@@ -19,7 +19,7 @@ import { KernelError } from '@xpmesh/kernel';
 import type { Detach, MapOk, MapReq, Ok, PageData, PeerSession } from '@xpmesh/protocol';
 import { codeOf, DriverError, fail } from './errors.js';
 import { invalidatePages, writeBack } from './invalidate.js';
-import { copyPage } from './page-copy.js';
+import { copyPage, giveStage, takeStage } from './page-copy.js';
 import { PM_OTHER, PM_OTHER_WRITE } from './rmap.js';
 import { devModeAt, devOf, pageAddr, setHomeDevice, syncHomePte } from './source-pte.js';
 import type { DriverState } from './state.js';
@@ -266,24 +266,23 @@ type GrantResult = PromiseSettledResult<{ pd: PageData; grant: number }>;
  * no grant while an invalidation of the page is in flight (inval/busy/gen re-checked under the page
  * lock), PG_external_rmap before the reverse-map entry, grant ids in order. Results per page, in order.
  *
- * The data of a page granted in the ranged pass is NOT copied here: it is a view of the pinned frame,
- * encoded by the protocol straight into the map-ok frame (the only copy before the wire). That view is
- * exactly the data as of the grant, because until `hold` settles (and it settles a macrotask after the
- * reply is queued, by which time the link has encoded it: the link flushes in the microtasks of the
- * turn the reply is queued in, handleMap's continuation — a protocol contract pinned by
- * protocol/src/test/reply-encoded-in-turn.test.ts) nothing can write or free the frame:
- *   - its pin (getUserPages' reference) is kept until `hold` settles (below), so the frame is not
- *     freed or reused (reclaim and migration skip pinned frames; exit only drops its own reference);
- *   - the source PTE is in device mode ('readonly' or 'none', shootdown complete, re-checked under the
- *     page lock), so no home process writes it: its write faults into the driver, which needs the
- *     page mutex (held);
- *   - local attachers mapping the frame were write-protected or zapped (fenceLocalAttachers) under the
- *     mutex, and mapping it again (localAttachFault) or a detach's write-back needs the mutex too;
- *   - a write-back from an invalidate-ack (writeBack) needs a remote writer's ack: no remote writer
- *     holds the page other than (for a write grant) the requester, whose copy is the one being granted,
- *     and any ack arrives in a later macrotask.
- * ranged-grant.test.ts ("map-ok carries the data as of the grant") checks the data against writes
- * the home makes right after the grant.
+ * The data of a page is copied under its page lock, as grantPage copies it, into page i of ONE
+ * staging buffer for the range (page-copy.ts takeStage: aligned, not shared, reused). Not a view of
+ * the frame handed to the encoder: frames live in a SharedArrayBuffer, and V8 copies out of one with
+ * relaxed atomic loads, a machine word at a time only when both sides are word aligned — a `bin`
+ * payload in a map-ok frame sits at whatever offset the message puts it, so the encoder copied a
+ * 64-page prefault byte by byte (~190-370 us of the home's encode, measured per hop). Aligned copies
+ * into the stage plus the encoder's plain memcpy cost a fraction of that. With the data copied, the
+ * frames need not stay pinned until the reply is encoded: each pin is dropped at once, as in
+ * grantPage.
+ *
+ * The stage goes back to the pool only once `hold` settled, i.e. a macrotask after the reply was
+ * queued, by which time the link has encoded it (the link flushes in the microtasks of the turn the
+ * reply is queued in, handleMap's continuation: a protocol contract pinned by
+ * protocol/src/test/reply-encoded-in-turn.test.ts); so no other grant writes into it while a view of
+ * it can still be read. If grantRangeLocked throws, no view of it left the function and it goes back
+ * at once. ranged-grant.test.ts ("map-ok carries the data as of the grant", "concurrent ranged grants
+ * of different data") checks the data each attacher gets.
  */
 async function grantRange(
   d: DriverState,
@@ -314,23 +313,22 @@ async function grantRangeHeld(
   resolve: (r: GrantResult[]) => void,
   reject: (e: unknown) => void,
 ): Promise<void> {
-  let r: { out: GrantResult[]; pinned: number[] };
+  const ps = d.kernel.pageSize;
+  const stage = takeStage(pages.length, ps);
+  let out: GrantResult[];
   try {
-    r = await grantRangeLocked(d, seg, pages, permit, write);
+    out = await grantRangeLocked(d, seg, pages, permit, write, stage);
   } catch (e) {
+    giveStage(stage, ps); // no view of it left this function
     reject(e);
     return;
   }
-  resolve(r.out);
+  resolve(out);
   try {
     await hold;
   } finally {
-    // the frames whose views went into the reply: encoded by now (see above)
-    const k = d.kernel;
-    for (const pfn of r.pinned) {
-      k.putPage(pfn);
-      d.counters.unpins++;
-    }
+    // the reply carrying views of `stage` has been encoded by now (see grantRange)
+    giveStage(stage, ps);
   }
 }
 
@@ -340,13 +338,15 @@ async function grantRangeLocked(
   pages: number[],
   permit: Permit,
   write: boolean,
-): Promise<{ out: GrantResult[]; pinned: number[] }> {
+  stage: Uint8Array,
+): Promise<GrantResult[]> {
   const k = d.kernel;
   const node = d.nodeIdx(permit.node);
   const n = pages.length;
   const out: Array<GrantResult | undefined> = new Array(n);
   const retry: number[] = [];
   const mode = write ? DEV_NONE : DEV_READONLY;
+  const ps = k.pageSize;
   if (seg.removed) fail('E_NO_SEGMENT', `segment ${seg.segid} removed`);
   if (d.permits.get(permit.apid) !== permit)
     d.refuse('no_permit', 'E_NO_PERMIT', `permit ${permit.apid} revoked`);
@@ -379,9 +379,6 @@ async function grantRangeLocked(
   }
   d.counters.pins += pfns.length;
   const granted = new Array<boolean>(n).fill(false);
-  /** Pins of granted pages, kept until the reply is encoded (their data is a view: see grantRange). */
-  const pinned: number[] = [];
-  let done = false;
   try {
     // pages past a short getUserPages: a hole (the first page's error was thrown above)
     for (let i = pfns.length; i < n; i++)
@@ -456,8 +453,9 @@ async function grantRangeLocked(
         d.rmap.add(pfn, node, seg.slot, p, permit.slot, permit.epoch, write);
         const grant = ++d.grantSeq;
         seg.transition(p, write ? 'grant-write' : 'grant-read');
-        // a view, not a copy: the frame stays pinned and unwritten until the reply is encoded
-        const data = k.pageBytes(pfn);
+        // copied under the page lock, into the staging buffer (see grantRange)
+        const data = stage.subarray(i * ps, (i + 1) * ps);
+        data.set(k.pageBytes(pfn));
         granted[i] = true;
         d.counters.mapsGranted++;
         out[i] = { status: 'fulfilled', value: { pd: { page: p, version: seg.version[p], data }, grant } };
@@ -465,14 +463,10 @@ async function grantRangeLocked(
         k.unlockPage(pfn);
       }
     }
-    done = true;
   } finally {
     for (let i = 0; i < pfns.length; i++) {
-      if (done && granted[i]) pinned.push(pfns[i]);
-      else {
-        k.putPage(pfns[i]);
-        d.counters.unpins++;
-      }
+      k.putPage(pfns[i]);
+      d.counters.unpins++;
     }
     for (let i = 0; i < pfns.length; i++) {
       if (granted[i]) continue;
@@ -488,7 +482,7 @@ async function grantRangeLocked(
       out[i] = { status: 'rejected', reason: e };
     }
   }
-  return { out: out as GrantResult[], pinned };
+  return out as GrantResult[];
 }
 
 /** Remote fault: `map` from an attacher. Pages after the first are best effort (prefault). */

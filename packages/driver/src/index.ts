@@ -13,6 +13,7 @@ export {
   type XpmemDriverOptions,
 } from './driver.js';
 export { DriverError, type DriverErrorCode } from './errors.js';
+export { stagesKept } from './page-copy.js';
 export {
   mermaidDiagram,
   nextState,

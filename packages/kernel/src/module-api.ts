@@ -313,7 +313,7 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     writePageData(pfn, data) {
       requireUserPage(pfn);
       if (data.length !== PAGE_SIZE) throw new KernelError('EINVAL', 'writePageData needs 4096 bytes');
-      ph.frameBytes(pfn).set(data);
+      ph.writeFrame(pfn, data);
     },
 
     allocPage(data) {
@@ -322,7 +322,7 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
         throw new KernelError('EINVAL', 'allocPage data must be 4096 bytes');
       // filled in the same synchronous section: the old contents are never visible
       const pfn = k.allocDriverFrame(false);
-      ph.frameBytes(pfn).set(data);
+      ph.writeFrame(pfn, data);
       return pfn;
     },
 
@@ -336,7 +336,6 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
           throw new KernelError('EINVAL', 'allocPages data must be 4096 bytes each');
       }
       const out: Pfn[] = [];
-      const bytes = ph.bytes;
       for (let i = 0; i < n; i++) {
         let pfn: Pfn;
         try {
@@ -346,7 +345,7 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
           break; // out of memory: the frames so far are the caller's
         }
         // filled in the same synchronous section: the old contents are never visible
-        bytes.set(datas[i], pfn * PAGE_SIZE);
+        ph.writeFrame(pfn, datas[i]);
         out.push(pfn);
       }
       return out;

@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { stagesKept } from '@xpmesh/driver';
 import { PAGE_SIZE } from '@xpmesh/kernel';
 import { attachOn, type Cluster, checkDriver, type Inst, makeCluster, PROT_RW } from './cluster.js';
 
@@ -99,22 +100,31 @@ test('an invalidation racing with a ranged grant: no page is granted from before
   await b.q.exit(0);
 });
 
-test('map-ok carries the data as of the grant: the ranged reply’s pages stay pinned until it is sent', async () => {
+test('map-ok carries the data as of the grant: copied under the page locks, no pin outlives the grant, the staging buffer stays out of the pool until the reply is encoded', async () => {
   const n = 64;
   const s = await setup(n, 0x4000);
   const k = A.kernel.api;
   const pfns = Array.from({ length: n }, (_, i) => A.kernel.pfnOf(s.p.pid, s.va + i * PAGE_SIZE)!);
   const refs = () => pfns.map((pfn) => k.pageInfo(pfn).refcount);
   const before = refs();
+  // a stage left in the pool by an earlier ranged grant: this grant takes it
+  await new Promise((r) => setImmediate(r));
+  const kept0 = stagesKept();
   // the home's driver emits its outgoing map-ok just before handing it to the link (which encodes
-  // it in the same turn's microtasks): the frames whose views the reply carries must still be pinned
-  let atReply: number[] | undefined;
+  // it in the same turn's microtasks): the staging buffer whose views the reply carries must not be
+  // back in the pool yet (another grant could write into it), while the frames are no longer pinned
+  // (the data is a copy)
+  let atReply: { refs: number[]; kept: number } | undefined;
   const onMsg = (m: { dir: string; type: string }) => {
-    if (m.dir === 'out' && m.type === 'map-ok' && atReply === undefined) atReply = refs();
+    if (m.dir === 'out' && m.type === 'map-ok' && atReply === undefined)
+      atReply = { refs: refs(), kept: stagesKept() };
   };
   A.driver.events.on('message', onMsg);
   try {
     const b = await attachOn(B, s.segid, n);
+    assert.ok(atReply, 'a map-ok was sent');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(stagesKept(), Math.max(kept0, 1), 'the stage is back in the pool once the reply is out');
     // the home overwrites every page right after the grant: the attacher reads either the granted
     // data or, after the invalidation, the new data; never anything else
     const writes = Array.from({ length: n }, (_, i) => s.p.write32(s.va + i * PAGE_SIZE, 0x5000 + i));
@@ -124,11 +134,12 @@ test('map-ok carries the data as of the grant: the ranged reply’s pages stay p
     }
     await Promise.all(writes);
     for (let i = 0; i < n; i++) assert.equal(await b.q.read32(b.va + i * PAGE_SIZE), 0x5000 + i);
-    assert.ok(atReply, 'a map-ok was sent');
-    for (let i = 0; i < n; i++)
-      assert.equal(atReply[i], before[i] + 1, `page ${i} pinned while the reply is sent`);
-    // and the pins are dropped afterwards
-    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(atReply.refs, before, 'no frame pinned once granted (the reply carries copies)');
+    assert.equal(
+      atReply.kept,
+      Math.max(kept0 - 1, 0),
+      'the stage is out of the pool while the reply is sent',
+    );
     assert.deepEqual(refs(), before);
     assert.equal(A.driver.counters.pins, A.driver.counters.unpins);
     checkDriver(A, new Set([A.name, B.name]));
@@ -137,6 +148,26 @@ test('map-ok carries the data as of the grant: the ranged reply’s pages stay p
   } finally {
     A.driver.events.off('message', onMsg);
     await s.p.exit(0);
+  }
+});
+
+test('concurrent ranged grants of different data share the staging pool: every attacher reads its own segment', async () => {
+  const n = 64;
+  for (let round = 0; round < 4; round++) {
+    const segs = await Promise.all([0, 1, 2].map((x) => setup(n, 0x10000 * (x + 1) + round * 0x100)));
+    // three prefaults in flight at once: three ranged grants at the home, each with a stage
+    const atts = await Promise.all(segs.map((s) => attachOn(B, s.segid, n)));
+    for (let x = 0; x < segs.length; x++) {
+      for (let i = 0; i < n; i++) {
+        const want = 0x10000 * (x + 1) + round * 0x100 + i;
+        assert.equal(await atts[x].q.read32(atts[x].va + i * PAGE_SIZE), want, `segment ${x} page ${i}`);
+      }
+    }
+    assert.ok(stagesKept() <= 4, 'the pool is bounded');
+    checkDriver(A, new Set([A.name, B.name]));
+    for (const s of segs) await A.driver.remove(s.segid);
+    for (const a of atts) await a.q.exit(0);
+    for (const s of segs) await s.p.exit(0);
   }
 });
 

@@ -61,6 +61,12 @@ export interface DriverStatus {
   /** Reverse map: entries, frames (exported pages), bytes held. */
   rmap: { entries: number; frames: number; bytes: number; bytesPerEntry: number };
   cachedPages: number;
+  /**
+   * The per-node tables (node index, epochs, fencing memory): node ids held (other than this
+   * instance), indexes allocated (this instance's included) and free for reuse (docs/driver.md,
+   * "Per-node state").
+   */
+  nodes: { known: number; indexes: number; freeIndexes: number };
   peers: Array<{ node: string; epoch: number; state: string; fencedBelow: number }>;
   counters: DriverCounters;
 }
@@ -79,10 +85,17 @@ export class XpmemDriver extends DriverState implements KernelModule {
         this.leaseHold.delete(peer.node);
       }
       await fenceNode(this, peer.node, peer.epoch, `down: ${why}`, false);
+      // its lease has run out and its entries are gone: forget it unless something still holds it
+      // (then a later sweep, or the end of its last request in flight, does)
+      this.pruneNodes([peer.node]);
+      this.sweepNodes();
     });
   };
   private readonly onUp = (peer: PeerSession) => {
-    void this.guard('up', () => this.peerUp(peer));
+    void this.guard('up', async () => {
+      await this.peerUp(peer);
+      this.sweepNodes();
+    });
   };
   private readonly onLease = (peer: PeerSession, ageMs: number) => {
     this.renewLease(peer.node, ageMs);
@@ -162,7 +175,7 @@ export class XpmemDriver extends DriverState implements KernelModule {
     const permitsPerSeg = new Map<Segment, number>();
     for (const p of this.permits.values()) permitsPerSeg.set(p.seg, (permitsPerSeg.get(p.seg) ?? 0) + 1);
     const peerStatus = new Map(this.net.status().map((s) => [s.node, s]));
-    const peerNames = new Set([...this.nodeNames.slice(1), ...peerStatus.keys()]);
+    const peerNames = new Set([...this.nodeNames.slice(1).filter((n) => n !== ''), ...peerStatus.keys()]);
     const exported = this.rmap.frames().length;
     return {
       node: this.self,
@@ -195,11 +208,17 @@ export class XpmemDriver extends DriverState implements KernelModule {
         bytesPerEntry: this.rmap.size ? this.rmap.bytes() / this.rmap.size : 0,
       },
       cachedPages: this.cache.size,
+      nodes: {
+        known: this.knownNodes().size,
+        indexes: this.nodeNames.length,
+        freeIndexes: this.freeNodeIndexes.length,
+      },
       peers: [...peerNames].map((node) => ({
         node,
         epoch: peerStatus.get(node)?.epoch ?? this.epochs.get(node) ?? 0,
         state: peerStatus.get(node)?.state ?? 'down',
-        fencedBelow: this.minEpoch.get(node) ?? 0,
+        // a pruned node's level stays visible for a while (forgottenFences; status only)
+        fencedBelow: this.minEpoch.get(node) ?? this.forgottenFences.get(node) ?? 0,
       })),
       counters: { ...this.counters },
     };
@@ -251,6 +270,13 @@ export class XpmemDriver extends DriverState implements KernelModule {
       throw new WireError('E_STALE_EPOCH', `session ${from.node}@${from.epoch} was fenced`);
     }
     if ((this.epochs.get(from.node) ?? -1) < from.epoch) this.epochs.set(from.node, from.epoch);
+    // counted while handled: a grant or detach holds the node's index across awaits (pruneNodes)
+    let busy = this.nodeDispatches.get(from.node);
+    if (busy === undefined) {
+      busy = { n: 0 };
+      this.nodeDispatches.set(from.node, busy);
+    }
+    busy.n++;
     try {
       const reply = await (
         requestHandlers[msg.t] as (
@@ -267,6 +293,8 @@ export class XpmemDriver extends DriverState implements KernelModule {
       if (wire === 'E_INTERNAL') this.log.error({ err: e, msg }, 'xpmem: request handler failed');
       this.emitMessage('out', 'error', from.node, msg.cid);
       throw new WireError(wire, String((e as Error).message ?? e).slice(0, 500));
+    } finally {
+      if (--busy.n === 0 && this.pruneDeferred.has(from.node)) this.pruneNodes([from.node]);
     }
   }
 }

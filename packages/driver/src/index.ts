@@ -24,4 +24,4 @@ export {
   TRANSITIONS,
 } from './page-state.js';
 export { ReverseMap } from './rmap.js';
-export type { Segment } from './state.js';
+export { FORGOTTEN_FENCES_KEPT, MAX_NODE_INDEX, NODE_SWEEP_FLOOR, type Segment } from './state.js';

@@ -235,6 +235,14 @@ export class ReverseMap {
     return out;
   }
 
+  /** The node indexes that have an entry (the driver's node prune: state.ts pruneNodes). */
+  nodes(): Set<number> {
+    const out = new Set<number>();
+    for (let pfn = 0; pfn < this.head.length; pfn++)
+      for (let i = this.head[pfn]; i >= 0; i = this.next[i]) out.add(this.node[i]);
+    return out;
+  }
+
   /** Frames with a non-empty chain. */
   frames(): number[] {
     const out: number[] = [];

@@ -390,6 +390,11 @@ export class PageCache {
     return true;
   }
 
+  /** The segments with cached pages. */
+  segids(): IterableIterator<string> {
+    return this.bySeg.keys();
+  }
+
   /** Every cached page (a snapshot: the caller may delete while iterating). */
   all(): CachedPage[] {
     const out: CachedPage[] = [];
@@ -473,6 +478,8 @@ export interface DriverCounters {
   pins: number;
   unpins: number;
   segmentGone: number;
+  /** Node ids whose per-node state (index, epochs, fencing memory, lease slot) was forgotten. */
+  nodesPruned: number;
 }
 
 export type MessageEvent = {
@@ -530,6 +537,13 @@ export interface HomeSide {
 }
 
 const MAX_PREFAULT = 64;
+
+/** Node indexes fit the reverse map's Uint16 node field (rmap.ts): 0 .. MAX_NODE_INDEX. */
+export const MAX_NODE_INDEX = 0xffff;
+/** The per-node tables are swept when they hold more nodes than max(this, 2 × after the last sweep). */
+export const NODE_SWEEP_FLOOR = 64;
+/** Fencing levels of pruned nodes kept for status (DriverState.forgottenFences). */
+export const FORGOTTEN_FENCES_KEPT = 1024;
 
 /** All the driver's state, with the helpers that touch nothing else (see the file comment). */
 export class DriverState {
@@ -591,12 +605,31 @@ export class DriverState {
   readonly leaseWaiters = new Map<string, Array<() => void>>();
   nextAttachment = 1;
 
-  // ---- peers
+  // ---- peers (every per-node table below is pruned: see pruneNodes)
   readonly nodeIndex = new Map<string, number>();
+  /** Node id by index ('' for a free index: see pruneNodes). */
   readonly nodeNames: string[] = [];
+  /** Freed node indexes, freed longest ago first: reused first in, first out. */
+  readonly freeNodeIndexes: number[] = [];
   /** Messages from sessions with an epoch below this are refused (the session was fenced). */
   readonly minEpoch = new Map<string, number>();
   readonly epochs = new Map<string, number>();
+  /**
+   * Requests from a node being handled (dispatch), by node: a grant or detach in flight for the
+   * node holds its index across awaits. The counter object lives as long as the node's other
+   * per-node state (pruneNodes deletes it at 0).
+   */
+  readonly nodeDispatches = new Map<string, { n: number }>();
+  /** Nodes a prune found busy: tried again when their last request in flight ends. */
+  readonly pruneDeferred = new Set<string>();
+  /** The per-node tables are swept (pruneNodes of every known node) when they grow past this. */
+  nodeSweepAt = NODE_SWEEP_FLOOR;
+  /**
+   * For status only (`fencedBelow` of a node whose state was pruned: tools read fences from it):
+   * the fencing level of the most recently pruned nodes, at most FORGOTTEN_FENCES_KEPT, oldest
+   * forgotten first. Never consulted to judge a message (stale() reads minEpoch only).
+   */
+  readonly forgottenFences = new Map<string, number>();
 
   readonly counters: DriverCounters = {
     faults: 0,
@@ -621,6 +654,7 @@ export class DriverState {
     pins: 0,
     unpins: 0,
     segmentGone: 0,
+    nodesPruned: 0,
   };
   private cidSeq = 0;
 
@@ -666,11 +700,151 @@ export class DriverState {
   nodeIdx(node: string): number {
     let i = this.nodeIndex.get(node);
     if (i === undefined) {
-      i = this.nodeNames.length;
+      // a freed index first (pruneNodes proves nothing refers to it any more); a new one only while
+      // it fits the reverse map's node field: never wrap onto another node's entries
+      i = this.freeNodeIndexes.shift();
+      if (i === undefined) {
+        if (this.nodeNames.length > MAX_NODE_INDEX)
+          fail('E_BUSY', `more than ${MAX_NODE_INDEX + 1} instances hold state here`);
+        i = this.nodeNames.length;
+        this.nodeNames.push(node);
+      } else this.nodeNames[i] = node;
       this.nodeIndex.set(node, i);
-      this.nodeNames.push(node);
     }
     return i;
+  }
+
+  /** Node ids the driver holds per-node state for (other than itself). */
+  knownNodes(): Set<string> {
+    const out = new Set<string>();
+    for (const m of [this.nodeIndex, this.epochs, this.minEpoch, this.nodeDispatches, this.leaseSlot])
+      for (const n of m.keys()) out.add(n);
+    out.delete(this.self);
+    return out;
+  }
+
+  /** How many node ids the per-node tables hold (the largest of them: status, sweep trigger). */
+  get nodeTableSize(): number {
+    return Math.max(this.nodeIndex.size - 1, this.epochs.size, this.minEpoch.size);
+  }
+
+  /**
+   * Forgets each of `nodes` whose state here can no longer matter, and frees its node index for
+   * reuse: its epochs, fencing memory (minEpoch), index, request counter, lease slot and its name
+   * in the segments' permitNodes. Returns how many were forgotten. A node is kept while
+   *   - a session of it is up (its messages are judged by epochs and minEpoch);
+   *   - a request of it is being handled (nodeDispatches: a grant or a detach holds its index
+   *     across awaits: home.ts grantPageLocked/grantRangeLocked/handleDetach run only inside
+   *     dispatch of a request from that node);
+   *   - it has a fence waiting out its lease (fencing), a lease hold or lease waiters;
+   *   - it holds a permit (home side) or a reverse-map entry (rmap: its index);
+   *   - this instance holds anything of it as a home (attacher side): a grant or attachment of its
+   *     segments, a cached page, a fault, map or detach in flight (they name its segments).
+   *
+   * Why no freed index can be used for the wrong node (every place that stores an index):
+   *   - the reverse map: no entry of the index exists (checked), and entries are only added by a
+   *     grant (inside dispatch of the node: checked) for that node's permit;
+   *   - grants and detaches hold the index across awaits only inside dispatch (counted);
+   *   - invalidatePages (invalidate.ts) takes indexes from reverse-map entries and uses one after an
+   *     await only in applyAck, after the node acked: until then the entries it asked about are
+   *     still in the reverse map (only applyAck itself, a detach of the node, i.e. a dispatch, or a
+   *     fence of that session removes them, and a fence removes them only after its lease wait, a
+   *     timer later, while the ack's continuation runs in the turn the ack arrived), so the node is
+   *     not prunable while such an invalidation waits; the stale-session fences it starts, and its
+   *     error path, name the node (a string), not the index;
+   *   - fenceNode reads the index after its lease wait and uses it without awaiting;
+   *   - the local instance's own index (0) is never freed.
+   *
+   * Why forgetting minEpoch readmits nothing (PeerNetwork's contract, docs/protocol.md §7): every
+   * epoch the driver fences is one of a session the network accepted, so minEpoch - 1 is at most the
+   * node's last accepted epoch; the network admits a new session only with an epoch larger than
+   * that (remembered across peer-table eviction in its tombstone, never forgotten), so minEpoch
+   * refuses nothing of a session that comes up later; and every session it did refuse is closed
+   * (the node is not up) and a closed session delivers nothing more. The network's own 4005 refuses
+   * the old session's epoch at the handshake.
+   */
+  pruneNodes(nodes: Iterable<string>): number {
+    const cand = [...nodes].filter((n) => n !== this.self);
+    if (cand.length === 0) return 0;
+    const held = new Set<string>();
+    for (const s of this.net.sessions()) held.add(s.node);
+    for (const p of this.permits.values()) held.add(p.node);
+    for (const n of this.fencing.keys()) held.add(n);
+    for (const n of this.leaseHold) held.add(n);
+    for (const n of this.leaseWaiters.keys()) held.add(n);
+    for (const [n, c] of this.nodeDispatches) if (c.n > 0) held.add(n);
+    const homeOfKey = (k: string) => homeOf(k.slice(0, k.lastIndexOf('#')));
+    for (const g of this.grants.values()) if (!g.local) held.add(g.home);
+    for (const a of this.attachments.values()) held.add(a.grant.home);
+    for (const segid of this.cache.segids()) {
+      const h = homeOf(segid);
+      if (h !== undefined) held.add(h);
+    }
+    for (const m of [this.pendingFaults, this.detaching, this.detachInFlight, this.inflightMaps])
+      for (const k of m.keys()) {
+        const h = homeOfKey(k);
+        if (h !== undefined) held.add(h);
+      }
+    // one scan of the reverse map, and only if a candidate has an index
+    const mapped = cand.some((n) => this.nodeIndex.has(n)) ? this.rmap.nodes() : new Set<number>();
+    let pruned = 0;
+    for (const node of cand) {
+      const idx = this.nodeIndex.get(node);
+      if (held.has(node) || (idx !== undefined && mapped.has(idx))) {
+        // busy with a request: tried again when the last one ends (driver.ts dispatch)
+        if (this.nodeDispatches.get(node)?.n) this.pruneDeferred.add(node);
+        continue;
+      }
+      if (
+        idx === undefined &&
+        !this.epochs.has(node) &&
+        !this.minEpoch.has(node) &&
+        !this.nodeDispatches.has(node) &&
+        !this.leaseSlot.has(node)
+      )
+        continue; // nothing to forget
+      const fencedBelow = this.minEpoch.get(node);
+      if (fencedBelow !== undefined) {
+        this.forgottenFences.delete(node);
+        this.forgottenFences.set(node, fencedBelow);
+        if (this.forgottenFences.size > FORGOTTEN_FENCES_KEPT) {
+          const oldest = this.forgottenFences.keys().next().value;
+          if (oldest !== undefined) this.forgottenFences.delete(oldest);
+        }
+      }
+      this.epochs.delete(node);
+      this.minEpoch.delete(node);
+      this.nodeDispatches.delete(node);
+      this.pruneDeferred.delete(node);
+      const slot = this.leaseSlot.get(node);
+      if (slot !== undefined) {
+        // no attachment of its segments is left, so no PTE carries the slot; the next home to take
+        // it sets its lease (leaseSlotOf)
+        this.leaseSlot.delete(node);
+        if (this.k) this.k.setLease(slot, 0);
+      }
+      for (const seg of this.segments.values()) seg.permitNodes.delete(node);
+      if (idx !== undefined && idx !== 0) {
+        this.nodeIndex.delete(node);
+        this.nodeNames[idx] = '';
+        this.freeNodeIndexes.push(idx);
+      }
+      this.counters.nodesPruned++;
+      pruned++;
+    }
+    if (pruned > 0) this.log.debug({ pruned, known: this.nodeTableSize }, 'xpmem: per-node state pruned');
+    return pruned;
+  }
+
+  /**
+   * Keeps the per-node tables bounded: once they hold more than max(NODE_SWEEP_FLOOR, 2 × the
+   * count after the last sweep) node ids, every known node is tried (pruneNodes). Amortised: a
+   * sweep costs O(state) and the next one waits until the tables doubled.
+   */
+  sweepNodes(): void {
+    if (this.nodeTableSize <= this.nodeSweepAt) return;
+    this.pruneNodes(this.knownNodes());
+    this.nodeSweepAt = Math.max(NODE_SWEEP_FLOOR, 2 * this.nodeTableSize);
   }
 
   /** Longest an invalidation can take: ack deadline, then the lease wait of a fence. */

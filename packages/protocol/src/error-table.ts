@@ -108,7 +108,7 @@ export const ERROR_TABLE = [
     layer: 'protocol',
     wire: 'E_BUSY',
     http: 409,
-    text: 'temporarily refused: send queue over its high-water mark, no handler installed, a page stayed contended; retry later',
+    text: 'temporarily refused: send queue over its high-water mark, no handler installed, a page stayed contended, the home driver holds state for as many node ids as it can index; retry later',
     by: 'local (`request()`), or receiver; driver (home)',
   },
   {

@@ -113,7 +113,15 @@ interface Tombstone {
 
 interface DialTarget {
   url: string;
+  /**
+   * The node at this address. Configured (`pinned`: addPeer with its node id, `--peers node=url`):
+   * only that node may answer, another is refused 4010. Otherwise learned: the node that last
+   * answered here and authenticated (DNS or `--peers` by address), replaced by whoever answers next
+   * (a DNS address handed to a new task answers with a new node id).
+   */
   node?: string;
+  /** `node` was configured, not learned. */
+  pinned: boolean;
   timer?: unknown;
   attempt: number;
   dialing: boolean;
@@ -237,7 +245,14 @@ export class TransportPeerNetwork implements PeerNetwork {
     if (p.node === this.self) return;
     if (p.node) this.peer(p.node).url = p.url;
     if (p.node !== undefined && !(this.self < p.node)) return; // the peer dials us
-    const t: DialTarget = { url: p.url, node: p.node, attempt: 0, dialing: false, stopped: false };
+    const t: DialTarget = {
+      url: p.url,
+      node: p.node,
+      pinned: p.node !== undefined,
+      attempt: 0,
+      dialing: false,
+      stopped: false,
+    };
     this.targets.push(t);
     if (this.started) this.dial(t);
   }
@@ -331,12 +346,17 @@ export class TransportPeerNetwork implements PeerNetwork {
   }
 
   fence(node: string, why: string): void {
-    const t = this.peers.has(node) ? undefined : this.tombstones.get(node);
-    if (t) {
-      // Evicted: it has no session or connection here; its fence is remembered in its tombstone.
+    if (!this.peers.has(node)) {
+      // Not in the table: no session, and no connection in its handshake or committed to (admit
+      // puts every such link in its node's entry, creating it first). Evicted with epochs to
+      // remember: its fence goes to its tombstone. Never admitted (or evicted with nothing to
+      // remember: never came up, never fenced): no epoch of it came up, so its fenced epoch would
+      // stay -1 and any session of it would be admitted exactly as without the fence; an entry made
+      // for it would only grow the table past limits.maxPeers (nothing bounds the callers' node ids).
+      const t = this.tombstones.get(node);
       this.metricsImpl.c.fences++;
-      t.fencedEpoch = Math.max(t.fencedEpoch, t.lastEpoch);
-      this.logger.warn({ peer: node, epoch: t.fencedEpoch, why }, 'protocol: peer fenced');
+      if (t) t.fencedEpoch = Math.max(t.fencedEpoch, t.lastEpoch);
+      this.logger.warn({ peer: node, epoch: t?.fencedEpoch ?? -1, why }, 'protocol: peer fenced');
       return;
     }
     const p = this.peer(node);
@@ -379,8 +399,9 @@ export class TransportPeerNetwork implements PeerNetwork {
   // ---- sessions ---------------------------------------------------------------------------------
 
   /** The entry of `node`, created if absent (from its tombstone, if it was evicted: its fenced
-   * epoch, last epoch and incarnation come back with it). Callers: configuration (addPeer), the
-   * driver (fence), and admitPeer (after authentication). Never an unauthenticated connection. */
+   * epoch, last epoch and incarnation come back with it). Callers: configuration (addPeer), fence
+   * (of a node already in the table) and admitPeer (after authentication), and linkUp (its entry
+   * exists: admit made it). Never an unauthenticated connection. */
   private peer(node: string): Peer {
     let p = this.peers.get(node);
     if (!p) {
@@ -410,7 +431,7 @@ export class TransportPeerNetwork implements PeerNetwork {
   private admitPeer(node: string): Peer | undefined {
     const p = this.peers.get(node);
     if (p) return p;
-    // A loop: fences of node ids we never admitted (driver) may have put the table over the limit.
+    // A loop: configured peers (addPeer) may have put the table over the limit.
     while (this.peers.size >= this.limits.maxPeers) if (!this.evictOne()) return undefined;
     return this.peer(node);
   }
@@ -420,7 +441,8 @@ export class TransportPeerNetwork implements PeerNetwork {
    * It has no session (up or closing), no committed or pending connection (so no request in flight
    * either way: requests exist only on a session), and it is not configured: no address given with
    * its node id (addPeer with `node`, `--peers node=url`) and no dial target that reached it (a
-   * DNS/`--peers` address keeps its node as long as the address is dialed; removePeer ends that).
+   * DNS/`--peers` address keeps its node as long as the address is dialed and no other node answered
+   * there since: removePeer, or another node answering at the address, ends that).
    */
   private evictable(p: Peer, dialed: ReadonlySet<string | undefined>): boolean {
     if (p.link || p.committed || p.pending.size > 0 || p.state === 'up' || p.url !== undefined) return false;
@@ -591,7 +613,8 @@ export class TransportPeerNetwork implements PeerNetwork {
     p.state = 'up';
     p.lastActive = ++this.activity;
     const t = this.targetOf(link);
-    if (t) t.node ??= link.peerNode;
+    // a learned target follows whoever answered (and authenticated) at its address
+    if (t && !t.pinned) t.node = link.peerNode;
     for (const x of this.targets) if (x.node === p.node) x.attempt = 0;
     this.metricsImpl.c.sessionsUp++;
     this.logger.info({ peer: p.node, epoch: link.peerEpoch, version: link.version }, 'protocol: peer up');
@@ -632,7 +655,7 @@ export class TransportPeerNetwork implements PeerNetwork {
       t.dialing = false;
       // Refused as a duplicate after the welcome (authenticated): now we know who is at this URL,
       // and dial() idles while that session is up.
-      if (code === CloseCode.DUPLICATE && node) t.node ??= node;
+      if (code === CloseCode.DUPLICATE && node && !t.pinned) t.node = node;
       this.scheduleDial(t);
     }
   }
@@ -711,7 +734,8 @@ export class TransportPeerNetwork implements PeerNetwork {
           conn.close(CloseCode.NORMAL, 'shutting down');
           return;
         }
-        const link = this.newLink('client', conn, t.node);
+        // only a configured node id is checked (4010); a learned one is whoever answers now
+        const link = this.newLink('client', conn, t.pinned ? t.node : undefined);
         this.linkTargets.set(link, t);
       },
       (e) => {

@@ -66,6 +66,13 @@ export interface PeerNetworkEvents {
   lease: (peer: PeerSession, ageMs: number) => void;
 }
 
+/**
+ * A network of peer sessions. Contract the driver relies on (docs/protocol.md §7; the driver's
+ * DriverState.pruneNodes forgets a node's fencing memory because of it): every session of a node
+ * that comes up has an epoch larger than that of every earlier session of that node that came up
+ * (and than its fenced epoch), for the network's lifetime, also after the node's peer-table entry
+ * was evicted; and a session that ended delivers no request or message any more.
+ */
 export interface PeerNetwork {
   /** This instance's node id. */
   readonly self: string;

@@ -53,6 +53,8 @@ function gaugeSnapshot(parts: InstanceParts): GaugeSnapshot {
     messages: net?.byType ?? {},
     credPolicy: { ...parts.credCounts },
     peersEvicted: net?.peersEvicted ?? 0,
+    driverNodes: ds.nodes.known,
+    driverNodesPruned: ds.counters.nodesPruned,
     refusals: {
       peer_auth: net?.authFailures ?? 0,
       peer_handshake: net?.handshakeFailures ?? 0,

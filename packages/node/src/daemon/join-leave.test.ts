@@ -10,7 +10,8 @@
  *   it dirtied through its attachment comes home (the home reads the data);
  * - started again with the same id it joins again with a new (larger) epoch;
  * - churn: with `--max-peers 2`, members under new node ids joining and leaving in turn are all
- *   admitted (departed entries are evicted; their epochs kept), and a departed one returns.
+ *   admitted (departed entries are evicted; their epochs kept), the driver forgets them, and a
+ *   departed one returns.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -231,6 +232,11 @@ describe('join and leave at run time (membership from DNS: localhost)', () => {
     assert.equal(await scrape('xpmesh_refusals_total{', 'kind="peer_table_full"'), 0, 'nobody refused 4012');
     assert.ok((await scrape('xpmesh_peers_evicted_total')) >= 1, 'departed entries were evicted');
     assert.ok((await status(A)).peers.length <= 2, 'the table stays within --max-peers');
+    // the driver forgets the departed tasks too (once their fences waited out the lease)
+    await until("alpha's driver forgot the departed tasks", 20_000, async () =>
+      (await scrape('xpmesh_driver_nodes_pruned_total{')) >= 3 ? true : undefined,
+    );
+    assert.equal(await scrape('xpmesh_driver_nodes{'), 0, 'no per-node driver state left');
     // the first task returns (a restart: new incarnation, larger epoch): admitted, its old epoch remembered
     const R = await startNode('task0', '127.0.0.5', peerPort, a5);
     const back = await until('task0 up again at alpha', 20_000, peerUp(A, 'task0'));

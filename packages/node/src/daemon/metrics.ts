@@ -25,6 +25,10 @@ export interface GaugeSnapshot {
   credPolicy?: Record<string, number>;
   /** Peer-table entries evicted to make room for an authenticated new node id, cumulative. */
   peersEvicted?: number;
+  /** Node ids the driver holds per-node state for (docs/driver.md "Per-node state"). */
+  driverNodes?: number;
+  /** Node ids whose per-node state the driver forgot, cumulative. */
+  driverNodesPruned?: number;
 }
 
 /**
@@ -200,6 +204,20 @@ export class InstanceMetrics {
       (s) => s.rmapEntries,
     );
     gauge('xpmesh_exported_pages', 'Pages with PG_external_rmap set', (s) => s.exportedPages);
+    gauge(
+      'xpmesh_driver_nodes',
+      'Node ids the driver holds per-node state for (index, epochs, fencing memory); bounded under churn (docs/driver.md)',
+      (s) => s.driverNodes ?? 0,
+    );
+    new Counter({
+      name: 'xpmesh_driver_nodes_pruned_total',
+      help: 'Node ids whose per-node driver state was forgotten once nothing of them was held (docs/driver.md)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(Math.round(read().driverNodesPruned ?? 0));
+      },
+    });
     new Gauge({
       name: 'xpmesh_peers',
       help: 'Peers by link state (connecting, up, down, fenced)',

@@ -26,6 +26,7 @@ const noDriverStatus: DriverStatus = {
   attachments: [],
   rmap: { entries: 0, frames: 0, bytes: 0, bytesPerEntry: 0 },
   cachedPages: 0,
+  nodes: { known: 0, indexes: 1, freeIndexes: 0 },
   peers: [],
   counters: {
     faults: 0,
@@ -49,6 +50,7 @@ const noDriverStatus: DriverStatus = {
     pins: 0,
     unpins: 0,
     segmentGone: 0,
+    nodesPruned: 0,
     refused: { no_permit: 0, access_denied: 0 },
   },
 };

@@ -10,6 +10,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { FORGOTTEN_FENCES_KEPT, MAX_NODE_INDEX, NODE_SWEEP_FLOOR } from '@xpmesh/driver';
 import { DEFAULT_LEASE_MS, DEFAULT_LIMITS, defaultLeaseMarginMs, TIMING_DEFAULTS } from '@xpmesh/protocol';
 import { CONFIG_SETTINGS } from '../daemon/config.js';
 
@@ -34,6 +35,12 @@ export const VALUES: Readonly<Record<string, string>> = {
   reconnectMinMs: ms(T.reconnectMinMs),
   reconnectMaxMs: ms(T.reconnectMaxMs),
   invalidationBoundMs: ms(T.ackTimeoutMs + DEFAULT_LEASE_MS + defaultLeaseMarginMs(DEFAULT_LEASE_MS)),
+  /** Node indexes the driver can hand out at once (its reverse map stores them in 16 bits). */
+  driverNodeIndexes: String(MAX_NODE_INDEX + 1),
+  /** The driver sweeps its per-node tables past max(this, 2 × their size after the last sweep). */
+  driverNodeSweepFloor: String(NODE_SWEEP_FLOOR),
+  /** Fencing levels of pruned nodes the driver keeps for its status. */
+  driverForgottenFences: String(FORGOTTEN_FENCES_KEPT),
 };
 
 /**

@@ -42,6 +42,19 @@ complianceSuite((): Harness => {
       extra.push(net);
       return net;
     },
+    async createAt({ node, ...o }, address) {
+      const net = new TransportPeerNetwork({
+        ...(o as object),
+        clusterKey: o.clusterKey ?? '',
+        self: node,
+        transport: sw.transport(address),
+        clock,
+        random: sw.random,
+      });
+      await net.listen();
+      extra.push(net);
+      return net;
+    },
     stall: (n) => sw.stall(n),
     resume: (n) => sw.resume(n),
     advance: async (ms) => {

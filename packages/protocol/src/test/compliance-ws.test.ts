@@ -79,6 +79,22 @@ complianceSuite((): Harness => {
       nets.push(net);
       return net;
     },
+    async createAt({ node, ...o }, address) {
+      const port = Number(new URL(address).port);
+      const maxFrameBytes = resolveLimits(o.limits).maxFrameBytes;
+      const set = conns.get(node) ?? new Set();
+      conns.set(node, set);
+      const net = new TransportPeerNetwork({
+        ...o,
+        clusterKey: o.clusterKey ?? KEY,
+        self: node,
+        transport: tracked(wsTransport({ listen: { host: '127.0.0.1', port }, maxFrameBytes }), set),
+      });
+      await net.listen();
+      addr.set(node, net.address!);
+      nets.push(net);
+      return net;
+    },
     stall: (n) => {
       for (const s of sockets(n)) s.pause();
     },

@@ -33,6 +33,9 @@ export interface Harness {
   address(node: string): string;
   /** An extra network dialing `target` (unknown node id), e.g. an impostor with an old epoch. */
   createDialer(spec: NodeSpec, target: string): Promise<TransportPeerNetwork>;
+  /** An extra network listening at `address` (where a closed node listened: a task re-created
+   * behind the same DNS address under a new node id); it dials nobody. */
+  createAt(spec: NodeSpec, address: string): Promise<TransportPeerNetwork>;
   /** `node` stops reading (its peers see a full pipe and no pongs). */
   stall(node: string): void;
   resume(node: string): void;
@@ -602,6 +605,45 @@ export function complianceSuite(makeHarness: () => Harness): void {
       assert.equal(n.b.metrics().peersEvicted, 1);
       assert.ok(!n.b.status().some((p) => p.node === 'c'), 'c was evicted');
       await x.close();
+    });
+
+    it('a DNS address handed to a new node id: the dial follows whoever authenticates there (no 4010), and the node that left becomes evictable', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b', limits: { maxPeers: 3 } }, { node: 'c' }], {
+        mutual: true,
+      });
+      await until(h, () => n.b.sessions().length === 2, 'b up with a and c');
+      const at = h.address('c');
+      await n.c.close(); // c's task is gone; its address stays in the name and is re-used...
+      await until(h, () => n.b.sessions().length === 1, 'b sees c down');
+      const y = await h.createAt({ node: 'y', clusterKey: KEY, ...fast }, at); // ...by a new task, y
+      await until(h, () => n.b.sessions().some((p) => p.node === 'y'), "b's dial of c's address reaches y");
+      assert.equal(n.b.metrics().closesByCode[CloseCode.WRONG_NODE] ?? 0, 0, 'nothing refused 4010');
+      // c is no longer the node of a dialed address: evicted for an authenticated newcomer
+      // (the table is full: a and y up, c down)
+      assert.equal(n.b.status().length, 3);
+      const x = await h.createDialer({ node: 'x', clusterKey: KEY, ...fast }, 'b');
+      await until(h, () => n.b.sessions().some((p) => p.node === 'x'), 'x admitted');
+      assert.ok(!n.b.status().some((p) => p.node === 'c'), 'c was evicted');
+      assert.equal(n.b.metrics().peersRefused, 0);
+      await x.close();
+      await y.close();
+    });
+
+    it('a configured node id stays pinned: another node answering at its address is refused 4010', async () => {
+      const n = await fresh([{ node: 'a' }, { node: 'b' }]);
+      await until(h, () => n.a.sessions().length === 1, 'a up with b');
+      const at = h.address('b');
+      await n.b.close(); // a dials b by node id (configured)
+      await until(h, () => n.a.sessions().length === 0, 'a sees b down');
+      const w = await h.createAt({ node: 'w', clusterKey: KEY, ...fast }, at);
+      await until(
+        h,
+        () => (n.a.metrics().closesByCode[CloseCode.WRONG_NODE] ?? 0) >= 2,
+        'w refused 4010, twice',
+      );
+      assert.equal(n.a.sessions().length, 0, 'w never comes up in place of b');
+      assert.ok(!n.a.status().some((p) => p.node === 'w'));
+      await w.close();
     });
 
     it('an unauthenticated hello never evicts a peer-table entry', async () => {

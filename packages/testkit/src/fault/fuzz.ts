@@ -118,6 +118,8 @@ const HOME_COUNTERS_MAY_MOVE = new Set([
   // the refusals the storm provokes (checked exactly against the error codes it received)
   'refused.no_permit',
   'refused.access_denied',
+  // each fuzzer session that ends is forgotten once its lease ran out (docs/driver.md "Per-node state")
+  'nodesPruned',
 ]);
 const GOOD_COUNTERS_MAY_MOVE = new Set(['faults', 'remoteFaults', 'coalescedFaults', 'leaseWaits']);
 

@@ -30,7 +30,7 @@ import type { Options } from 'msgpackr';
 import { Packr } from 'msgpackr/pack';
 import type { WireErrorCode } from './error-table.js';
 import { readFast } from './fast-decode.js';
-import { encodeFast } from './fast-encode.js';
+import { encodeFast, encodeFastLeased, takeRelease } from './fast-encode.js';
 import { type Limits, resolveLimits } from './limits.js';
 import type { Message } from './messages.js';
 import { Validator } from './validate.js';
@@ -73,6 +73,27 @@ export function encodeFrame(messages: Message | readonly Message[]): Uint8Array 
 export function encodeLinkFrame(messages: Message | readonly Message[]): Uint8Array {
   return encodeFast(messages) ?? encodeFrame(messages);
 }
+
+/**
+ * encodeLinkFrame for a sender that can tell when the frame is no longer read: the frame, and the
+ * function to call once then (undefined when msgpackr encoded it: nothing to give back). Calling it
+ * lets a later frame reuse the bytes (fast-encode.ts Slab, with the proof); never calling it is safe.
+ */
+export function encodeLinkFrameLeased(messages: Message | readonly Message[]): {
+  frame: Uint8Array;
+  release: (() => void) | undefined;
+} {
+  const f = encodeFastLeased(messages);
+  if (f !== undefined) leased.frame = f;
+  else leased.frame = encodeFrame(messages);
+  leased.release = takeRelease();
+  return leased;
+}
+/** The one result object of encodeLinkFrameLeased (read at once by the caller; no object per frame). */
+const leased: { frame: Uint8Array; release: (() => void) | undefined } = {
+  frame: new Uint8Array(0),
+  release: undefined,
+};
 
 /** Decodes a frame without validation (tests, tools). Throws on malformed msgpack. */
 export function decodeRaw(frame: Uint8Array): unknown {

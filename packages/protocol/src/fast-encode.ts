@@ -30,19 +30,53 @@ const UNSUPPORTED = Symbol('unsupported');
 const SLAB = 2 * 1024 * 1024;
 /** Room one page takes in a frame, at most: map header, keys, two numbers, bin header, the data. */
 const PAGE_ROOM = PAGE_SIZE + 48;
-// Like msgpackr: frames are `subarray`s of one slab, never overwritten (a frame may still sit in a
-// socket's write queue); a new slab is taken when the current one is nearly full.
-let buf: Buffer = Buffer.allocUnsafeSlow(SLAB);
+
+/**
+ * One slab and the frames of it that someone may still read.
+ *
+ * Frames are `subarray`s of the current slab. A frame is handed out either pinned (encodeFast: its
+ * holder may keep it for ever) or leased (encodeFastLeased: whoever holds it last gives it back with
+ * `release`, once, when nobody reads it anymore; Conn.send's `done`). `held` counts the frames of
+ * this slab handed out and not given back: every pinned one for ever, every leased one until its
+ * release. Writing restarts at the slab's start only when `held` is 0 (see write()); so:
+ *
+ *   Proof that no reader of a frame ever sees its bytes change. A frame's bytes are written only
+ *   while it is being encoded (between its write() and its hand-out); after that, bytes of its slab
+ *   are written only at `pos` and beyond, and `pos` only grows, except at a rewind. A rewind needs
+ *   held === 0, i.e. every frame ever handed out from this slab was leased and has been released;
+ *   a release is, by the lease's contract, the holder's promise that nobody reads that frame
+ *   anymore. So at a rewind no frame of the slab has a reader, and every frame handed out later is
+ *   counted again. A lease that is never released (a holder that cannot tell, a tap that keeps
+ *   frames, an exception between hand-out and send) only keeps the slab from rewinding: a new slab
+ *   is taken when it is full, as before leases existed. The one misuse this cannot survive is a
+ *   release before the last read or a second release of one frame: Conn.send's contract (transport.ts)
+ *   and the write-callback contract of the ws transport (ws-transport.ts) rule it out;
+ *   test/slab-reuse.test.ts checks every interleaving of encodes and releases (fast-check) and
+ *   frames held by ws's write queue, by a tap and by the memory transport.
+ */
+class Slab {
+  held = 0;
+  constructor(readonly buf: Buffer) {}
+  /** Gives back one leased frame of this slab (one call per leased frame; see above). */
+  readonly release = (): void => {
+    this.held--;
+  };
+}
+
+let slab = new Slab(Buffer.allocUnsafeSlow(SLAB));
+let buf: Buffer = slab.buf;
 let view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
 let start = 0;
 let pos = 0;
 
-/** Makes room for `n` more bytes, moving the frame written so far to a new slab if needed. */
+/** Makes room for `n` more bytes, moving the frame written so far to a new slab if needed (the old
+ * slab stays with the frames handed out of it, collected when none is referenced anymore). */
 function ensure(n: number): void {
   if (pos + n <= buf.length) return;
   const used = pos - start;
   const next = Buffer.allocUnsafeSlow(Math.max(SLAB, (used + n) * 2));
   buf.copy(next, 0, start, pos);
+  slab = new Slab(next);
   buf = next;
   view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   start = 0;
@@ -502,7 +536,10 @@ function message(m: Rec): void {
  * Encodes one message or a batch (2+ messages: a msgpack array) into a frame, or returns undefined
  * if something in it is not handled here (the caller then uses msgpackr).
  */
-export function encodeFast(messages: Message | readonly Message[]): Uint8Array | undefined {
+/** Writes one frame at `pos` (from the slab's start when nothing of it is held: see Slab) and
+ * returns it, not yet counted in `held`; undefined if the writer does not handle the messages. */
+function write(messages: Message | readonly Message[]): Uint8Array | undefined {
+  if (slab.held === 0) pos = 0;
   start = pos;
   try {
     if (Array.isArray(messages)) {
@@ -520,4 +557,38 @@ export function encodeFast(messages: Message | readonly Message[]): Uint8Array |
   const frame = buf.subarray(start, pos);
   start = pos;
   return frame;
+}
+
+/** Encodes `messages` as one frame, or returns undefined if this writer does not handle them (the
+ * caller then uses msgpackr). The frame is pinned: its bytes never change, whoever keeps it. */
+export function encodeFast(messages: Message | readonly Message[]): Uint8Array | undefined {
+  const frame = write(messages);
+  if (frame !== undefined) slab.held++;
+  return frame;
+}
+
+let lastRelease: (() => void) | undefined;
+
+/**
+ * Like encodeFast, but the frame is leased: `takeRelease()`, called right after, returns the function
+ * that gives it back (undefined if this call returned undefined). Whoever holds the frame last calls
+ * it once, when nobody reads the frame anymore; from then on its bytes may be reused by a later frame
+ * (see Slab). Never calling it is always safe (the frame stays as it is).
+ */
+export function encodeFastLeased(messages: Message | readonly Message[]): Uint8Array | undefined {
+  const frame = write(messages);
+  if (frame === undefined) {
+    lastRelease = undefined;
+    return undefined;
+  }
+  slab.held++;
+  lastRelease = slab.release;
+  return frame;
+}
+
+/** The release of the frame the last encodeFastLeased returned (once: a second call returns undefined). */
+export function takeRelease(): (() => void) | undefined {
+  const r = lastRelease;
+  lastRelease = undefined;
+  return r;
 }

@@ -11,7 +11,7 @@
  */
 import { clientProof, newNonce, proofsEqual, serverProof } from './auth.js';
 import type { Clock, Logger } from './base.js';
-import { encodeLinkFrame, type FrameDecoder } from './codec.js';
+import { encodeLinkFrameLeased, type FrameDecoder } from './codec.js';
 import { isWireErrorCode, type WireErrorCode } from './error-table.js';
 import { CloseCode, closeCodeName, WireError } from './errors.js';
 import type { Limits } from './limits.js';
@@ -25,7 +25,7 @@ import type {
   RequestReplyMap,
 } from './messages.js';
 import type { Metrics } from './metrics.js';
-import { RequestError } from './peers.js';
+import { type PeerSession, RequestError } from './peers.js';
 import type { Conn } from './transport.js';
 
 /** The handshake step at which a link asks the network whether the session may proceed. */
@@ -41,6 +41,7 @@ export const REPLY_TYPE: Readonly<Record<RequestMessage['t'], ReplyMessage['t']>
 });
 
 const REQUEST_TYPES = new Set<string>(Object.keys(REPLY_TYPE));
+const RESOLVED = Promise.resolve();
 const REPLY_TYPES = new Set<string>(['get-ok', 'ok', 'map-ok', 'invalidate-ack']);
 const HANDSHAKE_TYPES = new Set<string>(['hello', 'welcome', 'auth', 'ready']);
 
@@ -129,6 +130,9 @@ export class Link {
   /** Peer node id and epoch, known after hello (server) / welcome (client). */
   peerNode = '';
   peerEpoch = -1;
+  /** `{ node: peerNode, epoch: peerEpoch }`, frozen, set when the session comes up (neither changes
+   * after that): what request handlers get as `from`, one object per session instead of per request. */
+  session: PeerSession = Object.freeze({ node: '', epoch: -1 });
   /** The peer's incarnation (`boot` of its hello/welcome; its epoch if it sent none). */
   peerBoot = -1;
   version = 0;
@@ -342,12 +346,17 @@ export class Link {
         };
       }
     }
-    this.enqueue(msg as unknown as Message, estimateBytes(msg as unknown as Message));
-    // The last reply this link owes: no other reply can join its frame, so it leaves now instead of
-    // after the rest of this turn's microtasks (one promise hop less on every serial round trip).
+    // The last reply this link owes: no other reply can join its frame, so it leaves now (with
+    // whatever else this turn queued before it) instead of after the rest of this turn's microtasks,
+    // and no flush is scheduled for it (one promise hop less on every serial round trip; a flush
+    // scheduled earlier in the turn for other messages then finds the queue empty).
     // While other requests of the peer are outstanding, replies wait for the turn's flush and leave
     // batched (test/link-queue.test.ts); either way a reply is encoded in the turn it is queued.
-    if (this.incoming === 0) this.flushGuarded();
+    const m = msg as unknown as Message;
+    if (this.incoming === 0) {
+      this.push(m, estimateBytes(m));
+      this.flushGuarded();
+    } else this.enqueue(m, estimateBytes(m));
   }
 
   /** Sends an error reply for a request. */
@@ -364,15 +373,21 @@ export class Link {
     }
   }
 
-  private enqueue(msg: Message, est: number): void {
+  /** Appends to this turn's queue; the caller flushes (or enqueue() schedules the flush). */
+  private push(msg: Message, est: number): void {
     const n = this.queueLen++;
     this.queue[n] = msg;
     this.queueEst[n] = est;
     this.queuedBytes += est;
+  }
+
+  private enqueue(msg: Message, est: number): void {
+    this.push(msg, est);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      // A native promise, not queueMicrotask: fake-timers may fake the latter.
-      Promise.resolve().then(this.flushGuarded);
+      // A native promise, not queueMicrotask: fake-timers may fake the latter. One resolved promise
+      // for every link (a `then` on it queues the job; nothing is allocated for the promise itself).
+      RESOLVED.then(this.flushGuarded);
     }
   }
 
@@ -395,10 +410,21 @@ export class Link {
     this.queueLen = 0;
     this.queuedBytes = 0;
     if (this.state === 'closed') return;
+    if (count === 1) {
+      // one message: one frame, nothing to batch or cork
+      try {
+        this.sendNow(q[0]);
+      } finally {
+        q[0] = undefined as unknown as Message;
+        this.spareQueue = q;
+        this.spareEst = est;
+      }
+      return;
+    }
     const { maxBatch, maxFrameBytes } = this.o.limits;
     const cap = Math.min(BATCH_SOFT_BYTES, maxFrameBytes / 2);
     const conn = this.o.conn;
-    const corked = count > 1 && conn.cork !== undefined;
+    const corked = conn.cork !== undefined;
     if (corked) conn.cork!();
     try {
       let i = 0;
@@ -422,11 +448,19 @@ export class Link {
   }
 
   private sendNow(m: Message | Message[]): void {
-    const frame = encodeLinkFrame(m);
+    const { frame, release } = encodeLinkFrameLeased(m);
     if (Array.isArray(m)) this.o.metrics.frameOut(m, frame.byteLength);
     else this.o.metrics.frameOut1(m.t, frame.byteLength);
-    this.o.onFrame?.('out', this.peerNode, frame);
-    this.o.conn.send(frame);
+    const tap = this.o.onFrame;
+    if (tap === undefined) {
+      // The transport is the frame's last reader: it gives the encoder's lease back once done.
+      this.o.conn.send(frame, release);
+    } else {
+      // A tap may keep the frame (tests record them): the lease is never given back, so these
+      // bytes are never reused (fast-encode.ts Slab; test/slab-reuse.test.ts).
+      tap('out', this.peerNode, frame);
+      this.o.conn.send(frame);
+    }
   }
 
   // ---- receiving --------------------------------------------------------------------------------
@@ -709,6 +743,7 @@ export class Link {
   }
 
   private goUp(): void {
+    this.session = Object.freeze({ node: this.peerNode, epoch: this.peerEpoch });
     this.state = nextLinkState(this.state, this.role === 'server' ? 'auth' : 'ready');
     this.o.conn.authenticated?.();
     this.o.clock.clearTimeout(this.handshakeTimer);

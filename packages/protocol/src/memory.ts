@@ -77,9 +77,16 @@ class MemoryEnd implements Conn {
     for (const e of b) this.deliver(e);
   }
 
-  send(frame: Uint8Array): void {
-    if (this.closed) return;
-    this.sw.transmit(this, { k: 'frame', f: Uint8Array.prototype.slice.call(frame) });
+  send(frame: Uint8Array, done?: () => void): void {
+    if (this.closed) {
+      done?.();
+      return;
+    }
+    // The receiver gets a copy (it owns what it receives: its decoder may keep views of it), so
+    // nothing here reads `frame` once this returns: its lease ends now.
+    const f = Uint8Array.prototype.slice.call(frame);
+    done?.();
+    this.sw.transmit(this, { k: 'frame', f });
   }
 
   bufferedAmount(): number {

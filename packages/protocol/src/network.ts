@@ -679,7 +679,7 @@ export class TransportPeerNetwork implements PeerNetwork {
       link.replyError(msg, 'E_BUSY', 'no request handler installed');
       return;
     }
-    const from = { node: link.peerNode, epoch: link.peerEpoch };
+    const from = link.session;
     let result: ReturnType<RequestHandler>;
     try {
       result = handler(from, msg);

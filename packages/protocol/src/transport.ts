@@ -18,8 +18,15 @@ export interface Conn {
   readonly remote: string;
   /** Installs the handlers; events that happened before are delivered now, in order. */
   setHandlers(h: ConnHandlers): void;
-  /** Sends one binary frame. Never throws; a send on a closed connection is dropped. */
-  send(frame: Uint8Array): void;
+  /**
+   * Sends one binary frame. Never throws; a send on a closed connection is dropped.
+   * `done`, if given, is the sender's lease on the frame's memory (fast-encode.ts Slab): the transport
+   * calls it at most once, and only when neither it nor anything it handed the frame to reads those
+   * bytes anymore (ws: within send() or uncork(), when the kernel took every byte written so far,
+   * else never; memory: right after its copy). A transport that cannot tell never calls it (always
+   * safe: the memory is then never reused). After `done` the sender may overwrite the frame.
+   */
+  send(frame: Uint8Array, done?: () => void): void;
   /** Optional: hold the frames sent until `uncork()` and write them together (one syscall). */
   cork?(): void;
   /** Optional: ends a `cork()`; always called in the same turn. */

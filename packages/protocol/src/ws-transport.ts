@@ -49,6 +49,9 @@ export class WsConn implements Conn {
   private handlers: ConnHandlers | undefined;
   private backlog: Event[] = [];
   private done = false;
+  /** Between cork() and uncork(): the leases of the frames sent meanwhile (see send()). */
+  private corked = false;
+  private readonly corkedLeases: (() => void)[] = [];
   constructor(
     readonly ws: WebSocket,
     readonly remote: string,
@@ -107,23 +110,55 @@ export class WsConn implements Conn {
     }
   }
 
-  send(frame: Uint8Array): void {
-    if (this.done || this.ws.readyState !== WebSocket.OPEN) return;
+  /**
+   * `done` (the sender's lease, transport.ts) is called when ws and Node are known to hold nothing of
+   * the frame, decided synchronously, without a write callback (a callback per frame costs Node a
+   * closure and a nextTick per corked writev, more than reusing the memory saves):
+   *
+   *   Proof. `ws.bufferedAmount` is Node's writable length of the socket (every chunk written and not
+   *   completed: corked, queued behind a write in flight, or in flight asynchronously, which is the
+   *   only case where libuv keeps a reference to the chunk) plus ws's own send queue (ws sender.js
+   *   `_bufferedBytes`: frames it holds while busy). ws writes a frame (or, for a masked client frame,
+   *   a masked copy) to the socket within ws.send. So when bufferedAmount is 0 right after ws.send
+   *   (uncorked) or right after uncork(), every chunk written so far completed synchronously: the
+   *   kernel copied the bytes in the write/writev call, and nothing of ws, Node or libuv reads them
+   *   again. Otherwise the lease is dropped: never released (the frame's slab is not rewound; see
+   *   fast-encode.ts Slab), which is always safe. Same when ws.send throws. Not sent at all
+   *   (closed): nothing holds it, released at once.
+   *   test/slab-reuse.test.ts sends MBs per turn (writes queue in Node) and checks every byte arrives
+   *   as encoded; releasing regardless of bufferedAmount fails it.
+   */
+  send(frame: Uint8Array, done?: () => void): void {
+    if (this.done || this.ws.readyState !== WebSocket.OPEN) {
+      done?.();
+      return;
+    }
     try {
       this.ws.send(frame, SEND_OPTIONS);
     } catch (err) {
       this.logger.debug({ error: String(err) }, 'ws: send failed');
+      return;
     }
+    if (done === undefined) return;
+    if (this.corked) this.corkedLeases.push(done);
+    else if (this.ws.bufferedAmount === 0) done();
   }
 
   /** Corks the underlying socket: ws writes each frame with its own write; corked, a turn's frames
    * leave in one writev. (`_socket` is ws's net.Socket; absent before open / after close.) */
   cork(): void {
     (this.ws as unknown as { _socket?: { cork(): void } })._socket?.cork();
+    this.corked = true;
   }
 
   uncork(): void {
     (this.ws as unknown as { _socket?: { uncork(): void } })._socket?.uncork();
+    this.corked = false;
+    const leases = this.corkedLeases;
+    if (leases.length === 0) return;
+    // the corked frames were just written: released only if all of that completed (see send())
+    if (this.ws.bufferedAmount === 0) for (const r of leases) r();
+    leases.length = 0;
   }
 
   bufferedAmount(): number {

@@ -21,6 +21,8 @@ export const NODE_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 export const SEGID_RE = /^[A-Za-z0-9._-]{1,64}:[0-9]{1,15}$/;
 export const APID_RE = /^[A-Za-z0-9._-]{1,64}:a[0-9]{1,15}$/;
 export const MAX_CID_CHARS = 64;
+/** Longest `error.message` (fixed, not a configurable limit). */
+export const MAX_ERROR_MESSAGE_CHARS = 512;
 
 export const MESSAGE_TYPES: readonly MessageType[] = [
   'hello',
@@ -134,7 +136,7 @@ function buildSchemas(l: Limits) {
       re: uint32.optional(),
       cid,
       code: z.enum(Object.keys(WIRE_ERROR_CODES) as [WireErrorCode, ...WireErrorCode[]]),
-      message: z.string().max(512),
+      message: z.string().max(MAX_ERROR_MESSAGE_CHARS),
     }),
   } satisfies Record<MessageType, z.ZodType>;
   return schemas;

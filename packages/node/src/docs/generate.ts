@@ -23,6 +23,7 @@ import {
   DEFAULT_LIMITS,
   defaultLeaseMarginMs,
   MAX_CID_CHARS,
+  MAX_ERROR_MESSAGE_CHARS,
   TIMING_DEFAULTS,
 } from '@xpmesh/protocol';
 import { CLUSTER_FRAMES, CLUSTER_NODES } from '../cli/cluster.js';
@@ -104,6 +105,8 @@ export const VALUES: Readonly<Record<string, string>> = {
   ...limitValues('admin', ADMIN_LIMITS),
   /** Longest correlation id. */
   cidMaxChars: String(MAX_CID_CHARS),
+  /** Longest `error.message`. */
+  errorMessageMaxChars: String(MAX_ERROR_MESSAGE_CHARS),
   /** Names in `--peers-dns`. */
   maxDnsNames: String(MAX_DNS_NAMES),
   /** Addresses dialled because of DNS. */

@@ -31,3 +31,8 @@ export const systemClock: Clock = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
 };
+
+/** Longest `cid` (a request's correlation id; fixed, not a configurable limit). */
+export const MAX_CID_CHARS = 64;
+/** Longest `error.message` (fixed, not a configurable limit). */
+export const MAX_ERROR_MESSAGE_CHARS = 512;

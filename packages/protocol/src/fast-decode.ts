@@ -28,7 +28,7 @@
  * msgpackr + the validator (valid frames from both encoders, mutations, truncations, byte flips,
  * arbitrary msgpack values, duplicate keys, non-canonical widths, float-encoded integers).
  */
-import { PAGE_SIZE } from './base.js';
+import { MAX_ERROR_MESSAGE_CHARS, PAGE_SIZE } from './base.js';
 import { WIRE_ERROR_CODES } from './error-table.js';
 import type { Limits } from './limits.js';
 import { INVALIDATE_REASONS, type Message } from './messages.js';
@@ -749,7 +749,8 @@ function readField(kind: F): unknown {
       return s !== undefined && ERROR_CODES.has(s) ? s : undefined;
     }
     case F.MESSAGE:
-      return readAscii(512);
+      // longer than the bound, or not ASCII: the validator decides (and refuses)
+      return readAscii(MAX_ERROR_MESSAGE_CHARS);
   }
 }
 

@@ -6,7 +6,7 @@
  * which produce the error code and message (so diagnostics are zod's, byte for byte).
  * test/validate-diff.test.ts proves accept/reject and output equal to zod with fast-check.
  */
-import { PAGE_SIZE } from './base.js';
+import { MAX_CID_CHARS, MAX_ERROR_MESSAGE_CHARS, PAGE_SIZE } from './base.js';
 import { WIRE_ERROR_CODES } from './error-table.js';
 import type { Limits } from './limits.js';
 import { INVALIDATE_REASONS, type Message, type MessageType } from './messages.js';
@@ -21,7 +21,6 @@ const MAX_U53 = Number.MAX_SAFE_INTEGER;
 const NODE_RE = /^[A-Za-z0-9._-]{1,64}$/;
 const SEG_RE = /^[A-Za-z0-9._-]{1,64}:[0-9]{1,15}$/;
 const AP_RE = /^[A-Za-z0-9._-]{1,64}:a[0-9]{1,15}$/;
-const MAX_CID = 64;
 const INVALIDATE_REASON_SET = new Set<string>(INVALIDATE_REASONS);
 const GONE_REASONS = new Set(['remove', 'exit', 'unmap']);
 const ERROR_CODES = new Set(Object.keys(WIRE_ERROR_CODES));
@@ -48,7 +47,7 @@ function access(v: unknown): boolean {
 /** `cid`: absent/undefined, or a string of ≤ 64 chars. */
 function cidOk(v: Rec): boolean {
   const c = v.cid;
-  return c === undefined || (typeof c === 'string' && c.length <= MAX_CID);
+  return c === undefined || (typeof c === 'string' && c.length <= MAX_CID_CHARS);
 }
 
 /**
@@ -279,7 +278,7 @@ export function buildFastChecks(l: Limits): Record<MessageType, Check> {
       if (re !== undefined && !u32(re)) return undefined;
       if (!cidOk(v)) return undefined;
       if (typeof v.code !== 'string' || !ERROR_CODES.has(v.code)) return undefined;
-      if (typeof v.message !== 'string' || v.message.length > 512) return undefined;
+      if (typeof v.message !== 'string' || v.message.length > MAX_ERROR_MESSAGE_CHARS) return undefined;
       const o: Rec = { t: 'error' };
       if ('re' in v) o.re = re;
       withCid(o, v);

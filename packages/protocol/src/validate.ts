@@ -9,7 +9,7 @@
  * the two equal with fast-check.
  */
 import { z } from 'zod';
-import { PAGE_SIZE } from './base.js';
+import { MAX_CID_CHARS, MAX_ERROR_MESSAGE_CHARS, PAGE_SIZE } from './base.js';
 import { WIRE_ERROR_CODES, type WireErrorCode } from './error-table.js';
 import { buildFastChecks, buildFastVerdicts } from './fast-validate.js';
 import { type Limits, resolveLimits } from './limits.js';
@@ -20,9 +20,7 @@ export const PROOF_BYTES = 32;
 export const NODE_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 export const SEGID_RE = /^[A-Za-z0-9._-]{1,64}:[0-9]{1,15}$/;
 export const APID_RE = /^[A-Za-z0-9._-]{1,64}:a[0-9]{1,15}$/;
-export const MAX_CID_CHARS = 64;
-/** Longest `error.message` (fixed, not a configurable limit). */
-export const MAX_ERROR_MESSAGE_CHARS = 512;
+export { MAX_CID_CHARS, MAX_ERROR_MESSAGE_CHARS };
 
 export const MESSAGE_TYPES: readonly MessageType[] = [
   'hello',

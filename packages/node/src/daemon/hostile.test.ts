@@ -30,10 +30,8 @@ import {
 import WebSocket from 'ws';
 import { parsePrometheus } from '../load/stats.js';
 import type { AdminClient } from './admin-client.js';
+import { HOSTILE_RSS_BOUND_MIB } from './hostile-bound.js';
 import { type LocalCluster, launchCluster } from './launcher.js';
-
-/** RSS growth allowed under the whole attack (docs/limits.md states the same number). */
-export const HOSTILE_RSS_BOUND_MIB = 64;
 
 const TOKEN = 'hostile-suite-admin-token';
 /** Counts of each attack (bounded). */

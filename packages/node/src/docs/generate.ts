@@ -30,6 +30,7 @@ import { CLUSTER_FRAMES, CLUSTER_NODES } from '../cli/cluster.js';
 import { DEFAULT_ADMIN_URL } from '../cli/ctl.js';
 import { ADMIN_LIMITS } from '../daemon/admin.js';
 import { CONFIG_SETTINGS, FRAMES, MAX_DNS_NAMES, PEERS_DNS_INTERVAL_MS } from '../daemon/config.js';
+import { HOSTILE_RSS_BOUND_MIB } from '../daemon/hostile-bound.js';
 import { DEFAULT_MAX_DNS_ADDRESSES } from '../daemon/membership.js';
 import {
   OP_SCHEMAS,
@@ -107,6 +108,8 @@ export const VALUES: Readonly<Record<string, string>> = {
   cidMaxChars: String(MAX_CID_CHARS),
   /** Longest `error.message`. */
   errorMessageMaxChars: String(MAX_ERROR_MESSAGE_CHARS),
+  /** RSS the hostile-input suite lets its attacks add (MiB). */
+  hostileRssBoundMib: String(HOSTILE_RSS_BOUND_MIB),
   /** Names in `--peers-dns`. */
   maxDnsNames: String(MAX_DNS_NAMES),
   /** Addresses dialled because of DNS. */

@@ -272,6 +272,7 @@ export async function createKernel(opts: KernelOptions): Promise<Kernel> {
   const low = opts.watermarks?.low ?? min * 2;
   const high = opts.watermarks?.high ?? min * 3;
   if (!(min >= 0 && low >= min && high >= low && high < opts.frames)) {
+    await swap?.close(); // no swap file left behind by a refused configuration
     throw new KernelError('EINVAL', 'watermarks must satisfy 0 <= min <= low <= high < frames');
   }
   const k = new KernelState(

@@ -143,3 +143,22 @@ export function tlbSpin(
   }
   return { reads, bad, firstBad, stopped };
 }
+
+/**
+ * Write `len` pattern bytes at `addr` from a buffer at byte offset `srcOff`, read them back into a
+ * buffer at byte offset `dstOff`; returns the first differing index, or -1.
+ */
+export function copyRoundTrip(
+  ctx: ProcessContext,
+  a: { addr: number; len: number; srcOff: number; dstOff: number; seed: number },
+): number {
+  const src = new Uint8Array(new ArrayBuffer(a.len + 16), a.srcOff, a.len);
+  for (let i = 0; i < a.len; i++) src[i] = (i * 31 + a.seed) & 255;
+  ctx.write(a.addr, src);
+  const dst = new Uint8Array(new ArrayBuffer(a.len + 16), a.dstOff, a.len);
+  ctx.readInto(a.addr, dst);
+  for (let i = 0; i < a.len; i++) if (dst[i] !== src[i]) return i;
+  const again = ctx.read(a.addr, a.len);
+  for (let i = 0; i < a.len; i++) if (again[i] !== src[i]) return i;
+  return -1;
+}

@@ -44,9 +44,9 @@ const lines = [
   '',
   '## Machine',
   '',
-  '| cpus | cpu model | memory | node | measured |',
-  '|---|---|---|---|---|',
-  `| ${machine.cpus ?? '?'} | ${esc(machine.cpuModel ?? '?')} | ${machine.memGiB ?? '?'} GiB | ${machine.node ?? '?'} | ${machine.date ?? '?'} |`,
+  '| cpus | cpu model | memory | node | measured | runs |',
+  '|---|---|---|---|---|---|',
+  `| ${machine.cpus ?? '?'} | ${esc(machine.cpuModel ?? '?')} | ${machine.memGiB ?? '?'} GiB | ${machine.node ?? '?'} | ${machine.date ?? '?'} | ${machine.runs ?? 1} |`,
   '',
   'The VM is noisy and shared (p99 swings 2-10x): compare only figures of one run. A `baseline` is',
   'measured in the same run with the same placement (raw `ws` with the same payloads, the raw hop',
@@ -54,7 +54,10 @@ const lines = [
   'figures are medians over several rounds in which baseline and driver path alternate; `-2proc`',
   'figures have every instance in its own process (as deployed), `-1proc` ones all in one process;',
   '`-cpu` figures are process CPU microseconds (every thread, both ends) per operation, far less',
-  'noisy than wall time. Each benchmark file documents exactly what it measures.',
+  'noisy than wall time. Each benchmark file documents exactly what it measures. Every file ran',
+  '`runs` times one after another: a figure is the median over the runs of its value, of its',
+  "baseline and of its same-run ratio (so a row's ratio need not be its value / its baseline); the",
+  'last column gives the ratio of every run, which shows how much a figure moves on this machine.',
   '',
 ];
 if (suites.size === 0) lines.push('_No results yet: run `npm run bench`._', '');
@@ -62,12 +65,12 @@ for (const [suite, rows] of [...suites].sort((a, b) => a[0].localeCompare(b[0]))
   lines.push(
     `## ${suite}`,
     '',
-    '| name | value | unit | baseline | ratio | target | met |',
-    '|---|---:|---|---:|---:|---|---|',
+    '| name | value | unit | baseline | ratio | target | met | ratio in each run |',
+    '|---|---:|---|---:|---:|---|---|---|',
   );
   for (const r of rows)
     lines.push(
-      `| ${esc(r.name)} | ${fmt(r.value)} | ${esc(r.unit ?? '')} | ${fmt(r.baseline)} | ${fmt(r.ratio)} | ${esc(targets[`${suite}/${r.name}`] ?? '-')} | ${met(r, targets[`${suite}/${r.name}`])} |`,
+      `| ${esc(r.name)} | ${fmt(r.value)} | ${esc(r.unit ?? '')} | ${fmt(r.baseline)} | ${fmt(r.ratio)} | ${esc(targets[`${suite}/${r.name}`] ?? '-')} | ${met(r, targets[`${suite}/${r.name}`])} | ${Array.isArray(r.ratios) ? r.ratios.map(fmt).join(' / ') : '-'} |`,
     );
   lines.push('');
 }

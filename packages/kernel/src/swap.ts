@@ -37,7 +37,17 @@ export class SwapArea {
       throw new KernelError('EINVAL', 'swapSlots must be in [1, 2^24)');
     }
     const fh = await open(path, 'w+');
-    await fh.truncate(slots * PAGE_SIZE);
+    try {
+      await fh.truncate(slots * PAGE_SIZE);
+      // A private swap file (removeOnClose) leaves the directory at once: the open handle keeps the
+      // file and its space until close() or process exit, so even a process killed outright (tests,
+      // benchmarks under a timeout) leaves no file behind in the temporary directory.
+      if (removeOnClose) await unlink(path);
+    } catch (e) {
+      await fh.close();
+      if (removeOnClose) await unlink(path).catch(() => undefined);
+      throw e;
+    }
     return new SwapArea(fh, path, slots, removeOnClose);
   }
 
@@ -139,6 +149,7 @@ export class SwapArea {
 
   async close(): Promise<void> {
     await this.fh.close();
+    // (a private file was unlinked at open; this is for one that could not be)
     if (this.removeOnClose) await unlink(this.path).catch(() => undefined);
   }
 }

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { test } from 'node:test';
 import { PROT_READ, PROT_WRITE } from '../api.js';
 import { withKernel } from './helpers.js';
@@ -28,14 +30,48 @@ test('swap: data written reads back after forced reclaim; the slot is freed on s
     k.check();
   }));
 
-test('swap: the swap file is a real file and is removed on close', async () => {
+test('swap: the private swap file is a real open file, already gone from the directory (nothing left even after a kill)', async () => {
   let path = '';
+  const openAs = (p: string) =>
+    readdirSync('/proc/self/fd').some((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === `${p} (deleted)`;
+      } catch {
+        return false;
+      }
+    });
   await withKernel({}, async (k) => {
     const { swap } = (k as unknown as { k: { swap: { path: string } } }).k;
     path = swap.path;
-    assert.ok(existsSync(path));
+    assert.ok(!existsSync(path), 'unlinked at open');
+    assert.ok(openAs(path), 'still open: the pages go through a real file');
   });
-  assert.ok(!existsSync(path));
+  assert.ok(!openAs(path), 'closed with the kernel');
+  // a process killed outright (SIGKILL: no cleanup runs) leaves no swap file behind
+  const child = spawn(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `const { createKernel } = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
+       const k = await createKernel({ name: 'killed', frames: 64, swapSlots: 16 });
+       console.log(k.stats().swap ? 'up' : 'no swap');
+       setInterval(() => {}, 1000);`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const line = await new Promise<string>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('child did not start within 20 s')), 20_000);
+    child.stdout!.once('data', (d: Buffer) => {
+      clearTimeout(t);
+      resolve(String(d).trim());
+    });
+  });
+  assert.equal(line, 'up');
+  const left = () => readdirSync(tmpdir()).filter((f) => f.startsWith(`xpmesh-swap-killed-${child.pid}-`));
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  assert.deepEqual(left(), []);
 });
 
 test('shrink: young pages get a second chance; under pressure everything old is reclaimed', () =>

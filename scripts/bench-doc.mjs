@@ -48,7 +48,7 @@ const lines = [
   '|---|---|---|---|---|---|',
   `| ${machine.cpus ?? '?'} | ${esc(machine.cpuModel ?? '?')} | ${machine.memGiB ?? '?'} GiB | ${machine.node ?? '?'} | ${machine.date ?? '?'} | ${machine.runs ?? 1} |`,
   '',
-  'The VM is noisy and shared (p99 swings 2-10x): compare only figures of one run. A `baseline` is',
+  'The VM is noisy and shared (p99 swings 2-10x): compare only figures of one `npm run bench`. A `baseline` is',
   'measured in the same run with the same placement (raw `ws` with the same payloads, the raw hop',
   'chain a fault must take, or a raw SharedArrayBuffer access); `ratio` = value / baseline. Driver',
   'figures are medians over several rounds in which baseline and driver path alternate; `-2proc`',

@@ -254,9 +254,16 @@ export class Link {
       const r = o.decoder.validator.validate(full);
       if (!r.ok) return Promise.reject(new RequestError(r.code, o.self, `outgoing ${r.message}`));
     }
-    return new Promise((resolve, reject) => {
-      const ms = timeoutMs ?? o.requestTimeoutMs;
-      const deadline = o.clock.now() + ms;
+    // An idle link (nothing outstanding, nothing queued) sends the request now, alone in its frame,
+    // without the turn's flush job: a serial round trip pays no promise hop for it. Requests made
+    // while others are outstanding (pipelined traffic) are queued and leave batched at the turn's
+    // flush, as before; so does every request after the first of a burst that starts on an idle
+    // link (the first has made it busy). Order is kept: the queue is empty, nothing sent later can
+    // overtake this one. test/link-queue.test.ts checks both.
+    const alone = this.pending.size === 0 && this.queueLen === 0;
+    const ms = timeoutMs ?? o.requestTimeoutMs;
+    const deadline = o.clock.now() + ms;
+    const p = new Promise<RequestReplyMap[T['t']]>((resolve, reject) => {
       this.pending.set(full.id, {
         expect: REPLY_TYPE[full.t],
         resolve: resolve as (m: Message) => void,
@@ -265,9 +272,11 @@ export class Link {
         t: full.t,
         ms,
       });
-      if (deadline < this.sweepAt) this.armSweep(deadline);
-      this.enqueue(full, est);
     });
+    if (deadline < this.sweepAt) this.armSweep(deadline);
+    if (alone) this.sendAlone(full);
+    else this.enqueue(full, est);
+    return p;
   }
 
   /** (Re)arms the deadline timer for `at` (absolute ms). */
@@ -354,8 +363,11 @@ export class Link {
     // batched (test/link-queue.test.ts); either way a reply is encoded in the turn it is queued.
     const m = msg as unknown as Message;
     if (this.incoming === 0) {
-      this.push(m, estimateBytes(m));
-      this.flushGuarded();
+      if (this.queueLen === 0) this.sendAlone(m);
+      else {
+        this.push(m, estimateBytes(m));
+        this.flushGuarded();
+      }
     } else this.enqueue(m, estimateBytes(m));
   }
 
@@ -444,6 +456,16 @@ export class Link {
       for (let k = 0; k < count; k++) q[k] = undefined as unknown as Message; // let them be collected
       this.spareQueue = q;
       this.spareEst = est;
+    }
+  }
+
+  /** One message sent now, in its own frame, past an empty queue (request() and reply() say when);
+   * a failure closes the link as a failed flush does. */
+  private sendAlone(m: Message): void {
+    try {
+      this.sendNow(m);
+    } catch (e) {
+      this.failed(e);
     }
   }
 

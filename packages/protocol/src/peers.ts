@@ -17,7 +17,8 @@ export type PeerState = 'connecting' | 'up' | 'down' | 'fenced';
 
 export interface PeerStatus extends PeerSession {
   readonly state: PeerState;
-  /** Milliseconds since the last frame or pong from the peer. */
+  /** Milliseconds since the last frame or pong from the peer: never under the exact age, at most one
+   * heartbeat interval over it (the clock is read once per heartbeat while frames flow: Link.lastSeen). */
   readonly lastSeenMs: number;
   /** Requests awaiting a reply. */
   readonly outstanding: number;

@@ -31,7 +31,16 @@ describe('lastSeenMs: within one heartbeat of the exact age, never under it', ()
       heartbeatMs: HEARTBEAT,
       missedBeats: 50,
     };
-    const b = await sw.join('b', { ...opts, onFrame: (dir) => dir === 'in' && (lastIn = fake.now) }, false);
+    const b = await sw.join(
+      'b',
+      {
+        ...opts,
+        onFrame: (dir) => {
+          if (dir === 'in') lastIn = fake.now;
+        },
+      },
+      false,
+    );
     const a = await sw.join('a', opts, false);
     b.onRequest(
       async (_f, m) => ({ t: 'map-ok', re: (m as MapReq).id, access: 'r', pages: [], grants: [] }) as never,

@@ -14,6 +14,7 @@ import type { Clock, Logger } from './base.js';
 import { encodeLinkFrameLeased, type FrameDecoder } from './codec.js';
 import { isWireErrorCode, type WireErrorCode } from './error-table.js';
 import { CloseCode, closeCodeName, WireError } from './errors.js';
+import { type IdEntry, IdTable } from './id-table.js';
 import type { Limits } from './limits.js';
 import { LINK_INITIAL, type LinkState, nextLinkState } from './link-state.js';
 import type {
@@ -84,7 +85,7 @@ export interface LinkOptions {
   onFrame?: (dir: 'in' | 'out', node: string, frame: Uint8Array) => void;
 }
 
-interface Pending {
+interface Pending extends IdEntry {
   expect: ReplyMessage['t'];
   resolve: (m: Message) => void;
   reject: (e: RequestError) => void;
@@ -222,8 +223,8 @@ export class Link {
   peerError: ErrorMsg | undefined;
 
   private readonly o: LinkOptions;
-  private nextId = 1;
-  private readonly pending = new Map<number, Pending>();
+  /** Outstanding requests by id (id-table.ts: it also hands out the ids). */
+  private readonly pending = new IdTable<Pending>();
   private incoming = 0;
   /** Messages queued in this turn: the first `queueLen` entries of `queue` (and their estimates). */
   private queue: Message[] = [];
@@ -313,7 +314,7 @@ export class Link {
       return Promise.reject(new RequestError('E_TOO_MANY', this.peerNode, 'too many outstanding requests'));
     }
     // A copy (the caller may reuse `msg`) with our id.
-    const full = withId(msg as Record<string, unknown>, this.allocId());
+    const full = withId(msg as Record<string, unknown>, this.pending.allocId());
     const est = estimateBytes(full);
     if (this.bufferedBytes() + est > o.limits.sendHighWaterBytes) {
       m.busyRejections++;
@@ -333,7 +334,9 @@ export class Link {
     const ms = timeoutMs ?? o.requestTimeoutMs;
     const deadline = o.clock.now() + ms;
     const p = new Promise<RequestReplyMap[T['t']]>((resolve, reject) => {
-      this.pending.set(full.id, {
+      this.pending.set({
+        id: full.id,
+        seq: 0,
         expect: REPLY_TYPE[full.t],
         resolve: resolve as (m: Message) => void,
         reject,
@@ -363,11 +366,11 @@ export class Link {
     if (this.state === 'closed') return;
     const now = this.o.clock.now();
     let next = Number.POSITIVE_INFINITY;
-    for (const [id, p] of this.pending) {
+    for (const p of this.pending.entries()) {
       if (p.deadline <= now) {
-        this.pending.delete(id);
+        this.pending.take(p.id);
         this.o.metrics.c.requestTimeouts++;
-        p.reject(new RequestError('E_TIMEOUT', this.peerNode, `${p.t} ${id}: no reply within ${p.ms} ms`));
+        p.reject(new RequestError('E_TIMEOUT', this.peerNode, `${p.t} ${p.id}: no reply within ${p.ms} ms`));
       } else if (p.deadline < next) next = p.deadline;
     }
     // A timer may fire a little before the wall clock reaches the deadline: never spin.
@@ -442,14 +445,6 @@ export class Link {
   replyError(req: RequestMessage, code: string, message: string): void {
     const c: WireErrorCode = isWireErrorCode(code) ? code : 'E_INTERNAL';
     this.reply(req, { t: 'error', code: c, message: String(message).slice(0, 512) });
-  }
-
-  private allocId(): number {
-    for (;;) {
-      const id = this.nextId;
-      this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
-      if (!this.pending.has(id)) return id;
-    }
   }
 
   /** Appends to this turn's queue; the caller flushes (or enqueue() schedules the flush). */
@@ -656,12 +651,11 @@ export class Link {
     }
     if (REPLY_TYPES.has(t) || (t === 'error' && msg.re !== undefined)) {
       const re = (msg as { re: number }).re;
-      const p = this.pending.get(re);
-      if (!p) {
+      const p = this.pending.take(re);
+      if (p === undefined) {
         o.metrics.c.lateReplies++;
         return;
       }
-      this.pending.delete(re);
       if (t === 'error') {
         const e = msg as ErrorMsg;
         p.reject(new RequestError(e.code, this.peerNode, e.message));
@@ -905,12 +899,13 @@ export class Link {
     this.queuedBytes = 0;
     this.early = [];
     const why = `${closeCodeName(code)}: ${reason}`;
-    for (const [id, p] of this.pending) {
+    const left = this.pending.entries();
+    this.pending.clear();
+    for (const p of left) {
       p.reject(
-        new RequestError('E_STALE_EPOCH', this.peerNode, `session ended before reply to ${id} (${why})`),
+        new RequestError('E_STALE_EPOCH', this.peerNode, `session ended before reply to ${p.id} (${why})`),
       );
     }
-    this.pending.clear();
     if (!wasUp && code === CloseCode.AUTH && !byUs) this.o.metrics.c.authFailures++;
     this.o.onClose(this, code, reason, byUs);
   }

@@ -45,7 +45,7 @@ function wrap(proto: object, name: string, before: (self: never) => string, afte
 }
 const side = (l: { role: string }) => (l.role === 'client' ? 'client' : 'server');
 const connSide = (c: { ws: { _isServer?: boolean } }) => (c.ws._isServer ? 'server' : 'client');
-wrap(Link.prototype, 'flush', (l: { role: string }) => `${side(l)}: flush (encode, send)`);
+wrap(Link.prototype, 'sendNow', (l: { role: string }) => `${side(l)}: sendNow (encode, send)`);
 wrap(
   WsConn.prototype,
   'send',
@@ -94,14 +94,14 @@ await a.close();
 await b.close();
 report(`link (${BIG ? '4 KiB' : 'small'} reply)`, linkRows, [
   'start',
-  'client: flush (encode, send)',
+  'client: sendNow (encode, send)',
   'client: ws.send',
   'client: ws.send returned',
   'server: frame in (decode, validate, dispatch)',
   'server: request handler',
   'server: frame done',
   'server: reply()',
-  'server: flush (encode, send)',
+  'server: sendNow (encode, send)',
   'server: ws.send',
   'server: ws.send returned',
   'client: frame in (decode, validate, dispatch)',

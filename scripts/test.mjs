@@ -57,11 +57,10 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 }
 function runGroup(group, concurrency) {
   return new Promise((resolve) => {
-    const child = spawn(
-      process.execPath,
-      ['--test', `--test-concurrency=${concurrency}`, ...group],
-      { stdio: 'inherit', detached: true },
-    );
+    const child = spawn(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...group], {
+      stdio: 'inherit',
+      detached: true,
+    });
     current = child;
     const watchdog = setTimeout(() => {
       console.error(

@@ -5,7 +5,10 @@
  *
  * In docs/*.md:
  * - `<!-- generated: NAME -->` … `<!-- /generated -->` is a block (a table) rendered by BLOCKS[NAME];
- * - `<!-- value: NAME -->…<!-- /value -->` is an inline figure rendered by VALUES[NAME].
+ * - `<!-- value: NAME -->…<!-- /value -->` is an inline figure rendered by VALUES[NAME];
+ * - `<!-- value: pkg.NAME -->…` is a figure of a package above this one (testkit: the soak's and the
+ *   fuzzer's option defaults), which this package cannot import: that package renders and checks
+ *   it (packages/testkit/src/docs-values.ts) and `npm run docs` writes it; here it is kept as is.
  * The markers are HTML comments: invisible when the Markdown is rendered.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -296,17 +299,29 @@ export const BLOCKS: Readonly<Record<string, () => string>> = {
 };
 
 const BLOCK_RE = /(<!-- generated: ([a-z-]+) -->\n)([\s\S]*?)(\n<!-- \/generated -->)/g;
-const VALUE_RE = /(<!-- value: ([A-Za-z]+) -->)(.*?)(<!-- \/value -->)/g;
+const VALUE_RE = /(<!-- value: ((?:[a-z]+\.)?[A-Za-z]+) -->)(.*?)(<!-- \/value -->)/g;
 
-/** The doc with every generated block and value rendered from code; throws on an unknown name. */
-export function regenerate(text: string, file = 'doc'): string {
+/** Figures of packages above this one (`pkg.NAME`), by full name; see the header. */
+export type ForeignValues = Readonly<Record<string, string>>;
+
+/**
+ * The doc with every generated block and value rendered from code; throws on an unknown name. A
+ * `pkg.NAME` value is rendered from `foreign` when given, else kept as it is (its package checks it).
+ */
+export function regenerate(text: string, file = 'doc', foreign?: ForeignValues): string {
   return text
     .replace(BLOCK_RE, (_m, open: string, name: string, _old: string, close: string) => {
       const render = BLOCKS[name];
       if (!render) throw new Error(`${file}: unknown generated block "${name}"`);
       return `${open}${render()}${close}`;
     })
-    .replace(VALUE_RE, (_m, open: string, name: string, _old: string, close: string) => {
+    .replace(VALUE_RE, (m, open: string, name: string, _old: string, close: string) => {
+      if (name.includes('.')) {
+        if (foreign === undefined) return m;
+        const f = foreign[name];
+        if (f === undefined) throw new Error(`${file}: unknown value "${name}"`);
+        return `${open}${f}${close}`;
+      }
       const v = VALUES[name];
       if (v === undefined) throw new Error(`${file}: unknown value "${name}"`);
       return `${open}${v}${close}`;

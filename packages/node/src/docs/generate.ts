@@ -31,7 +31,7 @@ import {
 } from '@xpmesh/protocol';
 import { CLUSTER_FRAMES, CLUSTER_NODES } from '../cli/cluster.js';
 import { DEFAULT_ADMIN_URL } from '../cli/ctl.js';
-import { ADMIN_LIMITS } from '../daemon/admin.js';
+import { ADMIN_LIMITS, SSE_RETRY_MS } from '../daemon/admin.js';
 import { CONFIG_SETTINGS, FRAMES, MAX_DNS_NAMES, PEERS_DNS_INTERVAL_MS } from '../daemon/config.js';
 import { HOSTILE_RSS_BOUND_MIB } from '../daemon/hostile-bound.js';
 import { DEFAULT_MAX_DNS_ADDRESSES } from '../daemon/membership.js';
@@ -45,6 +45,7 @@ import { LOAD_DEFAULTS, LIMITS as LOAD_LIMITS } from '../load/cli.js';
 import { CHUNK_MAX_MS, CHUNK_MAX_OPS, MAX_SOURCE_BYTES, MAX_STATE_BYTES } from '../load/harness.js';
 import { MAX_PROCS } from '../load/program.js';
 import { PLAN_LIMITS } from '../load/workloads.js';
+import { VIEW_SETTINGS } from '../view/serve.js';
 
 const T = TIMING_DEFAULTS;
 const ms = (n: number) => `${n} ms`;
@@ -82,7 +83,15 @@ const runShape = OP_SCHEMAS.run.shape;
 const pressureDefaults = OP_SCHEMAS.pressure.parse({ pages: 1 });
 
 /** Inline figures, by name. */
+const secs = (n: number) => (n % 1000 === 0 ? `${n / 1000} s` : ms(n));
+
 export const VALUES: Readonly<Record<string, string>> = {
+  sseRetry: secs(SSE_RETRY_MS),
+  viewStatusPoll: secs(VIEW_SETTINGS.statusPollMs),
+  viewMaxLog: String(VIEW_SETTINGS.maxLog),
+  viewRetryMax: secs(VIEW_SETTINGS.retryMaxMs),
+  viewRateWindow: secs(VIEW_SETTINGS.rateWindowMs),
+  viewHighlight: secs(VIEW_SETTINGS.highlightMs),
   heartbeatMs: ms(T.heartbeatMs),
   missedBeats: String(T.missedBeats),
   deadAfterMs: ms(T.heartbeatMs * T.missedBeats),

@@ -296,6 +296,11 @@ async function zapAttachments(d: DriverState, locals: Attachment[], pages: reado
 
 export function rmapNotifierOps(d: DriverState): RmapNotifierOps {
   const ops: RmapNotifierOps = {
+    // No callback here unregisters the rmap registration: its one unregister is Driver.unload's,
+    // which no notifier callback reaches (they invalidate, fence and update the directory only).
+    // So the kernel may run them without the notifier context (RmapNotifierOps.contextFree): no
+    // process-wide promise hooks for the whole of a reclaim batch's invalidation (issue 15).
+    contextFree: true,
     async invalidatePage(pfn, reason): Promise<RmapInvalidateResult> {
       const k = d.kernel;
       const es = d.rmap.entries(pfn);

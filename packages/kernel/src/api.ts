@@ -127,6 +127,18 @@ export interface RmapNotifierOps {
    * Synchronous, side-effect free; called only from checks.
    */
   isExported?(pfn: Pfn): boolean;
+  /**
+   * Optional (additive): a promise by the driver that no callback of this registration calls its
+   * unregister, directly or through work it starts or awaits. The kernel then runs the callbacks
+   * without the notifier context (srcu.ts): no AsyncLocalStorage, so no process-wide promise hooks
+   * while they sleep (issue 15: they cost a reclaim batch's every promise, and V8 recompiles the
+   * hook functions after each full GC). What is given up is only the self-recognition of an
+   * unregister called from inside: it would wait for the very callback it runs in and end in
+   * ETIMEDOUT at its deadline (bounded; the registration is dead all the same, no callback starts
+   * after it). Nothing else changes: each callback is still counted in flight until its promise
+   * settles, and unregister still waits for every one of them. Read once, at registration.
+   */
+  readonly contextFree?: boolean;
 }
 
 /** An address space (mm_struct) as a driver sees it. */

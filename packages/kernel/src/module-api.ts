@@ -596,7 +596,7 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     rmapNotifierRegister(ops: RmapNotifierOps): NotifierRegistration {
       if (!ops || typeof ops.invalidatePage !== 'function')
         throw new KernelError('EINVAL', 'invalidatePage required');
-      const reg = k.rmapNotifiers.list.add(ops);
+      const reg = k.rmapNotifiers.list.add(ops, { contextFree: ops.contextFree === true });
       return { unregister: () => reg.unregister(k.timeouts.unregisterTimeoutMs) };
     },
 

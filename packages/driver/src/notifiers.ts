@@ -136,6 +136,12 @@ function collectRange(
 
 export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
   return {
+    // No callback here unregisters this registration (RmapNotifierOps.contextFree, for a per-mm
+    // one): its unregister is teardownSegment's, and only for an mm that is not exiting, while the
+    // one callback that reaches teardownSegment is `release`, which runs for an exiting mm (the
+    // other caller is xpmem_remove, a syscall, not a callback). So the kernel runs these without
+    // the notifier context: no promise hooks switched on for a reclaim batch's local unmap.
+    contextFree: true,
     invalidateRangeStart(range) {
       if (range.event === 'device') return undefined; // our own device entries
       const rec = d.mms.get(range.mm.id);

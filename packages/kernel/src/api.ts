@@ -80,6 +80,15 @@ export interface MmuNotifierOps {
   invalidatePage?(mm: MmHandle, address: number): void;
   release?(mm: MmHandle): Promise<void> | undefined;
   clearFlushYoung?(mm: MmHandle, start: number, end: number): boolean;
+  /**
+   * Optional (additive): as RmapNotifierOps.contextFree — no callback of this registration calls
+   * its unregister, directly or through work it starts or awaits; the kernel then runs the
+   * callbacks that may sleep (invalidateRangeStart, release) without the notifier context. An
+   * unregister called from inside anyway is not recognised as its caller's once the callback has
+   * awaited (it waits for it, up to its deadline: ETIMEDOUT; from inside `release`, EBUSY only
+   * before the first await). Read once, at registration.
+   */
+  readonly contextFree?: boolean;
 }
 
 /** Result of a global rmap notifier callback (the 2008 patch's `invalidate_page`, made fallible). */

@@ -589,7 +589,7 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     mmuNotifierRegister(mmH: MmHandle, ops: MmuNotifierOps): NotifierRegistration {
       const mm = k.mmOf(mmH);
       if (mm.exiting) throw new KernelError('ESRCH', 'address space is exiting');
-      const reg = mm.notifiers.add(ops);
+      const reg = mm.notifiers.add(ops, { contextFree: ops.contextFree === true });
       return { unregister: () => reg.unregister(k.timeouts.unregisterTimeoutMs) };
     },
 

@@ -26,7 +26,7 @@
  *   async part; one that returns a promise anyway breaks its contract, is counted by the caller,
  *   and is held in flight until the promise settles, but its continuations carry no context).
  * - Callbacks of a registration that promised never to unregister itself from inside
- *   (`contextFree`, RmapNotifierOps.contextFree: the driver's rmap notifier) are run like those:
+ *   (`contextFree`, RmapNotifierOps/MmuNotifierOps.contextFree: the driver's notifiers) are run like those:
  *   the one thing the context buys is that such an unregister does not wait for its own caller.
  * - Other callbacks that may sleep (`call`: invalidateRangeStart, release, the rmap invalidatePage(s))
  *   run inside the AsyncLocalStorage, which is on only while at least one of them is in flight. When

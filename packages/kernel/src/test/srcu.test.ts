@@ -291,6 +291,35 @@ test('a contextFree rmap notifier sleeps with the context off; unregister from i
     for (let i = 0; i < n; i++) assert.equal(await p.read32(a + i * PAGE), 0x5000 + i);
   }));
 
+test('a contextFree per-mm notifier sleeps with the context off (the same callback without the flag: on)', () =>
+  withKernel({}, async (k) => {
+    const p = await k.spawn();
+    const a = await p.mmap(4 * PAGE, RW);
+    for (let i = 0; i < 4; i++) await p.write32(a + i * PAGE, i);
+    const seen: Array<[boolean, boolean]> = [];
+    const regs = [true, false].map((contextFree) =>
+      k.api.mmuNotifierRegister(p.mm, {
+        contextFree,
+        invalidateRangeStart: async () => {
+          await sleep(1);
+          seen.push([contextFree, notifierContextOn()]);
+        },
+      }),
+    );
+    await p.munmap(a, PAGE);
+    await regs[1].unregister();
+    await p.munmap(a + PAGE, PAGE);
+    assert.deepEqual(seen, [
+      [true, true], // the other registration's callback, in flight at the same time, switched it on
+      [false, true],
+      [true, false], // alone: off
+    ]);
+    await regs[0].unregister();
+    await sleep(1);
+    assert.equal(notifierContextOn(), false);
+    k.check();
+  }));
+
 test('a dispatch calls exactly the registrations live when it began (one added by a callback waits for the next)', () =>
   withKernel({}, async (k) => {
     const { p, a } = await twoPages(k);

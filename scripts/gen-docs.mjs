@@ -8,10 +8,12 @@ import { join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const { readDocs, regenerate } = await import(join(root, 'packages/node/dist/docs/generate.js'));
+// figures of @xpmesh/testkit (`testkit.*` values), which @xpmesh/node cannot import
+const { TESTKIT_DOC_VALUES } = await import(join(root, 'packages/testkit/dist/docs-values.js'));
 const dir = join(root, 'docs');
 const changed = [];
 for (const [name, text] of readDocs(dir)) {
-  const next = regenerate(text, name);
+  const next = regenerate(text, name, TESTKIT_DOC_VALUES);
   if (next !== text) {
     writeFileSync(join(dir, name), next);
     changed.push(join(dir, name));

@@ -35,7 +35,7 @@ const rows = [
   ['result', s.ok ? '**ok** (every check held)' : `**FAILED**: ${(s.problems ?? []).join('; ')}`],
   [
     'command',
-    `\`node packages/testkit/dist/fault/soak.js --duration-ms ${s.durationMs >= 600000 ? 600000 : s.durationMs} --seed ${s.seed}\` (forced reclaim at the home every 50 ms)`,
+    `\`node packages/testkit/dist/fault/soak.js --duration-ms ${Math.min(s.durationMs, 600000)} --seed ${s.seed}\` (forced reclaim at the home every 50 ms)`,
   ],
   [
     'duration',

@@ -1,6 +1,5 @@
 /** xpmem_release: give a permit back; attachments made through it are detached first. */
 import type { Ok, PeerSession, Release } from '@xpmesh/protocol';
-import { fail } from './errors.js';
 import { dropPermit, removedSegmentOf } from './home.js';
 import type { DriverState } from './state.js';
 import { xpmemDetach } from './xpmem-detach.js';

@@ -1,8 +1,21 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { OP_NAMES } from '../daemon/ops.js';
+import { writePortsFile } from './cluster.js';
 import { buildBody, CTL_HELP } from './ctl.js';
 import { causalOrder } from './demo.js';
 import { UsageError } from './usage.js';
@@ -152,5 +165,27 @@ describe('the demo log', () => {
         'map-ok n2-9', // its request was in an earlier step: listed last
       ],
     );
+  });
+});
+
+describe('the ports file of xpmesh cluster', () => {
+  it('replaces an older file whole, mode 0600 (it may hold the key), leaving nothing beside it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xpmesh-ports-'));
+    try {
+      const f = join(dir, 'ports.json');
+      writeFileSync(f, 'old, readable by all\n');
+      chmodSync(f, 0o644);
+      writePortsFile(f, '{"nodes":[]}\n');
+      assert.equal(readFileSync(f, 'utf8'), '{"nodes":[]}\n');
+      assert.equal(statSync(f).mode & 0o777, 0o600);
+      assert.deepEqual(readdirSync(dir), ['ports.json']);
+      // a directory in the way: the error reaches the caller, no temporary file stays
+      const d = join(dir, 'adir');
+      mkdirSync(join(d, 'inside'), { recursive: true });
+      assert.throws(() => writePortsFile(d, '{}\n'));
+      assert.deepEqual(readdirSync(dir).sort(), ['adir', 'ports.json']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

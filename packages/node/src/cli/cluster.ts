@@ -1,5 +1,5 @@
 /** `xpmesh cluster --nodes N`: N instances as separate OS processes on 127.0.0.1. */
-import { writeFileSync } from 'node:fs';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { type LocalCluster, launchCluster } from '../daemon/launcher.js';
 import { type Env, EXIT_OK, type Io, intFlag, parse, str, UsageError } from './usage.js';
 
@@ -90,7 +90,7 @@ export async function runCluster(argv: string[], env: Env, io: Io): Promise<numb
   });
 
   const described = describeCluster(cluster, p.values['print-key'] === true || givenKey !== undefined);
-  if (portsFile !== undefined) writeFileSync(portsFile, `${JSON.stringify(described)}\n`, { mode: 0o600 });
+  if (portsFile !== undefined) writePortsFile(portsFile, `${JSON.stringify(described)}\n`);
   if (json) io.out(JSON.stringify(described));
   else {
     for (const n of described.nodes) io.out(`${n.id}  pid ${n.pid}  admin ${n.adminUrl}  peer ${n.peerUrl}`);
@@ -132,4 +132,20 @@ export function describeCluster(cluster: LocalCluster, withKey: boolean): Cluste
   });
   const viewUrl = `${nodes[0].adminUrl}/view?nodes=${nodes.map((n) => n.adminUrl).join(',')}`;
   return withKey ? { nodes, viewUrl, clusterKey: cluster.clusterKey } : { nodes, viewUrl };
+}
+
+/**
+ * The ports file appears whole or not at all (a script polling for it never reads half of it), and
+ * is mode 0600 even when an older file was there (it may hold the cluster key): written to a new
+ * file beside it, then renamed over it.
+ */
+export function writePortsFile(path: string, text: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  try {
+    writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
 }

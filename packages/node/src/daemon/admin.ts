@@ -92,6 +92,9 @@ export interface AdminLimits {
   sseHeartbeatMs: number;
 }
 
+/** The reconnect delay an `/events` stream asks its client for (the SSE `retry:` field). */
+export const SSE_RETRY_MS = 1000;
+
 export const ADMIN_LIMITS: Readonly<AdminLimits> = Object.freeze({
   maxBodyBytes: 8 << 20,
   maxJsonDepth: 64,
@@ -461,7 +464,7 @@ export class AdminServer {
           'cache-control': 'no-cache',
           connection: 'keep-alive',
         });
-        res.write(`: xpmesh ${this.backend.node}\nretry: 1000\n\n`);
+        res.write(`: xpmesh ${this.backend.node}\nretry: ${SSE_RETRY_MS}\n\n`);
         const sub: Subscriber = { res, queue: [], queued: 0 };
         this.sse.add(sub);
         res.on('drain', () => this.drain(sub));

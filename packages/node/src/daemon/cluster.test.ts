@@ -198,10 +198,10 @@ describe('a local 3-instance cluster', { timeout: 120_000 }, () => {
     await c.kill(2, 'SIGKILL');
     assert.equal(alive(killed), false);
 
-    const status = await until('n1 to report n3 down', 10_000, async () => {
+    await until('n1 to report n3 down', 10_000, async () => {
       const s = await A.get<{ peers: Array<{ node: string; state: string; epoch: number }> }>('/status');
       const p = s.peers.find((x) => x.node === 'n3');
-      return !p || p.state !== 'up' ? s : undefined;
+      return p?.state !== 'up' ? s : undefined;
     });
     const detectMs = Date.now() - t0;
     assert.ok(detectMs < 5000, `n3 noticed gone after ${detectMs} ms`);

@@ -5,7 +5,10 @@
  *
  * In docs/*.md:
  * - `<!-- generated: NAME -->` … `<!-- /generated -->` is a block (a table) rendered by BLOCKS[NAME];
- * - `<!-- value: NAME -->…<!-- /value -->` is an inline figure rendered by VALUES[NAME].
+ * - `<!-- value: NAME -->…<!-- /value -->` is an inline figure rendered by VALUES[NAME];
+ * - `<!-- value: pkg.NAME -->…` is a figure of a package above this one (testkit: the soak's and the
+ *   fuzzer's option defaults), which this package cannot import: that package renders and checks
+ *   it (packages/testkit/src/docs-values.ts) and `npm run docs` writes it; here it is kept as is.
  * The markers are HTML comments: invisible when the Markdown is rendered.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -28,7 +31,7 @@ import {
 } from '@xpmesh/protocol';
 import { CLUSTER_FRAMES, CLUSTER_NODES } from '../cli/cluster.js';
 import { DEFAULT_ADMIN_URL } from '../cli/ctl.js';
-import { ADMIN_LIMITS } from '../daemon/admin.js';
+import { ADMIN_LIMITS, SSE_RETRY_MS } from '../daemon/admin.js';
 import { CONFIG_SETTINGS, FRAMES, MAX_DNS_NAMES, PEERS_DNS_INTERVAL_MS } from '../daemon/config.js';
 import { HOSTILE_RSS_BOUND_MIB } from '../daemon/hostile-bound.js';
 import { DEFAULT_MAX_DNS_ADDRESSES } from '../daemon/membership.js';
@@ -42,6 +45,7 @@ import { LOAD_DEFAULTS, LIMITS as LOAD_LIMITS } from '../load/cli.js';
 import { CHUNK_MAX_MS, CHUNK_MAX_OPS, MAX_SOURCE_BYTES, MAX_STATE_BYTES } from '../load/harness.js';
 import { MAX_PROCS } from '../load/program.js';
 import { PLAN_LIMITS } from '../load/workloads.js';
+import { VIEW_SETTINGS } from '../view/serve.js';
 
 const T = TIMING_DEFAULTS;
 const ms = (n: number) => `${n} ms`;
@@ -79,7 +83,15 @@ const runShape = OP_SCHEMAS.run.shape;
 const pressureDefaults = OP_SCHEMAS.pressure.parse({ pages: 1 });
 
 /** Inline figures, by name. */
+const secs = (n: number) => (n % 1000 === 0 ? `${n / 1000} s` : ms(n));
+
 export const VALUES: Readonly<Record<string, string>> = {
+  sseRetry: secs(SSE_RETRY_MS),
+  viewStatusPoll: secs(VIEW_SETTINGS.statusPollMs),
+  viewMaxLog: String(VIEW_SETTINGS.maxLog),
+  viewRetryMax: secs(VIEW_SETTINGS.retryMaxMs),
+  viewRateWindow: secs(VIEW_SETTINGS.rateWindowMs),
+  viewHighlight: secs(VIEW_SETTINGS.highlightMs),
   heartbeatMs: ms(T.heartbeatMs),
   missedBeats: String(T.missedBeats),
   deadAfterMs: ms(T.heartbeatMs * T.missedBeats),
@@ -296,17 +308,29 @@ export const BLOCKS: Readonly<Record<string, () => string>> = {
 };
 
 const BLOCK_RE = /(<!-- generated: ([a-z-]+) -->\n)([\s\S]*?)(\n<!-- \/generated -->)/g;
-const VALUE_RE = /(<!-- value: ([A-Za-z]+) -->)(.*?)(<!-- \/value -->)/g;
+const VALUE_RE = /(<!-- value: ((?:[a-z]+\.)?[A-Za-z]+) -->)(.*?)(<!-- \/value -->)/g;
 
-/** The doc with every generated block and value rendered from code; throws on an unknown name. */
-export function regenerate(text: string, file = 'doc'): string {
+/** Figures of packages above this one (`pkg.NAME`), by full name; see the header. */
+export type ForeignValues = Readonly<Record<string, string>>;
+
+/**
+ * The doc with every generated block and value rendered from code; throws on an unknown name. A
+ * `pkg.NAME` value is rendered from `foreign` when given, else kept as it is (its package checks it).
+ */
+export function regenerate(text: string, file = 'doc', foreign?: ForeignValues): string {
   return text
     .replace(BLOCK_RE, (_m, open: string, name: string, _old: string, close: string) => {
       const render = BLOCKS[name];
       if (!render) throw new Error(`${file}: unknown generated block "${name}"`);
       return `${open}${render()}${close}`;
     })
-    .replace(VALUE_RE, (_m, open: string, name: string, _old: string, close: string) => {
+    .replace(VALUE_RE, (m, open: string, name: string, _old: string, close: string) => {
+      if (name.includes('.')) {
+        if (foreign === undefined) return m;
+        const f = foreign[name];
+        if (f === undefined) throw new Error(`${file}: unknown value "${name}"`);
+        return `${open}${f}${close}`;
+      }
       const v = VALUES[name];
       if (v === undefined) throw new Error(`${file}: unknown value "${name}"`);
       return `${open}${v}${close}`;

@@ -34,6 +34,33 @@ const FILES: Readonly<Record<string, { file: string; type: string }>> = {
 };
 
 const NODES_PLACEHOLDER = '%XPMESH_NODES%';
+const SETTINGS_PLACEHOLDER = '%XPMESH_VIEW_SETTINGS%';
+
+/**
+ * The page's timing and bounds (the page reads them from its `xpmesh-view` meta tag, written here:
+ * view.js has no copy, docs/view.md quotes them from this table).
+ */
+export const VIEW_SETTINGS = {
+  /** /status is polled too (an attach, for one, emits no event). */
+  statusPollMs: 500,
+  /** Refreshes that events trigger are coalesced over this long. */
+  refreshDelayMs: 120,
+  /** A fetch of /status or /pages that takes longer is abandoned. */
+  fetchTimeoutMs: 3000,
+  /** Rows kept in the message log. */
+  maxLog: 400,
+  /** Fences kept in their list. */
+  maxFences: 100,
+  /** A changed page is outlined this long. */
+  highlightMs: 1200,
+  /** Beyond this many changed pages at once, outlines would only add noise. */
+  maxHighlight: 1024,
+  /** A stream that failed for good is reopened after this, doubling up to retryMaxMs. */
+  retryMinMs: 1000,
+  retryMaxMs: 10_000,
+  /** The summary's message rate is over this window. */
+  rateWindowMs: 5000,
+} as const;
 
 /** Where the static files are: next to the source (dist/view → ../../src/view/static). */
 export function staticDir(): string {
@@ -125,7 +152,10 @@ export function viewHandler(opts: ViewOptions = {}): (req: IncomingMessage, res:
         let body = buf;
         if (entry.file === 'index.html')
           body = Buffer.from(
-            buf.toString('utf8').replace(NODES_PLACEHOLDER, escapeAttr(configured.join(','))),
+            buf
+              .toString('utf8')
+              .replace(NODES_PLACEHOLDER, escapeAttr(configured.join(',')))
+              .replace(SETTINGS_PLACEHOLDER, escapeAttr(JSON.stringify(VIEW_SETTINGS))),
           );
         res.writeHead(200, {
           'content-type': entry.type,

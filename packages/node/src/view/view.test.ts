@@ -16,7 +16,7 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { PAGE_SIZE } from '@xpmesh/protocol/base';
 import { launchCluster } from '../daemon/launcher.js';
-import { contentSecurityPolicy, originsOf, staticDir, viewHandler } from './serve.js';
+import { contentSecurityPolicy, originsOf, staticDir, VIEW_SETTINGS, viewHandler } from './serve.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = fileURLToPath(new URL('../../../../artifacts/', import.meta.url));
@@ -205,6 +205,19 @@ describe('view handler', () => {
       'https://a.example:8443',
     ]);
     assert.equal(contentSecurityPolicy().includes("connect-src 'self'"), true);
+  });
+
+  it('gives the page its timing and bounds from VIEW_SETTINGS (view.js has no copy of them)', async () => {
+    const page = await callHandler(viewHandler(), 'GET', '/view');
+    const m = /<meta name="xpmesh-view" content="([^"]*)">/.exec(page.body);
+    assert.ok(m, 'no xpmesh-view meta tag');
+    const json = m[1].replace(/&quot;/g, '"').replace(/&amp;/g, '&');
+    assert.deepEqual(JSON.parse(json), VIEW_SETTINGS);
+    const { readFileSync } = await import('node:fs');
+    const script = readFileSync(`${staticDir()}view.js`, 'utf8');
+    // every setting is read from the meta tag, none typed into the script
+    for (const k of Object.keys(VIEW_SETTINGS)) assert.match(script, new RegExp(`SETTINGS\\.${k}\\b`), k);
+    assert.doesNotMatch(script, /const (STATUS_POLL_MS|MAX_LOG|RETRY_MAX_MS) = \d/);
   });
 
   it('works behind a real HTTP server', async () => {

@@ -74,6 +74,13 @@ import { finishTool, intOption, parseToolArgs, runIfMain } from './tool-cli.js';
 
 export const FUZZ_LIMITS = { maxDurationMs: 3_600_000, maxFrames: 10_000_000 } as const;
 
+/** The fuzzer's numeric options: flag, default and bounds (help, parser and docs come from here). */
+export const FUZZ_OPTIONS = {
+  durationMs: { flag: 'duration-ms', def: 10_000, min: 100, max: FUZZ_LIMITS.maxDurationMs },
+  maxFrames: { flag: 'max-frames', def: FUZZ_LIMITS.maxFrames, min: 1, max: FUZZ_LIMITS.maxFrames },
+  seed: { flag: 'seed', def: 1, min: 0, max: 2 ** 31 },
+} as const;
+
 export interface FuzzOptions {
   durationMs: number;
   maxFrames: number;
@@ -1595,9 +1602,9 @@ with random, mutated and structurally valid but meaningless frames from an authe
 at most --duration-ms (≤ ${FUZZ_LIMITS.maxDurationMs}) and --max-frames (≤ ${FUZZ_LIMITS.maxFrames}).
 Prints one JSON summary; exit 0 iff every check held.
 
-  --duration-ms N     how long the storm lasts (default 10000)
-  --max-frames N      at most this many frames (default ${FUZZ_LIMITS.maxFrames})
-  --seed S            seed of the frame generator (default 1)
+  --duration-ms N     how long the storm lasts (default ${FUZZ_OPTIONS.durationMs.def})
+  --max-frames N      at most this many frames (default ${FUZZ_OPTIONS.maxFrames.def})
+  --seed S            seed of the frame generator (default ${FUZZ_OPTIONS.seed.def})
   --json FILE         also write the summary to FILE
   --quiet             no progress on stderr`;
 
@@ -1614,13 +1621,14 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     HELP,
   );
   if (typeof v === 'number') return v;
-  const int = (name: string, def: number, min: number, max: number) => intOption(v, name, def, min, max);
+  const opt = (x: { flag: string; def: number; min: number; max: number }) =>
+    intOption(v, x.flag, x.def, x.min, x.max);
   let o: FuzzOptions & { json?: string };
   try {
     o = {
-      durationMs: int('duration-ms', 10_000, 100, FUZZ_LIMITS.maxDurationMs),
-      maxFrames: int('max-frames', FUZZ_LIMITS.maxFrames, 1, FUZZ_LIMITS.maxFrames),
-      seed: int('seed', 1, 0, 2 ** 31),
+      durationMs: opt(FUZZ_OPTIONS.durationMs),
+      maxFrames: opt(FUZZ_OPTIONS.maxFrames),
+      seed: opt(FUZZ_OPTIONS.seed),
       json: typeof v.json === 'string' ? v.json : undefined,
       quiet: v.quiet === true,
     };

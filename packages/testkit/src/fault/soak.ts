@@ -28,6 +28,25 @@ type Kind = (typeof KINDS)[number];
 
 export const SOAK_LIMITS = { maxDurationMs: 3_600_000, maxFaults: 10_000 } as const;
 
+/**
+ * The soak's numeric options: flag, default and bounds. The help text, the parser and the defaults
+ * docs/reliability.md quotes all come from here (docs-values.ts).
+ */
+export const SOAK_OPTIONS = {
+  durationMs: { flag: 'duration-ms', def: 60_000, min: 1000, max: SOAK_LIMITS.maxDurationMs },
+  faultEveryMs: { flag: 'fault-every-ms', def: 3000, min: 200, max: 600_000 },
+  nodes: { flag: 'nodes', def: 3, min: 2, max: 9 },
+  procs: { flag: 'procs', def: 2, min: 1, max: 8 },
+  seed: { flag: 'seed', def: 1, min: 0, max: 2 ** 31 },
+  reclaimEveryMs: { flag: 'reclaim-every-ms', def: 50, min: 0, max: 60_000 },
+} as const;
+
+/**
+ * The soak's fault timing: the gap before a fault is `--fault-every-ms` × (1 ± gapJitter), uniform;
+ * a fault is held holdMinMs + U(0, holdSpanMs); the workload moves to fresh words every roundMs.
+ */
+export const SOAK_TIMING = { gapJitter: 0.5, holdMinMs: 500, holdSpanMs: 2000, roundMs: 15_000 } as const;
+
 export interface SoakOptions {
   durationMs: number;
   faultEveryMs: number;
@@ -111,7 +130,7 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
       chunkOps: 100,
       pauseMs: 20,
       reclaimEveryMs: o.reclaimEveryMs,
-      roundMs: 15_000,
+      roundMs: SOAK_TIMING.roundMs,
       seed: o.seed,
       callBoundMs: b.opMs,
       callTimeoutMs: b.opMs * 3,
@@ -123,7 +142,12 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
         await sleep(Math.min(1000, end - now())); // no more faults: the load runs to the end
         continue;
       }
-      await sleep(Math.min(o.faultEveryMs * (0.5 + rnd()), Math.max(0, end - now())));
+      await sleep(
+        Math.min(
+          o.faultEveryMs * (1 - SOAK_TIMING.gapJitter + 2 * SOAK_TIMING.gapJitter * rnd()),
+          Math.max(0, end - now()),
+        ),
+      );
       if (now() >= end) break;
       await sampleCounters();
       // kinds come from a shuffled deck: every kind occurs in each run of |kinds| faults
@@ -190,7 +214,7 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
               [other, victim],
             ]
           : survivors.map((s) => [s, victim] as [string, string]);
-      const hold = 500 + rnd() * 2000;
+      const hold = SOAK_TIMING.holdMinMs + rnd() * SOAK_TIMING.holdSpanMs;
       const times: number[] = [];
       await Promise.all(
         expect.map(async ([observer, fenced]) => {
@@ -369,6 +393,7 @@ export async function soak(o: SoakOptions): Promise<Record<string, unknown>> {
   };
 }
 
+const O = SOAK_OPTIONS;
 const HELP = `usage: node packages/testkit/dist/fault/soak.js [options]
 
 Random real faults (partition, one-way, pair, link-down, crash, pause) every few seconds under a
@@ -376,13 +401,13 @@ mixed read/write load with forced reclaims, on instances in network namespaces. 
 iproute2 and nftables. Prints a JSON summary; exit 0 when everything held, 1 otherwise, 2 on bad
 usage or a machine that cannot build namespaces.
 
-  --duration-ms N     run time (default 60000, at most ${SOAK_LIMITS.maxDurationMs})
-  --fault-every-ms N  mean gap between faults (default 3000)
+  --duration-ms N     run time (default ${O.durationMs.def}, at most ${O.durationMs.max})
+  --fault-every-ms N  mean gap between faults (default ${O.faultEveryMs.def})
   --max-faults N      stop after N faults (default: duration / gap, at most ${SOAK_LIMITS.maxFaults})
-  --nodes N           instances (default 3, 2..9)
-  --procs N           processes per instance (default 2)
-  --seed N            random seed (default 1)
-  --reclaim-every-ms N  forced reclaim at the home every N ms (default 50, 0 = none)
+  --nodes N           instances (default ${O.nodes.def}, ${O.nodes.min}..${O.nodes.max})
+  --procs N           processes per instance (default ${O.procs.def}, ${O.procs.min}..${O.procs.max})
+  --seed N            random seed (default ${O.seed.def})
+  --reclaim-every-ms N  forced reclaim at the home every N ms (default ${O.reclaimEveryMs.def}, 0 = none)
   --kinds K,K         only these fault kinds (${KINDS.join(', ')})
   --victims N,N       only these victims (n1 is the home of the shared segment)
   --json FILE         also write the summary to FILE
@@ -410,6 +435,8 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   );
   if (typeof v === 'number') return v;
   const int = (name: string, def: number, min: number, max: number) => intOption(v, name, def, min, max);
+  const opt = (o: { flag: string; def: number; min: number; max: number }) =>
+    int(o.flag, o.def, o.min, o.max);
   const list = (name: string): string[] | undefined => {
     const s = v[name];
     if (typeof s !== 'string') return undefined;
@@ -423,8 +450,8 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   };
   let o: SoakOptions;
   try {
-    const durationMs = int('duration-ms', 60_000, 1000, SOAK_LIMITS.maxDurationMs);
-    const faultEveryMs = int('fault-every-ms', 3000, 200, 600_000);
+    const durationMs = opt(O.durationMs);
+    const faultEveryMs = opt(O.faultEveryMs);
     o = {
       durationMs,
       faultEveryMs,
@@ -434,10 +461,10 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
         0,
         SOAK_LIMITS.maxFaults,
       ),
-      nodes: int('nodes', 3, 2, 9),
-      procsPerNode: int('procs', 2, 1, 8),
-      seed: int('seed', 1, 0, 2 ** 31),
-      reclaimEveryMs: int('reclaim-every-ms', 50, 0, 60_000),
+      nodes: opt(O.nodes),
+      procsPerNode: opt(O.procs),
+      seed: opt(O.seed),
+      reclaimEveryMs: opt(O.reclaimEveryMs),
       kinds: list('kinds') as Kind[] | undefined,
       victims: list('victims'),
       json: typeof v.json === 'string' ? v.json : undefined,

@@ -5,13 +5,23 @@
 
 // ---- configuration --------------------------------------------------------------------------------
 
-const STATUS_POLL_MS = 500; // /status is polled too: an attach, for one, emits no event
-const REFRESH_DELAY_MS = 120; // coalesce the refreshes that events trigger
-const FETCH_TIMEOUT_MS = 3000;
-const MAX_LOG = 400; // rows kept in the message log
-const MAX_FENCES = 100;
-const HIGHLIGHT_MS = 1200; // a changed page is outlined this long
-const MAX_HIGHLIGHT = 1024; // beyond this many at once, outlines would only add noise
+// Timing and bounds come from the server (VIEW_SETTINGS in serve.ts, written into the page's
+// `xpmesh-view` meta tag): one table, quoted by docs/view.md.
+const SETTINGS = JSON.parse(
+  document.querySelector('meta[name="xpmesh-view"]')?.getAttribute('content') ?? 'null',
+);
+if (SETTINGS === null || typeof SETTINGS.statusPollMs !== 'number')
+  throw new Error('xpmesh view: no settings in the page (serve it with viewHandler)');
+const STATUS_POLL_MS = SETTINGS.statusPollMs; // /status is polled too: an attach, for one, emits no event
+const REFRESH_DELAY_MS = SETTINGS.refreshDelayMs; // coalesce the refreshes that events trigger
+const FETCH_TIMEOUT_MS = SETTINGS.fetchTimeoutMs;
+const MAX_LOG = SETTINGS.maxLog; // rows kept in the message log
+const MAX_FENCES = SETTINGS.maxFences;
+const HIGHLIGHT_MS = SETTINGS.highlightMs; // a changed page is outlined this long
+const MAX_HIGHLIGHT = SETTINGS.maxHighlight; // beyond this many at once, outlines would only add noise
+const RETRY_MIN_MS = SETTINGS.retryMinMs;
+const RETRY_MAX_MS = SETTINGS.retryMaxMs;
+const RATE_WINDOW_MS = SETTINGS.rateWindowMs;
 const REPLIES = new Set(['get-ok', 'map-ok', 'invalidate-ack', 'ok', 'error']);
 
 /** Page states, in the driver's order (packages/driver/src/page-state.ts), plus 'unknown'. */
@@ -136,7 +146,7 @@ class Instance {
     this.stream = 'connecting'; // 'live' | 'reconnecting' | 'connecting'
     this.error = '';
     this.es = undefined;
-    this.retryMs = 1000;
+    this.retryMs = RETRY_MIN_MS;
     this.statusTimer = undefined;
     this.statusSoon = false;
     this.statusBusy = false;
@@ -419,7 +429,7 @@ function connect(inst) {
   es.onopen = () => {
     const wasDown = inst.stream !== 'live';
     inst.stream = 'live';
-    inst.retryMs = 1000;
+    inst.retryMs = RETRY_MIN_MS;
     ui.dirtyInstances = true;
     schedule();
     // events may have been missed while the stream was down: re-read everything
@@ -435,7 +445,7 @@ function connect(inst) {
     // The browser retries by itself unless the stream failed for good (CLOSED): then we do, backing off.
     if (es.readyState === EventSource.CLOSED) {
       const wait = inst.retryMs;
-      inst.retryMs = Math.min(inst.retryMs * 2, 10_000);
+      inst.retryMs = Math.min(inst.retryMs * 2, RETRY_MAX_MS);
       setTimeout(() => {
         if (inst.es === es) connect(inst);
       }, wait);
@@ -1046,11 +1056,11 @@ function renderFences() {
 
 function renderSummary() {
   const now = Date.now();
-  while (msgTimes.length && msgTimes[0] < now - 5000) msgTimes.shift();
+  while (msgTimes.length && msgTimes[0] < now - RATE_WINDOW_MS) msgTimes.shift();
   const live = instances.filter((i) => health(i).cls === 'good').length;
   let pages = 0;
   for (const s of segments.values()) pages += s.npages;
-  const rate = msgTimes.length / 5;
+  const rate = msgTimes.length / (RATE_WINDOW_MS / 1000);
   $('summary').textContent =
     `${instances.length} instance${instances.length === 1 ? '' : 's'} · ${live} live · ` +
     `${segments.size} segment${segments.size === 1 ? '' : 's'} · ${pages.toLocaleString()} pages · ` +

@@ -413,50 +413,90 @@ export function rmapNotifierOps(d: DriverState): RmapNotifierOps {
       }
       if (toInvalidate > 0) {
         const hits: Array<[Segment, number[]]> = [...bySeg].map(([seg, m]) => [seg, [...m.keys()]]);
-        await bracket(hits, async () => {
-          const r = new Map<Segment, InvalidateResult>();
-          await Promise.all(
-            hits.map(async ([seg, pages]) => {
-              r.set(
-                seg,
-                await invalidatePages(d, seg, pages, {
-                  reason,
-                  writeback: true,
-                  downgrade: false,
-                  lockHeld: true,
-                  pfns: bySeg.get(seg),
-                }),
-              );
-            }),
-          );
-          // in frame order, as before (sole-owner frames and the others interleaved)
-          for (let i = 0; i < pfns.length; i++) {
-            const seg1 = soleSeg[i];
-            if (seg1 !== undefined) {
-              const sr = r.get(seg1)!;
-              const p = solePage[i];
-              afterPage(d, pfns[i], reason, seg1, p, sr.ok);
-              out[i] = frameResult(d, sr.ok, sr.dirtyPages?.has(p) === true);
-              continue;
-            }
-            const groups = frames.get(i);
-            if (groups === undefined) continue;
-            let ok = true;
-            let dirty = false;
-            for (const [seg, pages] of groups) {
-              const sr = r.get(seg)!;
-              ok &&= sr.ok;
-              for (const p of pages) if (sr.dirtyPages?.has(p)) dirty = true;
-            }
-            out[i] = afterFrame(d, pfns[i], reason, groups, ok, dirty);
-          }
-        });
+        // (module-level functions, no closure made per batch: V8 recompiled such a closure after
+        // every full GC, ~30 ms of a compiler thread each time; issue 15)
+        enterBrackets(hits);
+        try {
+          const r = await invalidateBatchSegs(d, hits, bySeg, reason);
+          afterBatch(d, pfns, reason, r, soleSeg, solePage, frames, out);
+        } finally {
+          leaveBrackets(hits);
+        }
       }
       for (const i of later) out[i] = await ops.invalidatePage(pfns[i], reason);
       return out;
     },
   };
   return ops;
+}
+
+/** Every segment of a batch invalidated at once (rmapNotifierOps.invalidatePages), its result per segment. */
+async function invalidateBatchSegs(
+  d: DriverState,
+  hits: ReadonlyArray<[Segment, number[]]>,
+  bySeg: ReadonlyMap<Segment, Map<number, number>>,
+  reason: InvalidateReason,
+): Promise<Map<Segment, InvalidateResult>> {
+  const r = new Map<Segment, InvalidateResult>();
+  const calls: Array<Promise<void>> = new Array(hits.length);
+  for (let h = 0; h < hits.length; h++)
+    calls[h] = invalidateBatchSeg(d, hits[h][0], hits[h][1], bySeg, reason, r);
+  await Promise.all(calls);
+  return r;
+}
+
+async function invalidateBatchSeg(
+  d: DriverState,
+  seg: Segment,
+  pages: number[],
+  bySeg: ReadonlyMap<Segment, Map<number, number>>,
+  reason: InvalidateReason,
+  r: Map<Segment, InvalidateResult>,
+): Promise<void> {
+  r.set(
+    seg,
+    await invalidatePages(d, seg, pages, {
+      reason,
+      writeback: true,
+      downgrade: false,
+      lockHeld: true,
+      pfns: bySeg.get(seg),
+    }),
+  );
+}
+
+/** The directory after a batch's invalidation and each frame's result into `out`, in frame order. */
+function afterBatch(
+  d: DriverState,
+  pfns: readonly number[],
+  reason: InvalidateReason,
+  r: ReadonlyMap<Segment, InvalidateResult>,
+  soleSeg: ReadonlyArray<Segment | undefined>,
+  solePage: Int32Array,
+  frames: ReadonlyMap<number, Map<Segment, number[]>>,
+  out: RmapInvalidateResult[],
+): void {
+  // sole-owner frames and the others interleaved, in frame order as before
+  for (let i = 0; i < pfns.length; i++) {
+    const seg1 = soleSeg[i];
+    if (seg1 !== undefined) {
+      const sr = r.get(seg1)!;
+      const p = solePage[i];
+      afterPage(d, pfns[i], reason, seg1, p, sr.ok);
+      out[i] = frameResult(d, sr.ok, sr.dirtyPages?.has(p) === true);
+      continue;
+    }
+    const groups = frames.get(i);
+    if (groups === undefined) continue;
+    let ok = true;
+    let dirty = false;
+    for (const [seg, pages] of groups) {
+      const sr = r.get(seg)!;
+      ok &&= sr.ok;
+      for (const p of pages) if (sr.dirtyPages?.has(p)) dirty = true;
+    }
+    out[i] = afterFrame(d, pfns[i], reason, groups, ok, dirty);
+  }
 }
 
 async function invalidateFrame(

@@ -136,6 +136,12 @@ function collectRange(
 
 export function mmNotifierOps(d: DriverState, mm: MmHandle): MmuNotifierOps {
   return {
+    // No callback here unregisters this registration (RmapNotifierOps.contextFree, for a per-mm
+    // one): its unregister is teardownSegment's, and only for an mm that is not exiting, while the
+    // one callback that reaches teardownSegment is `release`, which runs for an exiting mm (the
+    // other caller is xpmem_remove, a syscall, not a callback). So the kernel runs these without
+    // the notifier context: no promise hooks switched on for a reclaim batch's local unmap.
+    contextFree: true,
     invalidateRangeStart(range) {
       if (range.event === 'device') return undefined; // our own device entries
       const rec = d.mms.get(range.mm.id);
@@ -296,6 +302,11 @@ async function zapAttachments(d: DriverState, locals: Attachment[], pages: reado
 
 export function rmapNotifierOps(d: DriverState): RmapNotifierOps {
   const ops: RmapNotifierOps = {
+    // No callback here unregisters the rmap registration: its one unregister is Driver.unload's,
+    // which no notifier callback reaches (they invalidate, fence and update the directory only).
+    // So the kernel may run them without the notifier context (RmapNotifierOps.contextFree): no
+    // process-wide promise hooks for the whole of a reclaim batch's invalidation (issue 15).
+    contextFree: true,
     async invalidatePage(pfn, reason): Promise<RmapInvalidateResult> {
       const k = d.kernel;
       const es = d.rmap.entries(pfn);
@@ -333,8 +344,38 @@ export function rmapNotifierOps(d: DriverState): RmapNotifierOps {
       /** frame index → its (segment, pages) */
       const frames = new Map<number, Map<Segment, number[]>>();
       const later: number[] = [];
+      /**
+       * Frames whose entries all belong to one segment page (the usual case): that page, kept in
+       * two arrays instead of a (segment → pages) map per frame. Nothing is allocated per such
+       * frame: what a batch makes before the acks lives for the whole remote round trip (issue 15).
+       */
+      const soleSeg: Array<Segment | undefined> = new Array(pfns.length);
+      const solePage = new Int32Array(pfns.length);
+      let toInvalidate = 0;
       for (let i = 0; i < pfns.length; i++) {
         const pfn = pfns[i];
+        const sole = d.rmap.soleOwner(pfn);
+        const seg1 = sole >= 0 ? d.segBySlot.get(d.rmap.segAt(sole)) : undefined;
+        if (seg1 !== undefined) {
+          // exactly the general path below for a frame with one (segment, page) group
+          const p = d.rmap.pageAt(sole);
+          let m = bySeg.get(seg1);
+          const owner = m?.get(p);
+          if (owner !== undefined && owner !== pfn) {
+            later.push(i);
+            continue;
+          }
+          if (!m) {
+            m = new Map();
+            bySeg.set(seg1, m);
+          }
+          m.set(p, pfn);
+          seg1.bumpSeq(p);
+          soleSeg[i] = seg1;
+          solePage[i] = p;
+          toInvalidate++;
+          continue;
+        }
         const es = d.rmap.entries(pfn);
         if (es.length === 0) {
           if (k.pageExported(pfn)) k.unexportPage(pfn);
@@ -368,42 +409,94 @@ export function rmapNotifierOps(d: DriverState): RmapNotifierOps {
           }
         }
         frames.set(i, groups);
+        toInvalidate++;
       }
-      if (frames.size > 0) {
+      if (toInvalidate > 0) {
         const hits: Array<[Segment, number[]]> = [...bySeg].map(([seg, m]) => [seg, [...m.keys()]]);
-        await bracket(hits, async () => {
-          const r = new Map<Segment, InvalidateResult>();
-          await Promise.all(
-            hits.map(async ([seg, pages]) => {
-              r.set(
-                seg,
-                await invalidatePages(d, seg, pages, {
-                  reason,
-                  writeback: true,
-                  downgrade: false,
-                  lockHeld: true,
-                  pfns: bySeg.get(seg),
-                }),
-              );
-            }),
-          );
-          for (const [i, groups] of frames) {
-            let ok = true;
-            let dirty = false;
-            for (const [seg, pages] of groups) {
-              const sr = r.get(seg)!;
-              ok &&= sr.ok;
-              for (const p of pages) if (sr.dirtyPages?.has(p)) dirty = true;
-            }
-            out[i] = afterFrame(d, pfns[i], reason, groups, ok, dirty);
-          }
-        });
+        // (module-level functions, no closure made per batch: V8 recompiled such a closure after
+        // every full GC, ~30 ms of a compiler thread each time; issue 15)
+        enterBrackets(hits);
+        try {
+          const r = await invalidateBatchSegs(d, hits, bySeg, reason);
+          afterBatch(d, pfns, reason, r, soleSeg, solePage, frames, out);
+        } finally {
+          leaveBrackets(hits);
+        }
       }
       for (const i of later) out[i] = await ops.invalidatePage(pfns[i], reason);
       return out;
     },
   };
   return ops;
+}
+
+/** Every segment of a batch invalidated at once (rmapNotifierOps.invalidatePages), its result per segment. */
+async function invalidateBatchSegs(
+  d: DriverState,
+  hits: ReadonlyArray<[Segment, number[]]>,
+  bySeg: ReadonlyMap<Segment, Map<number, number>>,
+  reason: InvalidateReason,
+): Promise<Map<Segment, InvalidateResult>> {
+  const r = new Map<Segment, InvalidateResult>();
+  const calls: Array<Promise<void>> = new Array(hits.length);
+  for (let h = 0; h < hits.length; h++)
+    calls[h] = invalidateBatchSeg(d, hits[h][0], hits[h][1], bySeg, reason, r);
+  await Promise.all(calls);
+  return r;
+}
+
+async function invalidateBatchSeg(
+  d: DriverState,
+  seg: Segment,
+  pages: number[],
+  bySeg: ReadonlyMap<Segment, Map<number, number>>,
+  reason: InvalidateReason,
+  r: Map<Segment, InvalidateResult>,
+): Promise<void> {
+  r.set(
+    seg,
+    await invalidatePages(d, seg, pages, {
+      reason,
+      writeback: true,
+      downgrade: false,
+      lockHeld: true,
+      pfns: bySeg.get(seg),
+    }),
+  );
+}
+
+/** The directory after a batch's invalidation and each frame's result into `out`, in frame order. */
+function afterBatch(
+  d: DriverState,
+  pfns: readonly number[],
+  reason: InvalidateReason,
+  r: ReadonlyMap<Segment, InvalidateResult>,
+  soleSeg: ReadonlyArray<Segment | undefined>,
+  solePage: Int32Array,
+  frames: ReadonlyMap<number, Map<Segment, number[]>>,
+  out: RmapInvalidateResult[],
+): void {
+  // sole-owner frames and the others interleaved, in frame order as before
+  for (let i = 0; i < pfns.length; i++) {
+    const seg1 = soleSeg[i];
+    if (seg1 !== undefined) {
+      const sr = r.get(seg1)!;
+      const p = solePage[i];
+      afterPage(d, pfns[i], reason, seg1, p, sr.ok);
+      out[i] = frameResult(d, sr.ok, sr.dirtyPages?.has(p) === true);
+      continue;
+    }
+    const groups = frames.get(i);
+    if (groups === undefined) continue;
+    let ok = true;
+    let dirty = false;
+    for (const [seg, pages] of groups) {
+      const sr = r.get(seg)!;
+      ok &&= sr.ok;
+      for (const p of pages) if (sr.dirtyPages?.has(p)) dirty = true;
+    }
+    out[i] = afterFrame(d, pfns[i], reason, groups, ok, dirty);
+  }
 }
 
 async function invalidateFrame(
@@ -439,36 +532,49 @@ function afterFrame(
   ok: boolean,
   dirty: boolean,
 ): RmapInvalidateResult {
+  for (const [seg, pages] of groups) for (const p of pages) afterPage(d, pfn, reason, seg, p, ok);
+  return frameResult(d, ok, dirty);
+}
+
+/** afterFrame for one segment page `p` of frame `pfn`. */
+function afterPage(
+  d: DriverState,
+  pfn: number,
+  reason: InvalidateReason,
+  seg: Segment,
+  p: number,
+  ok: boolean,
+): void {
   const k = d.kernel;
-  for (const [seg, pages] of groups) {
-    for (const p of pages) {
-      if (reason === 'clean') {
-        // the page stays: no copy is left, so the source PTE goes back to normal (our device entry
-        // would keep it unevictable); a grant racing with this retries (it checks seg.dev)
-        if (
-          seg.pfn[p] === pfn &&
-          devModeAt(d, seg, p, pfn) !== DEV_CLEAR &&
-          d.rmap.entries(pfn, seg.slot, p).length === 0
-        ) {
-          try {
-            if (!seg.mm.exiting) k.clearDeviceEntry(seg.mm, pageAddr(d, seg, p));
-          } catch (e) {
-            d.log.debug({ err: e }, 'xpmem: clearDeviceEntry after clean');
-          }
-          seg.dev[p] = DEV_CLEAR;
-        }
-        continue;
+  if (reason === 'clean') {
+    // the page stays: no copy is left, so the source PTE goes back to normal (our device entry
+    // would keep it unevictable); a grant racing with this retries (it checks seg.dev)
+    if (
+      seg.pfn[p] === pfn &&
+      devModeAt(d, seg, p, pfn) !== DEV_CLEAR &&
+      d.rmap.entries(pfn, seg.slot, p).length === 0
+    ) {
+      try {
+        if (!seg.mm.exiting) k.clearDeviceEntry(seg.mm, pageAddr(d, seg, p));
+      } catch (e) {
+        d.log.debug({ err: e }, 'xpmem: clearDeviceEntry after clean');
       }
-      if (seg.pfn[p] !== pfn) {
-        // the directory had lost track of this frame (its entries were found through the kernel's pfn)
-        if (d.rmap.entries(seg.pfn[p], seg.slot, p).length === 0) seg.pfn[p] = -1;
-        continue;
-      }
-      seg.pfn[p] = -1;
-      seg.dev[p] = DEV_CLEAR; // the kernel's own rmap walk replaced the source PTE
-      if (ok && reason === 'reclaim') markSwapped(d, seg, p);
+      seg.dev[p] = DEV_CLEAR;
     }
+    return;
   }
+  if (seg.pfn[p] !== pfn) {
+    // the directory had lost track of this frame (its entries were found through the kernel's pfn)
+    if (d.rmap.entries(seg.pfn[p], seg.slot, p).length === 0) seg.pfn[p] = -1;
+    return;
+  }
+  seg.pfn[p] = -1;
+  seg.dev[p] = DEV_CLEAR; // the kernel's own rmap walk replaced the source PTE
+  if (ok && reason === 'reclaim') markSwapped(d, seg, p);
+}
+
+/** A frame's result (ok: every mapper of every page of it acked). */
+function frameResult(d: DriverState, ok: boolean, dirty: boolean): RmapInvalidateResult {
   if (!ok) {
     d.counters.reclaimRefusals++;
     return { ok: false, reason: 'a remote mapper missed the ack deadline and was fenced' };

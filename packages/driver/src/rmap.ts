@@ -107,6 +107,33 @@ export class ReverseMap {
     return -1;
   }
 
+  /**
+   * The slot of the first entry of frame `pfn` when every entry of the frame belongs to one segment
+   * page (the usual exported frame: one page, held by any number of nodes); -1 if the frame has no
+   * entry, -2 if its entries belong to more than one segment page. Read it with segAt / pageAt.
+   */
+  soleOwner(pfn: number): number {
+    if (pfn < 0 || pfn >= this.head.length) return -1;
+    const first = this.head[pfn];
+    if (first < 0) return -1;
+    const seg = this.seg[first];
+    const page = this.page[first] & PAGE_MASK;
+    for (let i = this.next[first]; i >= 0; i = this.next[i]) {
+      if (this.seg[i] !== seg || (this.page[i] & PAGE_MASK) !== page) return -2;
+    }
+    return first;
+  }
+
+  /** The segment slot of the entry in slot `i`. */
+  segAt(i: number): number {
+    return this.seg[i];
+  }
+
+  /** The segment page of the entry in slot `i`. */
+  pageAt(i: number): number {
+    return this.page[i] & PAGE_MASK;
+  }
+
   isEmpty(pfn: number): boolean {
     return pfn < 0 || pfn >= this.head.length || this.head[pfn] < 0;
   }

@@ -80,6 +80,15 @@ export interface MmuNotifierOps {
   invalidatePage?(mm: MmHandle, address: number): void;
   release?(mm: MmHandle): Promise<void> | undefined;
   clearFlushYoung?(mm: MmHandle, start: number, end: number): boolean;
+  /**
+   * Optional (additive): as RmapNotifierOps.contextFree — no callback of this registration calls
+   * its unregister, directly or through work it starts or awaits; the kernel then runs the
+   * callbacks that may sleep (invalidateRangeStart, release) without the notifier context. An
+   * unregister called from inside anyway is not recognised as its caller's once the callback has
+   * awaited (it waits for it, up to its deadline: ETIMEDOUT; from inside `release`, EBUSY only
+   * before the first await). Read once, at registration.
+   */
+  readonly contextFree?: boolean;
 }
 
 /** Result of a global rmap notifier callback (the 2008 patch's `invalidate_page`, made fallible). */
@@ -127,6 +136,18 @@ export interface RmapNotifierOps {
    * Synchronous, side-effect free; called only from checks.
    */
   isExported?(pfn: Pfn): boolean;
+  /**
+   * Optional (additive): a promise by the driver that no callback of this registration calls its
+   * unregister, directly or through work it starts or awaits. The kernel then runs the callbacks
+   * without the notifier context (srcu.ts): no AsyncLocalStorage, so no process-wide promise hooks
+   * while they sleep (issue 15: they cost a reclaim batch's every promise, and V8 recompiles the
+   * hook functions after each full GC). What is given up is only the self-recognition of an
+   * unregister called from inside: it would wait for the very callback it runs in and end in
+   * ETIMEDOUT at its deadline (bounded; the registration is dead all the same, no callback starts
+   * after it). Nothing else changes: each callback is still counted in flight until its promise
+   * settles, and unregister still waits for every one of them. Read once, at registration.
+   */
+  readonly contextFree?: boolean;
 }
 
 /** An address space (mm_struct) as a driver sees it. */

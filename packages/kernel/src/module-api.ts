@@ -589,14 +589,14 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     mmuNotifierRegister(mmH: MmHandle, ops: MmuNotifierOps): NotifierRegistration {
       const mm = k.mmOf(mmH);
       if (mm.exiting) throw new KernelError('ESRCH', 'address space is exiting');
-      const reg = mm.notifiers.add(ops);
+      const reg = mm.notifiers.add(ops, { contextFree: ops.contextFree === true });
       return { unregister: () => reg.unregister(k.timeouts.unregisterTimeoutMs) };
     },
 
     rmapNotifierRegister(ops: RmapNotifierOps): NotifierRegistration {
       if (!ops || typeof ops.invalidatePage !== 'function')
         throw new KernelError('EINVAL', 'invalidatePage required');
-      const reg = k.rmapNotifiers.list.add(ops);
+      const reg = k.rmapNotifiers.list.add(ops, { contextFree: ops.contextFree === true });
       return { unregister: () => reg.unregister(k.timeouts.unregisterTimeoutMs) };
     },
 

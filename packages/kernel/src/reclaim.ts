@@ -54,7 +54,7 @@ import {
 } from './pagetable.js';
 import type { RmapOutcome } from './rmap-notifier.js';
 import { dropDeviceEntry } from './syscalls.js';
-import { flushTlb, tlbInvalidateMm } from './tlb.js';
+import { flushTlb, shootdown, tlbInvalidateMm } from './tlb.js';
 
 export type ReclaimOutcome =
   | 'reclaimed'
@@ -215,10 +215,14 @@ export async function tryToUnmap(
     );
     mmuNotifierInvalidatePage(k, mm, va);
   }
-  await flushTlb(
+  // The shootdown completes before endAll and the return, as before; when no process of these mms
+  // is inside an access window (the usual case) it is complete on return and no turn is taken
+  // (one promise and one await less per page; taking none only removes interleavings).
+  const sd = shootdown(
     k,
     out.map((e) => e.mm),
   );
+  if (sd) await sd;
   endAll();
   return out;
 }
@@ -520,46 +524,26 @@ export async function shrink(
   blockable = true,
   limits: ShrinkLimits = {},
 ): Promise<ShrinkResult> {
-  const res: ShrinkResult = { scanned: 0, reclaimed: 0, outcomes: {}, stoppedBy: 'done' };
-  const budget = k.lru.size * 2 + 8;
-  const deadline =
-    limits.budgetMs === undefined ? Number.POSITIVE_INFINITY : performance.now() + limits.budgetMs;
   const width = Math.max(1, Math.min(MAX_SHRINK_CONCURRENCY, Math.floor(limits.concurrency ?? 1)));
   const depth = Math.max(1, Math.min(MAX_SHRINK_BATCHES, Math.floor(limits.batches ?? 1)));
-  // One live iterator over the LRU. Every page it yields is rotated to the tail at once, so its next
-  // entry is always the LRU head. (Taking the head with `lru.values().next()` on every step walks
-  // over the deleted slots at the front of the Set's table each time: quadratic in the LRU size.)
-  let it = k.lru.values();
-  /** Pages this call is reclaiming right now (already rotated to the tail). */
-  const inFlight = new Set<Pfn>();
-  let stop: ShrinkResult['stoppedBy'] | null = null;
-  const take = (): Pfn | null => {
-    let skipped = 0;
-    for (;;) {
-      if (stop) return null;
-      if (res.reclaimed + inFlight.size >= nr) return null; // enough reclaimed or on their way
-      if (res.scanned >= budget) stop = 'scan-limit';
-      else if (performance.now() >= deadline) stop = 'deadline';
-      else if (k.lru.size === 0) stop = 'empty';
-      else {
-        const n = it.next();
-        if (n.done) {
-          it = k.lru.values();
-          continue;
-        }
-        const pfn = n.value;
-        if (inFlight.has(pfn)) {
-          // The scan came round to a page of the batch being gathered: skip it; if only such pages
-          // are left, the batch is complete.
-          if (++skipped > inFlight.size) return null;
-          continue;
-        }
-        k.lru.delete(pfn);
-        k.lru.add(pfn);
-        res.scanned++;
-        return pfn;
-      }
-    }
+  // The scan's state in one object, and the per-page and per-batch steps module-level functions of
+  // it (takePage, runBatch): closures made per shrink call had their optimised code thrown away by
+  // every full GC and were recompiled on each call (issue 15).
+  const s: ShrinkScan = {
+    k,
+    nr,
+    res: { scanned: 0, reclaimed: 0, outcomes: {}, stoppedBy: 'done' },
+    budget: k.lru.size * 2 + 8,
+    deadline: limits.budgetMs === undefined ? Number.POSITIVE_INFINITY : performance.now() + limits.budgetMs,
+    // One live iterator over the LRU. Every page it yields is rotated to the tail at once, so its
+    // next entry is always the LRU head. (Taking the head with `lru.values().next()` on every step
+    // walks over the deleted slots at the front of the Set's table each time: quadratic in the LRU
+    // size.)
+    it: k.lru.values(),
+    inFlight: new Set<Pfn>(),
+    stop: null,
+    running: new Map<number, Promise<void>>(),
+    failed: undefined,
   };
   // Pages are taken `width` at a time and reclaimed as one batch (reclaimPages: one rmap-notifier
   // dispatch for the batch, so a driver can send one invalidation per mapper per batch). Up to
@@ -567,53 +551,103 @@ export async function shrink(
   // write, the next is unmapped and dispatched. Batches never share a page (inFlight), and each is
   // exactly what a concurrent reclaimer's batch would be: page locks only tried, per page the order
   // of reclaimPage.
-  const running = new Set<Promise<void>>();
-  let failed: { e: unknown } | undefined;
-  for (;;) {
+  for (let id = 0; ; id++) {
     const batch: Pfn[] = [];
-    while (!failed && batch.length < width) {
-      const pfn = take();
+    while (!s.failed && batch.length < width) {
+      const pfn = takePage(s);
       if (pfn === null) break;
-      inFlight.add(pfn);
+      s.inFlight.add(pfn);
       batch.push(pfn);
     }
     if (batch.length === 0) {
-      // take() found nothing to start. If it stopped for good (`stop`), or nothing is in flight, the
-      // scan is over. Else every page it could see is in a batch still in flight (or enough pages are
-      // on their way): wait for one to end, then scan again — its pages that were not reclaimed
-      // (busy, referenced, refused) are back on the LRU, and pages still to reclaim may remain. (It
-      // used to end here, reporting 'done' with fewer than nr pages reclaimed while the LRU still
-      // held pages, whenever more than one batch was in flight.) Terminates: each pass either
-      // scans a page (bounded by `budget`) or waits for one of the finitely many running batches.
-      if (stop !== null || failed || running.size === 0) break;
-      await Promise.race(running);
+      // takePage found nothing to start. If it stopped for good (`stop`), or nothing is in flight,
+      // the scan is over. Else every page it could see is in a batch still in flight (or enough
+      // pages are on their way): wait for one to end, then scan again — its pages that were not
+      // reclaimed (busy, referenced, refused) are back on the LRU, and pages still to reclaim may
+      // remain. (It used to end here, reporting 'done' with fewer than nr pages reclaimed while the
+      // LRU still held pages, whenever more than one batch was in flight.) Terminates: each pass
+      // either scans a page (bounded by `budget`) or waits for one of the finitely many running
+      // batches.
+      if (s.stop !== null || s.failed || s.running.size === 0) break;
+      await Promise.race(s.running.values());
       continue;
     }
-    const one: Promise<void> = reclaimPages(k, batch, { force: false, blockable })
-      .then(
-        (outcomes) => {
-          for (const o of outcomes) {
-            res.outcomes[o] = (res.outcomes[o] ?? 0) + 1;
-            if (o === 'reclaimed') res.reclaimed++;
-          }
-        },
-        (e) => {
-          failed ??= { e };
-        },
-      )
-      .finally(() => {
-        for (const pfn of batch) inFlight.delete(pfn);
-        running.delete(one);
-      });
-    running.add(one);
-    if (running.size >= depth) await Promise.race(running);
+    s.running.set(id, runBatch(s, id, batch, blockable));
+    if (s.running.size >= depth) await Promise.race(s.running.values());
   }
-  while (running.size > 0) await Promise.race(running);
-  if (failed) throw failed.e;
-  // take() returned null with nothing in flight, so either nr pages were reclaimed or `stop` says
-  // why not (with an empty inFlight, take() returns null only for those two reasons).
-  res.stoppedBy = res.reclaimed >= nr ? 'done' : (stop ?? 'done');
+  while (s.running.size > 0) await Promise.race(s.running.values());
+  if (s.failed) throw s.failed.e;
+  // takePage returned null with nothing in flight, so either nr pages were reclaimed or `stop` says
+  // why not (with an empty inFlight, takePage returns null only for those two reasons).
+  const res = s.res;
+  res.stoppedBy = res.reclaimed >= nr ? 'done' : (s.stop ?? 'done');
   return res;
+}
+
+/** A shrink call's scan (see shrink). */
+interface ShrinkScan {
+  readonly k: Kernel;
+  readonly nr: number;
+  readonly res: ShrinkResult;
+  /** Pages looked at, at most (2 × the LRU size + 8). */
+  readonly budget: number;
+  readonly deadline: number;
+  it: IterableIterator<Pfn>;
+  /** Pages this call is reclaiming right now (already rotated to the tail). */
+  readonly inFlight: Set<Pfn>;
+  stop: ShrinkResult['stoppedBy'] | null;
+  /** Batches in flight, by number; each removes itself when it has ended (runBatch). */
+  readonly running: Map<number, Promise<void>>;
+  failed: { e: unknown } | undefined;
+}
+
+/** The next page for a batch of the scan (rotated to the LRU tail), or null: see shrink. */
+function takePage(s: ShrinkScan): Pfn | null {
+  const k = s.k;
+  const res = s.res;
+  let skipped = 0;
+  for (;;) {
+    if (s.stop) return null;
+    if (res.reclaimed + s.inFlight.size >= s.nr) return null; // enough reclaimed or on their way
+    if (res.scanned >= s.budget) s.stop = 'scan-limit';
+    else if (performance.now() >= s.deadline) s.stop = 'deadline';
+    else if (k.lru.size === 0) s.stop = 'empty';
+    else {
+      const n = s.it.next();
+      if (n.done) {
+        s.it = k.lru.values();
+        continue;
+      }
+      const pfn = n.value;
+      if (s.inFlight.has(pfn)) {
+        // The scan came round to a page of the batch being gathered: skip it; if only such pages
+        // are left, the batch is complete.
+        if (++skipped > s.inFlight.size) return null;
+        continue;
+      }
+      k.lru.delete(pfn);
+      k.lru.add(pfn);
+      res.scanned++;
+      return pfn;
+    }
+  }
+}
+
+/** One batch of the scan: reclaimPages, its outcomes counted; then its pages leave inFlight and it leaves running. */
+async function runBatch(s: ShrinkScan, id: number, batch: Pfn[], blockable: boolean): Promise<void> {
+  try {
+    const outcomes = await reclaimPages(s.k, batch, { force: false, blockable });
+    const res = s.res;
+    for (const o of outcomes) {
+      res.outcomes[o] = (res.outcomes[o] ?? 0) + 1;
+      if (o === 'reclaimed') res.reclaimed++;
+    }
+  } catch (e) {
+    s.failed ??= { e };
+  } finally {
+    for (const pfn of batch) s.inFlight.delete(pfn);
+    s.running.delete(id);
+  }
 }
 
 /**

@@ -86,17 +86,12 @@ export class RmapNotifiers {
         throw new KernelError('EPERM', `rmap notifier dispatch for pfn ${pfn} without the page lock`);
       }
     }
-    const out: RmapOutcome[] = pfns.map(() => ({ ok: true, dirty: false, failures: [] }));
-    const fail = (i: number, why: string) => {
-      out[i].ok = false;
-      out[i].failures.push(why);
-    };
-    const apply = (i: number, r: PromiseSettledResult<RmapInvalidateResult | 'deadline'>) => {
-      if (r.status === 'rejected') fail(i, `threw: ${String(r.reason)}`);
-      else if (r.value === 'deadline') fail(i, 'deadline');
-      else if (!r.value.ok) fail(i, r.value.reason);
-      else if (r.value.dirty) out[i].dirty = true;
-    };
+    // Nothing per page is made before the wait: what a batch allocates before its notifiers answer
+    // lives for the whole remote round trip and is copied by every young-generation GC meanwhile
+    // (issue 15). Each call's settled result is kept as it came (one per batched call, one per
+    // page otherwise) and the per-page outcomes are built once every call has settled.
+    const batched: Array<PromiseSettledResult<readonly RmapInvalidateResult[] | 'deadline'>> = [];
+    const single: Array<{ i: number; r: PromiseSettledResult<RmapInvalidateResult | 'deadline'> }> = [];
     const calls: Array<Promise<void>> = [];
     for (const reg of this.list.live()) {
       if (reg.ops.invalidatePages) {
@@ -113,19 +108,8 @@ export class RmapNotifiers {
         }
         calls.push(
           p.then(
-            (rs) => {
-              if (rs === 'deadline') {
-                this.deadlines++;
-                for (let i = 0; i < pfns.length; i++) fail(i, 'deadline');
-              } else if (!Array.isArray(rs) || rs.length !== pfns.length) {
-                for (let i = 0; i < pfns.length; i++) fail(i, 'invalidatePages: wrong number of results');
-              } else {
-                for (let i = 0; i < pfns.length; i++) apply(i, { status: 'fulfilled', value: rs[i] });
-              }
-            },
-            (e) => {
-              for (let i = 0; i < pfns.length; i++) fail(i, `threw: ${String(e)}`);
-            },
+            (value) => void batched.push({ status: 'fulfilled', value }),
+            (reason) => void batched.push({ status: 'rejected', reason }),
           ),
         );
       } else {
@@ -142,17 +126,49 @@ export class RmapNotifiers {
           }
           calls.push(
             p.then(
-              (v) => {
-                if (v === 'deadline') this.deadlines++;
-                apply(i, { status: 'fulfilled', value: v });
-              },
-              (e) => apply(i, { status: 'rejected', reason: e }),
+              (value) => void single.push({ i, r: { status: 'fulfilled', value } }),
+              (reason) => void single.push({ i, r: { status: 'rejected', reason } }),
             ),
           );
         }
       }
     }
     await Promise.all(calls);
+    const out: RmapOutcome[] = new Array(pfns.length);
+    for (let i = 0; i < pfns.length; i++) out[i] = { ok: true, dirty: false, failures: [] };
+    const fail = (i: number, why: string) => {
+      out[i].ok = false;
+      out[i].failures.push(why);
+    };
+    const apply = (i: number, r: PromiseSettledResult<RmapInvalidateResult | 'deadline'>) => {
+      if (r.status === 'rejected') fail(i, `threw: ${String(r.reason)}`);
+      else if (r.value === 'deadline') {
+        this.deadlines++;
+        fail(i, 'deadline');
+      } else if (!r.value.ok) fail(i, r.value.reason);
+      else if (r.value.dirty) out[i].dirty = true;
+    };
+    for (const b of batched) {
+      if (b.status === 'rejected') {
+        for (let i = 0; i < pfns.length; i++) fail(i, `threw: ${String(b.reason)}`);
+        continue;
+      }
+      const rs = b.value;
+      if (rs === 'deadline') {
+        this.deadlines++;
+        for (let i = 0; i < pfns.length; i++) fail(i, 'deadline');
+      } else if (!Array.isArray(rs) || rs.length !== pfns.length) {
+        for (let i = 0; i < pfns.length; i++) fail(i, 'invalidatePages: wrong number of results');
+      } else {
+        for (let i = 0; i < pfns.length; i++) {
+          const r = rs[i] as RmapInvalidateResult | 'deadline';
+          if (r === 'deadline') fail(i, 'deadline');
+          else if (!r.ok) fail(i, r.reason);
+          else if (r.dirty) out[i].dirty = true;
+        }
+      }
+    }
+    for (const { i, r } of single) apply(i, r);
     for (const o of out) if (!o.ok) this.failures++;
     return out;
   }

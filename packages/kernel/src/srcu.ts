@@ -25,7 +25,10 @@
  *   synchronous stack, which is all an `unregister` called from inside it can observe (it has no
  *   async part; one that returns a promise anyway breaks its contract, is counted by the caller,
  *   and is held in flight until the promise settles, but its continuations carry no context).
- * - Callbacks that may sleep (`call`: invalidateRangeStart, release, the rmap invalidatePage(s))
+ * - Callbacks of a registration that promised never to unregister itself from inside
+ *   (`contextFree`, RmapNotifierOps/MmuNotifierOps.contextFree: the driver's notifiers) are run like those:
+ *   the one thing the context buys is that such an unregister does not wait for its own caller.
+ * - Other callbacks that may sleep (`call`: invalidateRangeStart, release, the rmap invalidatePage(s))
  *   run inside the AsyncLocalStorage, which is on only while at least one of them is in flight. When
  *   the last one ends it is switched off at the next microtask checkpoint (not a whole turn later:
  *   the continuations queued behind it — a reclaim batch's swap writes after its rmap notifier call,
@@ -95,6 +98,11 @@ export class Registration<Ops> {
   constructor(
     readonly ops: Ops,
     private readonly list: NotifierList<Ops>,
+    /**
+     * The registration's callbacks never unregister it (RmapNotifierOps.contextFree): `call` runs
+     * them as `callSync` does (counted in flight until their promise settles, no AsyncLocalStorage).
+     */
+    readonly contextFree = false,
   ) {}
 
   get inflight(): number {
@@ -106,7 +114,7 @@ export class Registration<Ops> {
    * invocation is carried across its awaits. Returns the callback's raw result.
    */
   call<R>(what: string, fn: (ops: Ops) => R): R {
-    return this.invoke(what, fn, true);
+    return this.invoke(what, fn, !this.contextFree);
   }
 
   /**
@@ -196,8 +204,8 @@ export class NotifierList<Ops> {
    */
   private regs: readonly Registration<Ops>[] = [];
 
-  add(ops: Ops): Registration<Ops> {
-    const r = new Registration(ops, this);
+  add(ops: Ops, opts: { contextFree?: boolean } = {}): Registration<Ops> {
+    const r = new Registration(ops, this, opts.contextFree === true);
     this.regs = [...this.regs, r];
     return r;
   }

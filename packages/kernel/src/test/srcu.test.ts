@@ -226,6 +226,100 @@ test('promise hooks: never on for synchronous callbacks; off before a reclaim ba
     k.check();
   }));
 
+test('a contextFree rmap notifier sleeps with the context off; unregister from inside it waits for itself until its deadline', () =>
+  withKernel({ frames: 512, swapSlots: 512, unregisterTimeoutMs: 150 }, async (k) => {
+    const n = 16;
+    const p = await k.spawn();
+    const a = await p.mmap(n * PAGE, RW);
+    await p.run(PROGRAMS, 'fillPages', { addr: a, pages: n });
+    const exported = new Set<Pfn>();
+    const exportAll = async (from: number, to: number) => {
+      for (let i = from; i < to; i++) {
+        const pfn = k.pfnOf(p.pid, a + i * PAGE)!;
+        await k.api.lockPage(pfn);
+        k.api.exportPage(pfn);
+        k.api.unlockPage(pfn);
+        exported.add(pfn);
+      }
+    };
+    // 1. the context stays off while a contextFree registration's callback sleeps (the same
+    //    callback without the flag sees it on: 'promise hooks' test above)
+    const seenInside: boolean[] = [];
+    let selfUnregister = false;
+    let unregisterError: unknown;
+    let calls = 0;
+    const reg = k.api.rmapNotifierRegister({
+      contextFree: true,
+      invalidatePage: async () => ({ ok: true, dirty: false }),
+      invalidatePages: async (pfns) => {
+        calls++;
+        await sleep(1);
+        seenInside.push(notifierContextOn());
+        if (selfUnregister) {
+          // 2. breaking the promise: not recognised as its own caller, so it waits for this very
+          //    callback, bounded by the deadline; the registration is dead all the same
+          try {
+            await reg.unregister();
+          } catch (e) {
+            unregisterError = e;
+          }
+        }
+        for (const f of pfns) exported.delete(f);
+        return pfns.map((): RmapInvalidateResult => ({ ok: true, dirty: false }));
+      },
+      isExported: (pfn) => exported.has(pfn),
+    });
+    await exportAll(0, 8);
+    assert.equal((await k.shrink(8, { concurrency: 4 })).reclaimed, 8);
+    assert.ok(seenInside.length >= 2, `${seenInside.length} batches`);
+    assert.ok(
+      seenInside.every((on) => !on),
+      'a contextFree callback runs without the AsyncLocalStorage',
+    );
+    assert.equal(notifierContextOn(), false);
+    selfUnregister = true;
+    await exportAll(8, 12);
+    const t0 = Date.now();
+    const r = await k.shrink(4, { concurrency: 4 });
+    assert.equal(r.reclaimed, 4, 'the batch in which it unregistered completes');
+    assert.equal((unregisterError as { code?: string } | undefined)?.code, 'ETIMEDOUT');
+    assert.ok(Date.now() - t0 >= 140, 'it waited for itself, up to its deadline');
+    const before = calls;
+    await exportAll(12, 16);
+    await k.shrink(4, { concurrency: 4 });
+    assert.equal(calls, before, 'no callback of the dead registration starts after its unregister');
+    for (let i = 0; i < n; i++) assert.equal(await p.read32(a + i * PAGE), 0x5000 + i);
+  }));
+
+test('a contextFree per-mm notifier sleeps with the context off (the same callback without the flag: on)', () =>
+  withKernel({}, async (k) => {
+    const p = await k.spawn();
+    const a = await p.mmap(4 * PAGE, RW);
+    for (let i = 0; i < 4; i++) await p.write32(a + i * PAGE, i);
+    const seen: Array<[boolean, boolean]> = [];
+    const regs = [true, false].map((contextFree) =>
+      k.api.mmuNotifierRegister(p.mm, {
+        contextFree,
+        invalidateRangeStart: async () => {
+          await sleep(1);
+          seen.push([contextFree, notifierContextOn()]);
+        },
+      }),
+    );
+    await p.munmap(a, PAGE);
+    await regs[1].unregister();
+    await p.munmap(a + PAGE, PAGE);
+    assert.deepEqual(seen, [
+      [true, true], // the other registration's callback, in flight at the same time, switched it on
+      [false, true],
+      [true, false], // alone: off
+    ]);
+    await regs[0].unregister();
+    await sleep(1);
+    assert.equal(notifierContextOn(), false);
+    k.check();
+  }));
+
 test('a dispatch calls exactly the registrations live when it began (one added by a callback waits for the next)', () =>
   withKernel({}, async (k) => {
     const { p, a } = await twoPages(k);

@@ -136,6 +136,49 @@ test('reclaim in batches: one invalidate per mapper per batch, dirty data of a w
   await cc.q.exit(0);
 });
 
+test('reclaim in batches: frames exported by two segment pages share the batch with frames of one, every copy goes, data intact', async () => {
+  const n = 8;
+  const s = await setup(n, 0xa00);
+  // a second segment over the first half of the same pages: those frames carry entries of two
+  // segment pages (the rmap notifier's general path), the others of one (its per-frame fast path)
+  const segid2 = await A.driver.make(s.p.pid, s.va, (n / 2) * PAGE_SIZE, 0o600);
+  const b = await attachOn(B, s.segid, n);
+  const b2 = await attachOn(B, segid2, n / 2);
+  const cc = await attachOn(C, s.segid, n);
+  for (let i = 0; i < n; i++) {
+    assert.equal(await b.q.read32(b.va + i * PAGE_SIZE), 0xa00 + i);
+    assert.equal(await cc.q.read32(cc.va + i * PAGE_SIZE), 0xa00 + i);
+    if (i < n / 2) assert.equal(await b2.q.read32(b2.va + i * PAGE_SIZE), 0xa00 + i);
+  }
+  await cc.q.write32(cc.va + 6 * PAGE_SIZE, 0xcafe); // a writer on a frame of one segment page
+  const pfns: number[] = [];
+  for (let i = 0; i < n; i++) pfns.push(A.kernel.pfnOf(s.p.pid, s.va + i * PAGE_SIZE) as number);
+  // the LRU also holds other tests' pages: shrink (batches of n) until every page of ours is out
+  const inMemory = () => pfns.filter((_, i) => A.kernel.pfnOf(s.p.pid, s.va + i * PAGE_SIZE) !== undefined);
+  for (let round = 0; round < 12 && inMemory().length > 0; round++) {
+    const r = await A.kernel.shrink(n, { concurrency: n });
+    assert.equal(r.outcomes.external_failed ?? 0, 0, JSON.stringify(r.outcomes));
+  }
+  assert.equal(inMemory().length, 0, 'every page of ours went to swap');
+  // each frame lost every entry, of both segments, before it was written out and freed
+  for (const pfn of pfns) assert.equal(A.kernel.api.pageExported(pfn), false);
+  assert.equal(B.driver.status().cachedPages + C.driver.status().cachedPages, 0);
+  assert.equal(await s.p.read32(s.va + 6 * PAGE_SIZE), 0xcafe);
+  for (let i = 0; i < n; i++) {
+    const want = i === 6 ? 0xcafe : 0xa00 + i;
+    assert.equal(await s.p.read32(s.va + i * PAGE_SIZE), want);
+    assert.equal(await b.q.read32(b.va + i * PAGE_SIZE), want);
+    if (i < n / 2) assert.equal(await b2.q.read32(b2.va + i * PAGE_SIZE), want);
+  }
+  checkDriver(A, new Set([A.name, B.name, C.name]));
+  await A.driver.remove(segid2);
+  await A.driver.remove(s.segid);
+  await s.p.exit(0);
+  await b.q.exit(0);
+  await b2.q.exit(0);
+  await cc.q.exit(0);
+});
+
 test('a partitioned writer misses the ack deadline: fenced, its dirty page reverts and is counted', async () => {
   const s = await setup(2, 0x500);
   const b = await attachOn(B, s.segid, 2);

@@ -70,7 +70,7 @@ import {
 } from '@xpmesh/protocol';
 import { PAGE_SIZE } from '@xpmesh/protocol/base';
 import WebSocket from 'ws';
-import { finishTool, intOption, parseToolArgs, runIfMain } from './tool-cli.js';
+import { finishTool, type IntOptionSpec, intOptionOf, parseToolArgs, runIfMain } from './tool-cli.js';
 
 export const FUZZ_LIMITS = { maxDurationMs: 3_600_000, maxFrames: 10_000_000 } as const;
 
@@ -1621,8 +1621,7 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     HELP,
   );
   if (typeof v === 'number') return v;
-  const opt = (x: { flag: string; def: number; min: number; max: number }) =>
-    intOption(v, x.flag, x.def, x.min, x.max);
+  const opt = (o: IntOptionSpec) => intOptionOf(v, o);
   let o: FuzzOptions & { json?: string };
   try {
     o = {

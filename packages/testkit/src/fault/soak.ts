@@ -20,7 +20,14 @@
 import { prng } from '@xpmesh/node/load/program';
 import type { InstanceStatus } from './controller.js';
 import { DEFAULT_TIMINGS, Lab, leftovers, now, probeCapabilities, sleep, sweepOrphans } from './netns.js';
-import { finishTool, intOption, parseToolArgs, runIfMain } from './tool-cli.js';
+import {
+  finishTool,
+  type IntOptionSpec,
+  intOption,
+  intOptionOf,
+  parseToolArgs,
+  runIfMain,
+} from './tool-cli.js';
 import type { FaultWindow, LoadSummary, RoundCheck } from './workload.js';
 
 const KINDS = ['partition', 'one-way', 'pair', 'link-down', 'crash', 'pause'] as const;
@@ -435,8 +442,7 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   );
   if (typeof v === 'number') return v;
   const int = (name: string, def: number, min: number, max: number) => intOption(v, name, def, min, max);
-  const opt = (o: { flag: string; def: number; min: number; max: number }) =>
-    int(o.flag, o.def, o.min, o.max);
+  const opt = (o: IntOptionSpec) => intOptionOf(v, o);
   const list = (name: string): string[] | undefined => {
     const s = v[name];
     if (typeof s !== 'string') return undefined;

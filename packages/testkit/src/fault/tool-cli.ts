@@ -40,6 +40,19 @@ export function intOption(v: ToolValues, name: string, def: number, min: number,
   return n;
 }
 
+/** An integer option's flag, default and bounds (a tool's option table: help, parser and docs). */
+export interface IntOptionSpec {
+  readonly flag: string;
+  readonly def: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+/** intOption for an entry of an option table. */
+export function intOptionOf(v: ToolValues, o: IntOptionSpec): number {
+  return intOption(v, o.flag, o.def, o.min, o.max);
+}
+
 /** Print the summary (stdout, and `json` if given); the exit code: 0 ok, 1 not ok, 2 skipped. */
 export function finishTool(summary: Record<string, unknown>, json: string | undefined): number {
   const text = JSON.stringify(summary, null, 2);

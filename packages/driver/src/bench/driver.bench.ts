@@ -232,7 +232,11 @@ async function faults(pl: Placement) {
       gc();
       const f = await withCpu(others, () =>
         profiled('fault', () =>
-          att1.q.run<number[]>(PROGRAMS, 'firstTouch', { addr: att1.va + at * N * PAGE, count: N, stride: 1 }),
+          att1.q.run<number[]>(PROGRAMS, 'firstTouch', {
+            addr: att1.va + at * N * PAGE,
+            count: N,
+            stride: 1,
+          }),
         ),
       );
       W.add('fault50', pct(f.r, 0.5));

@@ -939,11 +939,14 @@ export class DriverState {
     msg: Omit<T, 'id'>,
     timeoutMs = this.requestTimeoutMs,
   ): Promise<RequestReplyMap[T['t']]> {
-    const cid = (msg as { cid?: string }).cid ?? this.newCid();
-    // a copy with the cid (the caller may reuse `msg`). Not `{ ...msg, cid }`: on Node 20 an object
-    // spread costs ~1 us per call (V8's clone path), Object.assign ~0.05 us; one per map request.
-    const m = Object.assign({}, msg) as Omit<T, 'id'> & { cid: string };
-    m.cid = cid;
+    // `msg` is always a fresh literal of the caller's, never reused: completed in place (no copy,
+    // as Process.request does). A caller that puts `cid` in its literal gives the message a shape V8
+    // keeps alive (the literal's boilerplate map); one added here is a transition map, which a full
+    // GC collects whenever no message of that shape is alive, and with it the optimised code of
+    // every function on the send path that saw it (recompiled at the next requests).
+    const m = msg as Omit<T, 'id'> & { cid: string };
+    const cid = m.cid ?? this.newCid();
+    if (m.cid === undefined) m.cid = cid;
     const t0 = this.clock.now();
     this.emitMessage('out', msg.t, node, cid);
     const reply = await this.net.request<T>(node, m, { timeoutMs });

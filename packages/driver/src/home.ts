@@ -187,15 +187,19 @@ async function grantPageLocked(
     const synced = syncHomePte(d, seg, p);
     if (synced) await synced;
     // mainline order: the sequence number is read BEFORE getUserPage, so an invalidation that
-    // starts or ends while we resolve the page (a migration that moves it, a munmap) forces a retry
-    const seq = await k.mmuIntervalReadBegin(seg.mm);
+    // starts or ends while we resolve the page (a migration that moves it, a munmap) forces a retry.
+    // Both are taken in this turn when they have nothing to wait for (the ...Now forms return exactly
+    // what the awaited ones would, without the promise hops); every re-check below is unchanged.
+    let seq = k.mmuIntervalReadBeginNow(seg.mm);
+    if (seq < 0) seq = await k.mmuIntervalReadBegin(seg.mm);
     const gen = seg.readBegin(p);
     let pfn: number;
     const busy = inGup.get(seg) ?? new Map<number, boolean>();
     inGup.set(seg, busy);
     busy.set(p, write);
     try {
-      pfn = await k.getUserPage(seg.mm, addr, { write });
+      pfn = k.getUserPageNow(seg.mm, addr, { write });
+      if (pfn < 0) pfn = await k.getUserPage(seg.mm, addr, { write });
     } catch (e) {
       throw gupError(e, seg, p);
     } finally {

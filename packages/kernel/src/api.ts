@@ -245,6 +245,13 @@ export interface KernelModuleApi {
    */
   getUserPage(mm: MmHandle, address: number, opts: { write: boolean }): Promise<Pfn>;
   /**
+   * getUserPage when it has nothing to wait for, in the caller's turn: if the mmap read lock is free
+   * and the PTE allows the access as it is, the frame, pinned, exactly as getUserPage's first attempt
+   * returns it under that lock (taken and dropped inside this call); else -1 (no pin taken: call
+   * getUserPage, which may fault the page in). Throws what getUserPage throws for the VMA.
+   */
+  getUserPageNow(mm: MmHandle, address: number, opts: { write: boolean }): Pfn;
+  /**
    * Ranged getUserPage (`get_user_pages`): the `count` pages (1..1024, else EINVAL) from `address`,
    * under one mmap read lock, each resolved and pinned as getUserPage does. Returns the frames of
    * the run that succeeded from the first page (shorter than `count` if a later page failed: the
@@ -420,6 +427,9 @@ export interface KernelModuleApi {
   /** Mainline mmu_interval_read_begin: a sequence number; waits (bounded) while an invalidation of
    * mm is in progress. */
   mmuIntervalReadBegin(mm: MmHandle): Promise<number>;
+  /** mmuIntervalReadBegin when it has nothing to wait for, in the caller's turn: the same sequence
+   * number if no invalidation of mm is in progress, else -1 (call mmuIntervalReadBegin). */
+  mmuIntervalReadBeginNow(mm: MmHandle): number;
   /** True if an invalidation of mm started since `seq` was read: the caller must retry. */
   mmuIntervalReadRetry(mm: MmHandle, seq: number): boolean;
 }

@@ -162,6 +162,11 @@ export async function mmuIntervalReadBegin(mm: Mm, timeoutMs: number): Promise<n
   return mm.invSeq;
 }
 
+/** mmuIntervalReadBegin's result when it would not wait (no invalidation of mm in progress), else -1. */
+export function mmuIntervalReadBeginNow(mm: Mm): number {
+  return mm.invActive > 0 ? -1 : mm.invSeq;
+}
+
 export function mmuIntervalReadRetry(mm: Mm, seq: number): boolean {
   return mm.invActive > 0 || mm.invSeq !== seq;
 }

@@ -25,6 +25,7 @@ import { leafEnd, protAllows, pteIndex } from './mm.js';
 import {
   invalidateRangeStart,
   mmuIntervalReadBegin,
+  mmuIntervalReadBeginNow,
   mmuIntervalReadRetry,
   mmuNotifierInvalidateRangeEnd,
 } from './mmu-notifier.js';
@@ -225,6 +226,17 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       const unlock = mm.lock.tryRead() ?? (await mm.lock.read(k.timeouts.lockTimeoutMs));
       try {
         return await gupOne(mm, va, write);
+      } finally {
+        unlock();
+      }
+    },
+
+    getUserPageNow(mmH, address, { write }) {
+      const mm = k.mmOf(mmH);
+      const unlock = mm.lock.tryRead();
+      if (!unlock) return -1;
+      try {
+        return gupFast(mm, address - (address % PAGE_SIZE), write);
       } finally {
         unlock();
       }
@@ -601,6 +613,7 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
     },
 
     mmuIntervalReadBegin: (mmH) => mmuIntervalReadBegin(k.mmOf(mmH), k.timeouts.lockTimeoutMs),
+    mmuIntervalReadBeginNow: (mmH) => mmuIntervalReadBeginNow(k.mmOf(mmH)),
     mmuIntervalReadRetry: (mmH, seq) => mmuIntervalReadRetry(k.mmOf(mmH), seq),
   };
   return Object.freeze(api);

@@ -170,6 +170,38 @@ test('getUserPage: faults in, breaks COW on write, pins; errors EFAULT/EACCES', 
     k.check();
   }));
 
+test('getUserPageNow: the pinned frame when the PTE allows the access as it is, else -1 and no pin', () =>
+  withKernel({}, async (k) => {
+    const p = await k.spawn();
+    const a = await p.mmap(2 * 4096, RW);
+    const ro = await p.mmap(4096, PROT_READ);
+    // never touched: a fault is needed, so -1 (and nothing allocated or pinned)
+    assert.equal(k.api.getUserPageNow(p.mm, a, { write: false }), -1);
+    assert.equal(k.pfnOf(p.pid, a), undefined);
+    await p.write32(a, 7);
+    const pfn = k.pfnOf(p.pid, a)!;
+    const refs = k.api.pageInfo(pfn).refcount;
+    assert.equal(k.api.getUserPageNow(p.mm, a + 5, { write: true }), pfn);
+    assert.equal(k.api.pageInfo(pfn).refcount, refs + 1, 'pinned');
+    k.api.putPage(pfn);
+    // the same frame getUserPage returns
+    const slow = await k.api.getUserPage(p.mm, a, { write: false });
+    assert.equal(slow, pfn);
+    k.api.putPage(slow);
+    // a write to a COW-shared page needs the fault (the COW break): -1, no pin
+    const c = await p.fork();
+    const shared = k.pfnOf(c.pid, a)!;
+    const before = k.api.pageInfo(shared).refcount;
+    assert.equal(k.api.getUserPageNow(c.mm, a, { write: true }), -1);
+    assert.equal(k.api.pageInfo(shared).refcount, before);
+    const r = k.api.getUserPageNow(c.mm, a, { write: false });
+    assert.equal(r, shared, 'a read of the shared page needs no fault');
+    k.api.putPage(r);
+    assert.throws(() => k.api.getUserPageNow(p.mm, 0x1000, { write: false }), { code: 'EFAULT' });
+    assert.throws(() => k.api.getUserPageNow(p.mm, ro, { write: true }), { code: 'EACCES' });
+    k.check();
+  }));
+
 test('fork copies exported or pinned pages for the child at once (remote users keep the parent page)', () =>
   withKernel({}, async (k) => {
     const d = fakeDriver(k);

@@ -193,6 +193,7 @@ test('mmuIntervalReadBegin waits while an invalidation runs; a stale sequence ma
     const a = await p.mmap(4096, RW);
     await p.write32(a, 1);
     const seq = await k.api.mmuIntervalReadBegin(p.mm);
+    assert.equal(k.api.mmuIntervalReadBeginNow(p.mm), seq, 'nothing to wait for: the same sequence');
     assert.equal(k.api.mmuIntervalReadRetry(p.mm, seq), false);
     const gate = deferred();
     k.api.mmuNotifierRegister(p.mm, { invalidateRangeStart: () => gate.promise });
@@ -200,6 +201,7 @@ test('mmuIntervalReadBegin waits while an invalidation runs; a stale sequence ma
     const reclaim = k.reclaimPage(k.pfnOf(p.pid, a)!);
     await new Promise((r) => setTimeout(r, 5));
     assert.equal(k.api.mmuIntervalReadRetry(p.mm, seq), true, 'invalidation in progress');
+    assert.equal(k.api.mmuIntervalReadBeginNow(p.mm), -1, 'invalidation in progress: it would wait');
     let begun = false;
     const rb = k.api.mmuIntervalReadBegin(p.mm).then((s) => {
       begun = true;
@@ -212,6 +214,7 @@ test('mmuIntervalReadBegin waits while an invalidation runs; a stale sequence ma
     gate.resolve();
     assert.equal(await reclaim, 'reclaimed');
     const seq2 = await rb;
+    assert.equal(k.api.mmuIntervalReadBeginNow(p.mm), seq2);
     assert.equal(k.api.installPte(p.mm, drv, other, { write: false, seq: seq2 }), true);
     k.api.putPage(other);
     k.check();

@@ -214,7 +214,8 @@ async function grantPageLocked(
         else continue; // stale entries on an old frame: an invalidation is coming (gen will move)
       }
       try {
-        await setHomeDevice(d, seg, p, write ? DEV_NONE : DEV_READONLY);
+        const set = setHomeDevice(d, seg, p, write ? DEV_NONE : DEV_READONLY);
+        if (set) await set;
       } catch {
         continue;
       }

@@ -29,8 +29,9 @@ export function devOf(m: number): number {
 
 /**
  * Put the source PTE of a page in device mode `mode` (DEV_*). Synchronous (returns undefined) when
- * no device entry has to be set: clearing one only adds access and needs no shootdown; setting one
- * awaits the kernel's shootdown.
+ * no device entry has to be set (clearing one only adds access and needs no shootdown) or when the
+ * one set needs no wait for its shootdown (no process of the source inside an access window); else
+ * a promise that settles once the shootdown is done. A throw (EFAULT, EAGAIN) is synchronous.
  */
 export function setHomeDevice(
   d: DriverState,
@@ -48,7 +49,14 @@ export function setHomeDevice(
     seg.dev[p] = DEV_CLEAR;
   }
   if (mode === DEV_CLEAR) return undefined;
-  return k.setDeviceEntry(seg.mm, addr, d.deviceOwner, mode === DEV_NONE ? 'none' : 'readonly').then(() => {
+  // the entry changes now; it counts as set (seg.dev) once its shootdown is done, which is at once
+  // when no process of the source was inside an access window (then no promise at all)
+  const set = k.setDeviceEntryNow(seg.mm, addr, d.deviceOwner, mode === DEV_NONE ? 'none' : 'readonly');
+  if (set.flushed === undefined) {
+    seg.dev[p] = mode;
+    return undefined;
+  }
+  return set.flushed.then(() => {
     seg.dev[p] = mode;
   });
 }

@@ -381,6 +381,17 @@ export interface KernelModuleApi {
    */
   setDeviceEntry(mm: MmHandle, address: number, owner: number, mode: 'none' | 'readonly'): Promise<Pfn>;
   /**
+   * setDeviceEntry with its page-table change made in the caller's turn: returns the pfn and, only
+   * when the TLB shootdown has processes to wait for, `flushed` (the entry counts as set once it
+   * settles, exactly when setDeviceEntry would resolve). Same errors, thrown synchronously.
+   */
+  setDeviceEntryNow(
+    mm: MmHandle,
+    address: number,
+    owner: number,
+    mode: 'none' | 'readonly',
+  ): { pfn: Pfn; flushed: Promise<void> | undefined };
+  /**
    * Ranged setDeviceEntry for the `count` pages (1..1024, else EINVAL) from `address`, with ONE TLB
    * shootdown for the whole range (a process of mm is waited for at most once, not once per page).
    * Per page: its frame, or null where setDeviceEntry would have thrown EFAULT (nothing mapped) or

@@ -492,6 +492,13 @@ export function createModuleApi(k: Kernel): KernelModuleApi {
       return pfn;
     },
 
+    setDeviceEntryNow(mmH, address, owner, mode) {
+      const mm = k.mmOf(mmH);
+      checkDevice(owner, mode);
+      const pfn = setDevicePte(mm, address - (address % PAGE_SIZE), owner, mode);
+      return { pfn, flushed: shootdown(k, [mm]) };
+    },
+
     async setDeviceEntries(mmH, address, count, owner, mode) {
       const mm = k.mmOf(mmH);
       checkDevice(owner, mode);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { C_SEQ } from '../access.js';
 import { type Pfn, PROT_READ, PROT_WRITE } from '../api.js';
 import { withKernel } from './helpers.js';
 
@@ -289,6 +290,43 @@ test('device entries: touching one calls the device, which brings the page home;
     assert.deepEqual(faults.at(-1), { write: true });
     assert.equal(await p.read32(a), 2);
     await assert.rejects(k.api.setDeviceEntry(p.mm, a + 4096 * 100, dev, 'none'), { code: 'EFAULT' });
+    k.check();
+  }));
+
+test("setDeviceEntryNow: the entry changes in the caller's turn; a promise only when the shootdown must wait", () =>
+  withKernel({}, async (k) => {
+    const p = await k.spawn();
+    const a = await p.mmap(2 * 4096, RW);
+    await p.write32(a, 1);
+    await p.write32(a + 4096, 2);
+    const faults: number[] = [];
+    const dev = k.api.registerDevice({
+      fault: async (f) => {
+        faults.push(f.address);
+        k.api.clearDeviceEntry(f.mm, f.address);
+      },
+    });
+    // the process is outside any access window: nothing to wait for
+    const r = k.api.setDeviceEntryNow(p.mm, a, dev, 'none');
+    assert.equal(r.pfn, k.pfnOf(p.pid, a));
+    assert.equal(r.flushed, undefined);
+    assert.deepEqual([...k.api.deviceEntryModes(p.mm, a, 1, dev)], [2]);
+    assert.equal(await p.read32(a), 1);
+    assert.deepEqual(faults, [a], 'the access faulted into the device');
+    // inside an access window (C_SEQ odd): the shootdown waits for it to close
+    Atomics.add(p.ctl, C_SEQ, 1);
+    const w = k.api.setDeviceEntryNow(p.mm, a + 4096, dev, 'readonly');
+    assert.ok(w.flushed instanceof Promise);
+    let done = false;
+    void w.flushed.then(() => {
+      done = true;
+    });
+    await new Promise((res) => setTimeout(res, 5));
+    assert.equal(done, false, 'still waiting for the window');
+    Atomics.add(p.ctl, C_SEQ, 1);
+    Atomics.notify(p.ctl, C_SEQ);
+    await w.flushed;
+    assert.throws(() => k.api.setDeviceEntryNow(p.mm, a + 4096 * 100, dev, 'none'), { code: 'EFAULT' });
     k.check();
   }));
 

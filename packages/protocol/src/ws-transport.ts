@@ -6,6 +6,7 @@ import { randomFillSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { createRequire } from 'node:module';
 import type { AddressInfo, Socket } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { type Logger, silentLogger } from './base.js';
@@ -51,11 +52,30 @@ const SEND_OPTIONS = Object.freeze({ binary: true, compress: false });
  * copies its options twice per frame and writes an unmasked frame as a corked pair (header, payload),
  * which Node turns into a writev (~0.8 µs more per frame than one write of the same bytes, measured on
  * loopback). The bytes on the wire are the frame ws would write (a client's with another random key).
- * Unmasked (server) frames up to DIRECT_MAX bytes, masked (client) ones up to DIRECT_MASKED_MAX (the
- * masking here is a JavaScript loop; ws masks larger ones natively with bufferutil).
+ * Frames up to DIRECT_MAX bytes; masked (client) ones masked natively by bufferutil from 48 bytes
+ * (as ws does), or, without it (not installed, or WS_NO_BUFFER_UTIL set, which ws honours too), in a
+ * JavaScript loop and only up to 512 bytes (larger ones go through ws.send, as before).
  */
 const DIRECT_MAX = 16 * 1024;
-const DIRECT_MASKED_MAX = 512;
+type MaskFn = (
+  source: Uint8Array,
+  mask: Uint8Array,
+  output: Uint8Array,
+  offset: number,
+  length: number,
+) => void;
+const nativeMask: MaskFn | undefined = (() => {
+  if (process.env.WS_NO_BUFFER_UTIL) return undefined;
+  try {
+    const m = createRequire(import.meta.url)('bufferutil') as { mask?: MaskFn };
+    return typeof m.mask === 'function' && String(m.mask).includes('[native code]') ? m.mask : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+const DIRECT_MASKED_MAX = nativeMask !== undefined ? DIRECT_MAX : 512;
+/** Below this, masking in JavaScript beats a call into the addon (ws's threshold). */
+const NATIVE_MASK_MIN = 48;
 /** Header (2 or 4 bytes: no frame here needs the 8-byte length) + mask key + payload. */
 const SCRATCH_BYTES = DIRECT_MAX + 8;
 /**
@@ -232,6 +252,13 @@ export class WsConn implements Conn {
         randomFillSync(maskPool);
         maskAt = 0;
       }
+      if (n >= NATIVE_MASK_MIN && nativeMask !== undefined) {
+        const key = maskPool.subarray(maskAt, maskAt + 4);
+        out.set(key, at);
+        maskAt += 4;
+        nativeMask(frame, key, out, at + 4, n);
+        return this.writeOut(sock, out, at + 4 + n);
+      }
       const m0 = maskPool[maskAt];
       const m1 = maskPool[maskAt + 1];
       const m2 = maskPool[maskAt + 2];
@@ -253,7 +280,13 @@ export class WsConn implements Conn {
     } else {
       out.set(frame, at);
     }
-    sock.write(out.subarray(0, at + n));
+    return this.writeOut(sock, out, at + n);
+  }
+
+  /** writeDirect's write of the first `n` bytes of `out` (the scratch buffer), which it replaces if
+   * Node keeps them (see writeDirect). */
+  private writeOut(sock: NonNullable<WsInternals['_socket']>, out: Buffer, n: number): true {
+    sock.write(out.subarray(0, n));
     if (sock.writableLength !== 0) scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
     return true;
   }

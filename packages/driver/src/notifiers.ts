@@ -129,7 +129,7 @@ function collectRange(
     if (work) out.push(p);
     else if (frameChanges) {
       pfn[p] = -1;
-      if (event === 'reclaim') markSwapped(d, seg, p);
+      if (event === 'reclaim') markSwapped(seg, p);
     }
   }
 }
@@ -254,7 +254,7 @@ async function invalidateSourcePages(d: DriverState, seg: Segment, pages: number
       const p = pages[i];
       if (!d.rmap.hasPage(seg.pfn[p], seg.slot, p)) seg.pfn[p] = -1;
       if (forget && seg.pageState(p) === 'swapped') seg.transition(p, 'forget');
-      if (event === 'reclaim') markSwapped(d, seg, p);
+      if (event === 'reclaim') markSwapped(seg, p);
     }
   }
 }
@@ -267,7 +267,7 @@ async function invalidateSourcePages(d: DriverState, seg: Segment, pages: number
  * kernel keeps the page after all (a later step of reclaim fails), the state still says swapped:
  * the next grant moves it on exactly as from `home`.
  */
-function markSwapped(d: DriverState, seg: Segment, p: number): void {
+function markSwapped(seg: Segment, p: number): void {
   if (seg.pageState(p) === 'home') seg.transition(p, 'swap-out');
 }
 
@@ -570,7 +570,7 @@ function afterPage(
   }
   seg.pfn[p] = -1;
   seg.dev[p] = DEV_CLEAR; // the kernel's own rmap walk replaced the source PTE
-  if (ok && reason === 'reclaim') markSwapped(d, seg, p);
+  if (ok && reason === 'reclaim') markSwapped(seg, p);
 }
 
 /** A frame's result (ok: every mapper of every page of it acked). */

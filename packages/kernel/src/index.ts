@@ -28,6 +28,7 @@ import {
   MAX_SHRINK_BATCHES,
   MAX_SHRINK_CONCURRENCY,
   pageMkclean,
+  RECLAIM_BATCH,
   type ReclaimOutcome,
   reclaimPage,
   type ShrinkLimits,
@@ -46,7 +47,15 @@ export type { ProcessContext, Program } from './process-messages.js';
 export type { ReclaimOutcome, ShrinkLimits, ShrinkResult } from './reclaim.js';
 export type { RmapNotifierIntrospection } from './rmap-notifier.js';
 /** Bounds of `shrink`'s limits (`concurrency` pages per batch, `batches` in flight). */
-export { LEASE_SLOTS, MAX_RANGE_PAGES, MAX_SHRINK_BATCHES, MAX_SHRINK_CONCURRENCY, PRETOUCH_AHEAD };
+export {
+  LEASE_SLOTS,
+  MAX_RANGE_PAGES,
+  MAX_SHRINK_BATCHES,
+  MAX_SHRINK_CONCURRENCY,
+  PRETOUCH_AHEAD,
+  /** Pages per batch of background (kswapd) and direct reclaim: one rmap-notifier call per batch. */
+  RECLAIM_BATCH,
+};
 
 export interface KernelOptions {
   name: string;
@@ -121,7 +130,9 @@ class InstanceKernel implements Kernel {
 
   constructor(readonly k: KernelState) {
     this.api = createModuleApi(k);
-    k.shrinkHook = (nr, blockable) => shrink(k, nr, blockable);
+    // Background and direct reclaim take pages RECLAIM_BATCH at a time (one rmap-notifier call and
+    // one swap write per batch), as mainline's shrink_folio_list does with SWAP_CLUSTER_MAX.
+    k.shrinkHook = (nr, blockable) => shrink(k, nr, blockable, { concurrency: RECLAIM_BATCH });
     k.killHook = async (mm) => {
       const p = k.procs.get(mm.pid);
       if (!p) return;

@@ -511,6 +511,12 @@ export interface ShrinkLimits {
 
 export const MAX_SHRINK_CONCURRENCY = 64;
 export const MAX_SHRINK_BATCHES = 4;
+/**
+ * Pages per batch of the kernel's own reclaim (kswapd and direct reclaim), mainline's
+ * SWAP_CLUSTER_MAX: shrink_folio_list unmaps a cluster of this many pages and flushes once, so an
+ * exported page's rmap notifier is called once per cluster, not once per page (issue 15).
+ */
+export const RECLAIM_BATCH = 32;
 
 /**
  * Reclaim up to `nr` pages from the LRU (oldest first, young pages get a second chance), looking at

@@ -695,7 +695,7 @@ export class Link {
 
   private onHello(msgs: Message[]): void {
     const h = this.single(msgs, 'hello');
-    if (!h || h.t !== 'hello') return;
+    if (h?.t !== 'hello') return;
     const o = this.o;
     this.peerNode = h.node;
     this.peerEpoch = h.epoch;
@@ -733,7 +733,7 @@ export class Link {
 
   private onWelcome(msgs: Message[]): void {
     const w = this.single(msgs, 'welcome');
-    if (!w || w.t !== 'welcome') return;
+    if (w?.t !== 'welcome') return;
     const o = this.o;
     this.peerNode = w.node;
     this.peerEpoch = w.epoch;
@@ -770,7 +770,7 @@ export class Link {
 
   private onAuth(msgs: Message[]): void {
     const a = this.single(msgs, 'auth');
-    if (!a || a.t !== 'auth') return;
+    if (a?.t !== 'auth') return;
     const o = this.o;
     const expected = clientProof(o.clusterKey, this.peerNonce!, this.myNonce, this.peerNode, o.self);
     if (!proofsEqual(expected, a.proof)) {

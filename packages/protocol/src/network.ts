@@ -318,7 +318,7 @@ export class TransportPeerNetwork implements PeerNetwork {
     opts?: RequestOptions,
   ): Promise<RequestReplyMap[T['t']]> {
     const link = this.peers.get(node)?.link;
-    if (!link || link.state !== 'up') {
+    if (link?.state !== 'up') {
       return Promise.reject(new RequestError('E_STALE_EPOCH', node, 'no session with this peer'));
     }
     return link.request<T>(msg, opts?.timeoutMs);
@@ -326,7 +326,7 @@ export class TransportPeerNetwork implements PeerNetwork {
 
   send(node: string, msg: OneWayMessage): void {
     const link = this.peers.get(node)?.link;
-    if (!link || link.state !== 'up') {
+    if (link?.state !== 'up') {
       this.metricsImpl.c.oneWayDropped++;
       return;
     }

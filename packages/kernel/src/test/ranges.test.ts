@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { C_SEQ } from '../access.js';
 import { type Pfn, PROT_READ, PROT_WRITE, type RmapInvalidateResult } from '../api.js';
-import type { Kernel } from '../index.js';
+import { type Kernel, RECLAIM_BATCH } from '../index.js';
 import type { Kernel as KernelState } from '../kernel.js';
 import { PROGRAMS, withKernel } from './helpers.js';
 
@@ -200,6 +200,33 @@ test('reclaim calls the rmap notifier once per batch, every page locked and alre
       assert.ok(c.noneMapped, 'local mappings replaced before the notifier');
     }
     for (let i = 0; i < n; i++) assert.equal(await p.read32(a + i * PAGE), 0x5000 + i, 'swapped in intact');
+    k.check();
+  }));
+
+test("the kernel's own reclaim (kswapd, direct) calls the rmap notifier per batch of RECLAIM_BATCH, not per page", () =>
+  withKernel({ frames: 256, swapSlots: 1024, watermarks: { min: 8, low: 40, high: 72 } }, async (k) => {
+    const d = batchDriver(k, () => ({ ok: true, dirty: false }));
+    const n = 120;
+    const { p, a } = await exportedPages(k, n, d);
+    // a second process fills more than the rest of memory: background and direct reclaim run, and
+    // the exported pages are the oldest on the LRU
+    const q = await k.spawn();
+    const m = 200;
+    const b = await q.mmap(m * PAGE, RW);
+    for (let i = 0; i < m; i++) await q.write32(b + i * PAGE, 0x7000 + i);
+    await k.idle();
+    const s = k.stats();
+    assert.ok(s.counters.kswapdRuns + s.counters.directReclaims > 0, 'memory pressure reclaimed');
+    assert.ok(d.calls.length > 0, 'exported pages went through the rmap notifier');
+    const sizes = d.calls.map((c) => c.pfns.length);
+    assert.ok(Math.max(...sizes) > 1, `one notifier call per page: ${JSON.stringify(sizes)}`);
+    for (const c of d.calls) {
+      assert.ok(c.pfns.length <= RECLAIM_BATCH);
+      assert.ok(c.allLocked && c.noneMapped);
+    }
+    for (let i = 0; i < n; i++)
+      assert.equal(await p.read32(a + i * PAGE), 0x5000 + i, 'exported page intact');
+    for (let i = 0; i < m; i++) assert.equal(await q.read32(b + i * PAGE), 0x7000 + i);
     k.check();
   }));
 

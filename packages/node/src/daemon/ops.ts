@@ -37,6 +37,12 @@ export const PRESSURE_MAX_BUDGET_MS = 15_000;
  */
 export const PRESSURE_MAX_CONCURRENCY = 64;
 export const PRESSURE_MAX_BATCHES = 4;
+/**
+ * `pressure`'s default `concurrency`: the kernel's own reclaim batch (RECLAIM_BATCH, mainline's
+ * SWAP_CLUSTER_MAX; pressure.test.ts checks they agree), so forced pressure reclaims as background
+ * reclaim does: one rmap-notifier call (one invalidate per mapper) per batch, not per page.
+ */
+export const PRESSURE_DEFAULT_CONCURRENCY = 32;
 
 export const OP_SCHEMAS = {
   /** Start a process (a worker thread). Signals are caught by default so SIGBUS is reported, not fatal. */
@@ -125,7 +131,7 @@ export const OP_SCHEMAS = {
       .positive()
       .max(1 << 24),
     budgetMs: z.number().int().positive().max(PRESSURE_MAX_BUDGET_MS).default(5000),
-    concurrency: z.number().int().min(1).max(PRESSURE_MAX_CONCURRENCY).default(1),
+    concurrency: z.number().int().min(1).max(PRESSURE_MAX_CONCURRENCY).default(PRESSURE_DEFAULT_CONCURRENCY),
     batches: z.number().int().min(1).max(PRESSURE_MAX_BATCHES).default(1),
   }),
   /** Force migration of the page backing pid:addr; returns { from, to }. */

@@ -8,12 +8,23 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import type { DriverStatus } from '@xpmesh/driver';
-import { createKernel, type Kernel, MAX_SHRINK_BATCHES, MAX_SHRINK_CONCURRENCY } from '@xpmesh/kernel';
+import {
+  createKernel,
+  type Kernel,
+  MAX_SHRINK_BATCHES,
+  MAX_SHRINK_CONCURRENCY,
+  RECLAIM_BATCH,
+} from '@xpmesh/kernel';
 import { type AdminCallError, AdminClient } from './admin-client.js';
 import { resolveConfig } from './config.js';
 import { type RunningInstance, startInstance } from './instance.js';
 import { silentLogger } from './logger.js';
-import { PRESSURE_MAX_BATCHES, PRESSURE_MAX_BUDGET_MS, PRESSURE_MAX_CONCURRENCY } from './ops.js';
+import {
+  PRESSURE_DEFAULT_CONCURRENCY,
+  PRESSURE_MAX_BATCHES,
+  PRESSURE_MAX_BUDGET_MS,
+  PRESSURE_MAX_CONCURRENCY,
+} from './ops.js';
 import type { DriverPort, NetPort } from './ports.js';
 
 const PAGES = 24;
@@ -159,6 +170,7 @@ describe('admin pressure operation (real kernel)', () => {
   it("has the kernel's own concurrency and batches bounds", () => {
     assert.equal(PRESSURE_MAX_CONCURRENCY, MAX_SHRINK_CONCURRENCY);
     assert.equal(PRESSURE_MAX_BATCHES, MAX_SHRINK_BATCHES);
+    assert.equal(PRESSURE_DEFAULT_CONCURRENCY, RECLAIM_BATCH);
   });
 
   it('is bounded: a huge request scans at most 2 x the LRU + 8 pages and stops when the LRU is empty', async () => {

@@ -20,6 +20,7 @@ import {
   MAX_SHRINK_BATCHES,
   MAX_SHRINK_CONCURRENCY,
   PRETOUCH_AHEAD,
+  RECLAIM_BATCH,
 } from '@xpmesh/kernel';
 import {
   DEFAULT_LEASE_MS,
@@ -137,6 +138,7 @@ export const VALUES: Readonly<Record<string, string>> = {
   runExportMaxChars: String(runShape.export.maxLength),
   /** The kernel's `shrink` bounds (the same as `pressure`'s: pressure.test.ts). */
   shrinkMaxConcurrency: String(MAX_SHRINK_CONCURRENCY),
+  reclaimBatch: String(RECLAIM_BATCH),
   shrinkMaxBatches: String(MAX_SHRINK_BATCHES),
   peersDnsIntervalMs: setting('peers-dns-interval-ms'),
   peersDnsIntervalMinMs: String(PEERS_DNS_INTERVAL_MS.min),

@@ -2,7 +2,8 @@
  * Driver benchmarks (figures, not pass/fail). Every figure is a ratio against a baseline measured in
  * the same run with the same placement, and the whole measurement is repeated ROUNDS times with the
  * baseline and the driver path alternating: a figure is the median over rounds of the per-round value.
- * The faults section first runs WARM_ROUNDS rounds that are not counted (JIT warm-up, see there).
+ * The faults and invalidations sections first run WARM_ROUNDS / INV_WARM_ROUNDS rounds that are not
+ * counted (JIT warm-up, see there).
  * Prints BENCH lines (scripts/bench.mjs). BENCH_QUICK=1 for a short run; BENCH_RECLAIM_PAGES sets the
  * reclaim size (default 100,000), BENCH_RECLAIM_BATCHES the shrink's batches in flight (default 1, both
  * kinds). Filters: BENCH_ONLY=faults,invalidations,ranges,reclaim,rmap (a comma
@@ -75,6 +76,12 @@ const ROUNDS = QUICK ? 2 : 5;
  * the compiler, not the fault. The hop chain gets the same warm-up.
  */
 const WARM_ROUNDS = QUICK ? 1 : 5;
+/**
+ * The same for the invalidations section, whose rounds are 64 invalidations each (fan-out 1 and 8)
+ * and whose chains reuse the same pages every round: 12 uncounted rounds (768 invalidations of each
+ * kind, the chains alike) before the measured ones.
+ */
+const INV_WARM_ROUNDS = QUICK ? 1 : 12;
 type Placement = '1proc' | '2proc';
 const PLACEMENTS = (['2proc', '1proc'] as Placement[]).filter(
   (p) => process.env.BENCH_PLACEMENT === undefined || process.env.BENCH_PLACEMENT === p,
@@ -307,7 +314,8 @@ async function invalidations(pl: Placement) {
     }
     await raw.client.timed(WAKE_THEN_32, M);
     if (fanRaw.length > 0) await fanTimed(fanRaw, M);
-    for (let r = 0; r <= (fans.length > 0 ? ROUNDS : -1); r++) {
+    // rounds 1 - INV_WARM_ROUNDS .. 0 are the warm-up (see INV_WARM_ROUNDS): run as the others, not counted
+    for (let r = 1 - INV_WARM_ROUNDS; r <= (fans.length > 0 ? ROUNDS : -1); r++) {
       gc();
       const chain = await withCpu(remotes.slice(0, 1), () => raw.client.timed(WAKE_THEN_32, M));
       gc();
@@ -320,7 +328,7 @@ async function invalidations(pl: Placement) {
         events.length = 0;
         gc();
         const w = await withCpu(remotes.slice(0, fan), async () => {
-          for (let i = 0; i < M; i++) await p.write32(va + i * PAGE, r * 1000 + i);
+          for (let i = 0; i < M; i++) await p.write32(va + i * PAGE, (r + INV_WARM_ROUNDS) * 1000 + i);
         });
         const ms = events.filter((e) => e.reason === 'recall' && e.peers === fan).map((e) => e.ms * 1000);
         if (r > 0) {

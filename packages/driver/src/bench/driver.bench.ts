@@ -315,7 +315,7 @@ async function invalidations(pl: Placement) {
     await raw.client.timed(WAKE_THEN_32, M);
     if (fanRaw.length > 0) await fanTimed(fanRaw, M);
     // rounds 1 - INV_WARM_ROUNDS .. 0 are the warm-up (see INV_WARM_ROUNDS): run as the others, not counted
-    for (let r = 1 - INV_WARM_ROUNDS; r <= (fans.length > 0 ? ROUNDS : -1); r++) {
+    for (let r = 1 - INV_WARM_ROUNDS; fans.length > 0 && r <= ROUNDS; r++) {
       gc();
       const chain = await withCpu(remotes.slice(0, 1), () => raw.client.timed(WAKE_THEN_32, M));
       gc();

@@ -311,6 +311,8 @@ export async function handleInvalidate(
   const written: Array<{ page: number; pfn: number; version: number }> = [];
   /** Frames of dropped copies: freed once the ack is on its way. */
   const drop: number[] = [];
+  /** Their pages: forgotten together below, in this same synchronous section. */
+  const gone: number[] = [];
   for (const [first, count] of ranges) {
     for (let p = first; p < first + count; p++) {
       if (notes) {
@@ -328,12 +330,14 @@ export async function handleInvalidate(
         if (!wasWrite) continue;
         c.access = 'r';
       } else {
-        d.cache.delete(msg.segid, p);
+        gone.push(p);
         drop.push(c.pfn);
       }
       if (wasWrite && msg.writeback) written.push({ page: p, pfn: c.pfn, version: c.version });
     }
   }
+  // still before any await: no local fault can find these copies once this returns
+  d.cache.deletePages(msg.segid, gone);
   await unmapPages(d, msg.segid, ranges, msg.downgrade);
   const dirty: PageData[] = [];
   if (msg.writeback && d.detaching.size > 0) {

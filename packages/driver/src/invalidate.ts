@@ -78,17 +78,17 @@ export async function invalidatePages(
   const touched: number[] = [];
   let sessions: Map<string, number> | undefined;
   const rm = d.rmap;
-  const slots: number[] = [];
   // the node of the previous entry, its current epoch and its page list: entries come in runs of one
   // node (a range one mapper holds), so the per-entry lookups by name are made once per run
   let lastNode = -1;
   let lastCur: number | undefined;
   let lastList: number[] | undefined;
-  for (const p of pages) {
-    slots.length = 0;
-    rm.slotsOf(frameOf(seg, fr, p), seg.slot, p, slots);
+  const slot = seg.slot;
+  for (let k = 0; k < pages.length; k++) {
+    const p = pages[k];
     let hit = false;
-    for (const i of slots) {
+    // the entries of the page, read as we go (nothing below changes the map)
+    for (let i = rm.firstSlotOf(frameOf(seg, fr, p), slot, p); i >= 0; i = rm.nextSlotOf(i, slot, p)) {
       const node = rm.nodeAt(i);
       if (node === except || (onlyWriters && !rm.isWrite(i))) continue;
       hit = true;
@@ -132,7 +132,7 @@ export async function invalidatePages(
     const f = frameOf(seg, fr, p);
     if (f !== frames[frames.length - 1]) frames.push(f);
   }
-  for (const p of touched) seg.beginInvalidation(p);
+  seg.beginInvalidations(touched);
   let ok = true;
   let dirty = false;
   const dirtyPages = new Set<number>();
@@ -208,7 +208,12 @@ export async function invalidatePages(
       }),
     ]);
   } finally {
-    for (const p of touched) seg.endInvalidation(p, rm.hasPage(frameOf(seg, fr, p), seg.slot, p));
+    const left = new Uint8Array(touched.length);
+    for (let i = 0; i < touched.length; i++) {
+      const p = touched[i];
+      if (rm.hasPage(frameOf(seg, fr, p), seg.slot, p)) left[i] = 1;
+    }
+    seg.endInvalidations(touched, left);
     unexportEmpty(d, frames, o.lockHeld === true);
   }
   d.events.emit('invalidated', {

@@ -178,6 +178,27 @@ export class ReverseMap {
     return out;
   }
 
+  /**
+   * The first slot of the entries of segment page (seg, page) on the frame, -1 if none; the next one
+   * is nextSlotOf(slot, seg, page). slotsOf without a list: a walk that only reads (the map must not
+   * change until it ends). The invalidation's page loop uses it (issue 15: slotsOf's list reset and
+   * push cost a builtin call per page).
+   */
+  firstSlotOf(pfn: number, seg: number, page: number): number {
+    if (pfn < 0 || pfn >= this.head.length) return -1;
+    return this.matchFrom(this.head[pfn], seg, page);
+  }
+
+  /** The slot after `i` (from firstSlotOf) of the entries of (seg, page) on the same frame, -1 if none. */
+  nextSlotOf(i: number, seg: number, page: number): number {
+    return this.matchFrom(this.next[i], seg, page);
+  }
+
+  private matchFrom(i: number, seg: number, page: number): number {
+    for (; i >= 0; i = this.next[i]) if (this.seg[i] === seg && (this.page[i] & PAGE_MASK) === page) return i;
+    return -1;
+  }
+
   nodeAt(i: number): number {
     return this.node[i];
   }

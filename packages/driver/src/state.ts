@@ -138,17 +138,33 @@ export class Segment {
 
   /** Apply a page-state event (the only way a page's state changes). */
   transition(p: number, event: PageEvent): void {
+    this.step(p, event, this.env.events.listenerCount('page-state') > 0);
+  }
+
+  /**
+   * transition(p, event), with the listener check made by the caller (`emit`: some 'page-state'
+   * listener is registered): a run of pages asks once, not once per page (issue 15: EventEmitter
+   * listenerCount was a call per page, twice per page of an invalidation). Nothing a run calls
+   * between its check and its last step adds a listener (no listener runs when there is none; the
+   * wake-ups only resolve promises), so the answer holds for the whole run.
+   */
+  private step(p: number, event: PageEvent, emit: boolean): void {
     const fromI = this.state[p];
     const toI = NEXT_INDEX[event][fromI];
     if (toI < 0) throw new IllegalTransition(PAGE_STATES[fromI], event);
     if (toI === fromI) return;
     this.state[p] = toI;
     // the event object is built only for listeners (a 1024-page invalidation makes 2048 of them)
-    const ev = this.env.events;
-    if (ev.listenerCount('page-state') > 0) {
+    if (emit) {
       const from = PAGE_STATES[fromI];
       const to = PAGE_STATES[toI];
-      ev.emit('page-state', { segid: this.segid, page: p, from, to, event } satisfies PageStateEvent);
+      this.env.events.emit('page-state', {
+        segid: this.segid,
+        page: p,
+        from,
+        to,
+        event,
+      } satisfies PageStateEvent);
     }
   }
 
@@ -190,14 +206,37 @@ export class Segment {
     this.transition(p, 'invalidate-begin');
   }
 
+  /** beginInvalidation of every page of `pages`, in order (one listener check: see step). */
+  beginInvalidations(pages: readonly number[]): void {
+    const emit = this.env.events.listenerCount('page-state') > 0;
+    for (let i = 0; i < pages.length; i++) {
+      const p = pages[i];
+      this.inval[p]++;
+      this.step(p, 'invalidate-begin', emit);
+    }
+  }
+
   /**
    * An invalidation of the page completed (every ack in, or the mapper fenced); `copiesLeft`: a
    * former writer kept a read copy. The last one to end wakes the page's waiters.
    */
   endInvalidation(p: number, copiesLeft: boolean): void {
+    this.endOne(p, copiesLeft, this.env.events.listenerCount('page-state') > 0);
+  }
+
+  /**
+   * endInvalidation of every page of `pages`, in order; `copiesLeft[i]` non-zero: a copy of
+   * pages[i] is left (one listener check for the run: see step).
+   */
+  endInvalidations(pages: readonly number[], copiesLeft: Uint8Array): void {
+    const emit = this.env.events.listenerCount('page-state') > 0;
+    for (let i = 0; i < pages.length; i++) this.endOne(pages[i], copiesLeft[i] !== 0, emit);
+  }
+
+  private endOne(p: number, copiesLeft: boolean, emit: boolean): void {
     this.inval[p]--;
     if (this.inval[p] === 0) {
-      this.transition(p, copiesLeft ? 'downgrade-end' : 'invalidate-end');
+      this.step(p, copiesLeft ? 'downgrade-end' : 'invalidate-end', emit);
       this.wakeInvalidations(p);
       this.wakeIdle(p);
     }
@@ -388,6 +427,23 @@ export class PageCache {
     this.n--;
     if (m.size === 0) this.bySeg.delete(segid);
     return true;
+  }
+
+  /**
+   * delete(segid, p) for every page of `pages` (distinct pages, each cached: the caller just read
+   * them). When they are every page the segment has cached (an invalidation of all of it, the usual
+   * large one), its map is dropped whole: one operation, not one Map delete per page (issue 15).
+   */
+  deletePages(segid: string, pages: readonly number[]): void {
+    const m = this.bySeg.get(segid);
+    if (!m || pages.length === 0) return;
+    if (pages.length === m.size) {
+      this.n -= m.size;
+      this.bySeg.delete(segid);
+      return;
+    }
+    for (let i = 0; i < pages.length; i++) if (m.delete(pages[i])) this.n--;
+    if (m.size === 0) this.bySeg.delete(segid);
   }
 
   /** The segments with cached pages. */

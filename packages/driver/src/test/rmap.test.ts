@@ -75,11 +75,30 @@ test('reverse map agrees with a naive model under random operations', () => {
           assert.equal((m & 1) !== 0, any);
           assert.equal((m & 2) !== 0, write);
           assert.equal(r.hasPage(pfn, seg, page), any);
+          // the list-free walk finds exactly slotsOf's slots, in the same order
+          const walked: number[] = [];
+          for (let j = r.firstSlotOf(pfn, seg, page); j >= 0; j = r.nextSlotOf(j, seg, page)) walked.push(j);
+          assert.deepEqual(walked, r.slotsOf(pfn, seg, page, []));
+          assert.ok(walked.length > 0);
         }
       },
     ),
     { seed: 42, numRuns: 200 },
   );
+});
+
+test('reverse map: the list-free slot walk of a page with no entry, or a frame never seen, is empty', () => {
+  const r = new ReverseMap();
+  r.add(3, 1, 1, 0, 1, 1, false);
+  r.add(3, 2, 1, 1, 1, 1, true);
+  r.add(3, 3, 1, 0, 1, 1, true);
+  assert.equal(r.firstSlotOf(3, 1, 2), -1);
+  assert.equal(r.firstSlotOf(3, 2, 0), -1);
+  assert.equal(r.firstSlotOf(1_000_000, 1, 0), -1);
+  assert.equal(r.firstSlotOf(-1, 1, 0), -1);
+  const nodes: number[] = [];
+  for (let i = r.firstSlotOf(3, 1, 0); i >= 0; i = r.nextSlotOf(i, 1, 0)) nodes.push(r.nodeAt(i));
+  assert.deepEqual(nodes.sort(), [1, 3]);
 });
 
 test('reverse map refuses a page index that does not fit beside the write bit', () => {

@@ -2,8 +2,8 @@
  * Driver benchmarks (figures, not pass/fail). Every figure is a ratio against a baseline measured in
  * the same run with the same placement, and the whole measurement is repeated ROUNDS times with the
  * baseline and the driver path alternating: a figure is the median over rounds of the per-round value.
- * The faults and invalidations sections first run WARM_ROUNDS / INV_WARM_ROUNDS rounds that are not
- * counted (JIT warm-up, see there).
+ * The faults, invalidations and ranges sections first run WARM_ROUNDS / INV_WARM_ROUNDS /
+ * RANGE_WARM_ROUNDS rounds that are not counted (JIT warm-up, see there).
  * Prints BENCH lines (scripts/bench.mjs). BENCH_QUICK=1 for a short run; BENCH_RECLAIM_PAGES sets the
  * reclaim size (default 100,000), BENCH_RECLAIM_BATCHES the shrink's batches in flight (default 1, both
  * kinds). Filters: BENCH_ONLY=faults,invalidations,ranges,reclaim,rmap (a comma
@@ -82,6 +82,14 @@ const WARM_ROUNDS = QUICK ? 1 : 5;
  * kind, the chains alike) before the measured ones.
  */
 const INV_WARM_ROUNDS = QUICK ? 1 : 12;
+/**
+ * The same for the ranges section (one 1-page and one 1024-page invalidation a round, each followed
+ * by a re-read of its range): 10 uncounted rounds, both sizes alike, before the measured ones. With
+ * one warm-up round, the measured rounds were still warming up both paths (their per-page loops and
+ * the invalidation chain): the medians of both sizes over the first 10 rounds were well above those
+ * over 40 rounds, and far noisier.
+ */
+const RANGE_WARM_ROUNDS = QUICK ? 0 : 10;
 type Placement = '1proc' | '2proc';
 const PLACEMENTS = (['2proc', '1proc'] as Placement[]).filter(
   (p) => process.env.BENCH_PLACEMENT === undefined || process.env.BENCH_PLACEMENT === p,
@@ -371,7 +379,8 @@ async function invalidations(pl: Placement) {
       ranges.set(pages, { segid, key: await remotes[0].attach(segid, pages, 'r', true) });
     }
     const RR = new Rounds();
-    for (let r = 0; r <= ROUNDS * 2; r++) {
+    // rounds -RANGE_WARM_ROUNDS .. 0 are the warm-up (see RANGE_WARM_ROUNDS): run as the others, not counted
+    for (let r = -RANGE_WARM_ROUNDS; r <= ROUNDS * 2; r++) {
       for (const pages of [1, 1024]) {
         const { segid, key } = ranges.get(pages)!;
         const { p, va } = home.segs.get(segid)!;

@@ -15,10 +15,17 @@ function codeError(code: string, message: string): Error & { code: string } {
   return Object.assign(new Error(message), { code });
 }
 
-/** No fence waiting out a lease, no invalidation or notifier bracket in flight on any page. */
+/**
+ * No fence waiting out a lease, no ended session still being handled before its fence starts
+ * (`leaseHold`: the driver's 'down' and new-session handlers revoke that peer's copies here first,
+ * then fence it; without this a check at "quiescence" could run in between and see the reverse-map
+ * entries of a node whose session is gone but whose fence has not begun), no invalidation or
+ * notifier bracket in flight on any page.
+ */
 export function driverIdle(driver: XpmemDriver): boolean {
   return (
     driver.fencing.size === 0 &&
+    driver.leaseHold.size === 0 &&
     [...driver.segments.values()].every(
       (seg) => seg.inval.every((x) => x === 0) && seg.busy.every((x) => x === 0),
     )
